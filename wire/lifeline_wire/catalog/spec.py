@@ -1,0 +1,21 @@
+"""How one metric is declared: name, type, help and the labels it may carry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+# Labels the collector adds to every series it re-exposes from an agent.
+AGENT_LABELS = ("agent", "site")
+
+MetricType = Literal["gauge", "counter", "info"]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    name: str
+    type: MetricType
+    help: str
+    labels: tuple[str, ...] = ()
+    # Label values must come from a closed set (documented cardinality); None = free but bounded by config.
+    unit: str = ""

@@ -1,0 +1,159 @@
+"""Wire contract v1: the batch an agent sends and the per-item answer the collector gives.
+
+A batch is identified by (agent_id, boot_id, seq). ``seq`` only grows within one boot of the
+agent, so the collector can store each batch exactly once however often it is retried, and a
+gap in ``seq`` is visible as lost data. Timestamps are Unix milliseconds and are the time the
+measurement was taken, never the time it was sent.
+
+Decoding is strict: unknown fields, wrong types and out-of-range values are rejected, and every
+error names the field as a JSON path (``$.batches[0].samples[3].value``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+SCHEMA_VERSION: Final = 1
+
+MAX_BATCHES_PER_ENVELOPE: Final = 500
+MAX_SAMPLES_PER_BATCH: Final = 20_000
+MAX_EVENTS_PER_BATCH: Final = 2_000
+MAX_LABELS: Final = 16
+
+METRIC_NAME_RE: Final = r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}$"
+LABEL_NAME_RE: Final = r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$"
+ID_RE: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+MetricName = Annotated[str, msgspec.Meta(pattern=METRIC_NAME_RE)]
+LabelName = Annotated[str, msgspec.Meta(pattern=LABEL_NAME_RE)]
+LabelValue = Annotated[str, msgspec.Meta(max_length=256)]
+Identifier = Annotated[str, msgspec.Meta(pattern=ID_RE)]
+# Milliseconds since the Unix epoch: 2001-09-09 .. 2286-11-20, which rejects seconds sent by mistake.
+TimestampMs = Annotated[int, msgspec.Meta(ge=1_000_000_000_000, lt=10_000_000_000_000)]
+EventAttr = str | int | float | bool
+
+
+class WireError(ValueError):
+    """A body that does not follow the contract. ``path`` is the JSON path of the bad field."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class Sample(msgspec.Struct, frozen=True, forbid_unknown_fields=True, array_like=False):
+    """One measured value of one series at the time it was measured."""
+
+    name: MetricName
+    value: float
+    ts_ms: TimestampMs
+    labels: Annotated[dict[LabelName, LabelValue], msgspec.Meta(max_length=MAX_LABELS)] = {}
+
+
+class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Something that happened at one moment: a link change, a layer state change, a failover."""
+
+    type: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_.]{0,63}$")]
+    ts_ms: TimestampMs
+    attributes: Annotated[
+        dict[LabelName, EventAttr], msgspec.Meta(max_length=64)
+    ] = {}
+
+
+class Batch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What the agent measured in one interval, spooled and sent as one unit."""
+
+    agent_id: Identifier
+    boot_id: Identifier
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+    created_ms: TimestampMs
+    samples: Annotated[list[Sample], msgspec.Meta(max_length=MAX_SAMPLES_PER_BATCH)] = []
+    events: Annotated[list[Event], msgspec.Meta(max_length=MAX_EVENTS_PER_BATCH)] = []
+    # True for batches that carry a state change: sent ahead of any backlog.
+    priority: bool = False
+
+
+class Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The body of ``POST /api/v1/ingest``: one or more batches from one agent."""
+
+    version: int
+    batches: Annotated[list[Batch], msgspec.Meta(min_length=1, max_length=MAX_BATCHES_PER_ENVELOPE)]
+    # The agent's clock when it sent the envelope, for the collector's clock-offset estimate.
+    sent_ms: TimestampMs
+    site: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    position: Annotated[str, msgspec.Meta(max_length=64)] = ""
+
+
+ItemStatus = Literal["accepted", "duplicate", "rejected"]
+
+
+class ItemResult(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The collector's answer for one batch. ``accepted`` and ``duplicate`` may both be deleted."""
+
+    boot_id: str
+    seq: int
+    status: ItemStatus
+    reason: str = ""
+
+
+class IngestResponse(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    results: list[ItemResult]
+    server_ms: int = 0
+
+
+class _VersionOnly(msgspec.Struct):
+    version: int = SCHEMA_VERSION
+
+
+_envelope_decoder: Final = msgspec.json.Decoder(Envelope)
+_response_decoder: Final = msgspec.json.Decoder(IngestResponse)
+_version_decoder: Final = msgspec.json.Decoder(_VersionOnly)
+_encoder: Final = msgspec.json.Encoder()
+_PATH_RE: Final = re.compile(r"^(?P<reason>.*?)(?: - at `(?P<path>[^`]+)`)?$", re.DOTALL)
+
+
+def _wire_error(exc: msgspec.DecodeError) -> WireError:
+    match = _PATH_RE.match(str(exc))
+    if match is None:  # pragma: no cover - the regex matches every string
+        return WireError("$", str(exc))
+    return WireError(match.group("path") or "$", match.group("reason"))
+
+
+def decode_envelope(body: bytes) -> Envelope:
+    """Decode and validate an ingest body, or raise WireError naming the bad field."""
+    try:
+        envelope = _envelope_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        try:
+            version = _version_decoder.decode(body).version
+        except msgspec.DecodeError:
+            version = SCHEMA_VERSION
+        if version != SCHEMA_VERSION:
+            raise _version_error(version) from None
+        raise _wire_error(exc) from None
+    if envelope.version != SCHEMA_VERSION:
+        raise _version_error(envelope.version)
+    first = envelope.batches[0].agent_id
+    for index, batch in enumerate(envelope.batches):
+        if batch.agent_id != first:
+            raise WireError(f"$.batches[{index}].agent_id", "all batches must come from one agent")
+    return envelope
+
+
+def _version_error(version: int) -> WireError:
+    return WireError("$.version", f"unsupported schema version {version} (this end speaks {SCHEMA_VERSION})")
+
+
+def decode_response(body: bytes) -> IngestResponse:
+    try:
+        return _response_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise _wire_error(exc) from None
+
+
+def encode(obj: Envelope | Batch | IngestResponse | ItemResult) -> bytes:
+    return _encoder.encode(obj)
