@@ -196,12 +196,12 @@ class AgentConfig:
 
 def _agent(sec: Section) -> AgentSection:
     out = AgentSection(
-        id=sec.str("id", required=True, pattern=ID_PATTERN),
-        site=sec.str("site"),
-        position=sec.str("position"),
-        token=sec.str("token"),
-        token_file=sec.str("token_file"),
-        state_dir=sec.str("state_dir", DEFAULT_STATE_DIR),
+        id=sec.text("id", required=True, pattern=ID_PATTERN),
+        site=sec.text("site"),
+        position=sec.text("position"),
+        token=sec.text("token"),
+        token_file=sec.text("token_file"),
+        state_dir=sec.text("state_dir", DEFAULT_STATE_DIR),
         log_level=sec.choice("log_level", "info", ("debug", "info", "warning", "error")),
         log_format=sec.choice("log_format", "text", ("text", "json")),
     )
@@ -214,24 +214,24 @@ def _agent(sec: Section) -> AgentSection:
 def _target(sec: Section, default_interval: float) -> Target:
     kind = sec.choice("kind", "icmp", PROBE_KINDS)
     target = Target(
-        name=sec.str("name", required=True, pattern=ID_PATTERN),
+        name=sec.text("name", required=True, pattern=ID_PATTERN),
         role=sec.choice("role", "cad", ROLES) if sec.has("role") else _required_role(sec),
         kind=kind,
-        host=sec.str("host", required=kind != "dns"),
+        host=sec.text("host", required=kind != "dns"),
         interval=sec.duration("interval", default_interval, min=0.1, max=3600.0),
         timeout=sec.duration("timeout", 1.0, min=0.01, max=30.0),
         path=sec.choice("path", "auto", PATHS),
-        port=sec.int("port", 0, min=0, max=65535),
-        count=sec.int("count", 1, min=1, max=100),
+        port=sec.integer("port", 0, min=0, max=65535),
+        count=sec.integer("count", 1, min=1, max=100),
         spacing=sec.duration("spacing", 0.02, min=0.001, max=5.0),
-        interface=sec.str("interface"),
-        query=sec.str("query"),
-        expect=sec.str("expect"),
+        interface=sec.text("interface"),
+        query=sec.text("query"),
+        expect=sec.text("expect"),
     )
     if kind == "tcp" and target.port == 0:
-        sec.error("port", "is required for kind = \"tcp\"")
+        sec.error("port", 'is required for kind = "tcp"')
     if kind == "dns" and not target.query:
-        sec.error("query", "is required for kind = \"dns\"")
+        sec.error("query", 'is required for kind = "dns"')
     if target.count > 1 and target.spacing * target.count + target.timeout > target.interval:
         sec.error(
             "count",
@@ -250,22 +250,24 @@ def _required_role(sec: Section) -> str:
 def _collector(sec: Section) -> CollectorSection:
     endpoints: list[CollectorEndpoint] = []
     for ep in sec.tables("endpoints"):
-        url = ep.str("url", required=True)
+        url = ep.text("url", required=True)
         if url and not url.startswith(("http://", "https://")):
             ep.error("url", f"must start with http:// or https:// (got {url!r})")
         endpoints.append(
-            CollectorEndpoint(url=url.rstrip("/"), public=ep.bool("public", False), via_backup=ep.bool("via_backup", True))
+            CollectorEndpoint(
+                url=url.rstrip("/"), public=ep.flag("public", False), via_backup=ep.flag("via_backup", True)
+            )
         )
         ep.finish()
     out = CollectorSection(
         endpoints=tuple(endpoints),
-        allow_public=sec.bool("allow_public", False),
-        ca_file=sec.str("ca_file"),
-        client_cert=sec.str("client_cert"),
-        client_key=sec.str("client_key"),
+        allow_public=sec.flag("allow_public", False),
+        ca_file=sec.text("ca_file"),
+        client_cert=sec.text("client_cert"),
+        client_key=sec.text("client_key"),
         timeout=sec.duration("timeout", 5.0, min=0.1, max=120.0),
-        backup_interface=sec.str("backup_interface"),
-        max_batches_per_request=sec.int("max_batches_per_request", 50, min=1, max=500),
+        backup_interface=sec.text("backup_interface"),
+        max_batches_per_request=sec.integer("max_batches_per_request", 50, min=1, max=500),
     )
     if bool(out.client_cert) != bool(out.client_key):
         sec.error("client_cert", "client_cert and client_key must be set together")
@@ -279,16 +281,22 @@ def _thresholds(sec: Section) -> Thresholds:
     for name in Thresholds.__dataclass_fields__:
         default = getattr(defaults, name)
         if isinstance(default, int) and not isinstance(default, bool):
-            values[name] = sec.int(name, default, min=1)
-        elif name.startswith(("rtt_", "jitter_", "handshake_", "tcp_connect_", "loss_window")) or name.endswith(
-            "_seconds"
-        ) or name == "rtt_hold":
+            values[name] = sec.integer(name, default, min=1)
+        elif (
+            name.startswith(("rtt_", "jitter_", "handshake_", "tcp_connect_", "loss_window"))
+            or name.endswith("_seconds")
+            or name == "rtt_hold"
+        ):
             values[name] = sec.duration(name, default, min=0.0)
         else:
-            values[name] = sec.float(name, default)
+            values[name] = sec.number(name, default)
     out = Thresholds(**values)
-    for low, high in (("rtt_degraded", "rtt_critical"), ("jitter_degraded", "jitter_critical"),
-                      ("loss_degraded", "loss_critical"), ("handshake_degraded", "handshake_critical")):
+    for low, high in (
+        ("rtt_degraded", "rtt_critical"),
+        ("jitter_degraded", "jitter_critical"),
+        ("loss_degraded", "loss_critical"),
+        ("handshake_degraded", "handshake_critical"),
+    ):
         if getattr(out, low) > getattr(out, high):
             sec.error(low, f"must not exceed {high} ({getattr(out, low):g} > {getattr(out, high):g})")
     sec.finish()
@@ -308,21 +316,27 @@ def _read(root: Section) -> AgentConfig:
     seen: dict[str, int] = {}
     for index, target in enumerate(targets):
         if target.name in seen:
-            root.problems.add(f"targets[{index}].name", f"duplicate name {target.name!r} (also targets[{seen[target.name]}])")
+            root.problems.add(
+                f"targets[{index}].name",
+                f"duplicate name {target.name!r} (also targets[{seen[target.name]}])",
+            )
         seen.setdefault(target.name, index)
     metrics_sec = root.table("metrics")
-    metrics = MetricsSection(listen=metrics_sec.str("listen", DEFAULT_METRICS_LISTEN), enabled=metrics_sec.bool("enabled", True))
+    metrics = MetricsSection(
+        listen=metrics_sec.text("listen", DEFAULT_METRICS_LISTEN), enabled=metrics_sec.flag("enabled", True)
+    )
     if metrics.listen and ":" not in metrics.listen:
         metrics_sec.error("listen", f"must be host:port (got {metrics.listen!r})")
     metrics_sec.finish()
     disc_sec = root.table("discovery")
     discovery = DiscoverySection(
-        default_gateways=disc_sec.bool("default_gateways", True), vpn_interfaces=disc_sec.bool("vpn_interfaces", True)
+        default_gateways=disc_sec.flag("default_gateways", True),
+        vpn_interfaces=disc_sec.flag("vpn_interfaces", True),
     )
     disc_sec.finish()
     spool_sec = root.table("spool")
     spool = SpoolSection(
-        path=spool_sec.str("path"),
+        path=spool_sec.text("path"),
         max_bytes=spool_sec.size("max_bytes", DEFAULT_SPOOL_BYTES, min=100_000),
         max_age=spool_sec.duration("max_age", DEFAULT_SPOOL_AGE, min=60.0),
     )
@@ -332,21 +346,22 @@ def _read(root: Section) -> AgentConfig:
         wifi=prov.choice("wifi", "auto", ("auto", "nl80211", "proc", "fixture", "off")),
         cellular=prov.choice("cellular", "auto", ("auto", "modemmanager", "mmcli", "fixture", "off")),
         power=prov.choice("power", "auto", ("auto", "psutil", "fixture", "off")),
-        fixture_file=prov.str("fixture_file"),
-        cad_sessions=prov.bool("cad_sessions", True),
-        netlink=prov.bool("netlink", True),
-        traceroute=prov.bool("traceroute", True),
-        desktop_notify=prov.bool("desktop_notify", True),
+        fixture_file=prov.text("fixture_file"),
+        cad_sessions=prov.flag("cad_sessions", True),
+        netlink=prov.flag("netlink", True),
+        traceroute=prov.flag("traceroute", True),
+        desktop_notify=prov.flag("desktop_notify", True),
     )
     if "fixture" in (providers.wifi, providers.cellular, providers.power) and not providers.fixture_file:
-        prov.error("fixture_file", "is required when a provider is \"fixture\"")
+        prov.error("fixture_file", 'is required when a provider is "fixture"')
     prov.finish()
     collector = _collector(root.table("collector"))
     public = [i for i, ep in enumerate(collector.endpoints) if ep.public]
     if public and not collector.allow_public:
         root.problems.add(
             f"collector.endpoints[{public[0]}].public",
-            "a public endpoint reports outside the VPN; set collector.allow_public = true once the agency approves",
+            "a public endpoint reports outside the VPN; "
+            "set collector.allow_public = true once the agency approves",
         )
     return AgentConfig(
         agent=agent,
@@ -363,7 +378,9 @@ def _read(root: Section) -> AgentConfig:
 
 def parse(data: dict[str, Any], source: str = "<config>") -> AgentConfig:
     config = build(source, data, _read)
-    return AgentConfig(**{**{f: getattr(config, f) for f in AgentConfig.__dataclass_fields__}, "source": source})
+    return AgentConfig(
+        **{**{f: getattr(config, f) for f in AgentConfig.__dataclass_fields__}, "source": source}
+    )
 
 
 def load(path: str | Path) -> AgentConfig:

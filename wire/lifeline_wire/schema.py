@@ -59,9 +59,7 @@ class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     type: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_.]{0,63}$")]
     ts_ms: TimestampMs
-    attributes: Annotated[
-        dict[LabelName, EventAttr], msgspec.Meta(max_length=64)
-    ] = {}
+    attributes: Annotated[dict[LabelName, EventAttr], msgspec.Meta(max_length=64)] = {}
 
 
 class Batch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -44,14 +44,14 @@ class ConfigError(ValueError):
 def parse_duration(value: object) -> float:
     """``"1s"``, ``"250ms"``, ``"5m"``, ``"7d"`` or a bare number of seconds → seconds."""
     if isinstance(value, bool):
-        raise ValueError(f"must be a duration such as \"1s\" or \"250ms\" (got {value!r})")
+        raise ValueError(f'must be a duration such as "1s" or "250ms" (got {value!r})')
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, str):
         match = _DURATION_RE.match(value)
         if match:
             return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    raise ValueError(f"must be a duration such as \"1s\" or \"250ms\" (got {value!r})")
+    raise ValueError(f'must be a duration such as "1s" or "250ms" (got {value!r})')
 
 
 def parse_size(value: object) -> int:
@@ -62,7 +62,7 @@ def parse_size(value: object) -> int:
         match = _SIZE_RE.match(value)
         if match:
             return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
-    raise ValueError(f"must be a size such as \"100MB\" or \"64MiB\" (got {value!r})")
+    raise ValueError(f'must be a size such as "100MB" or "64MiB" (got {value!r})')
 
 
 @dataclass
@@ -111,7 +111,9 @@ class Section:
             return default
         return value  # type: ignore[return-value]
 
-    def str(self, name: str, default: str = "", *, required: bool = False, pattern: str | None = None) -> str:
+    def text(
+        self, name: str, default: str = "", *, required: bool = False, pattern: str | None = None
+    ) -> str:
         if required and name not in self.data:
             self.error(name, "is required")
         value = self._get(name, default, (str,), "a string")
@@ -119,10 +121,10 @@ class Section:
             self.error(name, f"must match {pattern} (got {value!r})")
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
+    def flag(self, name: str, default: bool) -> bool:
         return self._get(name, default, (bool,), "true or false")
 
-    def int(self, name: str, default: int, *, min: int | None = None, max: int | None = None) -> int:  # noqa: A002
+    def integer(self, name: str, default: int, *, min: int | None = None, max: int | None = None) -> int:
         value = self._get(name, default, (int,), "an integer")
         if name in self.data and isinstance(value, int):
             if min is not None and value < min:
@@ -131,7 +133,9 @@ class Section:
                 self.error(name, f"must be ≤ {max} (got {value})")
         return value
 
-    def float(self, name: str, default: float, *, min: float | None = None, max: float | None = None) -> float:  # noqa: A002
+    def number(
+        self, name: str, default: float, *, min: float | None = None, max: float | None = None
+    ) -> float:
         value = self._get(name, default, (int, float), "a number")
         if name in self.data and isinstance(value, int | float):
             if min is not None and value < min:
@@ -148,7 +152,12 @@ class Section:
         return value
 
     def duration(
-        self, name: str, default: float, *, min: float | None = None, max: float | None = None  # noqa: A002
+        self,
+        name: str,
+        default: float,
+        *,
+        min: float | None = None,
+        max: float | None = None,
     ) -> float:
         self._read.add(name)
         if name not in self.data:
@@ -165,7 +174,7 @@ class Section:
             self.error(name, f"must be ≤ {_fmt_seconds(max)} (got {raw!r})")
         return value
 
-    def size(self, name: str, default: int, *, min: int | None = None) -> int:  # noqa: A002
+    def size(self, name: str, default: int, *, min: int | None = None) -> int:
         self._read.add(name)
         if name not in self.data:
             return default
@@ -189,7 +198,7 @@ class Section:
         return tuple(out)
 
     def str_map(self, name: str) -> dict[str, str]:
-        value = self._get(name, {}, (dict,), "a table of strings")
+        value: dict[str, object] = self._get(name, {}, (dict,), "a table of strings")
         out: dict[str, str] = {}
         for key, item in value.items():
             if not isinstance(item, str):

@@ -7,11 +7,11 @@ list that validation, exposition, dashboards tests and the README read.
 
 from __future__ import annotations
 
-from lifeline_wire.catalog import agent_self, health, probes, sources
+from lifeline_wire.catalog import agent_self, collector, health, probes, sources
 from lifeline_wire.catalog.spec import AGENT_LABELS, MetricSpec
 
 CATALOG: dict[str, MetricSpec] = {}
-for _module in (probes, sources, health, agent_self):
+for _module in (probes, sources, health, agent_self, collector):
     for _spec in _module.METRICS:
         if _spec.name in CATALOG:  # pragma: no cover - caught by the catalog test
             raise RuntimeError(f"metric {_spec.name} declared twice")

@@ -3,5 +3,7 @@
 from lifeline_wire.catalog.spec import MetricSpec
 
 METRICS = (
-    MetricSpec("lifeline_agent_info", "info", "Agent version and position (value 1)", ("version", "position")),
+    MetricSpec(
+        "lifeline_agent_info", "info", "Agent version and position (value 1)", ("version", "position")
+    ),
 )

@@ -1,5 +1,39 @@
-"""Metrics of the health model: per-layer state, verdict, risk (issues 4 and 6 grow this)."""
+"""Metrics of the health model: per-layer state, the verdict, risk of losing CAD."""
 
 from lifeline_wire.catalog.spec import MetricSpec
 
-METRICS: tuple[MetricSpec, ...] = ()
+LAYERS = ("power", "link", "router", "internet", "vpn", "agency", "dns", "cad", "backup")
+STATES = {"ok": 0, "degraded": 1, "failed": 2, "unknown": 3}
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        "lifeline_layer_state",
+        "gauge",
+        "State of one layer: 0 ok, 1 degraded, 2 failed, 3 unknown",
+        ("layer",),
+    ),
+    MetricSpec(
+        "lifeline_verdict_info",
+        "info",
+        "The first broken layer in words (value 1; layer = none when healthy)",
+        ("layer", "verdict"),
+    ),
+    MetricSpec(
+        "lifeline_cad_risk_ratio",
+        "gauge",
+        "Estimated probability (0..1) that the position loses CAD soon",
+        (),
+    ),
+    MetricSpec(
+        "lifeline_cad_time_to_loss_seconds",
+        "gauge",
+        "Predicted seconds until CAD is lost (+Inf when stable)",
+        (),
+    ),
+    MetricSpec(
+        "lifeline_provider_available",
+        "gauge",
+        "1 if a data provider works on this machine, 0 if it lacks privileges or hardware",
+        ("provider",),
+    ),
+)

@@ -1,0 +1,49 @@
+"""Metrics the collector exposes about the fleet and itself (not sent by agents)."""
+
+from lifeline_wire.catalog.spec import MetricSpec
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        "lifeline_agent_up",
+        "gauge",
+        "1 if the agent reported within the silence window, 0 if silent",
+        ("agent", "site"),
+    ),
+    MetricSpec(
+        "lifeline_agent_last_seen_timestamp_seconds",
+        "gauge",
+        "When the collector last heard from the agent",
+        ("agent", "site"),
+    ),
+    MetricSpec(
+        "lifeline_agent_clock_offset_seconds",
+        "gauge",
+        "Agent clock minus collector clock at the last request",
+        ("agent", "site"),
+    ),
+    MetricSpec(
+        "lifeline_agent_sequence_gaps_total",
+        "counter",
+        "Batches missing from an agent's sequence (lost before reaching the collector)",
+        ("agent", "site"),
+    ),
+    MetricSpec(
+        "lifeline_ingest_batches_total",
+        "counter",
+        "Batches answered by the ingest API (result = accepted, duplicate, rejected)",
+        ("result",),
+    ),
+    MetricSpec("lifeline_ingest_requests_total", "counter", "Ingest requests by HTTP status code", ("code",)),
+    MetricSpec(
+        "lifeline_alerts_active",
+        "gauge",
+        "Alerts currently active by name and state (pending, firing)",
+        ("alertname", "state"),
+    ),
+    MetricSpec(
+        "lifeline_notifications_total",
+        "counter",
+        "Notifications sent by notifier and result (ok, retry, failed)",
+        ("notifier", "result"),
+    ),
+)
