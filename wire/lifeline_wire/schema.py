@@ -11,6 +11,7 @@ error names the field as a JSON path (``$.batches[0].samples[3].value``).
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Final, Literal
 
@@ -34,6 +35,8 @@ Identifier = Annotated[str, msgspec.Meta(pattern=ID_RE)]
 # Milliseconds since the Unix epoch: 2001-09-09 .. 2286-11-20, which rejects seconds sent by mistake.
 TimestampMs = Annotated[int, msgspec.Meta(ge=1_000_000_000_000, lt=10_000_000_000_000)]
 EventAttr = str | int | float | bool
+NonFinite = Literal["+Inf", "-Inf", "NaN"]
+_NON_FINITE: Final = {"+Inf": math.inf, "-Inf": -math.inf, "NaN": math.nan}
 
 
 class WireError(ValueError):
@@ -49,9 +52,20 @@ class Sample(msgspec.Struct, frozen=True, forbid_unknown_fields=True, array_like
     """One measured value of one series at the time it was measured."""
 
     name: MetricName
-    value: float
+    # JSON has no infinity, so non-finite values travel as Prometheus spells them ("+Inf", "NaN").
+    value: float | NonFinite
     ts_ms: TimestampMs
     labels: Annotated[dict[LabelName, LabelValue], msgspec.Meta(max_length=MAX_LABELS)] = {}
+
+    def __post_init__(self) -> None:
+        if isinstance(self.value, float) and not math.isfinite(self.value):
+            spelled = "NaN" if math.isnan(self.value) else ("+Inf" if self.value > 0 else "-Inf")
+            msgspec.structs.force_setattr(self, "value", spelled)
+
+    @property
+    def number(self) -> float:
+        """The value as a float, whatever its spelling on the wire."""
+        return _NON_FINITE[self.value] if isinstance(self.value, str) else float(self.value)
 
 
 class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
