@@ -1,1 +1,1 @@
-"""Lifeline."""
+"""Long-lived watchers: kernel notifications that trigger immediate re-probes (see ``netlink``)."""

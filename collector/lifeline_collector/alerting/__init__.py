@@ -1,1 +1,1 @@
-"""Lifeline."""
+"""Alerting: rules over the fleet view, a state machine, and stages feeding the notifiers."""

@@ -28,6 +28,12 @@ METRICS: tuple[MetricSpec, ...] = (
         ("agent", "site"),
     ),
     MetricSpec(
+        "lifeline_agent_sequence_missing_batches",
+        "gauge",
+        "Batches of an agent's current and past boots not received yet (falls when late batches arrive)",
+        ("agent", "site"),
+    ),
+    MetricSpec(
         "lifeline_ingest_batches_total",
         "counter",
         "Batches answered by the ingest API (result = accepted, duplicate, rejected)",
@@ -45,5 +51,22 @@ METRICS: tuple[MetricSpec, ...] = (
         "counter",
         "Notifications sent by notifier and result (ok, retry, failed)",
         ("notifier", "result"),
+    ),
+    MetricSpec(
+        "lifeline_remote_write_samples_total",
+        "counter",
+        "Samples handled by remote-write (result = sent, failed: rejected by the receiver or given up, "
+        "dropped: queue overflow or shutdown; failed and dropped samples remain in the store)",
+        ("result",),
+    ),
+    MetricSpec(
+        "lifeline_remote_write_retries_total",
+        "counter",
+        "Remote-write requests repeated after a 429, a 5xx or an unreachable receiver",
+    ),
+    MetricSpec(
+        "lifeline_remote_write_queue_samples",
+        "gauge",
+        "Samples held in memory waiting to be remote-written (queued and in flight)",
     ),
 )

@@ -39,6 +39,13 @@ METRICS: tuple[MetricSpec, ...] = (
         ("interface", "vpn_type"),
     ),
     MetricSpec(
+        "lifeline_vpn_interface_up",
+        "gauge",
+        "1 if the tunnel interface is up and its VPN stack says connected "
+        "(WireGuard handshake within the critical age, OpenVPN CONNECTED); from local state, not probes",
+        ("interface", "vpn_type"),
+    ),
+    MetricSpec(
         "lifeline_vpn_handshake_age_seconds",
         "gauge",
         "Seconds since the last WireGuard handshake (+Inf if never)",
@@ -82,6 +89,7 @@ METRICS: tuple[MetricSpec, ...] = (
         "Modem signal quality (0..1)",
         ("modem", "access_technology"),
     ),
+    MetricSpec("lifeline_cellular_connected", "gauge", "1 if the modem has a data connection", ("modem",)),
     MetricSpec("lifeline_cellular_rsrp_dbm", "gauge", "LTE/5G reference signal received power", ("modem",)),
     MetricSpec("lifeline_cellular_rsrq_db", "gauge", "LTE/5G reference signal received quality", ("modem",)),
     MetricSpec(

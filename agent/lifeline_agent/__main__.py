@@ -1,0 +1,5 @@
+"""``python -m lifeline_agent`` is ``lifeline-agent``."""
+
+from lifeline_agent.cli import main
+
+main()

@@ -1,0 +1,169 @@
+"""The local facts the health model reads, and the one place that accepts them from the sources.
+
+The sources (``lifeline_agent.sources``) fill these small records, or hand over their own fact
+objects: :func:`coerce` reads the same field names (and a few documented aliases) from any object
+or mapping, so the two packages stay decoupled. A bad field is dropped with a problem naming it
+(``wifi.signal_dbm: must be a number (got 'abc')``) and the rest of the record is kept; nothing
+here raises for bad data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+SOURCES = ("power", "wifi", "cellular", "vpn", "routes")
+
+
+@dataclass(frozen=True, slots=True)
+class PowerFacts:
+    on_ac: bool | None = None  # None: the machine cannot tell
+    percent: float | None = None  # battery charge 0..100
+    secs_left: float | None = None  # battery time left; None when unknown or on AC
+
+
+@dataclass(frozen=True, slots=True)
+class WifiFacts:
+    interface: str = ""
+    connected: bool = True  # associated to an access point
+    signal_dbm: float | None = None
+    bitrate: float | None = None  # bits per second
+    path: str = "primary"  # "backup" when this Wi-Fi is the hotspot (a MiFi)
+
+
+@dataclass(frozen=True, slots=True)
+class CellularFacts:
+    modem: str = ""
+    connected: bool | None = None
+    access_technology: str = ""
+    rsrp: float | None = None  # dBm
+    rsrq: float | None = None  # dB
+    sinr: float | None = None  # dB
+    quality: float | None = None  # 0..1
+
+
+@dataclass(frozen=True, slots=True)
+class VpnFacts:
+    # False when the laptop has no tunnel interface: the home-VPN-router variant, where the tunnel
+    # is judged from what is reachable.
+    present: bool = True
+    interface: str = ""
+    kind: str = ""  # wireguard, openvpn, tun, ppp …
+    up: bool | None = None
+    handshake_age: float | None = None  # seconds; math.inf = never; None = not applicable
+
+
+@dataclass(frozen=True, slots=True)
+class RouteFacts:
+    primary_interface: str = ""
+    primary_up: bool | None = None  # carrier and admin state of the primary interface
+    backup_interface: str = ""
+    backup_up: bool | None = None
+    on_backup: bool = False  # the route to CAD runs over the backup interface right now
+
+
+Facts = PowerFacts | WifiFacts | CellularFacts | VpnFacts | RouteFacts
+
+# field -> (kind, aliases the sources may use)
+_FIELDS: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
+    "power": {
+        "on_ac": ("flag", ("power_plugged", "plugged", "ac")),
+        "percent": ("number", ("battery_percent",)),
+        "secs_left": ("number", ("secsleft", "seconds_left", "time_left")),
+    },
+    "wifi": {
+        "interface": ("text", ()),
+        "connected": ("flag", ("associated",)),
+        "signal_dbm": ("number", ("signal", "rssi", "rssi_dbm")),
+        "bitrate": ("number", ("tx_bitrate", "bitrate_bps")),
+        "path": ("text", ()),
+    },
+    "cellular": {
+        "modem": ("text", ("name",)),
+        "connected": ("flag", ()),
+        "access_technology": ("text", ("technology", "access_tech")),
+        "rsrp": ("number", ("rsrp_dbm",)),
+        "rsrq": ("number", ("rsrq_db",)),
+        "sinr": ("number", ("sinr_db", "snr")),
+        "quality": ("number", ("signal_quality",)),
+    },
+    "vpn": {
+        "present": ("flag", ("found",)),
+        "interface": ("text", ()),
+        "kind": ("text", ("vpn_type", "type")),
+        "up": ("flag", ()),
+        "handshake_age": ("number", ("handshake_age_seconds", "latest_handshake_age")),
+    },
+    "routes": {
+        "primary_interface": ("text", ()),
+        "primary_up": ("flag", ()),
+        "backup_interface": ("text", ()),
+        "backup_up": ("flag", ()),
+        "on_backup": ("flag", ()),
+    },
+}
+
+_TYPES: dict[str, type[Facts]] = {
+    "power": PowerFacts,
+    "wifi": WifiFacts,
+    "cellular": CellularFacts,
+    "vpn": VpnFacts,
+    "routes": RouteFacts,
+}
+
+
+def coerce(source: str, facts: object) -> tuple[Facts | None, tuple[str, ...]]:
+    """Turn what a source handed over into one of the records above, plus the problems found.
+
+    Returns ``(None, problems)`` for an unknown source name or a value that is not a record.
+    """
+    fields = _FIELDS.get(source)
+    if fields is None:
+        return None, (f"{source}: unknown facts source (known: {', '.join(SOURCES)})",)
+    wanted = _TYPES[source]
+    if isinstance(facts, wanted):
+        return facts, ()
+    if facts is None or isinstance(facts, str | bytes | int | float):
+        return None, (f"{source}: expected a record of facts (got {type(facts).__name__})",)
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, (kind, aliases) in fields.items():
+        present, raw = _lookup(facts, (name, *aliases))
+        if not present or raw is None:
+            continue
+        value, problem = _convert(kind, raw)
+        if problem:
+            problems.append(f"{source}.{name}: {problem}")
+        else:
+            values[name] = value
+    return wanted(**values), tuple(problems)
+
+
+def _lookup(obj: object, names: tuple[str, ...]) -> tuple[bool, object]:
+    for name in names:
+        if isinstance(obj, Mapping):
+            if name in obj:
+                return True, obj[name]
+        elif hasattr(obj, name):
+            return True, getattr(obj, name)
+    return False, None
+
+
+def _convert(kind: str, raw: object) -> tuple[object, str]:
+    if kind == "flag":
+        if isinstance(raw, bool):
+            return raw, ""
+        return None, f"must be true or false (got {raw!r})"
+    if kind == "number":
+        if raw == "+Inf":
+            return math.inf, ""
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            return None, f"must be a number (got {raw!r})"
+        if math.isnan(raw):
+            return None, "must be a number (got NaN)"
+        return float(raw), ""
+    if isinstance(raw, str):
+        return raw, ""
+    return None, f"must be a string (got {raw!r})"

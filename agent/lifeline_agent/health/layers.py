@@ -1,0 +1,302 @@
+"""The layers between the dispatcher and CAD, and the rules that judge each one.
+
+A signal travels power → link → router → internet → vpn → agency → dns → cad; ``backup`` stands
+beside that chain (is the hotspot ready to carry the position?). Every rule returns a
+:class:`Finding` — a raw state and a reason in words a supervisor reads — or None when it has no
+evidence. Minimum durations live here (through :class:`~lifeline_agent.health.hysteresis.Held`);
+recovery holds live in the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lifeline_agent.config import Target, Thresholds
+from lifeline_agent.health.facts import CellularFacts, PowerFacts, RouteFacts, VpnFacts, WifiFacts
+from lifeline_agent.health.hysteresis import SEVERITY, Held
+from lifeline_agent.health.series import REFUSED, TargetSeries, loss_view
+from lifeline_wire.catalog.health import LAYERS as CATALOG_LAYERS
+
+CHAIN = ("power", "link", "router", "internet", "vpn", "agency", "dns", "cad")
+LAYERS = (*CHAIN, "backup")
+assert LAYERS == CATALOG_LAYERS, "health layers must match lifeline_wire.catalog.health.LAYERS"
+
+# Layers whose probes travel the tunnel to the agency: their loss and delay are CAD's.
+TUNNEL_SIDE = ("vpn", "agency", "dns", "cad")
+
+TITLES = {
+    "power": "Power",
+    "link": "Home network",
+    "router": "Home router",
+    "internet": "Internet (ISP)",
+    "vpn": "VPN tunnel",
+    "agency": "Agency network",
+    "dns": "Agency DNS",
+    "cad": "CAD server",
+    "backup": "Backup path",
+}
+# The subject of a "degraded" sentence: "<subject> losing packets (4.2 %)".
+SUBJECTS = {
+    "link": "home network",
+    "router": "home router",
+    "internet": "home internet (ISP)",
+    "vpn": "VPN tunnel",
+    "agency": "agency network",
+    "dns": "agency DNS",
+    "cad": "CAD connection",
+    "backup": "backup path (hotspot)",
+}
+FAILED = {
+    "link": "home network link down",
+    "router": "home router unreachable",
+    "internet": "home internet (ISP) down",
+    "vpn": "VPN tunnel down",
+    "agency": "agency network unreachable through the tunnel",
+    "dns": "agency DNS not answering",
+    "cad": "CAD server not answering",
+    "backup": "backup path (hotspot) not ready",
+}
+CAD_REFUSED = "CAD server refusing connections"
+VPN_INFERRED = "VPN tunnel down (home VPN router)"
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """Durations and limits of the model that are judgement rather than site policy.
+
+    Site policy (the degraded and critical bands) is :class:`~lifeline_agent.config.Thresholds`.
+    """
+
+    fail_hold: float = 2.0  # all probes of a layer failing this long (≥ 2 rounds) ⇒ failed
+    degrade_hold: float = 3.0  # a degraded condition must hold this long
+    quality_hold: float = 15.0  # jitter, MOS, critical RTT and radio signal must hold this long
+    recover_hold: float = 10.0  # a better state must hold this long before it is announced
+    min_loss_rounds: int = 3  # loss counts once this many rounds lost something …
+    min_loss_episodes: int = 2  # … in more than one burst (a single 2 s spike is not sustained loss)
+    spike_max: float = 5.0  # … or in one burst longer than this
+    recent: float = 10.0  # span of "recent" RTT, jitter and loss level
+    trend_window: float = 30.0  # least-squares window of the trends
+    trend_min_points: int = 10  # one-second bins a trend needs
+    trend_min_episodes: int = 3  # separate loss bursts before a loss trend is believed
+    cad_loss_dead: float = 0.5  # sustained loss at which CAD is assumed lost
+    cad_outage_dead: float = 5.0  # seconds of total loss at which CAD is assumed lost
+    rtt_dead: float = 2.0  # RTT at which CAD sessions freeze (TCP timers fire, RDP stalls)
+    wifi_dead_dbm: float = -85.0  # Wi-Fi signal at which the association drops
+    horizon: float = 120.0  # time-to-loss at which the risk starts to rise above 0
+    facts_stale: float = 30.0  # facts older than this count as no data
+    bands: tuple[tuple[str, float], ...] = (("low", 0.0), ("watch", 0.3), ("warn", 0.5), ("page", 0.8))
+
+    def band_floor(self, name: str) -> float:
+        return dict(self.bands)[name]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    state: str  # ok | degraded | failed | unknown
+    reason: str
+    # What kind of trouble: "loss" (packets or whole probes lost) and "signal" (weak radio) explain
+    # failures further along the chain; "quality" (delay, jitter, MOS) does not.
+    cause: str = ""
+
+
+def layer_of(target: Target) -> str:
+    """The layer a target's probes speak for."""
+    if target.path == "backup":
+        return "backup"
+    if target.path == "tunnel" and target.role in ("link", "router", "internet"):
+        return "agency"  # a host beyond the VPN gateway that is neither DNS nor CAD
+    return target.role
+
+
+def worst(*findings: Finding | None) -> Finding | None:
+    """The most severe finding; on a tie the first (facts are named before probes)."""
+    best: Finding | None = None
+    for f in findings:
+        if f is not None and (best is None or SEVERITY[f.state] > SEVERITY[best.state]):
+            best = f
+    return best
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def pct(ratio: float) -> str:
+    value = ratio * 100
+    return f"{value:.1f} %" if value < 10 else f"{value:.0f} %"
+
+
+def dbm(value: float, unit: str = "dBm") -> str:
+    return f"{value:.0f} {unit}".replace("-", "−")
+
+
+def judge_probes(
+    layer: str, series: Sequence[TargetSeries], now: float, th: Thresholds, tu: Tuning, held: Held
+) -> Finding | None:
+    """Judge a layer from its targets' recent rounds (None when no target reports)."""
+    live = [s for s in series if not s.stale(now)]
+    echo = [s for s in live if s.target.kind == "icmp"]
+    service = [s for s in live if s.target.kind in ("tcp", "dns")]
+    # Every probe of the layer failing for the fail hold: a hard cut.
+    failing_for = min((s.failing_for(now) for s in live), default=0.0)
+    cut = bool(live) and all(s.streak >= 2 for s in live) and failing_for >= tu.fail_hold
+    # For CAD the port is what matters: a host that pings but refuses the CAD port is down, and so
+    # is one whose port has not answered for the critical number of rounds.
+    ports = [s for s in service if s.target.kind == "tcp"] if layer == "cad" else []
+    refused = bool(ports) and all(
+        s.streak >= 2
+        and s.failing_for(now) >= tu.fail_hold
+        and s.last is not None
+        and s.last.reason in REFUSED
+        for s in ports
+    )
+    port_dead = bool(ports) and all(s.streak >= th.lost_probes_critical for s in ports)
+    failed = cut or refused or port_dead
+
+    silent = [s for s in live if s.streak >= th.lost_probes_degraded]
+    loss = loss_view(live, now - th.loss_window)
+    lossy = loss.ratio >= th.loss_degraded and loss.sustained(
+        tu.min_loss_rounds, tu.min_loss_episodes, tu.spike_max
+    )
+    rtts = [r for r in (s.recent_rtt(now, tu.recent) for s in echo) if r is not None]
+    rtt = max(rtts, default=None)
+    jitters = [j for j in (s.recent_jitter(now, tu.recent) for s in echo) if j is not None]
+    jitter = max(jitters, default=None)
+    scores = [m for m in (s.mos(now, tu.recent, th.loss_window) for s in echo) if m is not None]
+    mos = min(scores, default=None)
+    waits = [r for r in (s.recent_rtt(now, tu.recent) for s in service) if r is not None]
+    wait = max(waits, default=None)
+
+    k = f"{layer}:"
+    loss_held = held.update(k + "loss", lossy, now) >= tu.degrade_hold
+    rtt_high = held.update(k + "rtt", rtt is not None and rtt >= th.rtt_degraded, now) >= th.rtt_hold
+    rtt_crit_hold = min(th.rtt_hold, tu.quality_hold)
+    rtt_crit = held.update(k + "rtt_crit", rtt is not None and rtt >= th.rtt_critical, now) >= rtt_crit_hold
+    jittery = (
+        held.update(k + "jitter", jitter is not None and jitter >= th.jitter_degraded, now) >= tu.quality_hold
+    )
+    poor = held.update(k + "mos", mos is not None and mos < th.mos_degraded, now) >= tu.quality_hold
+    slow = (
+        held.update(k + "slow", wait is not None and wait >= th.tcp_connect_degraded, now) >= tu.degrade_hold
+    )
+
+    if not live:
+        return None
+    subject = SUBJECTS[layer]
+    if failed:
+        return Finding("failed", CAD_REFUSED if refused else FAILED[layer], "down")
+    if silent:
+        names = ", ".join(s.target.name for s in silent)
+        return Finding("degraded", f"{subject}: {names} not answering", "loss")
+    if loss_held:
+        return Finding("degraded", f"{subject} losing packets ({pct(loss.ratio)})", "loss")
+    if (rtt_high or rtt_crit) and rtt is not None:
+        return Finding("degraded", f"{subject} slow (RTT {ms(rtt)})", "quality")
+    if jittery and jitter is not None:
+        return Finding("degraded", f"{subject} unsteady (jitter {ms(jitter)})", "quality")
+    if poor and mos is not None:
+        return Finding("degraded", f"{subject} poor for voice (MOS {mos:.1f})", "quality")
+    if slow and wait is not None:
+        return Finding("degraded", f"{subject} slow to answer ({wait:.1f} s)", "quality")
+    if rtt is not None:
+        return Finding("ok", f"answering (RTT {ms(rtt)})")
+    if wait is not None:
+        return Finding("ok", f"answering ({ms(wait)})")
+    return Finding("ok", "answering")
+
+
+def judge_power(
+    facts: PowerFacts | None, now: float, th: Thresholds, tu: Tuning, held: Held
+) -> Finding | None:
+    on_battery = facts is not None and facts.on_ac is False
+    unplugged = held.update("power:battery", on_battery, now) >= tu.degrade_hold
+    if facts is None or facts.on_ac is None:
+        return None
+    if facts.on_ac:
+        return Finding("ok", "on mains power")
+    left = battery_words(facts)
+    low = (facts.percent is not None and facts.percent < th.battery_critical_percent) or (
+        facts.secs_left is not None and facts.secs_left < th.battery_critical_seconds
+    )
+    if low:
+        return Finding("failed", f"battery almost empty ({left}) — home power out")
+    if unplugged:
+        return Finding("degraded", "on battery — home power out")
+    return Finding("ok", "just unplugged")
+
+
+def battery_words(facts: PowerFacts) -> str:
+    parts = []
+    if facts.percent is not None:
+        parts.append(f"{facts.percent:.0f} %")
+    if facts.secs_left is not None and facts.secs_left != float("inf"):
+        parts.append(f"{facts.secs_left / 60:.0f} min left")
+    return ", ".join(parts) or "charge unknown"
+
+
+def judge_link(
+    wifi: WifiFacts | None, routes: RouteFacts | None, now: float, th: Thresholds, tu: Tuning, held: Held
+) -> Finding | None:
+    primary_wifi = wifi if wifi is not None and wifi.path != "backup" else None
+    signal = primary_wifi.signal_dbm if primary_wifi is not None and primary_wifi.connected else None
+    weak = held.update("link:wifi", signal is not None and signal < th.wifi_rssi_degraded, now)
+    if routes is not None and routes.primary_up is False:
+        iface = f" ({routes.primary_interface})" if routes.primary_interface else ""
+        return Finding("failed", f"{FAILED['link']}{iface}")
+    if primary_wifi is not None and not primary_wifi.connected:
+        return Finding("failed", "Wi-Fi disconnected")
+    if signal is not None:
+        if weak >= tu.quality_hold:
+            return Finding("degraded", f"Wi-Fi signal weak ({dbm(signal)})", "signal")
+        return Finding("ok", f"Wi-Fi signal {dbm(signal)}")
+    if routes is not None and routes.primary_up:
+        return Finding("ok", "connected")
+    return None
+
+
+def judge_vpn(facts: VpnFacts | None, tunnel_ok: bool, th: Thresholds) -> Finding | None:
+    """The tunnel from the laptop's own VPN client; None when the laptop has no tunnel interface."""
+    if facts is None or not facts.present:
+        return None
+    if facts.up is False:
+        return Finding("failed", FAILED["vpn"])
+    age = facts.handshake_age
+    if age is not None:
+        never = age == float("inf")
+        if age >= th.handshake_critical:
+            since = "no handshake yet" if never else f"no handshake for {age:.0f} s"
+            if tunnel_ok:
+                return Finding("degraded", f"VPN handshake stale ({since}) though traffic still passes")
+            return Finding("failed", f"{FAILED['vpn']} ({since})")
+        if age >= th.handshake_degraded:
+            return Finding("degraded", f"VPN handshake overdue ({age:.0f} s)")
+    return Finding("ok", "tunnel up")
+
+
+def judge_backup_facts(
+    cellular: CellularFacts | None, wifi: WifiFacts | None, routes: RouteFacts | None, th: Thresholds
+) -> Finding | None:
+    findings: list[Finding | None] = []
+    if routes is not None and routes.backup_interface and routes.backup_up is False:
+        findings.append(Finding("failed", f"backup interface down ({routes.backup_interface})"))
+    if cellular is not None:
+        if cellular.connected is False:
+            findings.append(Finding("failed", "hotspot modem not connected"))
+        weak = [
+            f"{label} {dbm(value, unit)}"
+            for label, value, limit, unit in (
+                ("RSRP", cellular.rsrp, th.rsrp_degraded, "dBm"),
+                ("RSRQ", cellular.rsrq, th.rsrq_degraded, "dB"),
+                ("SINR", cellular.sinr, th.sinr_degraded, "dB"),
+            )
+            if value is not None and value < limit
+        ]
+        if weak:
+            findings.append(Finding("degraded", f"hotspot signal weak ({', '.join(weak)})"))
+    if wifi is not None and wifi.path == "backup":
+        if not wifi.connected:
+            findings.append(Finding("failed", "hotspot Wi-Fi disconnected"))
+        elif wifi.signal_dbm is not None and wifi.signal_dbm < th.wifi_rssi_critical:
+            findings.append(Finding("degraded", f"hotspot Wi-Fi weak ({dbm(wifi.signal_dbm)})"))
+    return worst(*findings)

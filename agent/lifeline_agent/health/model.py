@@ -1,0 +1,459 @@
+"""The health model: every layer's state, the verdict, backup readiness, risk and time to loss.
+
+Pure decision logic: it is fed probe results and local facts, asked to :meth:`HealthModel.evaluate`
+once a second, and reads time only from the injected clock (monotonic time for every duration,
+wall time for the timestamps that leave the agent). No I/O, no sleeping, so tests move time.
+
+::
+
+    model = HealthModel(config.thresholds, clock, position="12")
+    runner.subscribe(lambda target, result, _state: model.observe_probe(target, result))
+    model.observe_facts("power", reading.facts)         # power, wifi, cellular, vpn, routes
+    assessment = model.evaluate()                        # 1 Hz
+    batch_events = model.events()                        # state changes since the last call
+    batch_samples = model.samples()                      # catalog series of the last assessment
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar
+
+from lifeline_agent.clock import Clock
+from lifeline_agent.config import Target, Thresholds
+from lifeline_agent.health import render
+from lifeline_agent.health.facts import (
+    CellularFacts,
+    Facts,
+    PowerFacts,
+    RouteFacts,
+    VpnFacts,
+    WifiFacts,
+    coerce,
+)
+from lifeline_agent.health.hysteresis import BandTracker, Held, Hysteresis
+from lifeline_agent.health.layers import (
+    CHAIN,
+    FAILED,
+    LAYERS,
+    TUNNEL_SIDE,
+    VPN_INFERRED,
+    Finding,
+    Tuning,
+    judge_backup_facts,
+    judge_link,
+    judge_power,
+    judge_probes,
+    judge_vpn,
+    layer_of,
+    worst,
+)
+from lifeline_agent.health.risk import RiskInputs, assess
+from lifeline_agent.health.series import Round, TargetSeries, loss_view
+from lifeline_wire.catalog.health import STATES
+from lifeline_wire.schema import Event, EventAttr, Sample
+
+F = TypeVar("F")
+NETWORK = ("link", "router", "internet")
+NETWORK_CHAIN = CHAIN[1:]  # everything a packet crosses (power is not on the way)
+_NUMBERS = re.compile(r"\s*\([^()]*\d[^()]*\)")
+
+
+class ProbeOutcome(Protocol):
+    """What the model reads of a probe round (``lifeline_agent.probes.ProbeResult`` fits)."""
+
+    @property
+    def success(self) -> bool: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def sent(self) -> int: ...
+    @property
+    def received(self) -> int: ...
+    @property
+    def rtt_avg(self) -> float | None: ...
+    @property
+    def jitter(self) -> float | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LayerStatus:
+    layer: str
+    state: str  # ok | degraded | failed | unknown
+    reason: str
+    since: float  # Unix seconds when the layer entered this state
+
+
+@dataclass(frozen=True, slots=True)
+class PathScore:
+    target: Target
+    mos: float
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    at: float  # Unix seconds
+    position: str
+    layers: tuple[LayerStatus, ...]  # in LAYERS order
+    verdict: str  # the first broken layer in words, or "healthy"
+    verdict_layer: str  # that layer, or "none"
+    verdict_state: str  # its state: ok (healthy), degraded or failed
+    backup_ready: bool | None  # None: no backup path is probed
+    backup_rtt: float | None
+    backup_loss: float | None
+    backup_reason: str
+    on_backup: bool
+    risk: float  # 0..1
+    risk_band: str  # low | watch | warn | page
+    time_to_loss: float  # seconds; math.inf when stable
+    risk_reason: str
+    vpn_inferred: bool  # the VPN state was inferred from reachability (home VPN router)
+    mos: tuple[PathScore, ...] = ()
+    warning: str | None = None  # the dispatcher's local warning, None when there is nothing to do
+
+    def layer(self, name: str) -> LayerStatus:
+        for status in self.layers:
+            if status.layer == name:
+                return status
+        raise KeyError(name)
+
+    @property
+    def healthy(self) -> bool:
+        return self.verdict_layer == "none"
+
+    @property
+    def verdict_label(self) -> str:
+        """The verdict without its changing numbers: a stable label value and change key."""
+        return _NUMBERS.sub("", self.verdict)
+
+
+class HealthModel:
+    def __init__(
+        self, thresholds: Thresholds, clock: Clock, position: str = "", tuning: Tuning | None = None
+    ) -> None:
+        self.thresholds = thresholds
+        self.clock = clock
+        self.position = position
+        self.tuning = tuning or Tuning()
+        self._keep = max(thresholds.loss_window, self.tuning.trend_window, self.tuning.recent) + 5.0
+        self._series: dict[str, TargetSeries] = {}
+        self._facts: dict[str, tuple[float, Facts]] = {}
+        self._wifi_history: deque[tuple[float, float]] = deque()
+        self._held = Held()
+        start = clock.monotonic()
+        self._trackers = {layer: Hysteresis(since=start) for layer in LAYERS}
+        self._band = BandTracker(self.tuning.bands)
+        self._events: list[Event] = []
+        self._last: Assessment | None = None
+
+    # --- input -------------------------------------------------------------------------------
+
+    def observe_probe(self, target: Target, result: ProbeOutcome) -> None:
+        """Record one probe round (called for every round of every target)."""
+        series = self._series.get(target.name)
+        if series is None or series.target != target:
+            series = self._series[target.name] = TargetSeries(target, self._keep)
+        sent = max(0, result.sent)
+        received = min(max(0, result.received), sent)
+        lost = sent - received
+        if sent == 0 and not result.success:
+            sent, lost = 1, 1  # a round that could not even send lost what it meant to send
+        series.add(
+            Round(
+                t=self.clock.monotonic(),
+                success=result.success,
+                reason=result.reason,
+                sent=sent,
+                lost=lost,
+                rtt=result.rtt_avg,
+                jitter=result.jitter,
+            )
+        )
+
+    def forget_target(self, name: str) -> None:
+        """Drop a target that left the config or discovery (its layer must not wait on it)."""
+        self._series.pop(name, None)
+
+    def observe_facts(self, source: str, facts: object) -> tuple[str, ...]:
+        """Record the latest facts of a local source; returns the problems found in them.
+
+        ``source`` is one of power, wifi, cellular, vpn, routes. ``facts`` is the record from
+        :mod:`lifeline_agent.health.facts` or any object or mapping with the same field names.
+        A bad field is dropped and named in the returned problems; the rest is kept.
+        """
+        record, problems = coerce(source, facts)
+        if record is None:
+            return problems
+        now = self.clock.monotonic()
+        self._facts[source] = (now, record)
+        if isinstance(record, WifiFacts) and record.path != "backup":
+            if record.connected and record.signal_dbm is not None and math.isfinite(record.signal_dbm):
+                self._wifi_history.append((now, record.signal_dbm))
+            while self._wifi_history and self._wifi_history[0][0] < now - self.tuning.trend_window:
+                self._wifi_history.popleft()
+        return problems
+
+    # --- output ------------------------------------------------------------------------------
+
+    @property
+    def last(self) -> Assessment | None:
+        return self._last
+
+    def events(self) -> list[Event]:
+        """State changes since the last call (layer, verdict, risk band), oldest first."""
+        out, self._events = self._events, []
+        return out
+
+    def samples(self, include_mos: bool = True) -> list[Sample]:
+        """The catalog series of the last assessment (empty before the first evaluation)."""
+        a = self._last
+        if a is None:
+            return []
+        ts = int(a.at * 1000)
+        out = [
+            Sample("lifeline_layer_state", float(STATES[s.state]), ts, {"layer": s.layer}) for s in a.layers
+        ]
+        out.append(
+            Sample("lifeline_verdict_info", 1.0, ts, {"layer": a.verdict_layer, "verdict": a.verdict_label})
+        )
+        out.append(Sample("lifeline_cad_risk_ratio", a.risk, ts))
+        out.append(Sample("lifeline_cad_time_to_loss_seconds", a.time_to_loss, ts))
+        if include_mos:
+            for score in a.mos:
+                t = score.target
+                labels = {"target": t.name, "role": t.role, "path": t.path, "kind": t.kind}
+                out.append(Sample("lifeline_probe_mos", score.mos, ts, labels))
+        return out
+
+    def evaluate(self) -> Assessment:
+        th, tu, held = self.thresholds, self.tuning, self._held
+        now, wall = self.clock.monotonic(), self.clock.time()
+        by_layer: dict[str, list[TargetSeries]] = {layer: [] for layer in LAYERS}
+        for series in self._series.values():
+            by_layer.setdefault(layer_of(series.target), []).append(series)
+
+        power = self._fact("power", PowerFacts, now)
+        wifi = self._fact("wifi", WifiFacts, now)
+        cellular = self._fact("cellular", CellularFacts, now)
+        vpn = self._fact("vpn", VpnFacts, now)
+        routes = self._fact("routes", RouteFacts, now)
+        tunnel_ok = any(
+            s.last is not None and s.last.success and s.last.t >= now - tu.recent
+            for layer in TUNNEL_SIDE
+            for s in by_layer[layer]
+        )
+
+        probes = {layer: judge_probes(layer, by_layer[layer], now, th, tu, held) for layer in LAYERS}
+        raw: dict[str, Finding | None] = {
+            "power": worst(judge_power(power, now, th, tu, held), probes["power"]),
+            "link": worst(judge_link(wifi, routes, now, th, tu, held), probes["link"]),
+            "vpn": worst(judge_vpn(vpn, tunnel_ok, th), probes["vpn"]),
+            "backup": worst(judge_backup_facts(cellular, wifi, routes, th), probes["backup"]),
+        }
+        changes: list[tuple[str, str, str]] = []
+        for layer in LAYERS:
+            if layer == "vpn" and raw["vpn"] is None:
+                continue  # no evidence of its own: inferred below from the layers around it
+            finding = raw.get(layer, probes[layer]) or Finding("unknown", "not measured")
+            previous = self._trackers[layer].state
+            if self._trackers[layer].update(
+                finding.state, finding.reason, now, tu.recover_hold, finding.cause
+            ):
+                changes.append((layer, previous, self._trackers[layer].state))
+        inferred = raw["vpn"] is None
+        if inferred:
+            finding = self._infer_vpn()
+            previous = self._trackers["vpn"].state
+            if self._trackers["vpn"].update(finding.state, finding.reason, now, 0.0):
+                changes.append(("vpn", previous, finding.state))
+
+        statuses = tuple(
+            LayerStatus(layer, tr.state, tr.reason, wall - (now - tr.since))
+            for layer, tr in self._trackers.items()
+        )
+        states = {s.layer: s for s in statuses}
+        on_backup = routes is not None and routes.on_backup
+        verdict_layer, verdict = self._verdict(states, on_backup)
+
+        backup_series = [s for s in by_layer["backup"] if not s.stale(now)]
+        backup_state = states["backup"].state
+        backup_ready = None if backup_state == "unknown" else backup_state != "failed"
+        rtts = [r for r in (s.recent_rtt(now, tu.recent) for s in backup_series) if r is not None]
+        backup_loss = loss_view(backup_series, now - th.loss_window) if backup_series else None
+
+        first_failed = next((s for s in statuses if s.layer in NETWORK_CHAIN and s.state == "failed"), None)
+        failed_layer = first_failed.layer if first_failed else ""
+        failed_since = now - (wall - first_failed.since) if first_failed else now
+        path = self._path_series(by_layer, now)
+        part = assess(
+            RiskInputs(
+                now=now,
+                path=path,
+                failed_layer=failed_layer,
+                # The verdict names the failed layer or the loss upstream that explains it.
+                failed_text=verdict if verdict_layer in NETWORK_CHAIN else FAILED.get(failed_layer, ""),
+                failed_for=now - failed_since + tu.fail_hold,
+                power=power,
+                vpn=vpn,
+                tunnel_ok=tunnel_ok,
+                wifi=wifi,
+                wifi_history=tuple(self._wifi_history),
+                cellular=cellular,
+                on_backup=on_backup,
+            ),
+            th,
+            tu,
+            held,
+        )
+        previous_band = self._band.band
+        band_changed = self._band.update(part.risk, now, tu.recover_hold)
+
+        scores = tuple(
+            PathScore(s.target, m)
+            for s in self._series.values()
+            if s.target.kind in ("icmp", "tcp") and not s.stale(now)
+            for m in [s.mos(now, tu.recent, th.loss_window)]
+            if m is not None
+        )
+        assessment = Assessment(
+            at=wall,
+            position=self.position,
+            layers=statuses,
+            verdict=verdict,
+            verdict_layer=verdict_layer,
+            verdict_state=states[verdict_layer].state if verdict_layer != "none" else "ok",
+            backup_ready=backup_ready,
+            backup_rtt=min(rtts) if rtts else None,
+            backup_loss=backup_loss.ratio if backup_loss and backup_loss.sent else None,
+            backup_reason=states["backup"].reason,
+            on_backup=on_backup,
+            risk=round(part.risk, 4),
+            risk_band=self._band.band,
+            time_to_loss=part.ttl,
+            risk_reason=part.reason,
+            vpn_inferred=inferred,
+            mos=scores,
+        )
+        assessment = _with_warning(assessment)
+        self._record_events(assessment, changes, previous_band if band_changed else None)
+        self._last = assessment
+        return assessment
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _fact(self, source: str, kind: type[F], now: float) -> F | None:
+        entry = self._facts.get(source)
+        if entry is None or now - entry[0] > self.tuning.facts_stale:
+            return None
+        record = entry[1]
+        return record if isinstance(record, kind) else None
+
+    def _infer_vpn(self) -> Finding:
+        """Home-VPN-router variant: judge the tunnel from what is reachable around it."""
+        state = {layer: tr.state for layer, tr in self._trackers.items()}
+        beyond = [state[layer] for layer in ("agency", "dns", "cad") if state[layer] != "unknown"]
+        if not beyond:
+            return Finding("unknown", "not measured (no probe through the tunnel)")
+        if all(s == "failed" for s in beyond):
+            if state["internet"] == "ok":
+                return Finding("failed", VPN_INFERRED)
+            if state["internet"] == "unknown" and state["router"] == "ok":
+                return Finding("failed", "VPN tunnel or home internet down (home VPN router)")
+            return Finding("unknown", "cannot tell: the way to the tunnel is down")
+        # Anything answering beyond the tunnel proves the tunnel carries traffic.
+        return Finding("ok", "carries traffic (judged from the agency side)")
+
+    def _verdict(self, states: dict[str, LayerStatus], on_backup: bool) -> tuple[str, str]:
+        chain = [states[layer] for layer in CHAIN]
+        failed = next((s for s in chain if s.state == "failed"), None)
+        degraded = next((s for s in chain if s.state == "degraded"), None)
+        pick = failed or degraded
+        if (
+            failed is not None
+            and degraded is not None
+            and CHAIN.index(degraded.layer) < CHAIN.index(failed.layer)
+            and self._trackers[degraded.layer].cause in ("loss", "signal")
+        ):
+            # Loss or a weak radio earlier on the way explains the failure further along.
+            pick = degraded
+        if pick is None and states["backup"].state in ("failed", "degraded"):
+            pick = states["backup"]
+        if pick is None:
+            return "none", "healthy"
+        text = pick.reason
+        if pick.state == "failed":
+            if pick.layer == "internet" and states["router"].state == "ok":
+                text = f"{text}, router fine"
+            elif (
+                pick.layer == "vpn"
+                and text.startswith(FAILED["vpn"])
+                and "home VPN router" not in text
+                and states["internet"].state == "ok"
+            ):
+                text = f"{text}, internet fine"
+        if pick.layer == "backup":
+            text = f"{text} — primary fine"
+        if pick.layer != "power" and states["power"].state in ("degraded", "failed"):
+            text = f"{text} — on battery, home power out"
+        if on_backup and pick.layer in NETWORK:
+            text = f"{text} — running on the backup path"
+        return pick.layer, text
+
+    def _path_series(self, by_layer: dict[str, list[TargetSeries]], now: float) -> list[TargetSeries]:
+        """The targets whose probes travel the way CAD traffic does: the deepest layers probed."""
+        for group in (("vpn", "agency", "cad"), ("dns",), ("internet", "router")):
+            found = [s for layer in group for s in by_layer[layer] if not s.stale(now)]
+            if found:
+                return found
+        return []
+
+    def _record_events(
+        self, a: Assessment, changes: list[tuple[str, str, str]], previous_band: str | None
+    ) -> None:
+        ts = int(a.at * 1000)
+        base: dict[str, EventAttr] = {"position": a.position} if a.position else {}
+        for layer, before, after in changes:
+            attrs: dict[str, EventAttr] = {
+                **base,
+                "layer": layer,
+                "state": after,
+                "previous": before,
+                "reason": a.layer(layer).reason,
+            }
+            self._events.append(Event("health.layer", ts, attrs))
+        previous = self._last
+        before_key = (
+            (previous.verdict_layer, previous.verdict_state, previous.verdict_label) if previous else None
+        )
+        if before_key != (a.verdict_layer, a.verdict_state, a.verdict_label):
+            attrs = {
+                **base,
+                "layer": a.verdict_layer,
+                "state": a.verdict_state,
+                "verdict": a.verdict,
+                "previous": previous.verdict if previous else "",
+                "backup_ready": "unknown" if a.backup_ready is None else str(a.backup_ready).lower(),
+                "on_backup": a.on_backup,
+                "risk": a.risk,
+            }
+            if math.isfinite(a.time_to_loss):
+                attrs["time_to_loss"] = round(a.time_to_loss, 1)
+            self._events.append(Event("health.verdict", ts, attrs))
+        if previous_band is not None:
+            attrs = {
+                **base,
+                "band": a.risk_band,
+                "previous": previous_band,
+                "risk": a.risk,
+                "reason": a.risk_reason,
+            }
+            if math.isfinite(a.time_to_loss):
+                attrs["time_to_loss"] = round(a.time_to_loss, 1)
+            self._events.append(Event("health.risk", ts, attrs))
+
+
+def _with_warning(a: Assessment) -> Assessment:
+    return replace(a, warning=render.local_warning(a))

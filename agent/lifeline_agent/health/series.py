@@ -1,0 +1,185 @@
+"""What the health model remembers of each target, and the arithmetic over it.
+
+Each probe round becomes a :class:`Round` stamped with the monotonic time it was observed. A
+:class:`TargetSeries` keeps the rounds of the longest window any rule looks at and answers the
+questions the layer rules and the risk model ask: loss over a window and how many separate loss
+episodes made it, the current run of failed rounds, recent RTT and jitter, MOS. :func:`fit` is a
+weighted least-squares line with the standard error of its slope, so a trend is only believed
+when it stands out of the noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from statistics import median
+
+from lifeline_agent.config import Target
+from lifeline_agent.probes.stats import mos
+
+# Reasons that mean "the host answered, but nobody listens on the port" (TCP RST).
+REFUSED = frozenset({"refused"})
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    t: float  # monotonic time the result was observed
+    success: bool
+    reason: str
+    sent: int
+    lost: int
+    rtt: float | None  # average RTT of the echoes that came back
+    jitter: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class LossView:
+    sent: int
+    lost: int
+    lossy_rounds: int  # rounds that lost at least one echo
+    partial_seconds: int  # one-second bins that lost some echoes but not all (loss, not an outage)
+    episodes: int  # separate runs of lossy seconds (a 2 s burst or an outage is one episode)
+
+    @property
+    def ratio(self) -> float:
+        return self.lost / self.sent if self.sent else 0.0
+
+    def sustained(self, min_rounds: int, min_episodes: int, spike_max: float) -> bool:
+        """Loss that is more than one burst: in several bursts, or steady partial loss.
+
+        A single total outage is one episode and no partial second: it is reported as an outage
+        (the layer fails), not as packet loss for the minute after it ends.
+        """
+        spread = self.episodes >= min_episodes or self.partial_seconds > spike_max
+        return self.lossy_rounds >= min_rounds and spread
+
+
+class TargetSeries:
+    """The recent rounds of one target, oldest first."""
+
+    def __init__(self, target: Target, keep: float) -> None:
+        self.target = target
+        self.keep = keep
+        self.rounds: deque[Round] = deque()
+        self.streak = 0  # failed rounds in a row
+        self.streak_start: float | None = None  # when the first of them was observed
+
+    def add(self, r: Round) -> None:
+        self.rounds.append(r)
+        if r.success:
+            self.streak, self.streak_start = 0, None
+        else:
+            if self.streak == 0:
+                self.streak_start = r.t
+            self.streak += 1
+        while self.rounds and self.rounds[0].t < r.t - self.keep:
+            self.rounds.popleft()
+
+    @property
+    def last(self) -> Round | None:
+        return self.rounds[-1] if self.rounds else None
+
+    def stale(self, now: float) -> bool:
+        """True when the target has not reported for several intervals (its rounds stopped)."""
+        last = self.last
+        limit = 3 * self.target.interval + self.target.timeout + 2.0
+        return last is None or now - last.t > limit
+
+    def since(self, start: float) -> list[Round]:
+        return [r for r in self.rounds if r.t >= start]
+
+    def failing_for(self, now: float) -> float:
+        """Seconds since the first round of the current run of failures (0 when the last round worked)."""
+        return 0.0 if self.streak_start is None else now - self.streak_start
+
+    def recent_rtt(self, now: float, span: float) -> float | None:
+        """Median RTT of the rounds in the last ``span`` seconds (None without replies)."""
+        values = [r.rtt for r in self.since(now - span) if r.rtt is not None]
+        return median(values) if values else None
+
+    def recent_jitter(self, now: float, span: float) -> float | None:
+        values = [r.jitter for r in self.since(now - span) if r.jitter is not None]
+        return median(values) if values else None
+
+    def mos(self, now: float, span: float, loss_window: float) -> float | None:
+        """Voice quality of this path: recent RTT and jitter, loss over the loss window."""
+        rtt = self.recent_rtt(now, span)
+        if rtt is None:
+            return None
+        return mos(rtt, self.recent_jitter(now, span) or 0.0, loss_view([self], now - loss_window).ratio)
+
+
+def loss_view(series: Iterable[TargetSeries], start: float) -> LossView:
+    """Loss of several targets together since ``start``; episodes are counted on one-second bins."""
+    sent = lost = lossy = 0
+    bins: dict[int, list[int]] = {}
+    for s in series:
+        for r in s.since(start):
+            sent += r.sent
+            lost += r.lost
+            cell = bins.setdefault(math.floor(r.t), [0, 0])
+            cell[0] += r.lost
+            cell[1] += r.sent
+            if r.lost:
+                lossy += 1
+    ordered = sorted(b for b, (bin_lost, _) in bins.items() if bin_lost)
+    partial = sum(1 for bin_lost, bin_sent in bins.values() if 0 < bin_lost < bin_sent)
+    episodes = sum(1 for i, b in enumerate(ordered) if i == 0 or b - ordered[i - 1] > 1)
+    return LossView(sent, lost, lossy, partial, episodes)
+
+
+def loss_bins(series: Iterable[TargetSeries], start: float, now: float) -> list[tuple[float, float, float]]:
+    """(age, loss ratio, echoes) per one-second bin since ``start``; age is negative seconds before now."""
+    acc: dict[int, list[int]] = {}
+    for s in series:
+        for r in s.since(start):
+            if r.sent:
+                cell = acc.setdefault(math.floor(r.t - now), [0, 0])
+                cell[0] += r.lost
+                cell[1] += r.sent
+    return [(b + 0.5, lost / sent, float(sent)) for b, (lost, sent) in sorted(acc.items())]
+
+
+def rtt_bins(series: Iterable[TargetSeries], start: float, now: float) -> list[tuple[float, float, float]]:
+    """(age, mean RTT, weight) per one-second bin since ``start``."""
+    acc: dict[int, list[float]] = {}
+    for s in series:
+        for r in s.since(start):
+            if r.rtt is not None:
+                acc.setdefault(math.floor(r.t - now), []).append(r.rtt)
+    return [(b + 0.5, sum(v) / len(v), float(len(v))) for b, v in sorted(acc.items())]
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    slope: float  # units of y per second
+    level: float  # the line's value now (x = 0)
+    stderr: float  # standard error of the slope
+    points: int
+
+    def rising(self, min_points: int, sigmas: float = 2.0) -> bool:
+        """True when the slope is positive and stands ``sigmas`` standard errors out of the noise."""
+        return self.points >= min_points and self.slope > 0 and self.slope > sigmas * self.stderr
+
+    def falling(self, min_points: int, sigmas: float = 2.0) -> bool:
+        return self.points >= min_points and self.slope < 0 and -self.slope > sigmas * self.stderr
+
+
+def fit(points: Sequence[tuple[float, float, float]]) -> Fit | None:
+    """Weighted least squares of (x, y, weight) points; None with fewer than three points."""
+    n = len(points)
+    sw = sum(w for _, _, w in points)
+    if n < 3 or sw <= 0:
+        return None
+    mx = sum(x * w for x, _, w in points) / sw
+    my = sum(y * w for _, y, w in points) / sw
+    sxx = sum(w * (x - mx) ** 2 for x, _, w in points)
+    if sxx <= 0:
+        return None
+    slope = sum(w * (x - mx) * (y - my) for x, y, w in points) / sxx
+    intercept = my - slope * mx
+    residual = sum(w * (y - intercept - slope * x) ** 2 for x, y, w in points)
+    stderr = math.sqrt(residual / (n - 2) / sxx)
+    return Fit(slope, intercept, stderr, n)

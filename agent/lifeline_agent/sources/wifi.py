@@ -1,0 +1,287 @@
+"""Wi-Fi: signal, transmit bitrate and retries of the associated access point.
+
+Backends, in the order ``auto`` tries them: nl80211 through pyroute2 ``IW`` (station info),
+``/proc/net/wireless`` (signal and discarded-after-retry count, no bitrate), and a fixture file.
+Parsing is done over plain data: a dumped nl80211 station reply, or the /proc text.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lifeline_agent.config import AgentConfig
+from lifeline_agent.sources._nla import as_int, attr
+from lifeline_agent.sources.base import (
+    IS_LINUX,
+    Availability,
+    FixtureFile,
+    Reading,
+    Source,
+    SourceEvent,
+    SourceSample,
+    first_available,
+    not_linux,
+    read_first,
+    sample,
+)
+from lifeline_agent.sources.errors import SourceError, SourceParseError, SourceReadError, SourceUnavailable
+from lifeline_agent.sources.registry import SourceSpec, register
+
+PROC_NET_WIRELESS = "/proc/net/wireless"
+
+
+@dataclass(frozen=True, slots=True)
+class WifiFacts:
+    interface: str
+    associated: bool
+    signal_dbm: float | None = None
+    bitrate_bps: float | None = None
+    retries: int | None = None  # nl80211: tx retries; /proc: packets discarded after too many retries
+    backend: str = ""
+
+
+# --- pure parsers ----------------------------------------------------------------------------------
+
+
+def parse_station(interface: str, reply: Mapping[str, Any]) -> WifiFacts:
+    """One dumped NL80211_CMD_GET_STATION reply (``msg.dump()``) → facts for ``interface``."""
+    info = attr(reply, "NL80211_ATTR_STA_INFO")
+    if info is None:
+        raise SourceParseError(f"nl80211 station of {interface}", "reply has no NL80211_ATTR_STA_INFO")
+    signal = as_int(attr(info, "NL80211_STA_INFO_SIGNAL"))
+    if signal is None:
+        signal = as_int(attr(info, "NL80211_STA_INFO_SIGNAL_AVG"))
+    rate = attr(info, "NL80211_STA_INFO_TX_BITRATE")
+    # Both rate attributes count units of 100 kbit/s; BITRATE32 is the one that fits modern rates.
+    units = as_int(attr(rate, "NL80211_RATE_INFO_BITRATE32"))
+    if units is None:
+        units = as_int(attr(rate, "NL80211_RATE_INFO_BITRATE"))
+    return WifiFacts(
+        interface=interface,
+        associated=True,
+        signal_dbm=float(signal) if signal is not None else None,
+        bitrate_bps=units * 100_000.0 if units is not None else None,
+        retries=as_int(attr(info, "NL80211_STA_INFO_TX_RETRIES")),
+        backend="nl80211",
+    )
+
+
+def parse_proc_net_wireless(text: str) -> list[WifiFacts]:
+    """``/proc/net/wireless`` → one entry per wireless interface (two header lines, then one per device).
+
+    Columns: status, link quality, level (dBm on current drivers), noise, discarded nwid/crypt/frag/
+    retry/misc, missed beacons. A trailing "." only marks an updated value.
+    """
+    out: list[WifiFacts] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if number <= 2 or not line.strip():
+            continue
+        name, sep, rest = line.partition(":")
+        fields = rest.split()
+        if not sep or len(fields) < 9:
+            raise SourceParseError(f"{PROC_NET_WIRELESS}:{number}", f"expected 10 columns, got {line!r}")
+        try:
+            link, level = float(fields[1].rstrip(".")), float(fields[2].rstrip("."))
+            retry = int(fields[7])
+        except ValueError as exc:
+            raise SourceParseError(f"{PROC_NET_WIRELESS}:{number}", f"not a number in {line!r}") from exc
+        associated = link > 0 or level < 0
+        out.append(
+            WifiFacts(
+                interface=name.strip(),
+                associated=associated,
+                signal_dbm=level if associated and level < 0 else None,
+                retries=retry,
+                backend="proc",
+            )
+        )
+    return out
+
+
+# --- backends --------------------------------------------------------------------------------------
+
+
+class Nl80211Backend:
+    """pyroute2 ``IW``: NL80211_CMD_GET_INTERFACE, then GET_STATION per interface. No privilege needed."""
+
+    name = "nl80211"
+
+    def _dump(self) -> dict[str, list[dict[str, Any]]]:
+        try:
+            from pyroute2 import IW
+            from pyroute2.netlink.exceptions import NetlinkError
+        except ImportError as exc:
+            raise SourceUnavailable("pyroute2 is not installed") from exc
+        try:
+            iw = IW()
+        except (NetlinkError, OSError) as exc:  # ENOENT: the kernel has no nl80211 family (no radio)
+            raise SourceUnavailable(f"nl80211 not available ({exc})") from exc
+        try:
+            interfaces: dict[str, Any] = iw.get_interfaces_dict()
+            if not interfaces:
+                raise SourceUnavailable("no wireless interface")
+            return {name: [m.dump() for m in iw.get_stations(info[0])] for name, info in interfaces.items()}
+        except (NetlinkError, OSError) as exc:
+            raise SourceReadError(f"nl80211: {exc}") from exc
+        finally:
+            iw.close()
+
+    def available(self) -> Availability:
+        if not IS_LINUX:
+            return Availability(False, "needs Linux")
+        try:
+            self._dump()
+        except SourceError as exc:
+            return Availability(False, exc.reason)
+        return Availability(True)
+
+    def read(self) -> list[WifiFacts]:
+        out = []
+        for name, replies in self._dump().items():
+            # A managed-mode interface has one station: its access point. None = not associated.
+            out.append(
+                parse_station(name, replies[0]) if replies else WifiFacts(name, False, backend="nl80211")
+            )
+        return out
+
+
+class ProcBackend:
+    name = "proc"
+
+    def __init__(self, path: str = PROC_NET_WIRELESS) -> None:
+        self.path = path
+
+    def _text(self) -> str:
+        try:
+            with open(self.path, encoding="ascii") as fh:
+                return fh.read()
+        except FileNotFoundError as exc:
+            raise SourceUnavailable(f"{self.path} not present (no wireless extensions)") from exc
+        except OSError as exc:
+            raise SourceReadError(f"{self.path}: {exc.strerror}") from exc
+
+    def available(self) -> Availability:
+        try:
+            if not parse_proc_net_wireless(self._text()):
+                return Availability(False, "no wireless interface")
+        except SourceError as exc:
+            return Availability(False, exc.reason)
+        return Availability(True)
+
+    def read(self) -> list[WifiFacts]:
+        out = parse_proc_net_wireless(self._text())
+        if not out:
+            raise SourceUnavailable("no wireless interface")
+        return out
+
+
+class FixtureBackend:
+    """Replays ``{"source": "wifi", "interface": …, "associated": …, "signal_dbm": …, …}`` lines."""
+
+    name = "fixture"
+
+    def __init__(self, fixture: FixtureFile) -> None:
+        self.fixture = fixture
+
+    def available(self) -> Availability:
+        return (
+            Availability(True)
+            if os.path.exists(self.fixture.path)
+            else Availability(False, f"fixture file {self.fixture.path} missing")
+        )
+
+    def read(self) -> list[WifiFacts]:
+        rec = self.fixture.latest("wifi")
+        if rec is None:
+            raise SourceReadError(f"no wifi record in {self.fixture.path}")
+        associated = rec.flag("associated")
+        facts = WifiFacts(
+            interface=rec.text("interface", "wlan0"),
+            associated=True if associated is None else associated,
+            signal_dbm=rec.number("signal_dbm"),
+            bitrate_bps=rec.number("bitrate_bps"),
+            retries=rec.integer("retries"),
+            backend="fixture",
+        )
+        rec.finish()
+        return [facts]
+
+
+WifiBackend = Nl80211Backend | ProcBackend | FixtureBackend
+
+
+# --- the source ------------------------------------------------------------------------------------
+
+
+class WifiSource:
+    name = "wifi"
+
+    def __init__(self, backends: Sequence[WifiBackend], interface: str = "") -> None:
+        self.backends = tuple(backends)
+        self.interface = interface  # "" = the first associated wireless interface
+        self._associated: bool | None = None
+
+    def available(self) -> Availability:
+        return first_available(self.backends)
+
+    def read(self) -> Reading[WifiFacts]:
+        try:
+            found, _ = read_first(self.backends, lambda b: b.read())
+        except SourceError as exc:
+            return Reading(error=exc.reason)
+        facts = self._pick(found)
+        if facts is None:
+            return Reading(error=f"wireless interface {self.interface} not found")
+        samples: list[SourceSample] = []
+        if facts.signal_dbm is not None:
+            samples.append(sample("lifeline_wifi_signal_dbm", facts.signal_dbm, interface=facts.interface))
+        if facts.bitrate_bps is not None:
+            samples.append(
+                sample("lifeline_wifi_bitrate_bits_per_second", facts.bitrate_bps, interface=facts.interface)
+            )
+        if facts.retries is not None:
+            samples.append(sample("lifeline_wifi_retries_total", facts.retries, interface=facts.interface))
+        events: list[SourceEvent] = []
+        if self._associated is not None and facts.associated != self._associated:
+            kind = "wifi.associated" if facts.associated else "wifi.disassociated"
+            events.append(SourceEvent(kind, {"interface": facts.interface}))
+        self._associated = facts.associated
+        return Reading(tuple(samples), tuple(events), facts)
+
+    def _pick(self, found: list[WifiFacts]) -> WifiFacts | None:
+        if self.interface:
+            return next((f for f in found if f.interface == self.interface), None)
+        return next((f for f in found if f.associated), found[0] if found else None)
+
+
+def _factory(config: AgentConfig, built: Mapping[str, Source]) -> Source | None:
+    choice = config.providers.wifi
+    if choice == "off":
+        return None
+    if choice == "fixture":
+        return WifiSource([FixtureBackend(FixtureFile(config.providers.fixture_file))])
+    if not IS_LINUX:
+        return not_linux("wifi")
+    backends: dict[str, WifiBackend] = {"nl80211": Nl80211Backend(), "proc": ProcBackend()}
+    if choice in backends:
+        return WifiSource([backends[choice]])
+    return WifiSource(list(backends.values()))
+
+
+SPEC = register(
+    SourceSpec(
+        kind="wifi",
+        factory=_factory,
+        metrics=(
+            "lifeline_wifi_signal_dbm",
+            "lifeline_wifi_bitrate_bits_per_second",
+            "lifeline_wifi_retries_total",
+        ),
+        backends=("nl80211", "proc", "fixture"),
+        privileges="none",
+        summary="signal, transmit bitrate and retries of the associated access point",
+    )
+)

@@ -1,0 +1,131 @@
+"""The collector's ASGI app (Starlette): ``create_app(config)`` is what uvicorn and tests serve."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from lifeline_collector import exposition, ingest, openapi
+from lifeline_collector.alerting.model import rfc3339
+from lifeline_collector.clock import Clock
+from lifeline_collector.config import CollectorConfig
+from lifeline_collector.service import Collector
+
+
+def _version() -> str:
+    try:
+        return version("lifeline")
+    except PackageNotFoundError:  # pragma: no cover - running from a plain checkout
+        return "0.0.0"
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    # msgspec writes non-finite floats as null, which keeps the body valid JSON.
+    return Response(msgspec.json.encode(body), status_code=status, media_type="application/json")
+
+
+def _service(request: Request) -> Collector:
+    service: Collector = request.app.state.collector
+    return service
+
+
+async def ingest_endpoint(request: Request) -> Response:
+    service = _service(request)
+    response = await ingest.handle(
+        request, service.store, service.config.server.max_body_bytes, service.ingest
+    )
+    service.stats.request(response.status_code)
+    return response
+
+
+async def alerts_endpoint(request: Request) -> Response:
+    return json_response([alert.to_json() for alert in _service(request).engine.active()])
+
+
+async def position_endpoint(request: Request) -> Response:
+    service = _service(request)
+    agent_id = request.path_params["agent"]
+    agent = service.fleet.agents.get(agent_id)
+    if agent is None:
+        return ingest.error_response(404, f"no agent {agent_id!r}")
+    now = service.clock.now()
+    silence = None if agent.last_seen is None else now - agent.last_seen
+    series = [
+        {
+            "name": name,
+            "labels": state.labels,
+            "value": state.value if math.isfinite(state.value) else str(state.value),
+            "ts": rfc3339(state.ts_ms / 1000),
+        }
+        for name in sorted(agent.series)
+        for state in agent.series[name].values()
+    ]
+    return json_response(
+        {
+            "agent": agent.id,
+            "site": agent.site,
+            "position": agent.position,
+            "name": agent.display_name,
+            "up": silence is not None and silence < service.config.alerting.silent_after,
+            "last_seen": None if agent.last_seen is None else rfc3339(agent.last_seen),
+            "silent_for_seconds": None if silence is None else round(silence, 3),
+            "clock_offset_seconds": agent.clock_offset,
+            "sequence": {"gaps_total": agent.seq.jumps, "missing": agent.seq.missing},
+            "series": series,
+            "alerts": [a.to_json() for a in service.engine.active() if a.scope == agent.id],
+            "history": service.store.alert_history(agent.id, limit=20),
+        }
+    )
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    registry = request.app.state.registry
+    return Response(exposition.render(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def healthz_endpoint(request: Request) -> Response:
+    ok = _service(request).store.ping()
+    return json_response({"status": "ok" if ok else "store unavailable"}, 200 if ok else 503)
+
+
+async def openapi_endpoint(request: Request) -> Response:
+    return json_response(request.app.state.openapi)
+
+
+def create_app(config: CollectorConfig, *, clock: Clock | None = None, ticker: bool = True) -> Starlette:
+    """The app for ``config``. ``ticker=False`` leaves the evaluation tick to the caller (tests)."""
+    service = Collector(config, clock=clock)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await service.start(ticker=ticker)
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = Starlette(
+        routes=[
+            Route("/api/v1/ingest", ingest_endpoint, methods=["POST"]),
+            Route("/api/v1/alerts", alerts_endpoint, methods=["GET"]),
+            Route("/api/v1/openapi.json", openapi_endpoint, methods=["GET"]),
+            Route("/positions/{agent}", position_endpoint, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/healthz", healthz_endpoint, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.collector = service
+    app.state.registry = exposition.make_registry(service)
+    app.state.openapi = openapi.document(_version())
+    return app

@@ -1,0 +1,184 @@
+"""``lifeline-collector``: serve, manage agents and their tokens, check a config.
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from types import FrameType
+
+import click
+
+from lifeline_collector.config import CollectorConfig, load
+from lifeline_collector.errors import CollectorError
+from lifeline_collector.store import Store
+from lifeline_wire.schema import ID_RE
+from lifeline_wire.tomlcfg import ConfigError
+
+DEFAULT_CONFIG = "/etc/lifeline/collector.toml"
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    envvar="LIFELINE_COLLECTOR_CONFIG",
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Collector config file (TOML).",
+)
+
+
+def _load(path: str) -> CollectorConfig:
+    try:
+        return load(path)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+
+
+def _store(config: CollectorConfig) -> Store:
+    try:
+        return Store(config.store.path)
+    except CollectorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@click.group()
+@click.version_option(package_name="lifeline")
+def main() -> None:
+    """Lifeline collector: ingest from agents, /metrics for Prometheus, alerts for supervisors."""
+
+
+@main.command()
+@config_option
+@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(config_path: str, log_level: str) -> None:
+    """Serve the ingest API, /metrics and alerts (uvicorn; SIGTERM or Ctrl-C stops it cleanly)."""
+    import uvicorn
+
+    from lifeline_collector.app import create_app
+
+    config = _load(config_path)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app = create_app(config)
+    except CollectorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=config.server.host,
+            port=config.server.port,
+            log_level=log_level,
+            log_config=None,
+            timeout_graceful_shutdown=5,
+            server_header=False,
+        )
+    )
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal under the handlers
+    # that were there before it started: make those no-ops so a requested stop exits with 0.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, _stopped)
+    server.run()
+    if not server.started:
+        sys.exit(1)
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    """The stop signal uvicorn re-raises after its graceful shutdown: nothing left to do."""
+
+
+@main.command("check-config")
+@click.argument("file", type=click.Path(dir_okay=False))
+def check_config(file: str) -> None:
+    """Validate FILE and report every problem with its key path."""
+    config = _load(file)
+    kinds = ", ".join(f"{n.name} ({n.kind})" for n in config.notifiers) or "none"
+    click.echo(f"{file}: ok — listen {config.server.listen}, store {config.store.path}, notifiers: {kinds}")
+
+
+@main.group()
+def agents() -> None:
+    """Register agents, list them, revoke their tokens."""
+
+
+@agents.command("add")
+@click.argument("agent_id")
+@click.option("--site", default="", help="Site (dispatch center) the position belongs to.")
+@click.option("--position", default="", help="Position name or number as supervisors say it.")
+@config_option
+def agents_add(agent_id: str, site: str, position: str, config_path: str) -> None:
+    """Register AGENT_ID and print its token (shown once; only its hash is stored)."""
+    import re
+
+    if not re.match(ID_RE, agent_id):
+        raise click.BadParameter(f"must match {ID_RE}", param_hint="AGENT_ID")
+    store = _store(_load(config_path))
+    try:
+        token = store.add_agent(agent_id, site=site, position=position, now_ms=_now_ms())
+    except CollectorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        store.close()
+    click.echo(
+        f"agent {agent_id} registered. Its token (shown only now; put it in the agent's token_file):",
+        err=True,
+    )
+    click.echo(token)
+
+
+@agents.command("list")
+@config_option
+@click.option("--all", "include_revoked", is_flag=True, help="Include revoked agents.")
+def agents_list(config_path: str, include_revoked: bool) -> None:
+    """List registered agents with site, position and when they last reported."""
+    store = _store(_load(config_path))
+    try:
+        rows = store.agents(include_revoked=include_revoked)
+    finally:
+        store.close()
+    click.echo(f"{'AGENT':<24} {'SITE':<16} {'POSITION':<12} {'LAST SEEN (UTC)':<20} STATUS")
+    for row in rows:
+        seen = (
+            datetime.fromtimestamp(row.last_seen_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            if row.last_seen_ms
+            else "never"
+        )
+        status = "active" if row.active else "revoked"
+        click.echo(f"{row.id:<24} {row.site:<16} {row.position:<12} {seen:<20} {status}")
+
+
+@agents.command("revoke")
+@click.argument("agent_id")
+@config_option
+def agents_revoke(agent_id: str, config_path: str) -> None:
+    """Revoke AGENT_ID's token: its requests get 401 from now on."""
+    store = _store(_load(config_path))
+    try:
+        store.revoke_agent(agent_id, now_ms=_now_ms())
+    except CollectorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        store.close()
+    click.echo(f"agent {agent_id} revoked")
+
+
+@main.command()
+def quickstart() -> None:
+    """Start a collector and an agent on this machine (what `make run` does)."""
+    from lifeline_collector import quickstart as module  # the lead's module; imported only when used
+
+    module.main()

@@ -1,0 +1,118 @@
+"""``GET /metrics``: a custom prometheus-client collector over the fleet view, in its own registry.
+
+Every agent series is re-exposed with ``agent`` and ``site`` labels, typed and described from the
+catalog. ``lifeline_agent_up`` turns 0 once an agent is silent (so "silent" differs from
+"failing"); after ``exposition.stale_after`` the agent's own series are dropped altogether.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+
+from lifeline_wire.catalog import CATALOG, MetricSpec
+
+if TYPE_CHECKING:
+    from lifeline_collector.service import Collector
+
+ALERT_NAMES = ("CadTargetUnreachable", "PositionSilent")
+
+
+def _family(spec: MetricSpec) -> tuple[Metric, str]:
+    """A family for ``spec`` and the name its samples carry (counters keep ``_total`` on samples)."""
+    if spec.type == "counter":
+        base = spec.name.removesuffix("_total")
+        return Metric(base, spec.help, "counter"), f"{base}_total"
+    return Metric(spec.name, spec.help, "gauge"), spec.name
+
+
+class FleetCollector:
+    def __init__(self, collector: Collector) -> None:
+        self.collector = collector
+
+    def collect(self) -> Iterator[Metric]:
+        service = self.collector
+        now = service.clock.now()
+        silent_after = service.config.alerting.silent_after
+        stale_after = service.config.exposition.stale_after
+        own = {name: _family(CATALOG[name]) for name in _OWN_AGENT_METRICS}
+        families: dict[str, tuple[Metric, str]] = {}
+        for agent in sorted(service.fleet.agents.values(), key=lambda a: a.id):
+            base = {"agent": agent.id, "site": agent.site}
+            silence = None if agent.last_seen is None else now - agent.last_seen
+            up = silence is not None and silence < silent_after
+            _add(own["lifeline_agent_up"], base, 1.0 if up else 0.0)
+            _add(own["lifeline_agent_sequence_gaps_total"], base, float(agent.seq.jumps))
+            _add(own["lifeline_agent_sequence_missing_batches"], base, float(agent.seq.missing))
+            if agent.last_seen is not None:
+                _add(own["lifeline_agent_last_seen_timestamp_seconds"], base, agent.last_seen)
+            if agent.clock_offset is not None:
+                _add(own["lifeline_agent_clock_offset_seconds"], base, agent.clock_offset)
+            if silence is None or silence > stale_after:
+                continue
+            for name, series in agent.series.items():
+                spec = CATALOG.get(name)
+                if spec is None:  # pragma: no cover - ingest admits catalog names only
+                    continue
+                family = families.get(name)
+                if family is None:
+                    family = families[name] = _family(spec)
+                for state in series.values():
+                    _add(family, {**base, **dict(sorted(state.labels.items()))}, state.value)
+        for name in sorted(families):
+            yield families[name][0]
+        for metric, _sample in own.values():
+            yield metric
+        yield from self._service_metrics()
+
+    def _service_metrics(self) -> Iterator[Metric]:
+        stats = self.collector.stats
+        batches = _family(CATALOG["lifeline_ingest_batches_total"])
+        for result in ("accepted", "duplicate", "rejected"):
+            _add(batches, {"result": result}, float(stats.batches[result]))
+        yield batches[0]
+        requests = _family(CATALOG["lifeline_ingest_requests_total"])
+        for code, count in sorted(stats.requests.items()):
+            _add(requests, {"code": code}, float(count))
+        yield requests[0]
+        active = _family(CATALOG["lifeline_alerts_active"])
+        counts = {(name, state): 0 for name in ALERT_NAMES for state in ("pending", "firing")}
+        for alert in self.collector.engine.active():
+            key = (alert.name, alert.state.value)
+            counts[key] = counts.get(key, 0) + 1
+        for (name, state), count in sorted(counts.items()):
+            _add(active, {"alertname": name, "state": state}, float(count))
+        yield active[0]
+        notifications = _family(CATALOG["lifeline_notifications_total"])
+        for notifier in self.collector.dispatcher.notifiers:
+            for result in ("ok", "retry", "failed"):
+                value = stats.notifications[(notifier.name, result)]
+                _add(notifications, {"notifier": notifier.name, "result": result}, float(value))
+        yield notifications[0]
+
+
+_OWN_AGENT_METRICS = (
+    "lifeline_agent_up",
+    "lifeline_agent_last_seen_timestamp_seconds",
+    "lifeline_agent_clock_offset_seconds",
+    "lifeline_agent_sequence_gaps_total",
+    "lifeline_agent_sequence_missing_batches",
+)
+
+
+def _add(family: tuple[Metric, str], labels: dict[str, str], value: float) -> None:
+    metric, sample_name = family
+    metric.add_sample(sample_name, labels, value)
+
+
+def make_registry(collector: Collector) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector(collector))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

@@ -1,0 +1,492 @@
+"""The collector's SQLite store (WAL): agents and their hashed tokens, batches, samples, events,
+the latest value of every series, and the alert history.
+
+One ingest request is one transaction. ``batches`` has UNIQUE(agent, boot_id, seq), which is what
+makes a retried batch a no-op. Tokens are stored only as SHA-256 hashes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import math
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lifeline_collector.alerting.model import Alert
+from lifeline_collector.errors import DuplicateAgentError, StoreError, UnknownAgentError
+from lifeline_wire import Batch
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS agents (
+    id TEXT PRIMARY KEY,
+    site TEXT NOT NULL DEFAULT '',
+    position TEXT NOT NULL DEFAULT '',
+    token_hash TEXT UNIQUE,
+    created_ms INTEGER NOT NULL,
+    revoked_ms INTEGER,
+    last_seen_ms INTEGER,
+    clock_offset_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS boots (
+    agent TEXT NOT NULL,
+    boot_id TEXT NOT NULL,
+    min_seq INTEGER NOT NULL,
+    max_seq INTEGER NOT NULL,
+    received INTEGER NOT NULL,
+    jumps INTEGER NOT NULL,
+    first_ms INTEGER NOT NULL,
+    PRIMARY KEY (agent, boot_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY,
+    agent TEXT NOT NULL,
+    boot_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    priority INTEGER NOT NULL,
+    UNIQUE (agent, boot_id, seq)
+);
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
+    agent TEXT NOT NULL,
+    name TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    UNIQUE (agent, name, labels)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    series INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    value REAL,
+    batch INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS samples_by_series ON samples (series, ts_ms);
+CREATE TABLE IF NOT EXISTS latest (
+    series INTEGER PRIMARY KEY,
+    value REAL,
+    ts_ms INTEGER NOT NULL,
+    zero_streak INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    agent TEXT NOT NULL,
+    batch INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    attributes TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_agent ON events (agent, ts_ms);
+CREATE TABLE IF NOT EXISTS alert_history (
+    id INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    alertname TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    state TEXT NOT NULL,
+    starts_ms INTEGER NOT NULL,
+    ends_ms INTEGER,
+    labels TEXT NOT NULL,
+    annotations TEXT NOT NULL
+);
+"""
+
+
+def _int(value: object) -> int:
+    if isinstance(value, int | float | str):
+        return int(value)
+    raise StoreError(f"expected a number from the store, got {value!r}")
+
+
+def _float(value: object) -> float:
+    """SQLite stores NaN as NULL: read it back as NaN."""
+    if value is None:
+        return math.nan
+    if isinstance(value, int | float | str):
+        return float(value)
+    raise StoreError(f"expected a number from the store, got {value!r}")
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def labels_key(labels: Mapping[str, str]) -> str:
+    """The canonical text of a label set (sorted JSON), used as part of a series' identity."""
+    return json.dumps(labels, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRow:
+    id: str
+    site: str
+    position: str
+    created_ms: int
+    revoked_ms: int | None
+    last_seen_ms: int | None
+    clock_offset_ms: int | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_ms is None
+
+
+@dataclass(frozen=True, slots=True)
+class LatestRow:
+    agent: str
+    name: str
+    labels: str  # labels_key
+    value: float
+    ts_ms: int
+    zero_streak: int
+
+
+@dataclass(frozen=True, slots=True)
+class SeqTotals:
+    jumps: int  # sequence numbers skipped when they were first seen (only grows)
+    missing: int  # sequence numbers not received yet (shrinks when late batches arrive)
+
+
+_AGENT_COLUMNS = "id, site, position, created_ms, revoked_ms, last_seen_ms, clock_offset_ms"
+
+
+class Store:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {path}: {exc}") from None
+        # One connection, used by the event loop; the lock guards tests and CLI use from threads.
+        self._lock = threading.RLock()
+        self._series_ids: dict[tuple[str, str, str], int] = {}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"store busy: {exc}") from None
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                try:
+                    self._db.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    self._db.execute("ROLLBACK")
+                    raise StoreError(f"commit failed: {exc}") from None
+
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        with self._lock:
+            try:
+                return list(self._db.execute(sql, params))
+            except sqlite3.Error as exc:
+                raise StoreError(f"query failed: {exc}") from None
+
+    # --- agents and tokens -------------------------------------------------------------------
+
+    def add_agent(self, agent_id: str, *, site: str = "", position: str = "", now_ms: int) -> str:
+        """Register an agent (or re-issue a revoked one) and return its token; only the hash is kept."""
+        token = secrets.token_urlsafe(32)
+        with self._tx() as db:
+            row = db.execute("SELECT revoked_ms FROM agents WHERE id = ?", (agent_id,)).fetchone()
+            if row is not None and row[0] is None:
+                raise DuplicateAgentError(agent_id)
+            db.execute(
+                "INSERT INTO agents (id, site, position, token_hash, created_ms) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET site = excluded.site, position = excluded.position,"
+                " token_hash = excluded.token_hash, created_ms = excluded.created_ms, revoked_ms = NULL",
+                (agent_id, site, position, hash_token(token), now_ms),
+            )
+        return token
+
+    def revoke_agent(self, agent_id: str, *, now_ms: int) -> None:
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE agents SET token_hash = NULL, revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL",
+                (now_ms, agent_id),
+            )
+            if cursor.rowcount == 0:
+                raise UnknownAgentError(agent_id)
+
+    def agents(self, *, include_revoked: bool = False) -> list[AgentRow]:
+        where = "" if include_revoked else " WHERE revoked_ms IS NULL"
+        rows = self._query(f"SELECT {_AGENT_COLUMNS} FROM agents{where} ORDER BY id")  # noqa: S608
+        return [AgentRow(*row) for row in rows]  # type: ignore[arg-type]
+
+    def agent(self, agent_id: str) -> AgentRow | None:
+        rows = self._query(f"SELECT {_AGENT_COLUMNS} FROM agents WHERE id = ?", (agent_id,))  # noqa: S608
+        return AgentRow(*rows[0]) if rows else None  # type: ignore[arg-type]
+
+    def agent_for_token(self, token: str) -> AgentRow | None:
+        """The active agent holding ``token``, or None. The hash comparison is constant-time."""
+        if not token:
+            return None
+        presented = hash_token(token)
+        rows = self._query(
+            f"SELECT token_hash, {_AGENT_COLUMNS} FROM agents WHERE token_hash = ?",  # noqa: S608
+            (presented,),
+        )
+        if not rows or not hmac.compare_digest(str(rows[0][0]), presented):
+            return None
+        return AgentRow(*rows[0][1:])  # type: ignore[arg-type]
+
+    # --- ingest ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[Writer]:
+        """One transaction for everything one ingest request writes."""
+        added: list[tuple[str, str, str]] = []
+        try:
+            with self._tx() as db:
+                yield Writer(db, self._series_ids, added)
+        except sqlite3.Error as exc:
+            self._forget(added)
+            raise StoreError(f"write failed: {exc}") from None
+        except BaseException:
+            self._forget(added)
+            raise
+
+    def _forget(self, keys: list[tuple[str, str, str]]) -> None:
+        for key in keys:
+            self._series_ids.pop(key, None)
+
+    # --- reading back ------------------------------------------------------------------------
+
+    def latest(self) -> list[LatestRow]:
+        rows = self._query(
+            "SELECT s.agent, s.name, s.labels, l.value, l.ts_ms, l.zero_streak"
+            " FROM latest l JOIN series s ON s.id = l.series"
+        )
+        return [
+            LatestRow(str(a), str(n), str(lk), _float(v), _int(ts), _int(z)) for a, n, lk, v, ts, z in rows
+        ]
+
+    def seq_totals(self) -> dict[str, SeqTotals]:
+        rows = self._query(
+            "SELECT agent, SUM(jumps), SUM(max_seq - min_seq + 1 - received) FROM boots GROUP BY agent"
+        )
+        return {str(a): SeqTotals(_int(j), _int(m)) for a, j, m in rows}
+
+    def count(self, table: str, agent: str | None = None) -> int:
+        """Rows in one table (tests and the CLI's listing)."""
+        if table not in ("batches", "samples", "events", "series", "alert_history"):
+            raise ValueError(f"unknown table {table}")
+        if agent is None:
+            return _int(self._query(f"SELECT COUNT(*) FROM {table}")[0][0])  # noqa: S608
+        if table == "samples":
+            sql = "SELECT COUNT(*) FROM samples JOIN series ON series.id = samples.series WHERE agent = ?"
+        elif table == "alert_history":
+            sql = "SELECT COUNT(*) FROM alert_history WHERE scope = ?"
+        else:
+            sql = f"SELECT COUNT(*) FROM {table} WHERE agent = ?"  # noqa: S608
+        return _int(self._query(sql, (agent,))[0][0])
+
+    def samples_of(self, agent: str, name: str) -> list[tuple[str, int, float]]:
+        """(labels_key, ts_ms, value) of every stored sample of one metric of one agent, by time."""
+        rows = self._query(
+            "SELECT s.labels, p.ts_ms, p.value FROM samples p JOIN series s ON s.id = p.series"
+            " WHERE s.agent = ? AND s.name = ? ORDER BY p.ts_ms, p.rowid",
+            (agent, name),
+        )
+        return [(str(r[0]), _int(r[1]), _float(r[2])) for r in rows]
+
+    def samples_after(
+        self, cursor: int, limit: int
+    ) -> list[tuple[int, tuple[tuple[str, str], ...], float, int]]:
+        """Stored samples with row id > ``cursor``, oldest first: ``(id, labels, value, ts_ms)``.
+
+        ``labels`` is the series as Prometheus sees it (``__name__`` first, then sorted, with the
+        ``agent`` and ``site`` labels the collector adds); the durable remote-writer's cursor.
+        """
+        rows = self._query(
+            "SELECT p.rowid, s.name, s.labels, s.agent, a.site, p.value, p.ts_ms FROM samples p"
+            " JOIN series s ON s.id = p.series LEFT JOIN agents a ON a.id = s.agent"
+            " WHERE p.rowid > ? ORDER BY p.rowid LIMIT ?",
+            (cursor, limit),
+        )
+        out: list[tuple[int, tuple[tuple[str, str], ...], float, int]] = []
+        for rowid, name, key, agent, site, value, ts_ms in rows:
+            labels: dict[str, str] = json.loads(str(key))
+            labels.update(agent=str(agent), site=str(site or ""))
+            pairs = (("__name__", str(name)), *sorted(labels.items()))
+            out.append((_int(rowid), pairs, _float(value), _int(ts_ms)))
+        return out
+
+    def data_version(self) -> int:
+        """Changes when another connection (e.g. ``agents add``) committed since the last call."""
+        return _int(self._query("PRAGMA data_version")[0][0])
+
+    # --- alerts and housekeeping ---------------------------------------------------------------
+
+    def record_alert(self, alert: Alert, at_ms: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO alert_history (at_ms, fingerprint, alertname, scope, state, starts_ms, ends_ms,"
+                " labels, annotations) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    at_ms,
+                    alert.fingerprint,
+                    alert.name,
+                    alert.scope,
+                    alert.state.value,
+                    int(alert.starts_at * 1000),
+                    None if alert.ends_at is None else int(alert.ends_at * 1000),
+                    json.dumps(dict(alert.labels), sort_keys=True),
+                    json.dumps(dict(alert.annotations), sort_keys=True),
+                ),
+            )
+
+    def alert_history(self, scope: str, limit: int = 50) -> list[dict[str, object]]:
+        rows = self._query(
+            "SELECT at_ms, fingerprint, alertname, state, labels, annotations FROM alert_history"
+            " WHERE scope = ? ORDER BY id DESC LIMIT ?",
+            (scope, limit),
+        )
+        return [
+            {
+                "at_ms": r[0],
+                "fingerprint": r[1],
+                "alertname": r[2],
+                "state": r[3],
+                "labels": json.loads(str(r[4])),
+                "annotations": json.loads(str(r[5])),
+            }
+            for r in rows
+        ]
+
+    def prune(self, cutoff_ms: int) -> int:
+        """Delete samples, events, batch ids and alert history older than ``cutoff_ms``."""
+        with self._tx() as db:
+            removed = db.execute("DELETE FROM samples WHERE ts_ms < ?", (cutoff_ms,)).rowcount
+            db.execute("DELETE FROM events WHERE ts_ms < ?", (cutoff_ms,))
+            db.execute("DELETE FROM batches WHERE received_ms < ?", (cutoff_ms,))
+            db.execute("DELETE FROM alert_history WHERE at_ms < ?", (cutoff_ms,))
+        return _int(removed)
+
+    def ping(self) -> bool:
+        try:
+            return self._query("SELECT 1")[0][0] == 1
+        except StoreError:
+            return False
+
+
+class Writer:
+    """The write side of one ingest transaction."""
+
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        series_ids: dict[tuple[str, str, str], int],
+        added: list[tuple[str, str, str]],
+    ) -> None:
+        self._db = db
+        self._series_ids = series_ids
+        self._added = added
+
+    def insert_batch(self, agent: str, batch: Batch, received_ms: int) -> int | None:
+        """The new batch's row id, or None if (agent, boot, seq) was stored before: a duplicate."""
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO batches (agent, boot_id, seq, created_ms, received_ms, priority)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (agent, batch.boot_id, batch.seq, batch.created_ms, received_ms, int(batch.priority)),
+        )
+        if cursor.rowcount == 0:
+            return None
+        self._track_sequence(agent, batch.boot_id, batch.seq, received_ms)
+        return cursor.lastrowid
+
+    def _track_sequence(self, agent: str, boot_id: str, seq: int, received_ms: int) -> None:
+        row = self._db.execute(
+            "SELECT min_seq, max_seq FROM boots WHERE agent = ? AND boot_id = ?", (agent, boot_id)
+        ).fetchone()
+        if row is None:
+            self._db.execute(
+                "INSERT INTO boots (agent, boot_id, min_seq, max_seq, received, jumps, first_ms)"
+                " VALUES (?, ?, ?, ?, 1, 0, ?)",
+                (agent, boot_id, seq, seq, received_ms),
+            )
+            return
+        low, high = int(row[0]), int(row[1])
+        jumps = seq - high - 1 if seq > high + 1 else 0
+        self._db.execute(
+            "UPDATE boots SET min_seq = ?, max_seq = ?, received = received + 1, jumps = jumps + ?"
+            " WHERE agent = ? AND boot_id = ?",
+            (min(low, seq), max(high, seq), jumps, agent, boot_id),
+        )
+
+    def series_id(self, agent: str, name: str, labels: str) -> int:
+        key = (agent, name, labels)
+        found = self._series_ids.get(key)
+        if found is not None:
+            return found
+        self._db.execute("INSERT OR IGNORE INTO series (agent, name, labels) VALUES (?, ?, ?)", key)
+        row = self._db.execute(
+            "SELECT id FROM series WHERE agent = ? AND name = ? AND labels = ?", key
+        ).fetchone()
+        series = int(row[0])
+        self._series_ids[key] = series
+        self._added.append(key)
+        return series
+
+    def insert_samples(self, rows: Sequence[tuple[int, int, float, int]]) -> None:
+        """(series id, ts_ms, value, batch id) rows."""
+        self._db.executemany("INSERT INTO samples (series, ts_ms, value, batch) VALUES (?, ?, ?, ?)", rows)
+
+    def insert_events(self, agent: str, batch_id: int, batch: Batch) -> None:
+        self._db.executemany(
+            "INSERT INTO events (agent, batch, type, ts_ms, attributes) VALUES (?, ?, ?, ?, ?)",
+            [
+                (agent, batch_id, event.type, event.ts_ms, json.dumps(event.attributes, sort_keys=True))
+                for event in batch.events
+            ],
+        )
+
+    def set_latest(self, rows: Sequence[tuple[int, float, int, int]]) -> None:
+        """(series id, value, ts_ms, zero_streak) rows: the newest value of each touched series."""
+        self._db.executemany(
+            "INSERT INTO latest (series, value, ts_ms, zero_streak) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (series) DO UPDATE SET value = excluded.value, ts_ms = excluded.ts_ms,"
+            " zero_streak = excluded.zero_streak",
+            rows,
+        )
+
+    def touch_agent(
+        self, agent: str, *, site: str, position: str, seen_ms: int, clock_offset_ms: int
+    ) -> None:
+        self._db.execute(
+            "UPDATE agents SET last_seen_ms = ?, clock_offset_ms = ?,"
+            " site = CASE WHEN ? = '' THEN site ELSE ? END,"
+            " position = CASE WHEN ? = '' THEN position ELSE ? END WHERE id = ?",
+            (seen_ms, clock_offset_ms, site, site, position, position, agent),
+        )
+
+    def seq_totals(self, agent: str) -> SeqTotals:
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(jumps), 0), COALESCE(SUM(max_seq - min_seq + 1 - received), 0)"
+            " FROM boots WHERE agent = ?",
+            (agent,),
+        ).fetchone()
+        return SeqTotals(int(row[0]), int(row[1]))

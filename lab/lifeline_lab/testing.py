@@ -1,0 +1,91 @@
+"""pytest support: a lab per test module, always torn down, and checks that nothing is left.
+
+In a conftest::
+
+    from lifeline_lab.testing import lab_fixture
+
+    lab = lab_fixture()                                   # client VPN, no CAD simulator
+    router_lab = lab_fixture(vpn="router", cadsim=True)
+
+Each fixture builds a fresh lab with a unique prefix for its scope (module by default), yields
+the ``Lab`` and tears it down afterwards even when the tests fail; teardown then asserts that
+``leftovers`` is empty (namespaces, processes, WireGuard sockets, state files). Without root
+the fixture skips with the reason; everything else that is missing (wireguard-go, nft, fping)
+fails loudly, because CI must run these tests.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from lifeline_lab import procs
+from lifeline_lab.topology import WG_SOCKET_DIR, Lab, list_namespaces
+
+TOOLS = ("ip", "nft", "iptables", "tc", "wg", "wireguard-go", "fping", "ss")
+
+
+def require_lab() -> None:
+    """Skip without root (with the reason); fail if a tool the lab needs is missing."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root: network namespaces, nftables, WireGuard (CI runs as root)")
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"tools the lab needs are missing: {', '.join(missing)} (run `make apt`)")
+
+
+def unique_prefix(tag: str = "t") -> str:
+    return f"{tag}{secrets.token_hex(3)}-"
+
+
+def leftovers(lab: Lab) -> list[str]:
+    """What a torn-down lab left behind; empty when it cleaned up after itself."""
+    out = [f"namespace {n}" for n in list_namespaces() if n in lab.namespaces.values()]
+    out += [f"process {name} (pid {rec.pid})" for name, rec in lab.procs.items() if procs.is_alive(rec)]
+    for ifname in (lab.wg_client_if, lab.wg_hub_if):
+        sock = os.path.join(WG_SOCKET_DIR, f"{ifname}.sock")
+        if os.path.exists(sock):
+            out.append(f"socket {sock}")
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=False).stdout
+    out += [
+        f"root interface {ifname}" for ifname in (lab.wg_client_if, lab.wg_hub_if) if f" {ifname}:" in links
+    ]
+    for path in (lab.state_path, lab.workdir):
+        if os.path.exists(path):
+            out.append(f"file {path}")
+    return out
+
+
+def lab_fixture(
+    vpn: str = "client",
+    *,
+    cadsim: bool = False,
+    scope: Any = "module",
+    tag: str = "t",
+) -> Any:
+    """A pytest fixture yielding an up ``Lab``; torn down and checked for leftovers afterwards."""
+
+    @pytest.fixture(scope=scope)
+    def _lab() -> Iterator[Lab]:
+        require_lab()
+        lab = Lab(unique_prefix(tag), vpn, cadsim=cadsim)
+        # Remember every process ever started, so the leftover check also covers stopped ones.
+        started: dict[str, procs.ProcRecord] = {}
+        try:
+            lab.up()
+            yield lab
+        finally:
+            started.update(lab.procs)
+            lab.down()
+        lab.procs = started
+        left = leftovers(lab)
+        lab.procs = {}
+        assert not left, f"the lab left things behind: {left}"
+
+    return _lab

@@ -1,0 +1,189 @@
+"""Risk and time to loss come from trends, early enough to move calls."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from lifeline_agent.config import Target
+from lifeline_agent.health import PowerFacts, RouteFacts, VpnFacts, WifiFacts
+from lifeline_agent.health.layers import Tuning
+from lifeline_agent.health.risk import RiskPart, combine, ttl_risk
+from lifeline_agent.probes.stats import mos
+
+Position = Any
+CAD_LOST_LOSS = 0.60  # the loss at which the test counts CAD as lost
+
+
+def _ramp(pos: Position, seconds: int = 90) -> list[tuple[float, Any]]:
+    """Loss at the ISP rising linearly from 0 to 100 % over ``seconds``, one evaluation a second."""
+    out = []
+    for t in range(1, seconds + 1):
+        loss = t / seconds
+        pos.cond("internet").loss = loss
+        out.append((loss, pos.second()))
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
+def test_gradual_ramp_warns_30_s_before_cad_is_lost(position: Callable[..., Position], seed: int) -> None:
+    pos = position(seed=seed, settle=60)
+    ramp = _ramp(pos)
+    warned = next(i for i, (_, a) in enumerate(ramp) if a.risk_band in ("warn", "page"))
+    lost = next(i for i, (loss, _) in enumerate(ramp) if loss >= CAD_LOST_LOSS)
+    assert lost - warned >= 30, (warned, lost)
+    first = ramp[warned][1]
+    assert math.isfinite(first.time_to_loss)
+    assert first.time_to_loss < 90
+    assert first.warning is not None and first.warning.startswith("Your CAD connection may fail within about")
+    assert ramp[lost][1].risk_band == "page"
+
+
+def test_time_to_loss_shrinks_as_the_ramp_proceeds(position: Callable[..., Position]) -> None:
+    pos = position(seed=11, settle=60)
+    ramp = _ramp(pos)
+    ttl = [a.time_to_loss for _, a in ramp]
+    warned = next(i for i, (_, a) in enumerate(ramp) if a.risk_band == "warn")
+    lost = next(i for i, (loss, _) in enumerate(ramp) if loss >= CAD_LOST_LOSS)
+    early = [t for t in ttl[warned : warned + 5] if math.isfinite(t)]
+    middle = [t for t in ttl[warned + 10 : warned + 15] if math.isfinite(t)]
+    assert early and middle
+    assert sum(middle) / len(middle) < sum(early) / len(early)
+    assert ttl[lost] <= 5.0
+    assert ttl[-1] == 0.0
+
+
+def test_a_stable_position_expects_no_loss(position: Callable[..., Position]) -> None:
+    a = position().run(30)[-1]
+    assert a.risk == 0.0
+    assert a.time_to_loss == math.inf
+    assert a.risk_band == "low"
+
+
+def test_steady_light_loss_is_watched_not_paged(position: Callable[..., Position]) -> None:
+    pos = position()
+    pos.cond("internet").loss = 0.02
+    history = pos.run(180)
+    assert all(a.risk_band in ("low", "watch") for a in history)
+    assert history[-1].layer("cad").state == "degraded"
+    assert history[-1].layer("cad").reason.startswith("CAD connection losing packets (")
+
+
+def test_a_hard_cut_leaves_seconds(position: Callable[..., Position]) -> None:
+    pos = position()
+    pos.cond("router").down = True
+    history = pos.run(8)
+    failed = [a for a in history if a.layer("router").state == "failed"]
+    assert failed[0].risk == 1.0
+    assert failed[0].time_to_loss <= pos.model.tuning.cad_outage_dead
+    assert failed[-1].time_to_loss == 0.0
+
+
+def test_handshake_age_approaching_180_s_raises_risk(position: Callable[..., Position]) -> None:
+    pos = position()
+    pos.vpn_handshake_every = None
+    seen = []
+    for age in range(140, 176, 5):
+        pos.facts["vpn"] = VpnFacts(True, "wg0", "wireguard", True, float(age))
+        seen.append(pos.second())
+    assert seen[0].risk == 0.0
+    over = [a for a in seen if a.risk > 0]
+    assert [round(a.time_to_loss) for a in over] == [180 - age for age in range(150, 176, 5)]
+    assert over[-1].risk_band == "page"
+    assert over[0].layer("vpn").state == "degraded"
+    assert over[0].layer("vpn").reason == "VPN handshake overdue (150 s)"
+
+
+def test_no_handshake_for_200_s_with_a_dead_tunnel_fails_the_vpn(position: Callable[..., Position]) -> None:
+    pos = position()
+    pos.vpn_handshake_every = None
+    pos.facts["vpn"] = VpnFacts(True, "wg0", "wireguard", True, 200.0)
+    pos.cond("vpn").down = True
+    a = pos.run(4)[-1]
+    assert a.verdict == "VPN tunnel down (no handshake for 200 s), internet fine"
+
+
+def test_battery_seconds_left_become_the_time_to_loss(position: Callable[..., Position]) -> None:
+    pos = position()
+    pos.facts["power"] = PowerFacts(on_ac=False, percent=12.0, secs_left=600.0)
+    a = pos.run(5)[-1]
+    assert a.layer("power").state == "failed"
+    assert a.verdict == "battery almost empty (12 %, 10 min left) — home power out"
+    assert a.time_to_loss == 600.0
+    assert a.risk_band == "warn"
+    pos.facts["power"] = PowerFacts(on_ac=False, percent=3.0, secs_left=20.0)
+    a = pos.second()
+    assert a.time_to_loss == 20.0
+    assert a.risk_band == "page"
+
+
+def test_fading_wifi_predicts_the_drop(position: Callable[..., Position]) -> None:
+    pos = position()
+    history = []
+    for t in range(40):
+        pos.facts["wifi"] = WifiFacts("wlan0", True, -60.0 - 0.5 * t + (t % 3 - 1) * 0.7)
+        history.append(pos.second())
+    last = history[-1]
+    assert last.risk_band in ("warn", "page")
+    assert "Wi-Fi signal fading" in last.risk_reason
+    assert 10 < last.time_to_loss < 20  # about −80 dBm now, 0.5 dB/s, drops near −85 dBm
+
+
+def test_weak_hotspot_matters_only_when_running_on_it(position: Callable[..., Position]) -> None:
+    from lifeline_agent.health import CellularFacts
+
+    pos = position()
+    pos.facts["cellular"] = CellularFacts("modem0", True, "lte", rsrp=-115.0, sinr=-2.0)
+    a = pos.run(3)[-1]
+    assert a.risk == 0.0
+    assert a.layer("backup").state == "degraded"
+    pos.facts["routes"] = RouteFacts("wlan0", True, "usb0", True, on_backup=True)
+    a = pos.second()
+    assert a.risk == 0.35
+    assert a.risk_reason == "on the hotspot with a weak signal (−115 dBm)"
+
+
+def test_risk_parts_combine_to_the_largest_with_the_soonest_relevant_ttl() -> None:
+    tu = Tuning()
+    parts = [RiskPart(0.4, 300.0, "a"), RiskPart(0.7, 50.0, "b"), RiskPart(0.1, 5.0, "noise")]
+    assert combine(parts, tu) == RiskPart(0.7, 50.0, "b")
+    assert combine([], tu) == RiskPart(0.0, math.inf, "stable")
+    assert ttl_risk(60.0, 120.0) == 0.5
+    assert ttl_risk(0.0, 120.0) == 1.0
+    assert ttl_risk(500.0, 120.0) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("rtt_ms", "jitter_ms", "loss_pct", "expected"),
+    [(50, 10, 0.5, 4.34), (150, 30, 1, 4.05), (200, 40, 2, 3.65), (250, 50, 5, 2.93)],
+)
+def test_mos_sample_values(rtt_ms: float, jitter_ms: float, loss_pct: float, expected: float) -> None:
+    """The E-model the health model uses (probes.stats.mos), with domain.md's sample values."""
+    assert mos(rtt_ms / 1000, jitter_ms / 1000, loss_pct / 100) == pytest.approx(expected, abs=0.005)
+
+
+def test_assessment_carries_mos_per_path(position: Callable[..., Position]) -> None:
+    pos = position()
+    a = pos.second()
+    by_name = {p.target.name: p.mos for p in a.mos}
+    assert set(by_name) == {"gw", "isp", "vpn-gw", "agency-core", "cad-ping", "cad-port", "hotspot-vpn"}
+    assert all(4.3 < m <= 4.5 for m in by_name.values())
+    pos.cond("vpn").delay = 0.200
+    pos.cond("vpn").noise = 0.030
+    a = pos.run(10)[-1]
+    by_name = {p.target.name: p.mos for p in a.mos}
+    assert by_name["cad-ping"] < 4.0 < by_name["isp"]
+
+
+def test_single_echo_path_is_supported(position: Callable[..., Position]) -> None:
+    """A minimal config (router + one CAD ping) still judges a hard cut of CAD."""
+    targets = [
+        Target("gw", "router", "icmp", "192.168.1.1"),
+        Target("cad", "cad", "icmp", "10.30.0.10", path="tunnel"),
+    ]
+    pos = position(targets)
+    pos.cond("cad").down = True
+    a = pos.run(3)[-1]
+    assert (a.verdict_layer, a.verdict, a.risk) == ("cad", "CAD server not answering", 1.0)

@@ -1,0 +1,143 @@
+"""Each layer broken alone is named, in the order a signal travels, in words a supervisor reads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from lifeline_agent.config import Target
+from lifeline_agent.health import CHAIN, LAYERS, PowerFacts, RouteFacts, WifiFacts
+from lifeline_wire.catalog.health import LAYERS as CATALOG_LAYERS
+
+Position = Any  # the simulated position from conftest.py
+
+
+def test_layers_are_the_catalog_layers() -> None:
+    assert LAYERS == CATALOG_LAYERS
+
+
+def test_a_settled_healthy_position_says_healthy(position: Callable[..., Position]) -> None:
+    a = position().second()
+    assert (a.verdict_layer, a.verdict) == ("none", "healthy")
+    assert {s.layer: s.state for s in a.layers} == {layer: "ok" for layer in LAYERS}
+    assert a.backup_ready is True
+    assert a.risk == 0.0
+    assert a.warning is None
+
+
+def _break_probes(layer: str, how: str) -> Callable[[Position], None]:
+    def apply(pos: Position) -> None:
+        cond = pos.cond(layer)
+        if how == "down":
+            cond.down = True
+        else:
+            cond.refused = True
+
+    return apply
+
+
+def _fact(source: str, record: object) -> Callable[[Position], None]:
+    def apply(pos: Position) -> None:
+        pos.facts[source] = record
+
+    return apply
+
+
+CASES = [
+    ("router", _break_probes("router", "down"), "home router unreachable"),
+    ("internet", _break_probes("internet", "down"), "home internet (ISP) down, router fine"),
+    ("vpn", _break_probes("vpn", "down"), "VPN tunnel down, internet fine"),
+    ("agency", _break_probes("agency", "down"), "agency network unreachable through the tunnel"),
+    ("dns", _break_probes("dns", "down"), "agency DNS not answering"),
+    ("cad", _break_probes("cad", "down"), "CAD server not answering"),
+    ("cad", _break_probes("cad", "refused"), "CAD server refusing connections"),
+    ("power", _fact("power", PowerFacts(on_ac=False, percent=80.0, secs_left=9000.0)), "on battery — home power out"),
+    ("link", _fact("wifi", WifiFacts("wlan0", True, -78.0)), "Wi-Fi signal weak (−78 dBm)"),
+    ("link", _fact("routes", RouteFacts("eth0", False, "usb0", True)), "home network link down (eth0)"),
+    ("backup", _break_probes("backup", "down"), "backup path (hotspot) not ready — primary fine"),
+]
+
+
+@pytest.mark.parametrize(("layer", "breakage", "verdict"), CASES, ids=[c[2] for c in CASES])
+def test_each_layer_broken_alone_is_named(
+    position: Callable[..., Position], layer: str, breakage: Callable[[Position], None], verdict: str
+) -> None:
+    pos = position()
+    breakage(pos)
+    a = pos.run(25)[-1]
+    assert a.verdict_layer == layer
+    assert a.verdict == verdict
+    if layer in CHAIN:
+        before = CHAIN[: CHAIN.index(layer)]
+        assert all(a.layer(name).state == "ok" for name in before), [a.layer(n) for n in before]
+    assert a.layer(layer).state in ("degraded", "failed")
+
+
+def test_router_down_fails_everything_behind_it_and_names_the_router(position: Callable[..., Position]) -> None:
+    pos = position()
+    pos.cond("router").down = True
+    a = pos.run(5)[-1]
+    behind = ("router", "internet", "vpn", "agency", "dns", "cad")
+    assert {name: a.layer(name).state for name in behind} == dict.fromkeys(behind, "failed")
+    assert a.verdict == "home router unreachable"
+    assert a.layer("backup").state == "ok"  # the hotspot does not go through the home router
+    assert a.backup_ready is True
+
+
+def test_home_vpn_router_tunnel_down_is_inferred(
+    position: Callable[..., Position], home_router_targets: list[Target]
+) -> None:
+    pos = position(home_router_targets, vpn_facts=False)
+    assert pos.history[-1].vpn_inferred
+    assert pos.history[-1].layer("vpn").state == "ok"
+    pos.cond("vpn").down = True  # the tunnel on the home router dies; router and ISP are fine
+    a = pos.run(5)[-1]
+    assert a.verdict_layer == "vpn"
+    assert a.verdict == "VPN tunnel down (home VPN router)"
+    assert a.layer("router").state == a.layer("internet").state == "ok"
+
+
+def test_home_vpn_router_with_cad_alone_down_blames_cad(
+    position: Callable[..., Position], home_router_targets: list[Target]
+) -> None:
+    pos = position(home_router_targets, vpn_facts=False)
+    pos.cond("cad").refused = True
+    a = pos.run(5)[-1]
+    assert (a.verdict_layer, a.verdict) == ("cad", "CAD server refusing connections")
+    assert a.layer("vpn").state == "ok"
+
+
+def test_home_vpn_router_isp_down_is_not_blamed_on_the_tunnel(
+    position: Callable[..., Position], home_router_targets: list[Target]
+) -> None:
+    pos = position(home_router_targets, vpn_facts=False)
+    pos.cond("internet").down = True
+    a = pos.run(5)[-1]
+    assert a.verdict == "home internet (ISP) down, router fine"
+    assert a.layer("vpn").state == "unknown"
+
+
+def test_loss_upstream_explains_a_flaky_layer_behind_it(position: Callable[..., Position]) -> None:
+    """Heavy ISP loss makes single-echo probes behind it miss rounds; the verdict names the ISP."""
+    pos = position()
+    pos.cond("internet").loss = 0.35
+    verdicts = {a.verdict_layer for a in pos.run(60)[20:]}
+    assert verdicts == {"internet"}
+
+
+def test_on_battery_is_added_to_a_network_failure(position: Callable[..., Position]) -> None:
+    pos = position()
+    pos.facts["power"] = PowerFacts(on_ac=False, percent=90.0)
+    pos.cond("router").down = True
+    a = pos.run(6)[-1]
+    assert a.verdict == "home router unreachable — on battery, home power out"
+
+
+def test_running_on_the_backup_is_said(position: Callable[..., Position]) -> None:
+    pos = position()
+    pos.facts["routes"] = RouteFacts("wlan0", True, "usb0", True, on_backup=True)
+    pos.cond("internet").down = True
+    a = pos.run(6)[-1]
+    assert a.on_backup
+    assert a.verdict.endswith("— running on the backup path")

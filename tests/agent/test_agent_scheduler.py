@@ -1,0 +1,122 @@
+"""Batcher numbering and spooling; the scheduler's jittered start and immediate re-probe."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+
+import pytest
+
+from lifeline_agent.config import Target
+from lifeline_agent.errors import SpoolError
+from lifeline_agent.probes import REGISTRY, ProbeContext, ProbeResult, ProbeSpec
+from lifeline_agent.recorder import Recorder
+from lifeline_agent.runner import ProbeRunner
+from lifeline_agent.scheduler import Batcher, Scheduler, new_boot_id
+from lifeline_agent.spool import MemorySpool
+from lifeline_wire import Batch
+from lifeline_wire.schema import ID_RE, MAX_SAMPLES_PER_BATCH
+
+LABELS = {"target": "cad", "role": "cad", "path": "auto", "kind": "tcp"}
+
+
+def test_boot_id_is_a_wire_identifier_and_random() -> None:
+    ids = {new_boot_id() for _ in range(20)}
+    assert len(ids) == 20
+    assert all(re.match(ID_RE, boot) for boot in ids)
+
+
+def test_batches_are_numbered_from_zero_and_spooled_before_the_hook() -> None:
+    recorder, spool = Recorder(), MemorySpool()
+    depth_when_hooked: list[int] = []
+    batcher = Batcher(
+        "ws-1", "boot1", recorder, spool, after_spool=lambda: depth_when_hooked.append(spool.depth())
+    )
+
+    async def main() -> list[list[Batch]]:
+        out = []
+        for value in (1, 0, 1):
+            recorder.sample("lifeline_probe_success", value, LABELS)
+            out.append(await batcher.flush())
+        out.append(await batcher.flush(priority=True))  # nothing recorded: still a (heartbeat) batch
+        return out
+
+    flushed = asyncio.run(main())
+    assert [[b.seq for b in group] for group in flushed] == [[0], [1], [2], [3]]
+    assert [len(group[0].samples) for group in flushed] == [1, 1, 1, 0]
+    assert [group[0].priority for group in flushed] == [False, False, False, True]
+    assert depth_when_hooked == [1, 2, 3, 4]
+    assert [item.batch.seq for item in spool.pending(10)] == [3, 0, 1, 2]
+
+
+def test_oversized_buffer_is_cut_into_several_batches() -> None:
+    recorder = Recorder()
+    for _ in range(MAX_SAMPLES_PER_BATCH + 5):
+        recorder.sample("lifeline_probe_success", 1, LABELS)
+    batches = Batcher("ws-1", "boot1", recorder, MemorySpool()).cut()
+    assert [(b.seq, len(b.samples)) for b in batches] == [(0, MAX_SAMPLES_PER_BATCH), (1, 5)]
+
+
+class FlakySpool(MemorySpool):
+    """A spool whose disk is full for the first ``failures`` appends."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def append(self, batch: Batch) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise SpoolError("spool.db", "database or disk is full")
+        return super().append(batch)
+
+
+def test_a_failed_spool_write_keeps_the_batch_for_the_next_flush() -> None:
+    recorder, spool = Recorder(), FlakySpool(failures=1)
+    batcher = Batcher("ws-1", "boot1", recorder, spool)
+    recorder.sample("lifeline_probe_success", 1, LABELS)
+    assert asyncio.run(batcher.flush()) == []
+    recorder.sample("lifeline_probe_success", 0, LABELS)
+    spooled = asyncio.run(batcher.flush())
+    assert [b.seq for b in spooled] == [0, 1]
+    assert [b.samples[0].value for b in spooled] == [1.0, 0.0]
+
+
+class CountingProbe:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.ran = asyncio.Event()
+
+    async def __call__(self, target: Target, ctx: ProbeContext) -> ProbeResult:
+        self.calls += 1
+        self.ran.set()
+        return ProbeResult(
+            True, sent=1, received=1, rtts=(0.001,), rtt_min=0.001, rtt_avg=0.001, rtt_max=0.001
+        )
+
+
+def test_start_is_jittered_and_poke_probes_at_once() -> None:
+    probe = CountingProbe()
+    runner = ProbeRunner(
+        Recorder(), registry={"counting": ProbeSpec("counting", probe, REGISTRY["tcp"].metrics, "")}
+    )
+    target = Target(name="cad", role="cad", kind="counting", host="x", interval=3600.0)
+    rng = random.Random(7)  # first offset ≈ 1170 s into the hour
+    assert random.Random(7).uniform(0, 3600) > 60
+
+    async def main() -> None:
+        scheduler = Scheduler((target,), runner, rng=rng)
+        task = asyncio.create_task(scheduler.run())
+        await asyncio.sleep(0.1)
+        assert probe.calls == 0  # waiting out its random start offset
+        for expected in (1, 2):
+            probe.ran.clear()
+            scheduler.poke(["cad"])
+            await asyncio.wait_for(probe.ran.wait(), timeout=10)
+            assert probe.calls == expected
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())

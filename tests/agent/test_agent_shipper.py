@@ -1,0 +1,234 @@
+"""The shipper against a small real HTTP collector on loopback: nothing lost, nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lifeline_agent.config import AgentSection, CollectorEndpoint, CollectorSection
+from lifeline_agent.errors import RefusedDelivery, RetryableDelivery
+from lifeline_agent.shipper import Backoff, Shipper, parse_retry_after
+from lifeline_agent.spool import SqliteSpool
+from lifeline_wire import Batch, Sample
+
+TS = 1_800_000_000_000
+TOKEN = "secret-token-1"
+# The fake collector and its Reply live in conftest.py (shared with the service tests).
+FakeCollector = Any
+Reply = Any
+
+
+@pytest.fixture
+def collector(fake_collector: FakeCollector) -> FakeCollector:
+    return fake_collector
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Iterator[SqliteSpool]:
+    spool = SqliteSpool(str(tmp_path / "spool.db"))
+    yield spool
+    spool.close()
+
+
+def fill(spool: SqliteSpool, count: int, boot: str = "boot1") -> list[tuple[str, int]]:
+    for seq in range(count):
+        sample = Sample(name="lifeline_probe_success", value=1.0, ts_ms=TS + seq, labels={})
+        spool.append(Batch(agent_id="ws-1", boot_id=boot, seq=seq, created_ms=TS + seq, samples=[sample]))
+    return [(boot, seq) for seq in range(count)]
+
+
+def make_shipper(url: str, spool: SqliteSpool, per_request: int = 50, refused_pause: float = 60.0) -> Shipper:
+    return Shipper(
+        AgentSection(id="ws-1", site="north", position="12"),
+        CollectorSection(
+            endpoints=(CollectorEndpoint(url),), timeout=2.0, max_batches_per_request=per_request
+        ),
+        spool,
+        TOKEN,
+        backoff=Backoff(initial=0.01, maximum=0.05),
+        refused_pause=refused_pause,
+    )
+
+
+def drain(shipper: Shipper, spool: SqliteSpool, limit: float = 20.0) -> None:
+    """Run the shipper loop until the spool is empty (the pytest timeout guards the limit)."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(shipper.run(stop))
+        deadline = time.monotonic() + limit
+        while spool.depth() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        stop.set()
+        await task
+        await shipper.aclose()
+
+    asyncio.run(main())
+
+
+def test_per_item_results_accepted_duplicate_rejected(
+    collector: FakeCollector, spool: SqliteSpool, caplog: pytest.LogCaptureFixture
+) -> None:
+    ids = fill(spool, 5)
+    collector.stored.append(ids[1])  # already there from an earlier try
+    collector.reject[ids[3]] = "samples[0].name: not in the catalog"
+    shipper = make_shipper(collector.url, spool)
+    with caplog.at_level(logging.ERROR, logger="lifeline_agent.shipper"):
+        drain(shipper, spool)
+    assert spool.depth() == 0
+    assert sorted(collector.stored) == sorted(set(ids) - {ids[3]})
+    assert len(collector.stored) == len(set(collector.stored))
+    assert (shipper.stats.sent, shipper.stats.rejected) == (4, 1)
+    assert any("not in the catalog" in r.getMessage() for r in caplog.records)
+    assert collector.requests[0][2] == f"Bearer {TOKEN}"
+
+
+def test_500_then_200_retries_and_loses_nothing(collector: FakeCollector, spool: SqliteSpool) -> None:
+    ids = fill(spool, 3)
+    collector.script = [lambda _ids: collector.Reply(500, b"database is locked")]
+    shipper = make_shipper(collector.url, spool)
+    drain(shipper, spool)
+    assert collector.stored == ids
+    assert len(collector.requests) == 2
+    assert shipper.stats.failures["server"] == 1
+
+
+def test_429_honours_retry_after(collector: FakeCollector, spool: SqliteSpool) -> None:
+    ids = fill(spool, 2)
+    collector.script = [lambda _ids: collector.Reply(429, b"slow down", {"Retry-After": "1"})]
+    shipper = make_shipper(collector.url, spool)
+    drain(shipper, spool)
+    assert collector.stored == ids
+    (first, *_), (second, *_) = collector.requests
+    assert second - first >= 1.0  # waited at least what the collector asked, not the 10 ms backoff
+    assert shipper.stats.failures["throttled"] == 1
+
+
+def test_413_splits_until_it_fits(collector: FakeCollector, spool: SqliteSpool) -> None:
+    ids = fill(spool, 7)
+    too_big = lambda batch_ids: collector.Reply(413, b"body too large") if len(batch_ids) > 2 else None  # noqa: E731
+    collector.script = [too_big] * 20
+    shipper = make_shipper(collector.url, spool, per_request=7)
+    drain(shipper, spool)
+    assert sorted(collector.stored) == ids
+    assert len(collector.stored) == 7
+    # 7 → 413 → 3 + 4; 3 → 413 → 1 + 2; 4 → 413 → 2 + 2.
+    assert [len(batch_ids) for _t, batch_ids, _a in collector.requests] == [7, 3, 1, 2, 4, 2, 2]
+
+
+def test_single_batch_413_is_dropped_and_counted(collector: FakeCollector, spool: SqliteSpool) -> None:
+    ids = fill(spool, 3)
+    collector.script = [
+        lambda batch_ids: collector.Reply(413, b"too large") if ids[0] in batch_ids else None
+    ] * 10
+    shipper = make_shipper(collector.url, spool, per_request=1)
+    drain(shipper, spool)
+    assert collector.stored == ids[1:]
+    assert shipper.stats.rejected == 1
+
+
+def test_422_isolates_the_bad_batch(collector: FakeCollector, spool: SqliteSpool) -> None:
+    ids = fill(spool, 4)
+    bad = ids[2]
+    collector.script = [
+        lambda batch_ids: (
+            collector.Reply(422, b'{"error": "$.batches[0].seq: bad"}') if bad in batch_ids else None
+        )
+    ] * 10
+    shipper = make_shipper(collector.url, spool)
+    drain(shipper, spool)
+    assert sorted(collector.stored) == [i for i in ids if i != bad]
+    assert shipper.stats.rejected == 1
+
+
+def test_401_is_not_retried_and_keeps_everything(collector: FakeCollector, spool: SqliteSpool) -> None:
+    fill(spool, 3)
+    collector.script = [lambda _ids: collector.Reply(401, b'{"error": "unauthorized"}')] * 10
+    shipper = make_shipper(collector.url, spool, refused_pause=60.0)
+
+    async def main() -> None:
+        with pytest.raises(RefusedDelivery) as caught:
+            await shipper.ship_once(shipper.endpoints()[0])
+        assert caught.value.status == 401
+        assert "unauthorized" in caught.value.reason
+        stop = asyncio.Event()
+        task = asyncio.create_task(shipper.run(stop))
+        while len(collector.requests) < 2:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # a retrying shipper would have sent many more by now
+        stop.set()
+        await task
+        await shipper.aclose()
+
+    asyncio.run(main())
+    assert len(collector.requests) == 2  # one per call: ship_once, then the loop's first try
+    assert spool.depth() == 3
+    assert collector.stored == []
+    assert shipper.stats.failures["auth"] == 1
+
+
+def test_malformed_200_keeps_the_batches(collector: FakeCollector, spool: SqliteSpool) -> None:
+    fill(spool, 2)
+    collector.script = [lambda _ids: collector.Reply(200, b"<html>proxy</html>")]
+    shipper = make_shipper(collector.url, spool)
+
+    async def once() -> None:
+        with pytest.raises(RetryableDelivery):
+            await shipper.ship_once(shipper.endpoints()[0])
+        await shipper.aclose()
+
+    asyncio.run(once())
+    assert spool.depth() == 2
+
+
+def test_collector_down_keeps_the_batches(spool: SqliteSpool, closed_port: int) -> None:
+    fill(spool, 2)
+    shipper = make_shipper(f"http://127.0.0.1:{closed_port}", spool)
+
+    async def once() -> None:
+        with pytest.raises(RetryableDelivery) as caught:
+            await shipper.ship_once(shipper.endpoints()[0])
+        assert caught.value.status is None
+        await shipper.aclose()
+
+    asyncio.run(once())
+    assert spool.depth() == 2
+
+
+def test_envelope_carries_site_and_position(collector: FakeCollector, spool: SqliteSpool) -> None:
+    seen: list[bytes] = []
+    original = collector.handle
+
+    def spy(path: str, auth: str, body: bytes) -> Reply:
+        seen.append(body)
+        return original(path, auth, body)
+
+    collector.handle = spy  # type: ignore[method-assign]
+    fill(spool, 1)
+    drain(make_shipper(collector.url, spool), spool)
+    envelope = json.loads(seen[0])
+    assert (envelope["site"], envelope["position"], envelope["version"]) == ("north", "12", 1)
+
+
+def test_retry_after_parsing() -> None:
+    assert parse_retry_after("7", 0.0) == 7.0
+    assert parse_retry_after("99999", 0.0) == 600.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412470.0) == 10.0
+    assert parse_retry_after("soon", 0.0) is None
+    assert parse_retry_after(None, 0.0) is None
+
+
+def test_backoff_grows_is_capped_and_honours_retry_after() -> None:
+    backoff = Backoff(initial=1.0, maximum=8.0)
+    delays = [backoff.next() for _ in range(6)]
+    assert all(0.5 * min(8.0, 2.0**n) <= d <= min(8.0, 2.0**n) for n, d in enumerate(delays))
+    assert backoff.next(retry_after=30.0) == 30.0
+    backoff.reset()
+    assert backoff.next() <= 1.0
