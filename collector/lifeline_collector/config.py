@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lifeline_collector.notify import REGISTRY, NotifierConfig
+from lifeline_collector.remote_write import RemoteWriteConfig, read_remote_write
 from lifeline_wire.tomlcfg import ConfigError, Section, build, load_toml
 
 DEFAULT_LISTEN = "127.0.0.1:8480"
@@ -71,6 +72,7 @@ class CollectorConfig:
     alerting: AlertingSection = AlertingSection()
     exposition: ExpositionSection = ExpositionSection()
     notifiers: tuple[NotifierConfig, ...] = ()
+    remote_write: RemoteWriteConfig = RemoteWriteConfig()  # noqa: RUF009 - frozen, shared safely
     source: str = "(defaults)"
 
 
@@ -156,8 +158,19 @@ def _root(root: Section) -> CollectorConfig:
     if exposition.stale_after < alerting.silent_after:
         root.problems.add("exposition.stale_after", "must not be shorter than alerting.silent_after")
     notifiers = _notifiers(root)
+    remote_write = read_remote_write(root.table("remote_write"))
+    if remote_write.enabled and not remote_write.cursor_file:
+        # Durable by default: a restart resumes from the last sample sent instead of losing the queue.
+        remote_write = replace(
+            remote_write, cursor_file=str(Path(store.path).with_suffix(".remote_write.cursor"))
+        )
     return CollectorConfig(
-        server=server, store=store, alerting=alerting, exposition=exposition, notifiers=notifiers
+        server=server,
+        store=store,
+        alerting=alerting,
+        exposition=exposition,
+        notifiers=notifiers,
+        remote_write=remote_write,
     )
 
 

@@ -111,6 +111,8 @@ def _add(family: tuple[Metric, str], labels: dict[str, str], value: float) -> No
 def make_registry(collector: Collector) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(collector))
+    if collector.remote_writer is not None:
+        registry.register(collector.remote_writer.stats)
     return registry
 
 

@@ -15,6 +15,7 @@ from lifeline_collector.fleet import Fleet
 from lifeline_collector.ingest import Ingestor
 from lifeline_collector.notify import REGISTRY, Notifier, NotifyContext
 from lifeline_collector.notify.dispatch import Dispatcher
+from lifeline_collector.remote_write import DurableRemoteWriter
 from lifeline_collector.stats import Stats
 from lifeline_collector.store import AgentRow, Store
 from lifeline_wire import Envelope, IngestResponse
@@ -50,6 +51,13 @@ class Collector:
             record=self._record,
         )
         self.ingestor = Ingestor(self.store, self.fleet, self.stats, self.clock)
+        self.remote_writer: DurableRemoteWriter | None = None
+        if config.remote_write.enabled:
+            # Reads the store after a cursor, so samples keep their original timestamps and a
+            # restart or a long receiver outage resends from where it stopped.
+            self.remote_writer = DurableRemoteWriter(config.remote_write, self.store)
+            writer = self.remote_writer
+            self.ingestor.on_stored.append(lambda _stored: writer.wake())
         self._data_version = self.store.data_version()
         self._last_prune = self.clock.now()
         self._ticker: asyncio.Task[None] | None = None
@@ -57,6 +65,8 @@ class Collector:
     async def start(self, *, ticker: bool = True) -> None:
         """Start notifier workers and (unless a test drives ``tick``) the evaluation tick."""
         self.dispatcher.start()
+        if self.remote_writer is not None:
+            self.remote_writer.start()
         if ticker:
             self._ticker = asyncio.create_task(self._tick_loop(), name="alert-tick")
             self._ticker.add_done_callback(_report_crash)
@@ -67,6 +77,8 @@ class Collector:
             await asyncio.gather(self._ticker, return_exceptions=True)
             self._ticker = None
         await self.dispatcher.stop()
+        if self.remote_writer is not None:
+            await self.remote_writer.drain()
         self.store.close()
 
     def ingest(self, agent: AgentRow, envelope: Envelope) -> IngestResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -39,9 +40,9 @@ def test_laptop_routes_and_unprivileged_icmp(lab: Lab) -> None:
     assert f"default via {ADDR.hotspot} dev usb0 metric 600" in routes
     group_range = lab.exec("laptop", ["sysctl", "-n", "net.ipv4.ping_group_range"]).stdout.split()
     assert group_range == ["0", "2147483647"]
-    if shutil.which("setpriv"):
+    if shutil.which("setpriv") and os.path.exists("/usr/bin/python3"):
         code = "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)"
-        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "python3", "-c", code]
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", code]
         assert lab.exec("laptop", argv, check=False).returncode == 0
 
 
