@@ -103,12 +103,29 @@ class TargetSeries:
         values = [r.jitter for r in self.since(now - span) if r.jitter is not None]
         return median(values) if values else None
 
-    def mos(self, now: float, span: float, loss_window: float) -> float | None:
-        """Voice quality of this path: recent RTT and jitter, loss over the loss window."""
+    def mos(self, now: float, span: float, loss_window: float, outage_rounds: int = 3) -> float | None:
+        """Voice quality of this path while it works: recent RTT and jitter, loss over the loss window.
+
+        None while the path is out. Runs of ``outage_rounds`` or more failed rounds are an outage,
+        reported as such, and left out of the loss (a call cannot be scored while nothing passes).
+        """
         rtt = self.recent_rtt(now, span)
-        if rtt is None:
+        if rtt is None or self.streak >= 2:
             return None
-        return mos(rtt, self.recent_jitter(now, span) or 0.0, loss_view([self], now - loss_window).ratio)
+        sent = lost = 0
+        run: list[Round] = []
+        for r in [*self.since(now - loss_window), None]:
+            if r is not None and not r.success:
+                run.append(r)
+                continue
+            if len(run) < outage_rounds:
+                sent += sum(x.sent for x in run)
+                lost += sum(x.lost for x in run)
+            run = []
+            if r is not None:
+                sent += r.sent
+                lost += r.lost
+        return mos(rtt, self.recent_jitter(now, span) or 0.0, lost / sent if sent else 0.0)
 
 
 def loss_view(series: Iterable[TargetSeries], start: float) -> LossView:
