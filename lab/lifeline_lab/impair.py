@@ -152,12 +152,13 @@ def _expand(imp: Impairment) -> list[Impairment]:
 # -- the wanted kernel state of a set of impairments --------------------------------------------
 
 End = tuple[str, str]  # (role, interface)
+Hook = tuple[str, str, str]  # (role, interface, "in" | "out"): where a delay queue sits
 
 
 @dataclass(frozen=True, slots=True)
 class Wanted:
     netdev: dict[End, tuple[str, ...]]
-    queues: dict[End, dict[str, float]]
+    queues: dict[Hook, dict[str, float]]
     tbf: dict[End, tuple[float, float]]
     down: frozenset[End]
     stopped: frozenset[str]
@@ -169,6 +170,14 @@ def _ingress(lab: Lab, imp: Impairment) -> End:
     return (end.role, end.ifname)
 
 
+def _delay_hook(lab: Lab, imp: Impairment) -> Hook:
+    """Delay is held in the far (upstream) box of a link: on the way in for ``up``, on the way out
+    for ``down``. Never in the laptop itself: probes there (fping, the agent) take RTT from the
+    kernel's receive stamp, which is set before a packet is queued, so a hold there is invisible."""
+    far = lab.link(imp.link).far
+    return (far.role, far.ifname, "in" if imp.direction == "up" else "out")
+
+
 def _egress(lab: Lab, imp: Impairment) -> End:
     link = lab.link(imp.link)
     end = link.near if imp.direction == "up" else link.far
@@ -177,7 +186,7 @@ def _egress(lab: Lab, imp: Impairment) -> End:
 
 def wanted(lab: Lab, active: Iterable[Impairment]) -> Wanted:
     netdev: dict[End, list[str]] = {}
-    queues: dict[End, dict[str, float]] = {}
+    queues: dict[Hook, dict[str, float]] = {}
     tbf: dict[End, tuple[float, float]] = {}
     down: set[End] = set()
     stopped: set[str] = set()
@@ -207,7 +216,7 @@ def wanted(lab: Lab, active: Iterable[Impairment]) -> Wanted:
         elif imp.kind == "cad-down":
             stopped.add("cad-server")
         elif imp.kind in ("delay", "burst-loss"):
-            cfg = queues.setdefault(_ingress(lab, imp), {})
+            cfg = queues.setdefault(_delay_hook(lab, imp), {})
             if imp.kind == "delay":
                 cfg.update(delay_ms=imp.delay_ms, jitter_ms=imp.jitter_ms)
             else:
@@ -249,18 +258,25 @@ def _apply_netdev(lab: Lab, end: End, rules: tuple[str, ...]) -> None:
     lab.exec(role, ["nft", "-f", "-"], input=script)
 
 
-def _queue_num(lab: Lab, end: End) -> int:
+def _queue_num(lab: Lab, hook: Hook) -> int:
     for index, link in enumerate(lab.links().values()):
-        if (link.near.role, link.near.ifname) == end:
-            return 10 + 2 * index
-        if (link.far.role, link.far.ifname) == end:
-            return 11 + 2 * index
-    raise LabError(f"no link end {end}")
+        if (link.far.role, link.far.ifname) == hook[:2]:
+            return 10 + 2 * index + (0 if hook[2] == "in" else 1)
+    raise LabError(f"no link end {hook[:2]}")
 
 
-def _iptables(lab: Lab, role: str, action: str, ifname: str, queue: int) -> bool:
-    argv = ["iptables", "-w", "-t", "raw", action, "PREROUTING", "-i", ifname, "-j", "NFQUEUE",
-            "--queue-num", str(queue), "--queue-bypass"]  # fmt: skip
+def _iptables(lab: Lab, action: str, hook: Hook) -> bool:
+    """Divert a hook's packets to its queue. In: raw PREROUTING (before conntrack: queueing later
+    on a NAT router loses packets of new flows). Out: mangle POSTROUTING, which only sees packets
+    of flows conntrack has already confirmed in the lab (answers to the laptop)."""
+    role, ifname, way = hook
+    where = (
+        ["-t", "raw", action, "PREROUTING", "-i"]
+        if way == "in"
+        else ["-t", "mangle", action, "POSTROUTING", "-o"]
+    )
+    argv = ["iptables", "-w", *where, ifname, "-j", "NFQUEUE", "--queue-num", str(_queue_num(lab, hook)),
+            "--queue-bypass"]  # fmt: skip
     return lab.exec(role, argv, check=False).returncode == 0
 
 
@@ -268,13 +284,13 @@ def _control_path(lab: Lab, role: str) -> str:
     return os.path.join(lab.workdir, f"delayd-{role}.json")
 
 
-def _apply_queues(lab: Lab, old: dict[End, dict[str, float]], new: dict[End, dict[str, float]]) -> None:
+def _apply_queues(lab: Lab, old: dict[Hook, dict[str, float]], new: dict[Hook, dict[str, float]]) -> None:
     roles = {end[0] for end in set(old) | set(new) if old.get(end) != new.get(end)}
     for role in sorted(roles):
         mine_new = {end: cfg for end, cfg in new.items() if end[0] == role}
         mine_old = {end: cfg for end, cfg in old.items() if end[0] == role}
         for end in set(mine_old) - set(mine_new):
-            while _iptables(lab, role, "-D", end[1], _queue_num(lab, end)):
+            while _iptables(lab, "-D", end):
                 pass
         name = f"delayd-{role}"
         if not mine_new:
@@ -287,9 +303,8 @@ def _apply_queues(lab: Lab, old: dict[End, dict[str, float]], new: dict[End, dic
             lab.python(role, "lifeline_lab.delayd", ["--control", _control_path(lab, role)], name=name)
         _wait_ack(lab, role, version, name)
         for end in set(mine_new) - set(mine_old):
-            queue = _queue_num(lab, end)
-            if not _iptables(lab, role, "-C", end[1], queue):
-                _iptables(lab, role, "-A", end[1], queue)
+            if not _iptables(lab, "-C", end):
+                _iptables(lab, "-A", end)
 
 
 def _write_control(lab: Lab, role: str, queues: dict[str, dict[str, float]]) -> int:

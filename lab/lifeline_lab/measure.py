@@ -58,7 +58,7 @@ def fping(
     lab: Lab, ns: str, target: str, count: int = 100, period_ms: float = 10, timeout_ms: int = 1500
 ) -> PingResult:
     """``count`` echoes ``period_ms`` apart from namespace ``ns`` to ``target``."""
-    argv = ["fping", "-C", str(count), "-p", f"{period_ms:g}", "-t", str(timeout_ms), "-q", target]
+    argv = ["fping", "-C", str(count), "-p", f"{period_ms:g}", "-i", "1", "-t", str(timeout_ms), "-q", target]
     done = lab.exec(ns, argv, check=False, timeout=count * period_ms / 1000 + timeout_ms / 1000 + 30)
     if done.returncode not in (0, 1):  # 1: some echoes lost; anything else is an error
         raise LabError(f"fping failed ({done.returncode}): {done.stderr.strip()}")

@@ -223,7 +223,9 @@ class Management:
             sock.sendall(b"state\n")
             state = parse_state_reply(reader.until(lambda line: line == "END" or line.startswith("ERROR:")))
             sock.sendall(b"status\n")
-            status = parse_status("\n".join(reader.until(lambda line: line == "END")))
+            reply = reader.until(lambda line: line == "END")
+            # Real-time notifications (">BYTECOUNT:", ">LOG:" …) may interleave with the reply.
+            status = parse_status("\n".join(line for line in reply if not line.startswith(">")))
             sock.sendall(b"quit\n")
             return OpenVpnReport(state, status, "management")
         except TimeoutError as exc:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -72,38 +71,13 @@ def test_uapi_parse_error_never_echoes_a_secret() -> None:
     assert UAPI_SECRETS[0] not in str(info.value)
 
 
-@pytest.fixture
-def uapi_server(tmp_path: Path, fixtures: Path) -> Iterator[tuple[str, list[bytes]]]:
-    """A real UNIX socket answering ``get=1`` with the recorded reply, 7 bytes at a time."""
+def test_uapi_get_over_a_real_socket(
+    tmp_path: Path, fixtures: Path, uapi_server: Callable[[str, bytes], Any]
+) -> None:
     path = str(tmp_path / "wg9.sock")
-    reply = (fixtures / "wg_uapi_get_two_peers.txt").read_bytes()
-    requests: list[bytes] = []
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen()
-
-    def serve() -> None:
-        conn, _ = server.accept()
-        with conn:
-            data = b""
-            while not data.endswith(b"\n\n"):
-                data += conn.recv(64)
-            requests.append(data)
-            for i in range(0, len(reply), 7):
-                conn.sendall(reply[i : i + 7])
-            conn.recv(1)  # like wireguard-go: wait for the next operation or the close
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield path, requests
-    thread.join(5)
-    server.close()
-
-
-def test_uapi_get_over_a_real_socket(uapi_server: tuple[str, list[bytes]]) -> None:
-    path, requests = uapi_server
+    server = uapi_server(path, (fixtures / "wg_uapi_get_two_peers.txt").read_bytes())
     device = uapi_get(path, timeout=5.0)
-    assert requests == [b"get=1\n\n"]
+    assert server.requests == [b"get=1\n\n"]
     assert device.listen_port == 51820 and len(device.peers) == 2
     for secret in UAPI_SECRETS:
         assert secret not in repr(device)

@@ -1,0 +1,79 @@
+"""The arithmetic under the rules: least squares with its error, loss views, layer mapping."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from lifeline_agent.config import Target
+from lifeline_agent.health import layer_of
+from lifeline_agent.health.series import Round, TargetSeries, fit, loss_view
+
+
+def test_fit_recovers_an_exact_line() -> None:
+    line = fit([(float(x), 0.2 + 0.01 * x, 1.0) for x in range(-30, 1)])
+    assert line is not None
+    assert line.slope == pytest.approx(0.01)
+    assert line.level == pytest.approx(0.2)
+    assert line.stderr == pytest.approx(0.0, abs=1e-12)
+    assert line.rising(min_points=10)
+    assert fit([(0.0, 1.0, 1.0), (1.0, 2.0, 1.0)]) is None
+
+
+def test_fit_does_not_believe_noise() -> None:
+    rng = random.Random(3)
+    rising = 0
+    for _ in range(200):
+        line = fit([(float(x), rng.random() * 0.1, 1.0) for x in range(-30, 0)])
+        assert line is not None
+        rising += line.rising(10)
+    assert rising < 15  # a 2-sigma test on flat noise: a few percent false trends at most
+
+
+def _series(pattern: str, sent: int = 1) -> TargetSeries:
+    """One round a second: '.' all echoes back, 'x' all lost, 'p' one echo lost."""
+    s = TargetSeries(Target("t", "cad", "icmp", "10.0.0.1", count=sent), keep=120.0)
+    for i, c in enumerate(pattern):
+        lost = {".": 0, "x": sent, "p": 1}[c]
+        s.add(Round(float(i), lost < sent, "timeout" if lost == sent else "", sent, lost, None, None))
+    return s
+
+
+def test_loss_view_tells_a_burst_from_sustained_loss() -> None:
+    burst = loss_view([_series("....xx......")], 0.0)
+    assert (burst.lost, burst.episodes, burst.partial_seconds) == (2, 1, 0)
+    assert not burst.sustained(min_rounds=3, min_episodes=2, spike_max=5.0)
+    outage = loss_view([_series("..xxxxxxxxxx..")], 0.0)
+    assert not outage.sustained(3, 2, 5.0)  # an outage is reported as an outage, not as loss
+    scattered = loss_view([_series("x...x....x...")], 0.0)
+    assert scattered.episodes == 3 and scattered.sustained(3, 2, 5.0)
+    heavy = loss_view([_series("pppppppp", sent=5)], 0.0)
+    assert heavy.episodes == 1 and heavy.partial_seconds == 8 and heavy.sustained(3, 2, 5.0)
+    assert heavy.ratio == pytest.approx(0.2)
+
+
+def test_streaks_follow_failed_rounds() -> None:
+    s = _series("..xxx")
+    assert s.streak == 3
+    assert s.failing_for(4.0) == 2.0
+    s.add(Round(5.0, True, "", 1, 0, 0.01, None))
+    assert (s.streak, s.failing_for(5.0)) == (0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("role", "path", "layer"),
+    [
+        ("router", "primary", "router"),
+        ("internet", "auto", "internet"),
+        ("vpn", "tunnel", "vpn"),
+        ("vpn", "primary", "vpn"),
+        ("router", "tunnel", "agency"),
+        ("internet", "tunnel", "agency"),
+        ("dns", "tunnel", "dns"),
+        ("cad", "tunnel", "cad"),
+        ("vpn", "backup", "backup"),
+        ("cad", "backup", "backup"),
+    ],
+)
+def test_roles_and_paths_map_to_layers(role: str, path: str, layer: str) -> None:
+    assert layer_of(Target("t", role, "icmp", "192.0.2.1", path=path)) == layer
