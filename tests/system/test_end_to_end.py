@@ -221,7 +221,8 @@ url = "{am}"
         check=True,
     )
     token = added.stdout.strip()
-    assert token and token not in added.stderr
+    assert token
+    assert token not in added.stderr
     (tmp_path / "agent.token").write_text(token + "\n")
     os.chmod(tmp_path / "agent.token", 0o600)
 
