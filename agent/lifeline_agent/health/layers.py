@@ -124,6 +124,8 @@ def ms(seconds: float) -> str:
 
 def pct(ratio: float) -> str:
     value = ratio * 100
+    if value == 0:
+        return "0 %"
     return f"{value:.1f} %" if value < 10 else f"{value:.0f} %"
 
 

@@ -29,6 +29,12 @@ def time_words(seconds: float) -> str:
 
 def local_warning(a: Assessment) -> str | None:
     """The sentence to put in front of the dispatcher, or None when there is nothing to do."""
+    if a.verdict_layer == "power" and a.verdict_state == "failed":
+        left = f" in {time_words(a.time_to_loss)}" if math.isfinite(a.time_to_loss) else " soon"
+        return (
+            f"Your laptop battery will run out{left} — home power is out. "
+            "Plug in if you can, or call the floor."
+        )
     failing = a.verdict_layer in CHAIN and a.verdict_state == "failed"
     at_risk = a.risk_band in ("warn", "page")
     if not failing and not at_risk:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
+
 from lifeline_agent.config import Target, Thresholds
 from lifeline_agent.health import Assessment, HealthModel, PowerFacts, RouteFacts, VpnFacts, WifiFacts
 from lifeline_agent.health.layers import CHAIN, layer_of

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+
 from lifeline_wire.catalog import CATALOG
 from lifeline_wire.schema import Batch, Envelope, decode_envelope
 
@@ -93,7 +94,9 @@ def test_samples_are_catalog_series_the_collector_accepts(position: Callable[...
         assert set(s.labels) == set(spec.labels), s
         assert s.ts_ms == int(a.at * 1000)
     states = {s.labels["layer"]: s.value for s in samples if s.name == "lifeline_layer_state"}
-    assert states["vpn"] == 2.0 and states["router"] == 0.0 and len(states) == 9
+    assert states["vpn"] == 2.0
+    assert states["router"] == 0.0
+    assert len(states) == 9
     (info,) = [s for s in samples if s.name == "lifeline_verdict_info"]
     assert info.labels == {"layer": "vpn", "verdict": "VPN tunnel down, internet fine"}
     (risk,) = [s for s in samples if s.name == "lifeline_cad_risk_ratio"]

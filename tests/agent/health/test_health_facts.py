@@ -19,10 +19,13 @@ def test_mappings_with_psutil_and_wireguard_names_are_read() -> None:
     power, problems = coerce("power", {"power_plugged": False, "percent": 42, "secsleft": 1800})
     assert problems == ()
     assert power == PowerFacts(on_ac=False, percent=42.0, secs_left=1800.0)
-    vpn, problems = coerce("vpn", {"interface": "wg0", "vpn_type": "wireguard", "handshake_age_seconds": "+Inf"})
+    vpn, problems = coerce(
+        "vpn", {"interface": "wg0", "vpn_type": "wireguard", "handshake_age_seconds": "+Inf"}
+    )
     assert problems == ()
     assert isinstance(vpn, VpnFacts)
-    assert vpn.kind == "wireguard" and math.isinf(vpn.handshake_age or 0.0)
+    assert vpn.kind == "wireguard"
+    assert math.isinf(vpn.handshake_age or 0.0)
 
 
 def test_any_object_with_the_field_names_is_read() -> None:
@@ -59,7 +62,9 @@ def test_unknown_sources_and_non_records_are_problems_not_crashes() -> None:
 
 def test_the_model_reports_problems_and_keeps_judging(position: Callable[..., Any]) -> None:
     pos = position()
-    problems = pos.model.observe_facts("wifi", {"interface": "wlan0", "signal_dbm": "n/a", "connected": False})
+    problems = pos.model.observe_facts(
+        "wifi", {"interface": "wlan0", "signal_dbm": "n/a", "connected": False}
+    )
     assert problems == ("wifi.signal_dbm: must be a number (got 'n/a')",)
     del pos.facts["wifi"]
     pos.model.observe_facts("wifi", {"interface": "wlan0", "signal_dbm": "n/a", "connected": False})

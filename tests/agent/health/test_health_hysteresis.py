@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from lifeline_agent.health.hysteresis import BandTracker, Held, Hysteresis
 
 Position = Any
@@ -127,3 +128,17 @@ def test_benign_bufferbloat_neither_fails_nor_pages(position: Callable[..., Posi
     assert max(a.risk for a in history) < pos.model.tuning.band_floor("page")
     assert all(a.risk_band in ("low", "watch") for a in history)
     assert all(a.warning is None for a in history)
+
+
+def test_a_pulled_cable_reported_by_netlink_fails_the_link_at_the_next_evaluation(
+    position: Callable[..., Position],
+) -> None:
+    from lifeline_agent.health import RouteFacts
+
+    pos = position()
+    pos.facts["routes"] = RouteFacts("eth0", False, "usb0", True)
+    pos.cond("link").down = True
+    a = pos.second()
+    assert a.layer("link").state == "failed"
+    assert a.verdict == "home network link down (eth0)"
+    assert a.risk == 1.0

@@ -36,9 +36,9 @@ def test_healthy_status_screen(position: Callable[..., Any]) -> None:
     assert lines[0] == "Lifeline — position 12"
     assert "CAD connection: OK — healthy" in lines
     assert "Risk of losing CAD soon: 0 %" in lines
-    assert "  ✔ Home router     answering (RTT 3 ms)" in lines
+    assert "  ✔ Home router     answering (RTT 2 ms)" in lines
     assert "  ✔ VPN tunnel      tunnel up" in lines
-    assert any(line.startswith("Backup (hotspot): ready (RTT 4") for line in lines)
+    assert "Backup (hotspot): ready (RTT 48 ms, loss 0 %)" in lines
     assert "⚠" not in screen
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from lifeline_agent.config import Target
 from lifeline_agent.health import PowerFacts, RouteFacts, VpnFacts, WifiFacts
 from lifeline_agent.health.layers import Tuning
@@ -37,7 +38,8 @@ def test_gradual_ramp_warns_30_s_before_cad_is_lost(position: Callable[..., Posi
     first = ramp[warned][1]
     assert math.isfinite(first.time_to_loss)
     assert first.time_to_loss < 90
-    assert first.warning is not None and first.warning.startswith("Your CAD connection may fail within about")
+    assert first.warning is not None
+    assert first.warning.startswith("Your CAD connection may fail within about")
     assert ramp[lost][1].risk_band == "page"
 
 
@@ -49,7 +51,8 @@ def test_time_to_loss_shrinks_as_the_ramp_proceeds(position: Callable[..., Posit
     lost = next(i for i, (loss, _) in enumerate(ramp) if loss >= CAD_LOST_LOSS)
     early = [t for t in ttl[warned : warned + 5] if math.isfinite(t)]
     middle = [t for t in ttl[warned + 10 : warned + 15] if math.isfinite(t)]
-    assert early and middle
+    assert early
+    assert middle
     assert sum(middle) / len(middle) < sum(early) / len(early)
     assert ttl[lost] <= 5.0
     assert ttl[-1] == 0.0
@@ -115,6 +118,10 @@ def test_battery_seconds_left_become_the_time_to_loss(position: Callable[..., Po
     assert a.verdict == "battery almost empty (12 %, 10 min left) — home power out"
     assert a.time_to_loss == 600.0
     assert a.risk_band == "warn"
+    assert a.warning == (
+        "Your laptop battery will run out in about 10 min — home power is out. "
+        "Plug in if you can, or call the floor."
+    )
     pos.facts["power"] = PowerFacts(on_ac=False, percent=3.0, secs_left=20.0)
     a = pos.second()
     assert a.time_to_loss == 20.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from lifeline_agent.config import Target
 from lifeline_agent.health import layer_of
 from lifeline_agent.health.series import Round, TargetSeries, fit, loss_view
@@ -46,9 +47,12 @@ def test_loss_view_tells_a_burst_from_sustained_loss() -> None:
     outage = loss_view([_series("..xxxxxxxxxx..")], 0.0)
     assert not outage.sustained(3, 2, 5.0)  # an outage is reported as an outage, not as loss
     scattered = loss_view([_series("x...x....x...")], 0.0)
-    assert scattered.episodes == 3 and scattered.sustained(3, 2, 5.0)
+    assert scattered.episodes == 3
+    assert scattered.sustained(3, 2, 5.0)
     heavy = loss_view([_series("pppppppp", sent=5)], 0.0)
-    assert heavy.episodes == 1 and heavy.partial_seconds == 8 and heavy.sustained(3, 2, 5.0)
+    assert heavy.episodes == 1
+    assert heavy.partial_seconds == 8
+    assert heavy.sustained(3, 2, 5.0)
     assert heavy.ratio == pytest.approx(0.2)
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from lifeline_agent.config import Target
 from lifeline_agent.health import CHAIN, LAYERS, PowerFacts, RouteFacts, WifiFacts
 from lifeline_wire.catalog.health import LAYERS as CATALOG_LAYERS
@@ -52,7 +53,11 @@ CASES = [
     ("dns", _break_probes("dns", "down"), "agency DNS not answering"),
     ("cad", _break_probes("cad", "down"), "CAD server not answering"),
     ("cad", _break_probes("cad", "refused"), "CAD server refusing connections"),
-    ("power", _fact("power", PowerFacts(on_ac=False, percent=80.0, secs_left=9000.0)), "on battery — home power out"),
+    (
+        "power",
+        _fact("power", PowerFacts(on_ac=False, percent=80.0, secs_left=9000.0)),
+        "on battery — home power out",
+    ),
     ("link", _fact("wifi", WifiFacts("wlan0", True, -78.0)), "Wi-Fi signal weak (−78 dBm)"),
     ("link", _fact("routes", RouteFacts("eth0", False, "usb0", True)), "home network link down (eth0)"),
     ("backup", _break_probes("backup", "down"), "backup path (hotspot) not ready — primary fine"),
@@ -74,7 +79,9 @@ def test_each_layer_broken_alone_is_named(
     assert a.layer(layer).state in ("degraded", "failed")
 
 
-def test_router_down_fails_everything_behind_it_and_names_the_router(position: Callable[..., Position]) -> None:
+def test_router_down_fails_everything_behind_it_and_names_the_router(
+    position: Callable[..., Position],
+) -> None:
     pos = position()
     pos.cond("router").down = True
     a = pos.run(5)[-1]
