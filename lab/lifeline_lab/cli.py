@@ -178,32 +178,21 @@ def impair_cmd(
     steps: int,
     **params: Any,
 ) -> None:
-    _need_root()
     try:
+        imp = None if args[0] == "clear" else _parse_impairment(args, direction, node, params)
+        _need_root()
         lab = Lab.attach(prefix, state_dir)
-        if args[0] == "clear":
+        if imp is None:
             if len(args) > 3:
                 raise ImpairmentError("usage: impair clear [LINK [KIND]]")
             with lab.locked():
                 lab.reload()
-                count = impair.clear(
-                    lab, args[1] if len(args) > 1 else None, args[2] if len(args) > 2 else None
-                )
+                link = args[1] if len(args) > 1 else None
+                count = impair.clear(lab, link, args[2] if len(args) > 2 else None)
             click.echo(f"cleared {count} impairment(s)")
             return
-        if args[0] in impair.NODE_KINDS + impair.SERVICE_KINDS:
-            if len(args) != 1:
-                raise ImpairmentError(f"usage: impair {args[0]} [options]")
-            kind, link = args[0], node if args[0] == "power-off" else ""
-        elif len(args) == 2:
-            link, kind = args
-            if kind not in impair.LINK_KINDS:
-                raise ImpairmentError(f"kind: must be one of {', '.join(impair.LINK_KINDS)} (got {kind!r})")
-        else:
-            raise ImpairmentError(
-                "usage: impair LINK KIND [options] | impair clear [LINK [KIND]] (see --help)"
-            )
-        imp = impair.make(kind, link, direction, **params)
+        if imp.kind in impair.LINK_KINDS and imp.link not in lab.links():
+            raise ImpairmentError(f"link: must be one of {', '.join(lab.links())} (got {imp.link!r})")
         if ramp_to is not None:
             _ramp(lab, imp, ramp_to, over, steps)
             return
@@ -213,6 +202,23 @@ def impair_cmd(
         click.echo(f"applied: {imp.describe()}")
     except LabError as exc:
         _fail(exc)
+
+
+def _parse_impairment(
+    args: tuple[str, ...], direction: str, node: str, params: dict[str, Any]
+) -> impair.Impairment:
+    """``LINK KIND`` or a node/service kind alone → a checked impairment (usage errors: exit 2)."""
+    if args[0] in impair.NODE_KINDS + impair.SERVICE_KINDS:
+        if len(args) != 1:
+            raise ImpairmentError(f"usage: impair {args[0]} [options]")
+        kind, link = args[0], node if args[0] == "power-off" else ""
+    elif len(args) == 2:
+        link, kind = args
+        if kind not in impair.LINK_KINDS:
+            raise ImpairmentError(f"kind: must be one of {', '.join(impair.LINK_KINDS)} (got {kind!r})")
+    else:
+        raise ImpairmentError("usage: impair LINK KIND [options] | impair clear [LINK [KIND]] (see --help)")
+    return impair.make(kind, link, direction, **params)
 
 
 main.add_command(impair_cmd, name="impair")

@@ -1,6 +1,7 @@
 """Bulk traffic for bufferbloat: a TCP sink and a sender. Standard library only.
 
-``python -m lifeline_lab.load sink --bind 192.0.2.1 --port 9000`` discards whatever arrives;
+``python -m lifeline_lab.load sink --bind 192.0.2.1 --port 9000`` discards whatever arrives and
+prints one JSON line per finished upload (bytes received, seconds, kbit/s);
 ``python -m lifeline_lab.load send --to 192.0.2.1:9000 --seconds 20`` uploads as fast as TCP
 allows for that long (``--seconds 0``: until killed), then prints one JSON line with the bytes
 sent. The bytes are zeros: the lab never carries real payloads.
@@ -21,9 +22,21 @@ CHUNK = 64 * 1024
 
 
 def _drain(conn: socket.socket) -> None:
+    """Discard one upload; then print what arrived and how fast (the rate the path really gave)."""
+    received = 0
+    first = 0.0
     with conn:
-        while conn.recv(CHUNK):
-            pass
+        while data := conn.recv(CHUNK):
+            if not received:
+                first = time.monotonic()
+            received += len(data)
+    elapsed = max(time.monotonic() - first, 1e-6)
+    report = {
+        "received": received,
+        "seconds": round(elapsed, 3),
+        "kbit_s": round(received * 8 / 1000 / elapsed, 1),
+    }
+    print(json.dumps(report), flush=True)
 
 
 def sink(bind: str, port: int) -> None:

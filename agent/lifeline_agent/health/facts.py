@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-SOURCES = ("power", "wifi", "cellular", "vpn", "routes")
+SOURCES = ("power", "wifi", "cellular", "vpn", "routes", "interfaces")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +104,7 @@ _FIELDS: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
         "on_backup": ("flag", ()),
     },
 }
+_FIELDS["interfaces"] = _FIELDS["routes"]
 
 _TYPES: dict[str, type[Facts]] = {
     "power": PowerFacts,
@@ -111,6 +112,7 @@ _TYPES: dict[str, type[Facts]] = {
     "cellular": CellularFacts,
     "vpn": VpnFacts,
     "routes": RouteFacts,
+    "interfaces": RouteFacts,
 }
 
 
@@ -125,6 +127,10 @@ def coerce(source: str, facts: object) -> tuple[Facts | None, tuple[str, ...]]:
     wanted = _TYPES[source]
     if isinstance(facts, wanted):
         return facts, ()
+    if source == "vpn" and _has(facts, "tunnels"):
+        return _from_tunnels(facts)
+    if source == "interfaces" and _has(facts, "interfaces"):
+        return _from_interfaces(facts)
     if facts is None or isinstance(facts, str | bytes | int | float):
         return None, (f"{source}: expected a record of facts (got {type(facts).__name__})",)
     values: dict[str, Any] = {}
@@ -167,3 +173,58 @@ def _convert(kind: str, raw: object) -> tuple[object, str]:
     if isinstance(raw, str):
         return raw, ""
     return None, f"must be a string (got {raw!r})"
+
+
+def _has(obj: object, name: str) -> bool:
+    return name in obj if isinstance(obj, Mapping) else hasattr(obj, name)
+
+
+def _items(obj: object, name: str) -> list[object]:
+    _, value = _lookup(obj, (name,))
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _from_tunnels(state: object) -> tuple[Facts | None, tuple[str, ...]]:
+    """The VPN source's list of tunnels: none means the laptop has no VPN of its own.
+
+    With several tunnels the one that is up is the dispatch tunnel; a tunnel whose VPN stack
+    could not be read (``up`` None) is judged by its interface's link state.
+    """
+    tunnels = _items(state, "tunnels")
+    if not tunnels:
+        return VpnFacts(present=False), ()
+    chosen = next((t for t in tunnels if _lookup(t, ("up",))[1] is True), tunnels[0])
+    record, problems = coerce("vpn", chosen)
+    if not isinstance(record, VpnFacts):
+        return None, problems
+    link_up = _lookup(chosen, ("link_up",))[1]
+    up = record.up
+    if link_up is False:
+        up = False
+    elif up is None and isinstance(link_up, bool):
+        up = link_up
+    return VpnFacts(True, record.interface, record.kind, up, record.handshake_age), problems
+
+
+def _from_interfaces(state: object) -> tuple[Facts | None, tuple[str, ...]]:
+    """The interfaces source's list: the primary path is up if any of its interfaces is."""
+    by_path: dict[str, list[tuple[str, bool]]] = {}
+    problems: list[str] = []
+    for index, item in enumerate(_items(state, "interfaces")):
+        name, path = _lookup(item, ("name",))[1], _lookup(item, ("path",))[1]
+        present, up = _lookup(item, ("present",))[1], _lookup(item, ("up",))[1]
+        if not isinstance(name, str) or not isinstance(path, str) or not isinstance(up, bool):
+            problems.append(f"interfaces[{index}]: needs name, path and up (got {item!r})")
+            continue
+        by_path.setdefault(path, []).append((name, up and present is not False))
+    primary, backup = by_path.get("primary", []), by_path.get("backup", [])
+
+    def pick(entries: list[tuple[str, bool]]) -> tuple[str, bool | None]:
+        if not entries:
+            return "", None
+        working = [name for name, up in entries if up]
+        return (working[0], True) if working else (entries[0][0], False)
+
+    primary_name, primary_up = pick(primary)
+    backup_name, backup_up = pick(backup)
+    return RouteFacts(primary_name, primary_up, backup_name, backup_up), tuple(problems)

@@ -8,10 +8,10 @@ wall time for the timestamps that leave the agent). No I/O, no sleeping, so test
 
     model = HealthModel(config.thresholds, clock, position="12")
     runner.subscribe(lambda target, result, _state: model.observe_probe(target, result))
-    model.observe_facts("power", reading.facts)         # power, wifi, cellular, vpn, routes
-    assessment = model.evaluate()                        # 1 Hz
-    batch_events = model.events()                        # state changes since the last call
-    batch_samples = model.samples()                      # catalog series of the last assessment
+    model.observe_facts("power", reading.facts)  # power, wifi, cellular, vpn, routes, interfaces
+    assessment = model.evaluate()                # 1 Hz
+    batch_events = model.events()                # state changes since the last call
+    batch_samples = model.samples()              # catalog series of the last assessment
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ from lifeline_wire.schema import Event, EventAttr, Sample
 
 F = TypeVar("F")
 NETWORK = ("link", "router", "internet")
+NO_DATA = "no measurements yet"
 NETWORK_CHAIN = CHAIN[1:]  # everything a packet crosses (power is not on the way)
 _NUMBERS = re.compile(r"\s*\([^()]*\d[^()]*\)")
 
@@ -100,7 +101,7 @@ class Assessment:
     layers: tuple[LayerStatus, ...]  # in LAYERS order
     verdict: str  # the first broken layer in words, or "healthy"
     verdict_layer: str  # that layer, or "none"
-    verdict_state: str  # its state: ok (healthy), degraded or failed
+    verdict_state: str  # its state: ok (healthy), degraded or failed; unknown before any data
     backup_ready: bool | None  # None: no backup path is probed
     backup_rtt: float | None
     backup_loss: float | None
@@ -180,7 +181,7 @@ class HealthModel:
     def observe_facts(self, source: str, facts: object) -> tuple[str, ...]:
         """Record the latest facts of a local source; returns the problems found in them.
 
-        ``source`` is one of power, wifi, cellular, vpn, routes. ``facts`` is the record from
+        ``source`` is one of power, wifi, cellular, vpn, routes, interfaces. ``facts`` is the record from
         :mod:`lifeline_agent.health.facts` or any object or mapping with the same field names.
         A bad field is dropped and named in the returned problems; the rest is kept.
         """
@@ -239,7 +240,9 @@ class HealthModel:
         wifi = self._fact("wifi", WifiFacts, now)
         cellular = self._fact("cellular", CellularFacts, now)
         vpn = self._fact("vpn", VpnFacts, now)
-        routes = self._fact("routes", RouteFacts, now)
+        routes = _merge_links(
+            self._fact("routes", RouteFacts, now), self._fact("interfaces", RouteFacts, now)
+        )
         tunnel_ok = any(
             s.last is not None and s.last.success and s.last.t >= now - tu.recent
             for layer in TUNNEL_SIDE
@@ -324,7 +327,11 @@ class HealthModel:
             layers=statuses,
             verdict=verdict,
             verdict_layer=verdict_layer,
-            verdict_state=states[verdict_layer].state if verdict_layer != "none" else "ok",
+            verdict_state=(
+                states[verdict_layer].state
+                if verdict_layer != "none"
+                else ("unknown" if verdict == NO_DATA else "ok")
+            ),
             backup_ready=backup_ready,
             backup_rtt=min(rtts) if rtts else None,
             backup_loss=backup_loss.ratio if backup_loss and backup_loss.sent else None,
@@ -382,6 +389,8 @@ class HealthModel:
         if pick is None and states["backup"].state in ("failed", "degraded"):
             pick = states["backup"]
         if pick is None:
+            if all(states[layer].state == "unknown" for layer in NETWORK_CHAIN):
+                return "none", NO_DATA  # "no data" is never shown as "healthy"
             return "none", "healthy"
         text = pick.reason
         if pick.state == "failed":
@@ -457,3 +466,16 @@ class HealthModel:
 
 def _with_warning(a: Assessment) -> Assessment:
     return replace(a, warning=render.local_warning(a))
+
+
+def _merge_links(routes: RouteFacts | None, interfaces: RouteFacts | None) -> RouteFacts | None:
+    """Routes say which path carries CAD; interface states say whether each path's link is up."""
+    if routes is None or interfaces is None:
+        return routes or interfaces
+    return RouteFacts(
+        primary_interface=routes.primary_interface or interfaces.primary_interface,
+        primary_up=interfaces.primary_up if interfaces.primary_up is not None else routes.primary_up,
+        backup_interface=routes.backup_interface or interfaces.backup_interface,
+        backup_up=interfaces.backup_up if interfaces.backup_up is not None else routes.backup_up,
+        on_backup=routes.on_backup,
+    )

@@ -38,7 +38,8 @@ class LinkInfo:
 
     @property
     def up(self) -> bool:
-        return self.admin_up and self.lower_up
+        # tun devices report operstate UNKNOWN while working; LOWER_UP leads operstate by a moment.
+        return self.admin_up and self.lower_up and self.oper_state in ("UP", "UNKNOWN", "")
 
     @property
     def is_tunnel(self) -> bool:

@@ -122,6 +122,17 @@ def split_dns_check(
     return SplitDnsResult(target, name, ok, theirs.addresses, ours.addresses, reason)
 
 
+def server_address(server: str) -> tuple[str, int]:
+    """ "10.0.0.53" → (10.0.0.53, 53); "10.0.0.53:5353", "[fd00::53]:53" → with that port."""
+    if server.startswith("["):
+        host, _, port = server[1:].partition("]:")
+        return host.rstrip("]"), int(port) if port else 53
+    if server.count(":") == 1:
+        host, _, port = server.partition(":")
+        return host, int(port)
+    return server, 53
+
+
 def is_address(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -140,9 +151,8 @@ class RoutesSource:
         *,
         backup_interface: str = "",
         vpn: VpnSource | None = None,
-        agency_resolvers: Sequence[str] = (),
+        agency_resolvers: Sequence[str] = (),  # "addr", "addr:port" or "[v6addr]:port"
         system_resolver: str | None = None,  # None: the first nameserver of /etc/resolv.conf
-        dns_port: int = 53,
         dns_timeout: float = 1.0,
         split_dns_interval: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
@@ -154,7 +164,6 @@ class RoutesSource:
         self.vpn = vpn
         self.agency_resolvers = tuple(agency_resolvers)
         self.system_resolver = system_resolver
-        self.dns_port = dns_port
         self.dns_timeout = dns_timeout
         self.split_dns_interval = split_dns_interval
         self.clock = clock
@@ -171,8 +180,10 @@ class RoutesSource:
         return Availability(True)
 
     def _resolve(self, server: str) -> Callable[[str], DnsAnswer]:
+        host, port = server_address(server)
+
         def ask(name: str) -> DnsAnswer:
-            return query(name, server, port=self.dns_port, timeout=self.dns_timeout)
+            return query(name, host, port=port, timeout=self.dns_timeout)
 
         return ask
 

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
 RT_TABLE_LOCAL = 255
+OPER_UP = frozenset({"UP", "UNKNOWN", ""})  # tun devices report UNKNOWN while working
 _FAMILIES: dict[int, str] = {int(socket.AF_INET): "ipv4", int(socket.AF_INET6): "ipv6"}
 
 RouteKey = tuple[str, str, int, str, int]  # family, dst/len, oif, gateway, metric
@@ -61,6 +62,11 @@ class LinkStateKey:
     admin_up: bool
     lower_up: bool
     oper_state: str
+
+    @property
+    def up(self) -> bool:
+        """Carrier and RFC 2863 state agree (the kernel sets LOWER_UP a moment before operstate UP)."""
+        return self.admin_up and self.lower_up and self.oper_state in OPER_UP
 
 
 def link_state(msg: Mapping[str, Any]) -> LinkStateKey:
@@ -93,9 +99,7 @@ def event_from_message(
     if kind in ("RTM_NEWLINK", "RTM_DELLINK"):
         name = str(attr(msg, "IFLA_IFNAME") or names.get(as_int(msg.get("index")) or 0, ""))
         state = link_state(msg)
-        action = (
-            "removed" if kind == "RTM_DELLINK" else ("up" if state.admin_up and state.lower_up else "down")
-        )
+        action = "removed" if kind == "RTM_DELLINK" else ("up" if state.up else "down")
         attributes: dict[str, str | int | float | bool] = {
             "admin_up": state.admin_up,
             "carrier": state.lower_up,

@@ -205,8 +205,3 @@ def position() -> Callable[..., Position]:
 @pytest.fixture
 def home_router_targets() -> list[Target]:
     return router_variant_targets()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()

@@ -55,7 +55,7 @@ def test_a_bad_field_is_named_and_the_rest_is_kept() -> None:
 def test_unknown_sources_and_non_records_are_problems_not_crashes() -> None:
     assert coerce("bluetooth", {}) == (
         None,
-        ("bluetooth: unknown facts source (known: power, wifi, cellular, vpn, routes)",),
+        ("bluetooth: unknown facts source (known: power, wifi, cellular, vpn, routes, interfaces)",),
     )
     assert coerce("power", 42) == (None, ("power: expected a record of facts (got int)",))
 
@@ -81,3 +81,55 @@ def test_stale_facts_count_as_no_data(position: Callable[..., Any]) -> None:
     states = [a.layer("power").state for a in pos.run(45)]
     assert "degraded" in states[:10]
     assert states[-1] == "unknown"  # the power source stopped reporting 30 s ago
+
+
+def test_the_sources_own_fact_records_are_understood() -> None:
+    """The contract with lifeline_agent.sources: their records map onto the model's facts."""
+    from lifeline_agent.health.facts import CellularFacts, RouteFacts
+    from lifeline_agent.sources import cellular, interfaces, power, routes, vpn, wifi
+
+    assert coerce("power", power.PowerFacts(on_ac=False, battery_percent=40.0, seconds_left=900.0)) == (
+        PowerFacts(False, 40.0, 900.0),
+        (),
+    )
+    assert coerce("wifi", wifi.WifiFacts("wlan0", True, -70.0, 1e8, 3)) == (
+        WifiFacts("wlan0", True, -70.0, 1e8),
+        (),
+    )
+    modem = cellular.CellularFacts("0", "connected", True, "lte", 0.6, -104.0, -12.0, 8.0)
+    assert coerce("cellular", modem) == (CellularFacts("0", True, "lte", -104.0, -12.0, 8.0, 0.6), ())
+
+    none, _ = coerce("vpn", vpn.VpnState(()))
+    assert none == VpnFacts(present=False)
+    tunnels = vpn.VpnState(
+        (
+            vpn.VpnFacts("tun0", "openvpn", link_up=True, up=False, state="RECONNECTING"),
+            vpn.VpnFacts("wg0", "wireguard", link_up=True, up=True, handshake_age=42.0),
+        )
+    )
+    assert coerce("vpn", tunnels) == (VpnFacts(True, "wg0", "wireguard", True, 42.0), ())
+    unreadable = vpn.VpnState((vpn.VpnFacts("wg0", "wireguard", link_up=False, up=None),))
+    assert coerce("vpn", unreadable)[0] == VpnFacts(True, "wg0", "wireguard", False, None)
+
+    links = interfaces.InterfacesState(
+        (
+            interfaces.InterfaceFacts("eth0", "primary", True, up=False),
+            interfaces.InterfaceFacts("wlan0", "primary", True, up=True),
+            interfaces.InterfaceFacts("usb0", "backup", False),
+        )
+    )
+    assert coerce("interfaces", links) == (RouteFacts("wlan0", True, "usb0", False), ())
+
+    state = routes.RoutesState((), (), ("wg0",), "wlan0", "usb0", on_backup=True)
+    assert coerce("routes", state) == (RouteFacts("wlan0", None, "usb0", None, on_backup=True), ())
+
+
+def test_interfaces_and_routes_together_judge_the_link(position: Callable[..., Any]) -> None:
+    from lifeline_agent.health.facts import RouteFacts
+
+    pos = position()
+    pos.facts["routes"] = RouteFacts("eth0", None, "usb0", None, on_backup=False)
+    pos.facts["interfaces"] = RouteFacts("eth0", False, "usb0", True)
+    a = pos.second()
+    assert a.layer("link").state == "failed"
+    assert a.layer("link").reason == "home network link down (eth0)"

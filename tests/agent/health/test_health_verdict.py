@@ -18,6 +18,18 @@ def test_layers_are_the_catalog_layers() -> None:
     assert LAYERS == CATALOG_LAYERS
 
 
+def test_no_data_is_not_healthy(position: Callable[..., Position]) -> None:
+    from lifeline_agent.health import render_status
+
+    pos = position(settle=0)
+    a = pos.model.evaluate()
+    assert (a.verdict_layer, a.verdict, a.verdict_state) == ("none", "no measurements yet", "unknown")
+    assert all(s.state == "unknown" for s in a.layers)
+    assert "CAD connection: UNKNOWN — no measurements yet" in render_status(a)
+    (event,) = pos.model.events()  # the first verdict is announced, no layer changed
+    assert (event.type, event.attributes["verdict"]) == ("health.verdict", "no measurements yet")
+
+
 def test_a_settled_healthy_position_says_healthy(position: Callable[..., Position]) -> None:
     a = position().second()
     assert (a.verdict_layer, a.verdict) == ("none", "healthy")

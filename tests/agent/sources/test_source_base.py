@@ -26,9 +26,9 @@ from lifeline_wire.catalog import CATALOG
 def test_sample_accepts_catalog_names_with_their_labels() -> None:
     s = sample("lifeline_wifi_signal_dbm", -58, interface="wlan0")
     assert (s.name, s.labels, s.value) == ("lifeline_wifi_signal_dbm", {"interface": "wlan0"}, -58.0)
-    assert sample("lifeline_vpn_handshake_age_seconds", math.inf, interface="wg0", vpn_type="wireguard").value == (
-        math.inf
-    )
+    assert sample(
+        "lifeline_vpn_handshake_age_seconds", math.inf, interface="wg0", vpn_type="wireguard"
+    ).value == (math.inf)
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,9 @@ def test_every_registered_source_declares_catalog_metrics_and_is_listed() -> Non
     for spec in REGISTRY.values():
         assert spec.metrics, spec.kind
         assert all(m in CATALOG for m in spec.metrics)
-        assert spec.backends and spec.privileges and spec.summary
+        assert spec.backends
+        assert spec.privileges
+        assert spec.summary
 
 
 def test_fixture_file_newest_line_per_source_wins_and_reloads(tmp_path: Path) -> None:
@@ -65,12 +67,14 @@ def test_fixture_file_newest_line_per_source_wins_and_reloads(tmp_path: Path) ->
     )
     fixture = FixtureFile(str(path))
     rec = fixture.latest("wifi")
-    assert rec is not None and rec.number("signal_dbm") == -80.0
+    assert rec is not None
+    assert rec.number("signal_dbm") == -80.0
     assert fixture.latest("cellular") is None
     with path.open("a") as fh:
         fh.write('{"source": "wifi", "signal_dbm": -61, "extra": 1}\n')
     rec = fixture.latest("wifi")
-    assert rec is not None and rec.number("signal_dbm") == -61.0
+    assert rec is not None
+    assert rec.number("signal_dbm") == -61.0
     with pytest.raises(SourceParseError, match=r"fixture.jsonl:6\.extra: unknown key"):
         rec.finish()
 
@@ -131,7 +135,9 @@ def test_unavailable_source_reports_instead_of_reading_healthy() -> None:
     src = UnavailableSource("wifi", "needs Linux (running on win32)")
     assert src.available() == Availability(False, "needs Linux (running on win32)")
     reading = src.read()
-    assert not reading.ok and reading.samples == () and reading.facts is None
+    assert not reading.ok
+    assert reading.samples == ()
+    assert reading.facts is None
 
 
 def test_build_sources_follows_providers_and_reports_unavailable(
@@ -157,15 +163,19 @@ def test_build_sources_follows_providers_and_reports_unavailable(
     with caplog.at_level(logging.INFO, logger="lifeline_agent.sources.registry"):
         sources = build_sources(config)
     names = [s.name for s in sources]
-    assert "cellular" not in names and "cad_sessions" not in names
+    assert "cellular" not in names
+    assert "cad_sessions" not in names
     assert {"wifi", "power", "interfaces", "vpn", "routes"} <= set(names)
     by_name = {s.name: s for s in sources}
     wifi = by_name["wifi"].read()
-    assert wifi.ok and wifi.facts.signal_dbm == -71.0
+    assert wifi.ok
+    assert wifi.facts.signal_dbm == -71.0
     power = by_name["power"].read()
-    assert power.ok and power.facts.on_ac is False
+    assert power.ok
+    assert power.facts.on_ac is False
     availability = {s.labels["provider"]: s.value for s in provider_samples(sources)}
-    assert availability["wifi"] == 1.0 and availability["power"] == 1.0
+    assert availability["wifi"] == 1.0
+    assert availability["power"] == 1.0
     assert "source cellular is off" in caplog.text
 
 

@@ -57,7 +57,8 @@ def test_older_mmcli_comma_list_and_no_signal_setup(fixtures: Path) -> None:
     facts = cellular_from_mmcli(_kv(fixtures, "mmcli_modem_searching_old.txt"), {})
     assert (facts.state, facts.connected, facts.access_technology) == ("searching", False, "3g")
     assert facts.signal_quality == pytest.approx(0.12)
-    assert facts.rsrp_dbm is None and facts.sinr_db is None
+    assert facts.rsrp_dbm is None
+    assert facts.sinr_db is None
 
 
 @pytest.mark.parametrize(
@@ -70,7 +71,7 @@ def test_mmcli_bad_lines_are_named(text: str, where: str) -> None:
 
 
 def test_mmcli_output_that_is_not_a_modem() -> None:
-    with pytest.raises(SourceParseError, match="modem.dbus-path"):
+    with pytest.raises(SourceParseError, match=r"modem\.dbus-path"):
         cellular_from_mmcli({"modem.generic.state": "connected"}, {})
 
 
@@ -97,7 +98,11 @@ def test_dbus_managed_objects(fixtures: Path) -> None:
         sinr_db=8.5,
         backend="modemmanager",
     )
-    assert (searching.state, searching.connected, searching.access_technology) == ("searching", False, "unknown")
+    assert (searching.state, searching.connected, searching.access_technology) == (
+        "searching",
+        False,
+        "unknown",
+    )
     assert searching.rsrp_dbm is None
 
 
@@ -114,7 +119,8 @@ def test_source_samples_and_change_events(tmp_path: Path) -> None:
     )
     source = CellularSource([FixtureBackend(FixtureFile(str(path)))])
     first = source.read()
-    assert first.ok and first.events == ()
+    assert first.ok
+    assert first.events == ()
     values = {(s.name, tuple(sorted(s.labels.items()))): s.value for s in first.samples}
     assert values == {
         ("lifeline_cellular_signal_quality_ratio", (("access_technology", "lte"), ("modem", "0"))): 0.5,
@@ -135,4 +141,5 @@ def test_fixture_with_an_unknown_technology_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "scenario.jsonl"
     path.write_text('{"source": "cellular", "access_technology": "6g"}\n')
     reading = CellularSource([FixtureBackend(FixtureFile(str(path)))]).read()
-    assert not reading.ok and "access_technology" in reading.error
+    assert not reading.ok
+    assert "access_technology" in reading.error

@@ -62,7 +62,10 @@ def test_status_formats(fixtures: Path, name: str, expected: OpenVpnStatus) -> N
     [
         ("", "empty"),
         ("OpenVPN STATISTICS\nUpdated,x\nEND\n", "without TCP/UDP"),
-        ("OpenVPN STATISTICS\nTCP/UDP read bytes,many\nTCP/UDP write bytes,1\n", "status line 2: not an integer"),
+        (
+            "OpenVPN STATISTICS\nTCP/UDP read bytes,many\nTCP/UDP write bytes,1\n",
+            "status line 2: not an integer",
+        ),
         ("HELLO\n", "unknown format"),
         ("TITLE,x\nCLIENT_LIST,a,b\n", "CLIENT_LIST before its HEADER"),
     ],
@@ -76,7 +79,8 @@ def test_status_file_fresh_and_stale(tmp_path: Path, fixtures: Path) -> None:
     path = tmp_path / "client.status"
     path.write_bytes((fixtures / "openvpn_status_client.txt").read_bytes())
     report = read_status_file(str(path))
-    assert report.source == "status_file" and report.state is None
+    assert report.source == "status_file"
+    assert report.state is None
     assert report.status == OpenVpnStatus(292359, 202401, None, 1)
     old = time.time() - 600
     os.utime(path, (old, old))
@@ -87,7 +91,7 @@ def test_status_file_fresh_and_stale(tmp_path: Path, fixtures: Path) -> None:
 
 
 @pytest.fixture
-def management(fixtures: Path) -> Iterator[tuple[str, list[str]]]:
+def management(fixtures: Path) -> Iterator[tuple[str, list[str], threading.Thread]]:
     """A real TCP management interface on loopback replaying recorded replies (password: "s3cret")."""
     greeting = (fixtures / "openvpn_mgmt_greeting.txt").read_bytes()
     replies = {
@@ -113,7 +117,9 @@ def management(fixtures: Path) -> Iterator[tuple[str, list[str]]]:
                     text = line.decode().strip()
                     if not authed:
                         authed = text == "s3cret"
-                        conn.sendall(b"SUCCESS: password is correct\r\n" + greeting if authed else b"ERROR: bad\r\n")
+                        conn.sendall(
+                            b"SUCCESS: password is correct\r\n" + greeting if authed else b"ERROR: bad\r\n"
+                        )
                         continue
                     commands.append(text)
                     # A real-time notification may arrive between replies: the client must cope.
@@ -126,23 +132,24 @@ def management(fixtures: Path) -> Iterator[tuple[str, list[str]]]:
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     host, port = server.getsockname()
-    yield f"{host}:{port}", commands
+    yield f"{host}:{port}", commands, thread
     thread.join(5)
     server.close()
 
 
-def test_management_session_over_a_real_socket(management: tuple[str, list[str]]) -> None:
-    address, commands = management
+def test_management_session_over_a_real_socket(management: tuple[str, list[str], threading.Thread]) -> None:
+    address, commands, server = management
     report = Management(address, password="s3cret", timeout=5.0).read()
     assert report.source == "management"
     assert report.state == OpenVpnState("CONNECTED", "SUCCESS", 1717000003.0, "203.0.113.20:1194")
     assert report.status == OpenVpnStatus(292359, 202401, None, 1)
+    server.join(5)  # the server records "quit" after the client has gone
     assert commands == ["state", "status", "quit"]
     assert "s3cret" not in repr(Management(address, password="s3cret"))
 
 
-def test_management_needs_its_password(management: tuple[str, list[str]]) -> None:
-    address, _ = management
+def test_management_needs_its_password(management: tuple[str, list[str], threading.Thread]) -> None:
+    address, _, _ = management
     with pytest.raises(SourceUnavailable, match="needs a password"):
         Management(address, timeout=5.0).read()
 

@@ -12,7 +12,6 @@ from lifeline_agent.sources.errors import SourceParseError
 from lifeline_agent.sources.power import MainsSupply, PowerSource, PsutilBackend, read_mains
 
 
-
 class Battery(NamedTuple):
     """The fields of psutil's ``sbattery`` (its class lives in a private module that moves)."""
 
@@ -53,7 +52,8 @@ def test_sysfs_mains_wins_over_psutil_guess(tmp_path: Path) -> None:
     # psutil says plugged (it saw the battery "Charging"), but the only mains supply is offline.
     _supply(tmp_path, "ADP1", "Mains", "0")
     reading = PowerSource([PsutilBackend(str(tmp_path), battery=lambda: CHARGING)]).read()
-    assert reading.ok and reading.facts is not None
+    assert reading.ok
+    assert reading.facts is not None
     assert reading.facts.on_ac is False
 
 
@@ -82,7 +82,8 @@ def test_on_battery_samples_and_ac_events(tmp_path: Path) -> None:
 def test_desktop_without_battery_uses_mains_only(tmp_path: Path) -> None:
     _supply(tmp_path, "AC", "Mains", "1")
     reading = PowerSource([PsutilBackend(str(tmp_path), battery=lambda: None)]).read()
-    assert reading.ok and reading.facts is not None
+    assert reading.ok
+    assert reading.facts is not None
     assert (reading.facts.on_ac, reading.facts.battery_percent) == (True, None)
 
 
@@ -90,7 +91,8 @@ def test_no_battery_no_mains_is_unavailable_not_on_ac(tmp_path: Path) -> None:
     source = PowerSource([PsutilBackend(str(tmp_path), battery=lambda: None)])
     assert source.available().ok is False
     reading = source.read()
-    assert not reading.ok and reading.samples == ()
+    assert not reading.ok
+    assert reading.samples == ()
     assert "no battery and no mains" in reading.error
 
 

@@ -65,7 +65,8 @@ def vpn(tmp_path: Path, fixtures: Path, uapi_server: Callable[[str, bytes], Any]
 def test_every_tunnel_read_by_its_kind(vpn: VpnSource, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG):
         reading = vpn.read()
-    assert reading.ok and reading.facts is not None
+    assert reading.ok
+    assert reading.facts is not None
     by_name = {t.interface: t for t in reading.facts.tunnels}
     assert set(by_name) == {"wgdisp", "tun1", "ppp0", "tun7"}
     assert by_name["wgdisp"] == VpnFacts(
@@ -85,7 +86,9 @@ def test_every_tunnel_read_by_its_kind(vpn: VpnSource, caplog: pytest.LogCapture
     assert (by_name["ppp0"].vpn_type, by_name["ppp0"].up, by_name["ppp0"].tx_bytes) == ("ppp", True, 2000)
     assert (by_name["tun7"].vpn_type, by_name["tun7"].up) == ("tun", False)
     assert reading.facts.endpoints() == ("203.0.113.10",)
-    samples = {(s.name, s.labels.get("interface"), s.labels.get("direction")): s.value for s in reading.samples}
+    samples = {
+        (s.name, s.labels.get("interface"), s.labels.get("direction")): s.value for s in reading.samples
+    }
     assert samples[("lifeline_vpn_handshake_age_seconds", "wgdisp", None)] == 30.0
     assert samples[("lifeline_vpn_interface_up", "wgdisp", None)] == 1.0
     assert samples[("lifeline_vpn_bytes_total", "wgdisp", "rx")] == 1929999999 + 2224
@@ -104,7 +107,8 @@ def test_stale_handshake_is_down_and_never_is_infinite(
     reading = source.read()
     assert reading.facts is not None
     (tunnel,) = reading.facts.tunnels
-    assert tunnel.handshake_age == math.inf and tunnel.up is False
+    assert tunnel.handshake_age == math.inf
+    assert tunnel.up is False
     assert ("lifeline_vpn_handshake_age_seconds", math.inf) in {(s.name, s.value) for s in reading.samples}
 
 
@@ -112,13 +116,16 @@ def test_unreadable_stack_is_unknown_with_a_reason(tmp_path: Path) -> None:
     (tmp_path / "wgdisp.sock").write_text("")  # a stale path, nobody listening
     source = VpnSource(lambda: [link(3, "wgdisp", "tun")], wg_dir=str(tmp_path))
     (tunnel,) = source.read().facts.tunnels  # type: ignore[union-attr]
-    assert tunnel.vpn_type == "wireguard_userspace" and tunnel.up is None
+    assert tunnel.vpn_type == "wireguard_userspace"
+    assert tunnel.up is None
     assert tunnel.detail
 
 
 def test_no_tunnel_is_a_valid_reading() -> None:
     reading = VpnSource(lambda: [link(2, "eth0", "", 1)]).read()
-    assert reading.ok and reading.facts is not None and reading.facts.tunnels == ()
+    assert reading.ok
+    assert reading.facts is not None
+    assert reading.facts.tunnels == ()
     assert not reading.facts.any_up
 
 

@@ -66,7 +66,8 @@ def test_source_over_proc_backend_emits_catalog_samples(fixtures: Path) -> None:
     source = WifiSource([ProcBackend(str(fixtures / "proc_net_wireless.txt"))])
     assert source.available().ok
     reading = source.read()
-    assert reading.ok and reading.facts is not None
+    assert reading.ok
+    assert reading.facts is not None
     assert reading.facts.interface == "wlp2s0"  # the associated one is chosen
     assert {(s.name, s.value) for s in reading.samples} == {
         ("lifeline_wifi_signal_dbm", -56.0),
@@ -79,7 +80,9 @@ def test_missing_proc_file_reads_as_error_not_healthy(tmp_path: Path) -> None:
     source = WifiSource([ProcBackend(str(tmp_path / "wireless"))])
     assert source.available().ok is False
     reading = source.read()
-    assert not reading.ok and "not present" in reading.error and reading.samples == ()
+    assert not reading.ok
+    assert "not present" in reading.error
+    assert reading.samples == ()
 
 
 def test_fixture_backend_and_association_events(tmp_path: Path) -> None:
@@ -92,7 +95,8 @@ def test_fixture_backend_and_association_events(tmp_path: Path) -> None:
     with path.open("a") as fh:
         fh.write('{"source": "wifi", "interface": "wlan0", "associated": false}\n')
     second = source.read()
-    assert second.facts is not None and second.facts.associated is False
+    assert second.facts is not None
+    assert second.facts.associated is False
     assert [(e.type, e.attributes) for e in second.events] == [("wifi.disassociated", {"interface": "wlan0"})]
     assert second.samples == ()
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +26,10 @@ UAPI_SECRETS = (
     "188515093e952f5f22e865cef3012e72f8b5f0b598ac0309d5dacce3b70fcf52",  # preshared_key
     "a0f3c8e1b7d2946f5e3a1c0b9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e",  # private_key (never file)
 )
-NETLINK_SECRETS = ("6EtabScXwQA6E7QxVwNT26ypFGzxUMX4V1aA/rpSAno=", "GIUVCT6VL18i6GXO8wEucvi18LWYrAMJ1drM47cPz1I=")
+NETLINK_SECRETS = (
+    "6EtabScXwQA6E7QxVwNT26ypFGzxUMX4V1aA/rpSAno=",
+    "GIUVCT6VL18i6GXO8wEucvi18LWYrAMJ1drM47cPz1I=",
+)
 
 
 def test_uapi_reply_two_peers(fixtures: Path) -> None:
@@ -46,7 +49,8 @@ def test_uapi_reply_two_peers(fixtures: Path) -> None:
 
 def test_uapi_reply_never_handshaked(fixtures: Path) -> None:
     device = parse_uapi((fixtures / "wg_uapi_get_never.txt").read_text())
-    assert device.latest is not None and device.latest.last_handshake is None
+    assert device.latest is not None
+    assert device.latest.last_handshake is None
     assert UAPI_SECRETS[2] not in repr(device)
 
 
@@ -78,7 +82,8 @@ def test_uapi_get_over_a_real_socket(
     server = uapi_server(path, (fixtures / "wg_uapi_get_two_peers.txt").read_bytes())
     device = uapi_get(path, timeout=5.0)
     assert server.requests == [b"get=1\n\n"]
-    assert device.listen_port == 51820 and len(device.peers) == 2
+    assert device.listen_port == 51820
+    assert len(device.peers) == 2
     for secret in UAPI_SECRETS:
         assert secret not in repr(device)
 
@@ -136,5 +141,7 @@ def test_kernel_adapter_copies_no_key_out_of_pyroute2() -> None:
     device = parse_netlink_device([plain])
     assert device.peers == (WgPeer("203.0.113.10:51820", 1717000000.0, 10, 20, 0),)
     for text in (repr(plain), repr(device)):
-        assert private.decode() not in text and preshared.decode() not in text
-        assert "PRIVATE" not in text and "PRESHARED" not in text
+        assert private.decode() not in text
+        assert preshared.decode() not in text
+        assert "PRIVATE" not in text
+        assert "PRESHARED" not in text
