@@ -59,7 +59,6 @@ PROMETHEUS = "/usr/bin/prometheus"
 AGENT_ID = "bench-agent"
 HEAVY = ("scapy", "pyroute2")
 SENT = "lifeline_probe_packets_sent_total{"  # echoes and connects the agent sent
-SCRAPES = "prometheus_target_interval_length_seconds_count"  # one per scrape = one blackbox probe
 
 
 @dataclass(frozen=True)
@@ -215,6 +214,19 @@ def prom_query(prom_url: str, query: str) -> float:
     return float(result[0]["value"][1]) if result else 0.0
 
 
+def wait_scraping(prom_url: str, proc: Proc, timeout: float = 30.0) -> None:
+    """Until Prometheus has scraped every target once (it applies discovered targets every 5 s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body = http_get(f"{prom_url}/api/v1/targets")
+        if status == 200:
+            active = json.loads(body)["data"]["activeTargets"]
+            if active and all(t["health"] == "up" for t in active):
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"prometheus did not scrape every blackbox target within {timeout:.0f}s:\n{proc.tail()}")
+
+
 @dataclass
 class SideBySide:
     positions: int
@@ -279,25 +291,20 @@ def measure(positions: int, window: float, warmup: float) -> SideBySide:
                 prom_url = f"http://127.0.0.1:{prom_port}"
                 wait_http(f"http://127.0.0.1:{bb_port}/metrics", blackbox)
                 wait_http(f"{prom_url}/-/ready", prometheus)
+                wait_scraping(prom_url, prometheus)
                 time.sleep(warmup)
                 meters = {
                     name: Meter(p.pid) for name, p in (("a", agent), ("b", blackbox), ("p", prometheus))
                 }
                 for meter in meters.values():
                     meter.start()
-                echoes0, scrapes0 = (
-                    counter_sum(metrics_url, SENT),
-                    counter_sum(f"{prom_url}/metrics", SCRAPES),
-                )
-                t0 = time.monotonic()
+                echoes0, t0 = counter_sum(metrics_url, SENT), time.monotonic()
                 time.sleep(window)
                 usage = {name: meter.stop() for name, meter in meters.items()}
-                echoes1, scrapes1 = (
-                    counter_sum(metrics_url, SENT),
-                    counter_sum(f"{prom_url}/metrics", SCRAPES),
-                )
-                elapsed = time.monotonic() - t0
+                echoes1, elapsed = counter_sum(metrics_url, SENT), time.monotonic() - t0
                 span = f"{max(1, round(elapsed))}s"
+                # ``up`` is written once per scrape, and each scrape is one blackbox probe.
+                scrapes = prom_query(prom_url, f"sum(count_over_time(up[{span}]))")
                 bb_success = prom_query(prom_url, f"avg(avg_over_time(probe_success[{span}]))")
                 successes = page_values(metrics_url, "lifeline_probe_success{")
                 agent_success = sum(successes) / len(successes) if successes else float("nan")
@@ -307,7 +314,7 @@ def measure(positions: int, window: float, warmup: float) -> SideBySide:
         positions=positions,
         targets=len(probes),
         agent_rate=(echoes1 - echoes0) / elapsed,
-        bb_rate=(scrapes1 - scrapes0) / elapsed,
+        bb_rate=scrapes / max(1, round(elapsed)),
         bb_success=bb_success,
         agent_success=agent_success,
         agent=usage["a"],

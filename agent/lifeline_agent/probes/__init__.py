@@ -6,7 +6,7 @@ the runner, ``--help``, docs and contract tests read.
 
 from __future__ import annotations
 
-from lifeline_agent.probes import icmp, tcp
+from lifeline_agent.probes import dns, icmp, tcp
 from lifeline_agent.probes.base import (
     REASONS,
     REGISTRY,
@@ -17,7 +17,7 @@ from lifeline_agent.probes.base import (
     register,
 )
 
-KINDS = (icmp.SPEC.kind, tcp.SPEC.kind)
+KINDS = (icmp.SPEC.kind, tcp.SPEC.kind, dns.SPEC.kind)
 
 __all__ = [
     "KINDS",

@@ -28,6 +28,10 @@ REASONS = frozenset(
         "ttl_exceeded",  # a router on the way dropped it (ICMP time exceeded)
         "blocked",  # a local firewall refused the send (EPERM)
         "resolve",  # the name did not resolve
+        "nxdomain",  # dns: the resolver says the name does not exist
+        "servfail",  # dns: the resolver failed to answer (SERVFAIL, FORMERR)
+        "mismatch",  # dns: an answer without the expected address (or without any address)
+        "bad_reply",  # dns: the reply could not be parsed
         "no_permission",  # neither an ICMP datagram nor a raw socket is allowed
         "no_interface",  # the interface to bind to does not exist
         "send_error",  # another local error while sending

@@ -26,7 +26,8 @@ subprocess) except the split-DNS check in ``routes``, which sends DNS queries at
 Building them
 -------------
 ``build_sources(config)`` walks ``REGISTRY`` (kind → ``SourceSpec``: factory, backends,
-privileges, metrics) in the order below and returns every source that is not off. ``[providers]``
+privileges, metrics) in registration order — ``vpn`` always before ``routes``, which imports it and
+reads the VPN endpoints from it — and returns every source that is not off. ``[providers]``
 picks the backends of wifi / cellular / power (``auto`` tries them in order; ``fixture`` replays
 ``providers.fixture_file``, a JSON-lines file whose newest line per ``"source"`` wins). A source
 that cannot run here (not Linux, no radio, no privilege) is still returned; its ``available()``

@@ -168,6 +168,7 @@ class RoutesSource:
         self.split_dns_interval = split_dns_interval
         self.clock = clock
         self._dns: tuple[SplitDnsResult, ...] = ()
+        self._plain: dict[str, tuple[str, ...]] = {}
         self._dns_at: float | None = None
         self._last: RoutesState | None = None
         self.last_state: RoutesState | None = None
@@ -198,7 +199,9 @@ class RoutesSource:
         results = []
         for target, host in names:
             if not self.agency_resolvers:
-                results.append(SplitDnsResult(target, host, False, reason="no agency resolver configured"))
+                # Nothing to compare against (no [[targets]] of role "dns"): no check, no sample;
+                # the system's answer still tells which address to route-check.
+                self._plain[target] = _addresses_or_none(self._resolve(system), host) if system else ()
                 continue
             if not system:
                 results.append(SplitDnsResult(target, host, False, reason="no system nameserver"))
@@ -216,7 +219,7 @@ class RoutesSource:
 
     def _addresses(self, split: Sequence[SplitDnsResult]) -> dict[str, str]:
         """The address to route-check per CAD target: the literal, else what the agency (or system) said."""
-        answers = {r.target: (r.agency or r.system) for r in split}
+        answers = {**self._plain, **{r.target: (r.agency or r.system) for r in split}}
         out = {}
         for target, host in self.cad_targets:
             if is_address(host):
@@ -293,6 +296,13 @@ class RoutesSource:
                     SourceEvent("dns.split_dns_changed", {"target": r.target, "ok": r.ok, "reason": r.reason})
                 )
         return events
+
+
+def _addresses_or_none(resolve: Callable[[str], DnsAnswer], name: str) -> tuple[str, ...]:
+    try:
+        return resolve(name).addresses
+    except SourceError:
+        return ()
 
 
 def _iface(c: CadRoute) -> str:

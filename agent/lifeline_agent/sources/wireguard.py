@@ -11,6 +11,7 @@ attributes it needs out of pyroute2's objects, so no key reaches a fact, sample,
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 from collections.abc import Mapping
@@ -21,6 +22,12 @@ from lifeline_agent.sources._nla import as_int, attr, attrs
 from lifeline_agent.sources.errors import SourceParseError, SourceReadError, SourceUnavailable
 
 UAPI_DIR = "/var/run/wireguard"
+
+# pyroute2 logs every decoded netlink message at DEBUG, the WireGuard private key included: keep its
+# loggers at INFO or above whatever the agent's log level is (an explicit setting is respected).
+_PYROUTE2_LOG = logging.getLogger("pyroute2")
+if _PYROUTE2_LOG.level == logging.NOTSET:
+    _PYROUTE2_LOG.setLevel(logging.INFO)
 SECRET_KEYS = frozenset({"private_key", "preshared_key"})
 _PEER_INTEGERS = frozenset(
     {

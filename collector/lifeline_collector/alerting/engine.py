@@ -1,7 +1,9 @@
-"""The alerting pipeline: rules → state machine → stages → fan-out.
+"""The alerting pipeline: rules → state machine → fleet grouping → stages → notification policy.
 
-Stages take and return the list of changes of one evaluation; issue 6's grouping, inhibition,
-silences and acknowledgements slot in there without touching rules or notifiers.
+Per-position rules run for the positions being evaluated (one on an ingest, all on a tick); the
+fleet correlator turns what those positions lost into ``FleetIncident`` alerts for their sites;
+stages may rewrite the changes; ``Notifications`` applies inhibition, silences, acknowledgements,
+routing, repeats and escalation and calls ``deliver`` for each notification.
 """
 
 from __future__ import annotations
@@ -10,8 +12,12 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from lifeline_collector.alerting.model import Alert, AlertGroup, group_of
+from lifeline_collector.alerting import incidents
+from lifeline_collector.alerting.model import Alert, AlertGroup
+from lifeline_collector.alerting.notifications import AlertStatus, Notifications
+from lifeline_collector.alerting.routing import Router
 from lifeline_collector.alerting.rules import Rule
+from lifeline_collector.alerting.silences import Registry
 from lifeline_collector.alerting.state import AlertStates, Change
 from lifeline_collector.clock import Clock
 from lifeline_collector.fleet import AgentView
@@ -33,6 +39,10 @@ class AlertEngine:
         stages: Sequence[Stage] = (),
         deliver: Callable[[AlertGroup], None] = lambda group: None,
         record: Callable[[Change], None] = lambda change: None,
+        correlator: incidents.FleetCorrelator | None = None,
+        router: Router | None = None,
+        registry: Registry | None = None,
+        on_status: Callable[[Alert, AlertStatus], None] = lambda alert, status: None,
     ) -> None:
         self.rules = tuple(rules)
         self.clock = clock
@@ -40,17 +50,36 @@ class AlertEngine:
         self.stages = tuple(stages)
         self.deliver = deliver
         self.record = record
+        self.correlator = correlator
         self.states = AlertStates()
+        self.notifications = Notifications(
+            self.states,
+            resend_interval=resend_interval,
+            deliver=lambda group: self.deliver(group),  # late-bound: tests wrap ``deliver``
+            router=router,
+            registry=registry,
+            correlator=correlator,
+            on_status=on_status,
+        )
 
     def evaluate(self, agents: Iterable[AgentView], *, gone: Iterable[str] = ()) -> list[Change]:
         """Evaluate every rule for ``agents``; scopes in ``gone`` (revoked agents) resolve."""
         now = self.clock.now()
         changes: list[Change] = []
+        sites: set[str] = set()
         for agent in agents:
             findings = [finding for rule in self.rules for finding in rule.evaluate(agent, now)]
             changes.extend(self.states.update(agent.id, findings, now))
+            if self.correlator is not None:
+                sites |= self.correlator.observe(agent, now)
         for scope in gone:
             changes.extend(self.states.update(scope, (), now))
+            if self.correlator is not None:
+                sites |= self.correlator.forget(scope)
+        if self.correlator is not None:
+            for site in sorted(sites):
+                findings = self.correlator.findings(site, now)
+                changes.extend(self.states.update(incidents.scope_of(site), findings, now))
         for stage in self.stages:
             changes = stage(changes, now)
         for change in changes:
@@ -62,19 +91,25 @@ class AlertEngine:
                 change.alert.annotations.get("summary", ""),
             )
             self.record(change)
-            if change.notifiable:
-                self.deliver(group_of(change.alert))
+        self.notifications.process(changes, now)
         return changes
 
     def evaluate_fleet(self, agents: dict[str, AgentView]) -> list[Change]:
-        gone = self.states.scopes() - set(agents)
-        return self.evaluate(agents.values(), gone=gone)
+        known = {s for s in self.states.scopes() if not s.startswith(incidents.SCOPE_PREFIX)}
+        if self.correlator is not None:
+            known |= self.correlator.agents()
+        return self.evaluate(agents.values(), gone=sorted(known - set(agents)))
 
-    def resend_due(self) -> list[Alert]:
-        due = self.states.due_for_resend(self.clock.now(), self.resend_interval)
-        for alert in due:
-            self.deliver(group_of(alert, resend=True))
-        return due
+    def tick(self) -> None:
+        """Silences that began or ended, repeats, escalation and keep-alive resends."""
+        self.notifications.tick(self.clock.now())
+
+    def resend_due(self) -> None:
+        """Kept for callers of the first slice: the tick now does resends along with the rest."""
+        self.tick()
 
     def active(self) -> list[Alert]:
         return self.states.active()
+
+    def status(self, alert: Alert) -> AlertStatus:
+        return self.notifications.status(alert, self.clock.now())

@@ -45,6 +45,7 @@ class Finding:
     labels: Mapping[str, str]
     annotations: Mapping[str, str]
     firing: bool  # False: the condition started but has not yet met the rule's threshold
+    hold: float = 0.0  # the rule's ``for``: seconds the condition must hold before it fires
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,10 @@ class Alert:
     @property
     def name(self) -> str:
         return self.labels.get("alertname", "")
+
+    @property
+    def severity(self) -> str:
+        return self.labels.get("severity", "")
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -80,7 +85,10 @@ class AlertGroup:
     key: str
     labels: Mapping[str, str]
     alerts: tuple[Alert, ...]
-    resend: bool = False  # a repeat of an unchanged firing alert, not a state change
+    resend: bool = False  # a keep-alive of an unchanged firing alert (Alertmanager), not a state change
+    # Which notifiers get it (names); None: every notifier (no routes configured or none matched).
+    receivers: tuple[str, ...] | None = None
+    reason: str = "state"  # state (new firing / resolved), resend, repeat, escalation
 
     @property
     def status(self) -> str:
@@ -101,7 +109,20 @@ def _common(maps: list[Mapping[str, str]]) -> dict[str, str]:
     return {key: value for key, value in first.items() if all(m.get(key) == value for m in maps[1:])}
 
 
-def group_of(alert: Alert, *, resend: bool = False) -> AlertGroup:
+def group_of(
+    alert: Alert,
+    *,
+    resend: bool = False,
+    receivers: tuple[str, ...] | None = None,
+    reason: str = "",
+) -> AlertGroup:
     """One alert as its own group, keyed like Alertmanager's ``group_by: ['...']``."""
     pairs = ", ".join(f'{name}="{alert.labels[name]}"' for name in sorted(alert.labels))
-    return AlertGroup(key="{}:{" + pairs + "}", labels=dict(alert.labels), alerts=(alert,), resend=resend)
+    return AlertGroup(
+        key="{}:{" + pairs + "}",
+        labels=dict(alert.labels),
+        alerts=(alert,),
+        resend=resend,
+        receivers=receivers,
+        reason=reason or ("resend" if resend else "state"),
+    )

@@ -99,15 +99,19 @@ class PositionSilent:
 
     name = "PositionSilent"
 
-    def __init__(self, silent_after: float, public_url: str) -> None:
+    def __init__(self, silent_after: float, public_url: str, started_at: float | None = None) -> None:
         self.silent_after = silent_after
         self.public_url = public_url
+        # Silence is counted from the collector's own start at the earliest: after a restart the
+        # agents get silent_after to reach it again before anyone is paged.
+        self.started_at = started_at
 
     def evaluate(self, agent: AgentView, now: float) -> Iterator[Finding]:
         if agent.last_seen is None:
             return  # registered but never reported: nothing to fall silent from
         silent = now - agent.last_seen
-        if silent < self.silent_after:
+        heard_or_started = max(agent.last_seen, self.started_at or agent.last_seen)
+        if now - heard_or_started < self.silent_after:
             return
         last = last_known_state(agent)
         heard = datetime.fromtimestamp(agent.last_seen, UTC).strftime("%H:%M:%S UTC")
@@ -129,9 +133,12 @@ class PositionSilent:
 def last_known_state(agent: AgentView) -> str:
     """A short sentence from the agent's latest series, for an agent that went dark."""
     parts: list[str] = []
+    latest = None  # the newest verdict: older label sets linger in the store with older timestamps
     for verdict in agent.named("lifeline_verdict_info"):
-        if verdict.value == 1 and verdict.labels.get("layer", "none") != "none":
-            parts.append(verdict.labels.get("verdict") or f"{verdict.labels.get('layer')} failing")
+        if verdict.value == 1 and (latest is None or verdict.ts_ms > latest.ts_ms):
+            latest = verdict
+    if latest is not None and latest.labels.get("layer", "none") != "none":
+        parts.append(latest.labels.get("verdict") or f"{latest.labels.get('layer')} failing")
     for target, (count, _kind) in sorted(cad_failures(agent).items()):
         parts.append(
             f"CAD server {target} failing for {_rounds(count)}" if count else f"CAD server {target} reachable"

@@ -1,4 +1,9 @@
-"""The alert state machine: findings in, lifecycle changes out (pending → firing → resolved)."""
+"""The alert state machine: findings in, lifecycle changes out (pending → firing → resolved).
+
+A finding fires once its rule's threshold is met (``firing``) *and* the condition has held for the
+rule's ``for`` (``hold``); until then the alert is pending. The agent already applies hysteresis, so
+holds are short (0 s for a critical layer failure: a hard cut pages on the agent's priority batch).
+"""
 
 from __future__ import annotations
 
@@ -24,13 +29,38 @@ class Change:
 class AlertStates:
     def __init__(self) -> None:
         self._active: dict[str, Alert] = {}
-        self._last_sent: dict[str, float] = {}
+        self._by_scope: dict[str, dict[str, None]] = {}  # scope → fingerprints, in order
 
     def active(self) -> list[Alert]:
         return sorted(self._active.values(), key=lambda a: (a.starts_at, a.fingerprint))
 
+    def get(self, fp: str) -> Alert | None:
+        return self._active.get(fp)
+
+    def of_scope(self, scope: str) -> list[Alert]:
+        return [self._active[fp] for fp in self._by_scope.get(scope, ())]
+
     def scopes(self) -> set[str]:
-        return {alert.scope for alert in self._active.values()}
+        return set(self._by_scope)
+
+    def restore(self, alerts: Iterable[Alert]) -> None:
+        """Alerts that were active when the collector stopped (from the store) become active again,
+        so a restart neither re-pages what already fired nor forgets an acknowledgement."""
+        for alert in alerts:
+            if alert.state is not AlertState.RESOLVED:
+                self._put(alert)
+
+    def _put(self, alert: Alert) -> None:
+        self._active[alert.fingerprint] = alert
+        self._by_scope.setdefault(alert.scope, {})[alert.fingerprint] = None
+
+    def _drop(self, alert: Alert) -> None:
+        del self._active[alert.fingerprint]
+        members = self._by_scope.get(alert.scope)
+        if members is not None:
+            members.pop(alert.fingerprint, None)
+            if not members:
+                del self._by_scope[alert.scope]
 
     def update(self, scope: str, findings: Iterable[Finding], now: float) -> list[Change]:
         """Replace what holds for ``scope`` with ``findings``; alerts no longer found resolve."""
@@ -38,41 +68,36 @@ class AlertStates:
         seen: set[str] = set()
         for finding in findings:
             fp = fingerprint(finding.labels)
+            if fp in seen:
+                continue  # two findings with one label set: the first wins
             seen.add(fp)
             current = self._active.get(fp)
-            state = AlertState.FIRING if finding.firing else AlertState.PENDING
+            starts_at = now if current is None else current.starts_at
+            fires = finding.firing and now - starts_at >= finding.hold
             if current is None:
                 alert = Alert(
                     labels=dict(finding.labels),
                     annotations=dict(finding.annotations),
-                    state=state,
+                    state=AlertState.FIRING if fires else AlertState.PENDING,
                     starts_at=now,
                     fingerprint=fp,
                     scope=scope,
-                    fired_at=now if finding.firing else None,
+                    fired_at=now if fires else None,
                 )
                 changes.append(Change(alert, None))
-            elif current.state is AlertState.PENDING and finding.firing:
-                alert = replace(current, annotations=dict(finding.annotations), state=state, fired_at=now)
+            elif current.state is AlertState.PENDING and fires:
+                alert = replace(
+                    current, annotations=dict(finding.annotations), state=AlertState.FIRING, fired_at=now
+                )
                 changes.append(Change(alert, AlertState.PENDING))
             else:
                 # Once firing, an alert stays firing until its condition clears (no flapping back
                 # to pending when a count dips); only the wording follows the latest finding.
                 alert = replace(current, annotations=dict(finding.annotations))
-            self._active[fp] = alert
-            if alert.state is AlertState.FIRING and fp not in self._last_sent:
-                self._last_sent[fp] = now
-        for fp, alert in list(self._active.items()):
-            if alert.scope == scope and fp not in seen:
-                del self._active[fp]
-                self._last_sent.pop(fp, None)
+            self._put(alert)
+        for fp in list(self._by_scope.get(scope, ())):
+            if fp not in seen:
+                alert = self._active[fp]
+                self._drop(alert)
                 changes.append(Change(replace(alert, state=AlertState.RESOLVED, ends_at=now), alert.state))
         return changes
-
-    def due_for_resend(self, now: float, interval: float) -> list[Alert]:
-        due: list[Alert] = []
-        for fp, alert in self._active.items():
-            if alert.state is AlertState.FIRING and now - self._last_sent.get(fp, now) >= interval:
-                self._last_sent[fp] = now
-                due.append(alert)
-        return due

@@ -108,6 +108,7 @@ def test_server_address_forms() -> None:
 
 
 @pytest.mark.lab
+@pytest.mark.system  # runs wireguard-go for the tunnel
 def test_real_routes_misroute_backup_and_split_dns(
     netns: Callable[[], str],
     wireguard_go: Callable[[str, str], None],
@@ -180,3 +181,19 @@ def test_real_routes_misroute_backup_and_split_dns(
     assert ("lifeline_vpn_misrouted", "cad-tcp", 1.0) in {
         (s.name, s.labels.get("target"), s.value) for s in second.samples
     }
+
+
+def test_without_an_agency_resolver_names_are_routed_but_not_judged(
+    dns_server: Callable[[dict[str, list[str]]], Any],
+) -> None:
+    system = dns_server({"cad.agency.local": ["127.0.0.1"]})
+    source = RoutesSource(Netlink(), [("cad-web", "cad.agency.local")], system_resolver=system.address)
+    reading = source.read()
+    assert reading.ok, reading.error
+    assert reading.facts is not None
+    assert reading.facts.split_dns == ()
+    (cad,) = reading.facts.cad
+    assert cad.address == "127.0.0.1"
+    assert cad.route is not None
+    assert cad.route.interface == "lo"
+    assert "lifeline_vpn_split_dns_ok" not in {s.name for s in reading.samples}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -145,3 +146,8 @@ def test_kernel_adapter_copies_no_key_out_of_pyroute2() -> None:
         assert preshared.decode() not in text
         assert "PRIVATE" not in text
         assert "PRESHARED" not in text
+
+
+def test_pyroute2_debug_logging_is_held_back() -> None:
+    # pyroute2 would log decoded WireGuard messages (with the private key) at DEBUG.
+    assert not logging.getLogger("pyroute2.netlink.core").isEnabledFor(logging.DEBUG)

@@ -17,7 +17,7 @@ from lifeline_agent.sources._netlink import Netlink
 from lifeline_agent.sources.vpn import VpnFacts, VpnSource
 from lifeline_agent.sources.wireguard import UAPI_DIR
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.system]  # namespaces, and wireguard-go processes
 
 
 def run(*argv: str, stdin: str | None = None) -> str:

@@ -72,15 +72,18 @@ def test_link_event_attributes_and_source_event() -> None:
 
 
 @pytest.fixture
-def namespace() -> Iterator[str]:
+def namespaces() -> Iterator[tuple[str, str]]:
+    """Two fresh namespaces (laptop, router), deleted at the end with everything in them."""
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.skip("needs root and iproute2 (network namespaces)")
     names = [f"llw-{os.getpid()}-{secrets.token_hex(3)}" for _ in range(2)]
-    for name in names:
-        subprocess.run(["ip", "netns", "add", name], check=True)
-    yield names[0]
-    for name in names:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+    try:
+        for name in names:
+            subprocess.run(["ip", "netns", "add", name], check=True)
+        yield names[0], names[1]
+    finally:
+        for name in names:
+            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
 
 
 class Collector:
@@ -104,16 +107,8 @@ class Collector:
 
 
 @pytest.mark.lab
-def test_cable_pull_and_silent_route_loss_arrive_as_events(namespace: str) -> None:
-    laptop = namespace
-    router = namespace.rsplit("-", 1)[0]  # the second namespace shares the prefix
-    router = next(
-        n
-        for n in subprocess.run(
-            ["ip", "netns", "list"], capture_output=True, text=True, check=True
-        ).stdout.split()
-        if n.startswith(router) and n != laptop
-    )
+def test_cable_pull_and_silent_route_loss_arrive_as_events(namespaces: tuple[str, str]) -> None:
+    laptop, router = namespaces
 
     def ip(*argv: str) -> None:
         subprocess.run(["ip", *argv], check=True, capture_output=True)

@@ -1,0 +1,195 @@
+"""The agent's own judgement, read back from the latest stored series of one position.
+
+The agent decides at the edge (design decision 1): per-layer state, a verdict sentence, the risk of
+losing CAD and the time left, whether the backup path is ready. Rules read those latest values —
+never the event stream, so a lost event cannot leave an alert stuck — and add the few measured
+figures a supervisor needs ("loss 18 %") from the probe series of the same layer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from lifeline_collector.fleet import AgentView, SeriesState
+from lifeline_wire.catalog.health import STATES
+
+STATE_NAMES = {value: name for name, value in STATES.items()}
+CHAIN = ("power", "link", "router", "internet", "vpn", "agency", "dns", "cad")
+PATH = CHAIN[1:]  # the layers CAD traffic crosses, home side first
+AGENCY_SIDE = ("vpn", "agency", "dns", "cad")  # beyond the home: shared by many positions
+
+# How a supervisor names a layer when the agent's verdict is missing.
+FAILED_TEXT = {
+    "power": "laptop battery almost empty — home power out",
+    "link": "home network link down",
+    "router": "home router unreachable",
+    "internet": "home internet (ISP) down",
+    "vpn": "VPN tunnel down",
+    "agency": "agency network unreachable through the tunnel",
+    "dns": "agency DNS not answering",
+    "cad": "CAD server not answering",
+    "backup": "backup path (hotspot) not ready",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """One position's latest judgement; None where the agent has not said (older agent, no data)."""
+
+    layers: Mapping[str, str]  # layer → ok | degraded | failed | unknown
+    verdict_layer: str  # the first broken layer, "none" when healthy or not reported
+    verdict: str  # the agent's sentence without its numbers ("VPN tunnel losing packets")
+    risk: float | None  # 0..1
+    time_to_loss: float | None  # seconds, +Inf when stable
+    failover_ready: bool | None
+    on_backup: bool | None
+    battery_ratio: float | None
+    battery_left: float | None  # seconds
+
+    def state(self, layer: str) -> str:
+        return self.layers.get(layer, "unknown")
+
+    def first_failed(self, layers: tuple[str, ...] = PATH) -> str | None:
+        """The first failed layer on the way to CAD (power excluded), or None."""
+        return next((layer for layer in layers if self.layers.get(layer) == "failed"), None)
+
+    def backup_phrase(self) -> str:
+        """"hotspot ready" / "hotspot not ready" / "running on the hotspot"."""
+        if self.on_backup:
+            return "running on the hotspot"
+        if self.failover_ready is True:
+            return "hotspot ready"
+        if self.failover_ready is False or self.state("backup") == "failed":
+            return "hotspot not ready"
+        return "no backup path measured"
+
+
+def _latest(agent: AgentView, name: str) -> SeriesState | None:
+    best: SeriesState | None = None
+    for state in agent.named(name):
+        if best is None or state.ts_ms > best.ts_ms:
+            best = state
+    return best
+
+
+def _value(agent: AgentView, name: str) -> float | None:
+    state = _latest(agent, name)
+    if state is None or math.isnan(state.value):
+        return None
+    return state.value
+
+
+def _flag(agent: AgentView, name: str) -> bool | None:
+    value = _value(agent, name)
+    return None if value is None else value >= 0.5
+
+
+def read_health(agent: AgentView) -> Health:
+    layers: dict[str, str] = {}
+    for state in agent.named("lifeline_layer_state"):
+        layer = state.labels.get("layer", "")
+        if layer and not math.isnan(state.value):
+            layers[layer] = STATE_NAMES.get(int(state.value), "unknown")
+    verdict_layer, verdict = "none", "healthy"
+    # The agent sends only its current verdict; older label sets stay in the store with older
+    # timestamps, so the newest one is the verdict now.
+    latest = None
+    for state in agent.named("lifeline_verdict_info"):
+        if state.value == 1 and (latest is None or state.ts_ms > latest.ts_ms):
+            latest = state
+    if latest is not None:
+        verdict_layer = latest.labels.get("layer", "none") or "none"
+        verdict = latest.labels.get("verdict", "") or FAILED_TEXT.get(verdict_layer, "healthy")
+    return Health(
+        layers=layers,
+        verdict_layer=verdict_layer,
+        verdict=verdict,
+        risk=_value(agent, "lifeline_cad_risk_ratio"),
+        time_to_loss=_value(agent, "lifeline_cad_time_to_loss_seconds"),
+        failover_ready=_flag(agent, "lifeline_failover_ready"),
+        on_backup=_flag(agent, "lifeline_on_backup"),
+        battery_ratio=_value(agent, "lifeline_battery_ratio"),
+        battery_left=_value(agent, "lifeline_battery_time_left_seconds"),
+    )
+
+
+def layer_of(labels: Mapping[str, str]) -> str:
+    """The layer a probe series speaks for (the agent's rule: backup path, then tunnel, then role)."""
+    role, path = labels.get("role", ""), labels.get("path", "")
+    role = "router" if role == "gateway" else role
+    if path == "backup":
+        return "backup"
+    if path == "tunnel" and role in ("link", "router", "internet"):
+        return "agency"
+    return role
+
+
+def _probes(agent: AgentView, name: str, layer: str) -> Iterator[SeriesState]:
+    for state in agent.named(name):
+        if layer_of(state.labels) == layer and not math.isnan(state.value):
+            yield state
+
+
+def dependency_of(labels: Mapping[str, str]) -> str:
+    """What a probe target stands for across positions: its host if the agent says, else its name."""
+    return labels.get("host") or labels.get("target", "")
+
+
+def failing_dependencies(agent: AgentView, layer: str) -> list[str]:
+    """The targets of ``layer`` whose last probe round failed (all of them if none is reported)."""
+    states = list(_probes(agent, "lifeline_probe_success", layer))
+    failing = sorted({dependency_of(s.labels) for s in states if s.value == 0} - {""})
+    return failing or sorted({dependency_of(s.labels) for s in states} - {""})
+
+
+def pct(ratio: float) -> str:
+    value = ratio * 100
+    return f"{value:.1f} %" if value < 10 else f"{value:.0f} %"
+
+
+def figure(agent: AgentView, layer: str, verdict: str) -> str:
+    """The measured number behind a degraded verdict, e.g. "loss 18 %" or "RTT 320 ms"; or ""."""
+    text = verdict.lower()
+    if "slow" in text:
+        rtts = [s.value for s in _probes(agent, "lifeline_probe_rtt_seconds", layer) if s.labels.get("stat") == "avg"]
+        if rtts:
+            return f"RTT {max(rtts) * 1000:.0f} ms"
+    if "unsteady" in text or "jitter" in text:
+        jitters = [s.value for s in _probes(agent, "lifeline_probe_jitter_seconds", layer)]
+        if jitters:
+            return f"jitter {max(jitters) * 1000:.0f} ms"
+    if "mos" in text or "voice" in text:
+        scores = [s.value for s in _probes(agent, "lifeline_probe_mos", layer)]
+        if scores:
+            return f"MOS {min(scores):.1f}"
+    losses = [s.value for s in _probes(agent, "lifeline_probe_loss_ratio", layer)]
+    if losses and max(losses) >= 0.005 and max(losses) < 1:
+        return f"loss {pct(max(losses))}"
+    return ""
+
+
+def cause_text(agent: AgentView, health: Health) -> str:
+    """The verdict with its figure: "VPN tunnel losing packets (loss 18 %)"."""
+    if health.verdict_layer == "none":
+        return "connection quality falling"
+    number = figure(agent, health.verdict_layer, health.verdict)
+    return f"{health.verdict} ({number})" if number else health.verdict
+
+
+def seconds_text(seconds: float) -> str:
+    if seconds < 100:
+        return f"{max(seconds, 0):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def battery_text(health: Health) -> str:
+    parts: list[str] = []
+    if health.battery_ratio is not None:
+        parts.append(f"battery {health.battery_ratio * 100:.0f} %")
+    if health.battery_left is not None and math.isfinite(health.battery_left):
+        parts.append(f"{seconds_text(health.battery_left)} left")
+    return f" ({', '.join(parts)})" if parts else ""

@@ -1,0 +1,199 @@
+"""Who is told what and when: inhibition → silences → routing → dedup → repeat and escalation.
+
+State-based rather than edge-based: on every evaluation (for the alerts that changed) and every
+tick (for all), a firing alert that is neither silenced nor inhibited and was not yet paged is
+paged now. So an alert that fired behind a silence or a fleet incident is paged when the silence
+expires or the incident ends, and nothing depends on having seen one particular transition.
+
+- Inhibited: a firing ``FleetIncident`` holds the position as a member (see ``incidents``), or a
+  firing critical alert of the same position inhibits its warnings (Alertmanager's usual
+  ``severity`` rule).
+- Silenced: an active silence matches the labels.
+- Acknowledged: no repeats and no escalation for that alert; the keep-alive to Alertmanager goes on.
+- Resolved is sent to whoever was paged (and only if someone was).
+- Firing alerts are re-sent to notifiers that want it (Alertmanager) every ``resend_interval``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from lifeline_collector.alerting import incidents
+from lifeline_collector.alerting.model import Alert, AlertGroup, AlertState, group_of
+from lifeline_collector.alerting.routing import Router, union
+from lifeline_collector.alerting.silences import Ack, Registry
+from lifeline_collector.alerting.state import AlertStates, Change
+
+
+@dataclass(frozen=True, slots=True)
+class AlertStatus:
+    silenced_by: tuple[str, ...] = ()
+    inhibited_by: tuple[str, ...] = ()
+    acknowledged: Ack | None = None
+    notified: bool = False  # a firing notification went out
+
+    @property
+    def muted(self) -> bool:
+        return bool(self.silenced_by or self.inhibited_by)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "state": "suppressed" if self.muted else "active",
+            "silencedBy": list(self.silenced_by),
+            "inhibitedBy": list(self.inhibited_by),
+            "acknowledged": None if self.acknowledged is None else self.acknowledged.to_json(),
+            "notified": self.notified,
+        }
+
+
+@dataclass(slots=True)
+class _RouteState:
+    last_sent: float
+    escalated: bool = False
+
+
+@dataclass(slots=True)
+class _Delivery:
+    notified_at: float | None = None
+    receivers: tuple[str, ...] | None = ()  # who was paged: they hear the resolution
+    last_refresh: float = 0.0
+    routes: dict[int, _RouteState] = field(default_factory=dict)
+    reported: AlertStatus | None = None
+
+
+class Notifications:
+    def __init__(
+        self,
+        states: AlertStates,
+        *,
+        resend_interval: float,
+        deliver: Callable[[AlertGroup], None],
+        router: Router | None = None,
+        registry: Registry | None = None,
+        correlator: incidents.FleetCorrelator | None = None,
+        on_status: Callable[[Alert, AlertStatus], None] = lambda alert, status: None,
+    ) -> None:
+        self.states = states
+        self.resend_interval = resend_interval
+        self.deliver = deliver
+        self.router = router or Router()
+        self.registry = registry or Registry()
+        self.correlator = correlator
+        self.on_status = on_status
+        self._deliveries: dict[str, _Delivery] = {}
+
+    # --- what an alert's status is -------------------------------------------------------------
+
+    def status(self, alert: Alert, now: float) -> AlertStatus:
+        delivery = self._deliveries.get(alert.fingerprint)
+        return AlertStatus(
+            silenced_by=self.registry.silenced_by(alert.labels, now),
+            inhibited_by=self._inhibitors(alert),
+            acknowledged=self.registry.ack_of(alert.fingerprint, alert.starts_at),
+            notified=delivery is not None and delivery.notified_at is not None,
+        )
+
+    def _inhibitors(self, alert: Alert) -> tuple[str, ...]:
+        agent = alert.labels.get("agent")
+        if not agent:
+            return ()
+        out: list[str] = []
+        power = alert.name == "PositionLayerFailed" and alert.labels.get("layer") == "power"
+        if self.correlator is not None and alert.name in incidents.INHIBITABLE and not power:
+            scope = incidents.scope_of(alert.labels.get("site", ""))
+            firing = [a.fingerprint for a in self.states.of_scope(scope) if a.state is AlertState.FIRING]
+            out.extend(self.correlator.inhibitors(agent, firing))
+        if alert.severity == "warning":
+            out.extend(
+                other.fingerprint
+                for other in self.states.of_scope(alert.scope)
+                if other.severity == "critical" and other.state is AlertState.FIRING
+            )
+        return tuple(out)
+
+    def restore(self, fingerprint: str, notified_at: float | None, receivers: tuple[str, ...] | None) -> None:
+        """After a restart: what was paged before (so it is neither paged again nor left unresolved)."""
+        if notified_at is not None:
+            self._deliveries[fingerprint] = _Delivery(notified_at, receivers, notified_at)
+
+    # --- the pipeline --------------------------------------------------------------------------
+
+    def process(self, changes: Iterable[Change], now: float) -> None:
+        """After one evaluation: resolved alerts, then the changed ones (all, if muting changed)."""
+        consider: dict[str, Alert] = {}
+        everything = False
+        for change in changes:
+            alert = change.alert
+            if alert.name == incidents.NAME or alert.severity == "critical":
+                everything = True  # its inhibitions start or end
+            if alert.state is AlertState.RESOLVED:
+                self._resolved(alert)
+            else:
+                consider[alert.fingerprint] = alert
+        alerts = self.states.active() if everything else list(consider.values())
+        for alert in alerts:
+            self._consider(alert, now, periodic=False)
+
+    def tick(self, now: float) -> None:
+        """Every evaluation interval: silences that started or ended, repeats, escalation, resends."""
+        for alert in self.states.active():
+            self._consider(alert, now, periodic=True)
+
+    def _resolved(self, alert: Alert) -> None:
+        delivery = self._deliveries.pop(alert.fingerprint, None)
+        if self.correlator is not None and alert.name == incidents.NAME:
+            self.correlator.drop(alert.fingerprint)
+        if delivery is not None and delivery.notified_at is not None:
+            self.deliver(group_of(alert, receivers=delivery.receivers))
+
+    def _consider(self, alert: Alert, now: float, *, periodic: bool) -> None:
+        status = self.status(alert, now)
+        delivery = self._deliveries.setdefault(alert.fingerprint, _Delivery())
+        if alert.state is not AlertState.FIRING or status.muted:
+            self._report(alert, status, delivery)
+            return
+        routes = self.router.match(alert.labels)
+        if delivery.notified_at is None:
+            receivers = union(*(route.notifiers for _, route in routes))
+            delivery.notified_at = delivery.last_refresh = now
+            delivery.receivers = receivers
+            delivery.routes = {index: _RouteState(now) for index, _ in routes}
+            self.deliver(group_of(alert, receivers=receivers))
+            self._report(alert, self.status(alert, now), delivery)
+            return
+        self._report(alert, status, delivery)
+        if not periodic:
+            return
+        if status.acknowledged is None:
+            for index, route in routes:
+                state = delivery.routes.setdefault(index, _RouteState(now))
+                if (
+                    route.escalate_after
+                    and route.escalate_to
+                    and not state.escalated
+                    and now - delivery.notified_at >= route.escalate_after
+                ):
+                    state.escalated = True
+                    delivery.receivers = union(delivery.receivers, route.escalate_to)
+                    self.deliver(group_of(alert, receivers=route.escalate_to, reason="escalation"))
+                if route.repeat_interval and now - state.last_sent >= route.repeat_interval:
+                    state.last_sent = delivery.last_refresh = now
+                    targets = union(route.notifiers, route.escalate_to if state.escalated else ())
+                    self.deliver(group_of(alert, receivers=targets, reason="repeat"))
+        if now - delivery.last_refresh >= self.resend_interval:
+            delivery.last_refresh = now
+            self.deliver(group_of(alert, resend=True, receivers=delivery.receivers))
+
+    def _report(self, alert: Alert, status: AlertStatus, delivery: _Delivery) -> None:
+        if status != delivery.reported:
+            delivery.reported = status
+            self.on_status(alert, status)
+
+    def receivers_of(self, fingerprint: str) -> tuple[str, ...] | None:
+        delivery = self._deliveries.get(fingerprint)
+        return None if delivery is None else delivery.receivers
+
+    def notified_at(self, fingerprint: str) -> float | None:
+        delivery = self._deliveries.get(fingerprint)
+        return None if delivery is None else delivery.notified_at
