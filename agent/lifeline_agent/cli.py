@@ -20,9 +20,10 @@ from lifeline_agent import __version__
 from lifeline_agent.config import AgentConfig, ConfigError, Target, load
 from lifeline_agent.discovery import all_targets
 from lifeline_agent.errors import AgentError
+from lifeline_agent.health import Assessment, render_status
 from lifeline_agent.logs import configure, context_of
 from lifeline_agent.probes import KINDS
-from lifeline_agent.service import STATUS_FILE, AgentService, read_status
+from lifeline_agent.service import STATUS_FILE, AgentService, assessment_from_dict, read_status
 
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
@@ -181,36 +182,80 @@ def _describe(target: Target, result: Any) -> str:
 @main.command()
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status.json.")
-def status(config_path: str, as_json: bool) -> None:
+@click.option("--details", is_flag=True, help="Also list every target, provider and route (for IT).")
+def status(config_path: str, as_json: bool, details: bool) -> None:
     """Show what the running agent sees now (exit 1 if it is not running)."""
     config = _load(config_path)
     try:
         data = read_status(config.agent.state_dir)
     except FileNotFoundError:
         _fail(
-            f"no {STATUS_FILE} in {config.agent.state_dir}: is the agent running (lifeline-agent run)?",
+            f"Lifeline is not running: no {STATUS_FILE} in {config.agent.state_dir} "
+            "(is the agent running? start it with `lifeline-agent run`).",
             EXIT_RUNTIME,
         )
     except (OSError, ValueError) as exc:
         _fail(f"cannot read {STATUS_FILE} in {config.agent.state_dir}: {exc}", EXIT_RUNTIME)
     if as_json:
         click.echo(json.dumps(data, indent=2))
+        return
     age = time.time() - int(data.get("updated_ms", 0)) / 1000
     running = bool(data.get("running")) and age < STALE_STATUS
-    click.echo(_render_status(data, age, running))
+    click.echo(_render_status(data, age, running, details))
     if not running:
         raise SystemExit(EXIT_RUNTIME)
 
 
-def _render_status(data: dict[str, Any], age: float, running: bool) -> str:
-    if running:
-        state = f"running, updated {age:.1f}s ago"
-    elif data.get("running"):
-        state = f"NOT RESPONDING — last update {age:.0f}s ago"
+def _ago(seconds: float) -> str:
+    return f"{seconds:.0f} s ago" if seconds < 90 else f"{seconds / 60:.0f} min ago"
+
+
+def _render_status(data: dict[str, Any], age: float, running: bool, details: bool = False) -> str:
+    """The dispatcher's screen (health's render_status), framed by whether it is current."""
+    lines: list[str] = []
+    if not running:
+        why = "has stopped" if not data.get("running") else "is not responding"
+        lines += [
+            f"!! Lifeline {why}: this screen is from {_ago(age)} and may be out of date.",
+            "!! If CAD seems slow or down, call the floor.",
+            "",
+        ]
+    assessment: Assessment | None = None
+    raw = data.get("assessment")
+    if isinstance(raw, dict):
+        try:
+            assessment = assessment_from_dict(raw)
+        except (KeyError, TypeError, ValueError) as exc:
+            lines.append(f"(cannot read the assessment in {STATUS_FILE}: {exc})")
+    if assessment is not None:
+        lines.append(render_status(assessment).rstrip("\n"))
     else:
-        state = f"stopped {age:.0f}s ago"
+        lines.append("Lifeline is starting: no assessment yet.")
+    warning = data.get("warning") or {}
+    if warning.get("text") and warning.get("desktop_unavailable"):
+        lines.append(f"(no desktop pop-up: {warning['desktop_unavailable']})")
+    lines.append("")
     where = " ".join(x for x in (data.get("site", ""), data.get("position", "")) if x)
-    lines = [f"agent {data.get('agent')} {f'({where}) ' if where else ''}— {state}", ""]
+    state = f"running, updated {age:.1f}s ago" if running else f"last update {_ago(age)}"
+    lines.append(f"agent {data.get('agent')} {f'({where}) ' if where else ''}— {state}")
+    checks = []
+    for t in data.get("targets", []):
+        up = t.get("up")
+        checks.append(f"{t.get('name')} {'waiting' if up is None else ('up' if up else 'DOWN')}")
+    if checks:
+        lines.append("checks: " + ", ".join(checks))
+    delivery = data.get("delivery", {})
+    last_ok = int(delivery.get("last_ok_ms") or 0)
+    if last_ok:
+        lines.append(f"collector: last report {_ago(time.time() - last_ok / 1000)}")
+    else:
+        lines.append("collector: nothing delivered yet (warnings on this screen work without it)")
+    if details:
+        lines += ["", *_details(data)]
+    return "\n".join(lines)
+
+
+def _details(data: dict[str, Any]) -> list[str]:
     rows = [("TARGET", "ROLE", "PATH", "KIND", "STATE", "RTT", "LOSS", "FAILS", "REASON")]
     for t in data.get("targets", []):
         up = t.get("up")
@@ -229,16 +274,24 @@ def _render_status(data: dict[str, Any], age: float, running: bool) -> str:
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    providers = data.get("providers") or {}
+    if providers:
+        lines.append("")
+        for name, info in providers.items():
+            ok = info.get("available")
+            lines.append(
+                f"provider {name}: {'available' if ok else 'UNAVAILABLE — ' + str(info.get('reason'))}"
+            )
+    routes = data.get("routes") or {}
+    for c in routes.get("cad", []):
+        how = f"via {c['interface']} from {c['source'] or '?'}" if c.get("interface") else "no route"
+        flag = " — MIS-ROUTED" if c.get("misrouted") else ""
+        lines.append(f"route to CAD {c['target']} ({c['address']}): {how}{flag}")
     spool = data.get("spool", {})
     delivery = data.get("delivery", {})
-    last_ok = int(delivery.get("last_ok_ms") or 0)
-    ok_text = f"last delivery {time.time() - last_ok / 1000:.0f}s ago" if last_ok else "nothing delivered yet"
-    lines += [
-        "",
-        f"spool: {spool.get('batches', 0)} batches waiting; {ok_text}",
-        f"collector: {delivery.get('endpoint') or '(none configured)'}",
-    ]
+    lines.append(f"spool: {spool.get('batches', 0)} batches waiting")
+    lines.append(f"collector: {delivery.get('endpoint') or '(none configured)'}")
     if delivery.get("last_error"):
         lines.append(f"last delivery error: {delivery['last_error']}")
-    return "\n".join(lines)
+    return lines

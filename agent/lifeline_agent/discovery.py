@@ -1,8 +1,15 @@
-"""Targets the agent finds by itself: today, every default gateway from the kernel's route table.
+"""Targets the agent finds by itself: default gateways, VPN concentrators, the backup path.
 
-The gateway with the lowest metric is the primary path, the others are backups (the hotspot);
-each is probed over ICMP bound to its own interface, so the backup is checked while the primary
-carries traffic. Parsing is a pure function over ``/proc/net/route`` text.
+- Every default gateway (``/proc/net/route``) becomes a ``router`` target bound to its interface;
+  the lowest metric is the primary path, the others are backups (the hotspot).
+- Every VPN concentrator endpoint the VPN source reports (the WireGuard peer endpoint, the
+  OpenVPN remote) becomes a ``vpn`` target on the primary path, and, when a backup interface is
+  known, a second one bound to it (SO_BINDTODEVICE, path ``backup``): "failover ready" is then
+  measured, with its RTT and loss, while the primary carries traffic.
+- A configured ``path = "backup"`` target without an interface is bound to the backup interface,
+  otherwise it would follow the default route and measure the primary instead.
+
+Parsing is a pure function over ``/proc/net/route`` text; the rest is pure over its inputs.
 """
 
 from __future__ import annotations
@@ -11,7 +18,8 @@ import logging
 import re
 import socket
 import struct
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from lifeline_agent.config import AgentConfig, Target
 
@@ -69,7 +77,7 @@ def read_default_gateways(path: str = PROC_ROUTE) -> list[Gateway]:
 
 def target_name(interface: str) -> str:
     """``gw-<ifname>`` with characters outside the target-name alphabet replaced."""
-    return "gw-" + re.sub(r"[^A-Za-z0-9._-]", "_", interface)[:61]
+    return "gw-" + _safe(interface)[:61]
 
 
 def gateway_targets(config: AgentConfig, gateways: list[Gateway]) -> tuple[Target, ...]:
@@ -97,12 +105,78 @@ def gateway_targets(config: AgentConfig, gateways: list[Gateway]) -> tuple[Targe
     return tuple(out)
 
 
-def discover(config: AgentConfig, route_file: str = PROC_ROUTE) -> tuple[Target, ...]:
+def backup_interface(config: AgentConfig, gateways: Sequence[Gateway]) -> str:
+    """The configured backup interface, else the default route with the higher metric."""
+    if config.collector.backup_interface:
+        return config.collector.backup_interface
+    interfaces = list(dict.fromkeys(g.interface for g in gateways))
+    return interfaces[-1] if len(interfaces) >= 2 else ""
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
+
+
+def vpn_targets(
+    config: AgentConfig, endpoints: Sequence[str], backup: str, taken: set[str]
+) -> tuple[Target, ...]:
+    """``vpn-<addr>`` (primary path) and ``vpn-<addr>-backup`` (bound to ``backup``) per endpoint.
+
+    The primary one is not bound to an interface: it follows the route the tunnel itself takes, so
+    it keeps telling the truth when the position has failed over. Endpoints a configured target
+    already probes on that path are left to the configuration.
+    """
+    interval = config.schedule.default_interval
+    configured = {(t.host, t.path == "backup") for t in config.targets}
+    out: list[Target] = []
+    for endpoint in dict.fromkeys(e for e in endpoints if e):
+        for on_backup in (False, True):
+            if on_backup and not backup:
+                continue
+            name = f"vpn-{_safe(endpoint)}"[:58] + ("-backup" if on_backup else "")
+            if name in taken or (endpoint, on_backup) in configured:
+                continue
+            taken.add(name)
+            out.append(
+                Target(
+                    name=name,
+                    role="vpn",
+                    kind="icmp",
+                    host=endpoint,
+                    interval=interval,
+                    timeout=min(1.0, interval),
+                    path="backup" if on_backup else "primary",
+                    interface=backup if on_backup else "",
+                    discovered=True,
+                )
+            )
+    return tuple(out)
+
+
+def bind_backup_targets(targets: Sequence[Target], backup: str) -> tuple[Target, ...]:
+    """Configured backup-path targets without an interface get the backup interface."""
+    if not backup:
+        return tuple(targets)
+    return tuple(
+        replace(t, interface=backup) if t.path == "backup" and not t.interface else t for t in targets
+    )
+
+
+def discover(
+    config: AgentConfig, route_file: str = PROC_ROUTE, vpn_endpoints: Sequence[str] = ()
+) -> tuple[Target, ...]:
     """Every discovered target the config asks for (``[discovery]``)."""
-    if not config.discovery.default_gateways:
-        return ()
-    return gateway_targets(config, read_default_gateways(route_file))
+    gateways = read_default_gateways(route_file)
+    found = gateway_targets(config, gateways) if config.discovery.default_gateways else ()
+    if config.discovery.vpn_interfaces and vpn_endpoints:
+        taken = {t.name for t in (*config.targets, *found)}
+        found += vpn_targets(config, vpn_endpoints, backup_interface(config, gateways), taken)
+    return found
 
 
-def all_targets(config: AgentConfig, route_file: str = PROC_ROUTE) -> tuple[Target, ...]:
-    return config.targets + discover(config, route_file)
+def all_targets(
+    config: AgentConfig, route_file: str = PROC_ROUTE, vpn_endpoints: Sequence[str] = ()
+) -> tuple[Target, ...]:
+    """Configured targets (backup-path ones bound to the backup interface) plus discovered ones."""
+    backup = backup_interface(config, read_default_gateways(route_file))
+    return bind_backup_targets(config.targets, backup) + discover(config, route_file, vpn_endpoints)

@@ -33,6 +33,8 @@ def new_boot_id() -> str:
 
 
 class Scheduler:
+    """Probes each target on its own loop; the target set may change while it runs (discovery)."""
+
     def __init__(
         self,
         targets: tuple[Target, ...],
@@ -40,27 +42,73 @@ class Scheduler:
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.targets = targets
         self.runner = runner
         self.clock = clock or SystemClock()
         self._rng = rng or random.Random()  # noqa: S311 - start offsets, not security
+        self._targets = {t.name: t for t in targets}
         self._pokes = {t.name: asyncio.Event() for t in targets}
+        self._loops: dict[str, asyncio.Task[None]] = {}
+        self._running = False
 
-    def poke(self, names: list[str] | None = None) -> None:
-        """Probe now (a link changed) instead of waiting for the next tick."""
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        return tuple(self._targets.values())
+
+    def poke(self, names: list[str] | None = None) -> list[str]:
+        """Probe now (a link changed) instead of waiting for the next tick; returns who was poked."""
+        poked = []
         for name, event in self._pokes.items():
             if names is None or name in names:
                 event.set()
+                poked.append(name)
+        return poked
+
+    def set_targets(self, targets: tuple[Target, ...]) -> tuple[list[Target], list[Target]]:
+        """Replace the target set: new targets start probing at once, gone ones stop (added, removed)."""
+        wanted = {t.name: t for t in targets}
+        removed = [t for name, t in self._targets.items() if wanted.get(name) != t]
+        added = [t for name, t in wanted.items() if self._targets.get(name) != t]
+        for target in removed:
+            del self._targets[target.name]
+            self._pokes.pop(target.name, None)
+            task = self._loops.pop(target.name, None)
+            if task is not None:
+                task.cancel()
+        for target in added:
+            self._targets[target.name] = target
+            self._pokes[target.name] = asyncio.Event()
+            if self._running:
+                self._start(target, offset=0.0)
+        return added, removed
 
     async def run(self) -> None:
         """Probe until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            for target in self.targets:
-                group.create_task(self._loop(target), name=f"probe:{target.name}")
+        self._running = True
+        try:
+            for target in list(self._targets.values()):
+                self._start(target, self._rng.uniform(0.0, target.interval))
+            await asyncio.Event().wait()  # forever; the loops run as their own tasks
+        finally:
+            self._running = False
+            loops = list(self._loops.values())
+            self._loops.clear()
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
 
-    async def _loop(self, target: Target) -> None:
+    def _start(self, target: Target, offset: float) -> None:
+        task = asyncio.get_running_loop().create_task(self._loop(target, offset), name=f"probe:{target.name}")
+        self._loops[target.name] = task
+        task.add_done_callback(self._ended)
+
+    @staticmethod
+    def _ended(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s stopped: %r (its target is no longer probed)", task.get_name(), task.exception())
+
+    async def _loop(self, target: Target, offset: float) -> None:
         poke = self._pokes[target.name]
-        await self._wait(poke, self._rng.uniform(0.0, target.interval))
+        await self._wait(poke, offset)
         next_at = self.clock.monotonic()
         while True:
             poke.clear()

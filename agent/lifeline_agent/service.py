@@ -1,8 +1,19 @@
-"""The running agent: wires runner, scheduler, batcher, spool, shipper, /metrics and status.json.
+"""The running agent: probes, sources, netlink, the health model, warnings, batches, status.json.
 
 ``AgentService.run(stop)`` runs until ``stop`` is set, then stops probing, spools the last batch
 and closes everything. ``once()`` probes every target one time and returns the batch it would
 send, touching neither spool nor network.
+
+What runs, all on one event loop (anything that blocks goes to a thread)::
+
+    scheduler ─ probe rounds ─▶ runner ─▶ recorder (lifeline_probe_*)
+                                  └─────▶ health.observe_probe ─┐ success changed: evaluate now
+    sources (1 s; cellular 5 s) ─▶ recorder + health.observe_facts ─┤
+    netlink watcher ─ link/address/route event ─▶ re-read routes, re-discover, re-probe, evaluate
+    evaluate (1 Hz) ─▶ health samples, failover/vpn_up ─▶ recorder
+                   ├─▶ health events ─▶ recorder + a priority batch at once + forensics
+                   └─▶ the dispatcher's warning (log, status.json, desktop)
+    status.json (1 s, atomic) · batches (batch_interval) ─▶ spool ─▶ shipper
 """
 
 from __future__ import annotations
@@ -11,27 +22,45 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lifeline_agent import __version__
 from lifeline_agent.clock import Clock, SystemClock, now_ms
 from lifeline_agent.config import AgentConfig, Target
 from lifeline_agent.discovery import all_targets
+from lifeline_agent.forensics import Forensics, Trace
+from lifeline_agent.health import Assessment, HealthModel, LayerStatus, PathScore
+from lifeline_agent.health.facts import SOURCES as HEALTH_SOURCES
+from lifeline_agent.health.layers import TUNNEL_SIDE, layer_of
 from lifeline_agent.metrics import MetricsServer, registry_for
 from lifeline_agent.probes import REGISTRY, ProbeResult
 from lifeline_agent.recorder import Recorder, SeriesKey, series_key
 from lifeline_agent.runner import ProbeRunner, ResultHook, TargetState
 from lifeline_agent.scheduler import Batcher, Scheduler, new_boot_id
 from lifeline_agent.shipper import FAILURE_REASONS, Shipper, Transport
+from lifeline_agent.sources import Reading, Source, build_sources
+from lifeline_agent.sources.errors import SourceUnavailable
 from lifeline_agent.spool import MemorySpool, Spool, SqliteSpool
+from lifeline_agent.warn import Warner
+from lifeline_agent.watchers.netlink import NetlinkEvent, NetlinkWatcher
 from lifeline_wire import Batch
 
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
 STATUS_INTERVAL = 1.0
+# How often each source is read (seconds); everything else every second.
+SOURCE_INTERVALS = {"cellular": 5.0, "cad_sessions": 2.0}
+DEFAULT_SOURCE_INTERVAL = 1.0
+PROVIDER_RECHECK = 60.0  # a hotspot plugged in later makes its provider available
+NETLINK_SETTLE = 0.02  # a link change comes as a burst (link, addresses, routes): take it as one
+NETLINK_MIN_GAP = 0.5  # re-probe bursts at most this often
+EVENT_TYPES = {"link": "link.changed", "address": "address.changed", "route": "route.changed"}
+
+WatcherFactory = Callable[[Callable[[NetlinkEvent], None]], NetlinkWatcher]
 
 
 class AgentService:
@@ -44,22 +73,38 @@ class AgentService:
         spool: Spool | None = None,
         transport: Transport | None = None,
         token: str | None = None,
+        sources: Sequence[Source] | None = None,
+        watcher_factory: WatcherFactory | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
+        self._discover = targets is None  # targets given by the caller are never re-discovered
         wanted = all_targets(config) if targets is None else targets
-        # A target whose kind has no probe yet is left out rather than shown as failing: a CAD
-        # target reported "down" because nobody can probe it would page a supervisor for nothing.
-        self.targets = tuple(t for t in wanted if t.kind in REGISTRY)
-        self.skipped = tuple(t for t in wanted if t.kind not in REGISTRY)
+        self.targets, self.skipped = self._split(wanted)
         self.boot_id = new_boot_id()
         self.recorder = Recorder(self.clock)
         self.runner = ProbeRunner(self.recorder, self.clock)
+        self.health = HealthModel(config.thresholds, self.clock, position=config.agent.position)
+        self.forensics = Forensics(self._on_trace, enabled=config.providers.traceroute, clock=self.clock)
+        self.warner = Warner(desktop=config.providers.desktop_notify, clock=self.clock)
         self._spool = spool
         self._transport = transport
         self._token = token
+        self._sources: list[Source] | None = list(sources) if sources is not None else None
+        self._watcher_factory = watcher_factory or (lambda callback: NetlinkWatcher(callback))
         self._tasks: set[asyncio.Task[Any]] = set()
         self.shipper: Shipper | None = None
+        self.scheduler: Scheduler | None = None
+        self.watcher: NetlinkWatcher | None = None
+        self.providers: dict[str, tuple[bool, str]] = {}
+        self.facts: dict[str, Any] = {}  # the latest facts of each source
+        self._source_errors: dict[str, str] = {}
+        self._source_locks: dict[str, asyncio.Lock] = {}
+        self._endpoints: tuple[str, ...] = ()
+        self._cad_routes: tuple[tuple[str, str, str, str, bool], ...] = ()
+        self._evaluation_due = False
+        self._net_changed: asyncio.Event | None = None
+        self._net_interfaces: set[str] = set()
         self.runner.subscribe(self._on_result)
         for target in self.skipped:
             log.warning(
@@ -67,6 +112,14 @@ class AgentService:
                 target.kind,
                 extra={"probe": target.kind, "target": target.name},
             )
+
+    @staticmethod
+    def _split(wanted: tuple[Target, ...]) -> tuple[tuple[Target, ...], tuple[Target, ...]]:
+        # A target whose kind has no probe is left out rather than shown as failing: a CAD target
+        # reported "down" because nobody can probe it would page a supervisor for nothing.
+        return tuple(t for t in wanted if t.kind in REGISTRY), tuple(
+            t for t in wanted if t.kind not in REGISTRY
+        )
 
     # -- seams for other modules --------------------------------------------------------------
 
@@ -76,14 +129,309 @@ class AgentService:
 
     def flush_now(self, priority: bool = True) -> None:
         """Cut, spool and ship a batch at once (a state change must not wait for the interval)."""
-        task = asyncio.get_running_loop().create_task(self._flush(priority))
+        self._spawn(self._flush(priority))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def _on_result(self, target: Target, result: ProbeResult, state: TargetState) -> None:
+        self.health.observe_probe(target, result)
+        if self._batcher is None:
+            return  # one-shot use: no evaluation loop
         # A CAD target going down or coming back is what supervisors wait for: send it now.
-        if state.changed and target.role == "cad" and self._batcher is not None:
+        if state.changed and target.role == "cad":
             self.flush_now(priority=True)
+        # Judge at once when a probe flips, and while one keeps failing, so a hard cut is named
+        # within the round that crosses the fail hold instead of at the next 1 Hz tick.
+        if state.changed or not result.success:
+            self.request_evaluation()
+
+    # -- health -------------------------------------------------------------------------------
+
+    def request_evaluation(self) -> None:
+        """Evaluate on the next turn of the loop (requests in the same turn are merged)."""
+        if not self._evaluation_due:
+            self._evaluation_due = True
+            asyncio.get_running_loop().call_soon(self._evaluate, False)
+
+    def _evaluate(self, periodic: bool = True) -> Assessment:
+        self._evaluation_due = False
+        assessment = self.health.evaluate()
+        events = self.health.events()
+        ts = int(assessment.at * 1000)
+        # Samples at every periodic evaluation and with every change; the extra evaluations
+        # between ticks only decide sooner.
+        if periodic or events:
+            for sample in self.health.samples(include_mos=False):  # the runner emits the MOS
+                self.recorder.sample(sample.name, sample.number, sample.labels, sample.ts_ms)
+            if assessment.backup_ready is not None:
+                self.recorder.sample("lifeline_failover_ready", float(assessment.backup_ready), {}, ts)
+            self._record_vpn_up(ts)
+        for event in events:
+            self.recorder.event(event.type, event.attributes, event.ts_ms)
+            if event.type == "health.layer":
+                self.forensics.on_layer(
+                    str(event.attributes.get("layer")),
+                    str(event.attributes.get("state")),
+                    self._trace_targets(),
+                )
+        self.warner.update(assessment.warning)
+        if events:
+            self.flush_now(priority=True)
+        return assessment
+
+    def _record_vpn_up(self, ts: int) -> None:
+        """``lifeline_vpn_up``: the tunnel carries traffic when a probe through it answers."""
+        state = self.facts.get("vpn")
+        tunnels = getattr(state, "tunnels", ()) or ()
+        if not tunnels or self.scheduler is None:
+            return
+        inside = [
+            t
+            for t in self.scheduler.targets
+            if (layer_of(t) in TUNNEL_SIDE and t.role != "vpn") or t.path == "tunnel"
+        ]
+        answered = [self.runner.states[t.name].up for t in inside if t.name in self.runner.states]
+        if not any(up is not None for up in answered):
+            return  # nothing probes through the tunnel: no claim either way
+        carries = any(answered)
+        for tunnel in tunnels:
+            if tunnel.up is not False:
+                labels = {"interface": tunnel.interface, "vpn_type": tunnel.vpn_type}
+                self.recorder.sample("lifeline_vpn_up", 1.0 if carries else 0.0, labels, ts)
+
+    async def _evaluate_loop(self, stop: asyncio.Event) -> None:
+        interval = self.config.schedule.evaluate_interval
+        while not stop.is_set():
+            self._evaluate(periodic=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+
+    # -- forensics ----------------------------------------------------------------------------
+
+    def _trace_targets(self) -> list[str]:
+        """The VPN concentrators and the CAD hosts: where a traceroute shows the break."""
+        cad = [t.host for t in self.targets if t.role == "cad" and t.host]
+        return list(dict.fromkeys([*self._endpoints, *cad]))
+
+    def _on_trace(self, trace: Trace, layer: str) -> None:
+        kind = "vpn" if trace.destination in self._endpoints else "cad"
+        self.recorder.event("forensics.traceroute", trace.attributes(layer=layer, toward=kind))
+        path = " ".join(h.address or "*" for h in trace.hops)
+        log.info(
+            "traceroute to %s (%s): %s%s",
+            trace.destination,
+            kind,
+            path or "no hop answered",
+            f" — {trace.error}" if trace.error else ("" if trace.reached else " — destination not reached"),
+        )
+
+    # -- sources ------------------------------------------------------------------------------
+
+    def _build_sources(self) -> list[Source]:
+        if self._sources is None:
+            self._sources = build_sources(self.config)
+        return self._sources
+
+    def _check_providers(self, sources: Sequence[Source]) -> None:
+        """Who can produce data here; exported as lifeline_provider_available."""
+        for source in sources:
+            ok, reason = source.available()
+            self._set_provider(source.name, ok, reason)
+
+    def _log_providers(self) -> None:
+        """One line at start: "no data" from a provider must never read as "healthy"."""
+        ok = [name for name, (available, _) in self.providers.items() if available]
+        missing = [
+            f"{name} ({reason})" for name, (available, reason) in self.providers.items() if not available
+        ]
+        log.info("providers available: %s", ", ".join(ok) or "none")
+        if missing:
+            log.warning("providers unavailable: %s", "; ".join(missing))
+
+    def _set_provider(self, name: str, ok: bool, reason: str) -> None:
+        """Record a provider's availability; a change after start is logged."""
+        before = self.providers.get(name)
+        self.providers[name] = (ok, reason)
+        if before is None or before[0] == ok:
+            return
+        if ok:
+            log.info(
+                "provider %s available%s", name, f" ({reason})" if reason else "", extra={"provider": name}
+            )
+        else:
+            log.warning("provider %s unavailable: %s", name, reason, extra={"provider": name})
+
+    async def _read(self, source: Source) -> Reading[Any]:
+        lock = self._source_locks.setdefault(source.name, asyncio.Lock())
+        async with lock:  # a source is read from one thread at a time
+            reading = await asyncio.to_thread(source.read)
+        self._apply(source.name, reading)
+        return reading
+
+    def _apply(self, name: str, reading: Reading[Any]) -> None:
+        ts = now_ms(self.clock)
+        for sample in reading.samples:
+            self.recorder.sample(sample.name, sample.value, sample.labels, ts)
+        for event in reading.events:
+            self.recorder.event(event.type, event.attributes, ts)
+        previous = self._source_errors.get(name, "")
+        if reading.error != previous:
+            if reading.error:
+                # An unavailable provider was announced at start; a working one failing is news.
+                known = not self.providers.get(name, (True, ""))[0]
+                level = logging.DEBUG if known else logging.WARNING
+                log.log(level, "source %s: %s", name, reading.error, extra={"integration": name})
+            else:
+                log.info("source %s reads again", name, extra={"integration": name})
+            self._source_errors[name] = reading.error
+        if reading.facts is None:
+            return
+        self.facts[name] = reading.facts
+        if name in HEALTH_SOURCES:
+            for problem in self.health.observe_facts(name, reading.facts):
+                log.debug("facts of %s: %s", name, problem, extra={"integration": name})
+        if name == "routes":
+            self._log_cad_routes(reading.facts)
+        if name == "vpn":
+            endpoints = tuple(getattr(reading.facts, "endpoints", lambda: ())())
+            if endpoints != self._endpoints:
+                self._endpoints = endpoints
+                log.info("VPN concentrator endpoints: %s", ", ".join(endpoints) or "none")
+                self.rediscover()
+
+    def _log_cad_routes(self, state: Any) -> None:
+        """Say once, and on every change, which interface and source address carry each CAD address."""
+        seen = tuple(
+            (
+                c.target,
+                c.address,
+                c.route.interface if c.route else "",
+                c.route.prefsrc if c.route else "",
+                c.misrouted,
+            )
+            for c in getattr(state, "cad", ())
+        )
+        if seen == self._cad_routes:
+            return
+        self._cad_routes = seen
+        for target, address, interface, source, misrouted in seen:
+            log.log(
+                logging.WARNING if misrouted or not interface else logging.INFO,
+                "CAD %s (%s) is reached %s%s",
+                target,
+                address,
+                f"via {interface} from {source or '?'}" if interface else "by no route",
+                " — MIS-ROUTED outside the VPN tunnel" if misrouted else "",
+                extra={"target": target},
+            )
+
+    async def _source_loop(self, sources: Sequence[Source], interval: float, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            for source in sources:
+                if stop.is_set():
+                    return
+                await self._read(source)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+
+    async def _provider_loop(self, sources: Sequence[Source], stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=PROVIDER_RECHECK)
+            if not stop.is_set():
+                results = await asyncio.to_thread(lambda: [(s.name, *s.available()) for s in sources])
+                for name, ok, reason in results:
+                    self._set_provider(name, ok, reason)
+
+    # -- discovery ----------------------------------------------------------------------------
+
+    def rediscover(self) -> None:
+        """Re-run discovery (gateways, VPN endpoints) and start or stop the targets that changed."""
+        if not self._discover or self.scheduler is None:
+            return
+        wanted, skipped = self._split(all_targets(self.config, vpn_endpoints=self._endpoints))
+        added, removed = self.scheduler.set_targets(wanted)
+        self.targets, self.skipped = wanted, skipped
+        for target in removed:
+            if target.name not in {t.name for t in wanted}:
+                self.health.forget_target(target.name)
+        if added or removed:
+            log.info(
+                "targets changed: +%s -%s",
+                ",".join(t.name for t in added) or "none",
+                ",".join(t.name for t in removed) or "none",
+            )
+            self.recorder.event(
+                "discovery.targets_changed",
+                {"added": ",".join(t.name for t in added), "removed": ",".join(t.name for t in removed)},
+            )
+
+    # -- netlink ------------------------------------------------------------------------------
+
+    async def _start_watcher(self) -> NetlinkWatcher | None:
+        if not self.config.providers.netlink:
+            self._set_provider("netlink", False, "off in [providers]")
+            return None
+        loop = asyncio.get_running_loop()
+
+        def deliver(event: NetlinkEvent) -> None:  # on the watcher's thread: hand over, nothing else
+            loop.call_soon_threadsafe(self._on_netlink, event)
+
+        watcher = self._watcher_factory(deliver)
+        try:
+            await asyncio.to_thread(watcher.start)
+        except SourceUnavailable as exc:
+            self._set_provider("netlink", False, exc.reason)
+            return None
+        self._set_provider("netlink", True, "")
+        return watcher
+
+    def _on_netlink(self, event: NetlinkEvent) -> None:
+        attributes: dict[str, str | int | float | bool] = {
+            **event.attributes,
+            "interface": event.interface,
+            "action": event.action,
+        }
+        if event.synthesized:
+            attributes["synthesized"] = True
+        self.recorder.event(
+            EVENT_TYPES.get(event.kind, "netlink.changed"), attributes, int(event.ts * 1000) or None
+        )
+        self._net_interfaces.add(event.interface)
+        if self._net_changed is not None:
+            self._net_changed.set()
+
+    async def _netlink_loop(self, stop: asyncio.Event) -> None:
+        changed = self._net_changed = asyncio.Event()
+        routes = [s for s in self._build_sources() if s.name in ("vpn", "interfaces", "routes")]
+        while not stop.is_set():
+            waiter = asyncio.ensure_future(changed.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (waiter, stopper):
+                task.cancel()
+            if stop.is_set():
+                return
+            await asyncio.sleep(NETLINK_SETTLE)
+            changed.clear()
+            interfaces, self._net_interfaces = sorted(self._net_interfaces), set()
+            # The kernel does not announce every route it drops: look again before judging.
+            for source in routes:
+                await self._read(source)
+            self.rediscover()
+            poked = self.scheduler.poke() if self.scheduler is not None else []
+            log.info(
+                "network changed (%s): re-probing %d targets",
+                ", ".join(i for i in interfaces if i) or "routes",
+                len(poked),
+                extra={"reprobe": ",".join(sorted(poked))},
+            )
+            self.request_evaluation()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=NETLINK_MIN_GAP)
 
     # -- self metrics ---------------------------------------------------------------------------
 
@@ -95,6 +443,8 @@ class AgentService:
             ): 1.0,
             series_key("lifeline_agent_probe_errors_total", {}): float(self.runner.probe_errors),
         }
+        for name, (ok, _reason) in self.providers.items():
+            values[series_key("lifeline_provider_available", {"provider": name})] = 1.0 if ok else 0.0
         spool = self._spool
         if spool is not None:
             values[series_key("lifeline_agent_spool_batches", {})] = float(spool.depth())
@@ -107,6 +457,9 @@ class AgentService:
             for reason in FAILURE_REASONS:
                 key = series_key("lifeline_agent_send_failures_total", {"reason": reason})
                 values[key] = float(stats.failures[reason])
+            shipper_values = getattr(self.shipper, "live_values", None)
+            if shipper_values is not None:
+                values.update(shipper_values())
         return values
 
     def _record_self(self) -> None:
@@ -162,16 +515,45 @@ class AgentService:
             config.spool_path,
             extra={"agent": config.agent.id, "boot_id": self.boot_id},
         )
-        scheduler = Scheduler(self.targets, self.runner, self.clock)
-        probing = asyncio.create_task(scheduler.run(), name="scheduler")
+        sources = await asyncio.to_thread(self._build_sources)
+        await asyncio.to_thread(self._check_providers, sources)
+        ok, reason = await asyncio.to_thread(self.forensics.check)
+        self._set_provider("traceroute", ok, reason)
+        self._set_provider("desktop_notify", self.warner.check(), self.warner.desktop_reason)
+        self.scheduler = scheduler = Scheduler(self.targets, self.runner, self.clock)
+        # The VPN endpoints decide discovered targets: read the VPN once before probing starts.
+        for source in sources:
+            if source.name == "vpn":
+                await self._read(source)
+        self.watcher = await self._start_watcher()
+        self._log_providers()
+        background = [
+            asyncio.create_task(scheduler.run(), name="scheduler"),
+            asyncio.create_task(self._evaluate_loop(stop), name="evaluate"),
+            asyncio.create_task(self._provider_loop(sources, stop), name="providers"),
+        ]
+        groups: dict[float, list[Source]] = {}
+        for source in sources:
+            groups.setdefault(SOURCE_INTERVALS.get(source.name, DEFAULT_SOURCE_INTERVAL), []).append(source)
+        for interval, group in sorted(groups.items()):
+            background.append(asyncio.create_task(self._source_loop(group, interval, stop), name="sources"))
+        if self.watcher is not None:
+            background.append(asyncio.create_task(self._netlink_loop(stop), name="netlink"))
         batching = asyncio.create_task(self._batch_loop(batcher, stop), name="batcher")
         shipping = asyncio.create_task(self.shipper.run(stop), name="shipper")
         status = asyncio.create_task(self._status_loop(stop), name="status")
+        for task in (*background, batching, status):
+            task.add_done_callback(_log_crash)
         try:
             await stop.wait()
         finally:
-            probing.cancel()
-            await asyncio.gather(probing, return_exceptions=True)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            if self.watcher is not None:
+                await asyncio.to_thread(self.watcher.stop)
+            await self.forensics.aclose()
+            await self.warner.aclose()
             await asyncio.gather(batching, status, return_exceptions=True)
             for task in list(self._tasks):
                 await asyncio.gather(task, return_exceptions=True)
@@ -196,7 +578,8 @@ class AgentService:
         except OSError as exc:
             log.error("cannot serve /metrics on %s: %s (carrying on without it)", listen, exc.strerror)
             return None
-        log.info("local metrics on http://%s/metrics", listen)
+        host = listen.rpartition(":")[0] or "127.0.0.1"
+        log.info("local metrics on http://%s:%d/metrics", host, server.port)
         return server
 
     async def _batch_loop(self, batcher: Batcher, stop: asyncio.Event) -> None:
@@ -208,8 +591,9 @@ class AgentService:
                 await batcher.flush()
 
     async def _status_loop(self, stop: asyncio.Event) -> None:
+        path = os.path.join(self.config.agent.state_dir, STATUS_FILE)
         while not stop.is_set():
-            await asyncio.to_thread(self._write_status, True)
+            await asyncio.to_thread(write_json_atomic, path, self.status(True))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=STATUS_INTERVAL)
 
@@ -220,6 +604,7 @@ class AgentService:
     def status(self, running: bool = True) -> dict[str, Any]:
         spool = self._spool
         shipper = self.shipper
+        assessment = self.health.last
         return {
             "agent": self.config.agent.id,
             "site": self.config.agent.site,
@@ -229,6 +614,13 @@ class AgentService:
             "pid": os.getpid(),
             "running": running,
             "updated_ms": now_ms(self.clock),
+            "assessment": assessment_to_dict(assessment) if assessment is not None else None,
+            "warning": self.warner.status(),
+            "providers": {
+                name: {"available": ok, "reason": reason}
+                for name, (ok, reason) in sorted(self.providers.items())
+            },
+            "routes": _routes_status(self.facts.get("routes")),
             "targets": [self.runner.state(t).snapshot() for t in self.targets],
             "spool": {
                 "path": self.config.spool_path,
@@ -249,7 +641,113 @@ class AgentService:
         write_json_atomic(path, self.status(running))
 
 
+def _log_crash(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("agent task %s stopped: %r", task.get_name(), task.exception(), exc_info=task.exception())
+
+
+def _routes_status(state: Any) -> dict[str, Any] | None:
+    """How CAD is reached, for status.json: the interface and source address per CAD address."""
+    if state is None:
+        return None
+    return {
+        "primary_interface": state.primary_interface,
+        "backup_interface": state.backup_interface,
+        "on_backup": state.on_backup,
+        "cad": [
+            {
+                "target": c.target,
+                "address": c.address,
+                "interface": c.route.interface if c.route else "",
+                "source": c.route.prefsrc if c.route else "",
+                "via_tunnel": c.via_tunnel,
+                "misrouted": c.misrouted,
+            }
+            for c in state.cad
+        ],
+        "split_dns": [{"target": r.target, "ok": r.ok, "reason": r.reason} for r in state.split_dns],
+    }
+
+
+# -- status.json ------------------------------------------------------------------------------------
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def assessment_to_dict(a: Assessment) -> dict[str, Any]:
+    """JSON-safe (no Infinity: an unbounded time to loss is null)."""
+    return {
+        "at": a.at,
+        "position": a.position,
+        "layers": [
+            {"layer": s.layer, "state": s.state, "reason": s.reason, "since": s.since} for s in a.layers
+        ],
+        "verdict": a.verdict,
+        "verdict_layer": a.verdict_layer,
+        "verdict_state": a.verdict_state,
+        "backup_ready": a.backup_ready,
+        "backup_rtt": _finite(a.backup_rtt),
+        "backup_loss": _finite(a.backup_loss),
+        "backup_reason": a.backup_reason,
+        "on_backup": a.on_backup,
+        "risk": _finite(a.risk) or 0.0,
+        "risk_band": a.risk_band,
+        "time_to_loss": _finite(a.time_to_loss),
+        "risk_reason": a.risk_reason,
+        "vpn_inferred": a.vpn_inferred,
+        "mos": [
+            {
+                "target": p.target.name,
+                "role": p.target.role,
+                "path": p.target.path,
+                "kind": p.target.kind,
+                "mos": p.mos,
+            }
+            for p in a.mos
+            if math.isfinite(p.mos)
+        ],
+        "warning": a.warning,
+    }
+
+
+def assessment_from_dict(d: Mapping[str, Any]) -> Assessment:
+    """The inverse of :func:`assessment_to_dict`; raises KeyError/TypeError/ValueError on bad input."""
+    ttl = d.get("time_to_loss")
+    return Assessment(
+        at=float(d["at"]),
+        position=str(d.get("position", "")),
+        layers=tuple(
+            LayerStatus(str(s["layer"]), str(s["state"]), str(s["reason"]), float(s["since"]))
+            for s in d["layers"]
+        ),
+        verdict=str(d["verdict"]),
+        verdict_layer=str(d["verdict_layer"]),
+        verdict_state=str(d["verdict_state"]),
+        backup_ready=d.get("backup_ready"),
+        backup_rtt=d.get("backup_rtt"),
+        backup_loss=d.get("backup_loss"),
+        backup_reason=str(d.get("backup_reason", "")),
+        on_backup=bool(d.get("on_backup")),
+        risk=float(d.get("risk", 0.0)),
+        risk_band=str(d.get("risk_band", "low")),
+        time_to_loss=math.inf if ttl is None else float(ttl),
+        risk_reason=str(d.get("risk_reason", "")),
+        vpn_inferred=bool(d.get("vpn_inferred")),
+        mos=tuple(
+            PathScore(
+                Target(name=m["target"], role=m["role"], kind=m["kind"], host="", path=m["path"]),
+                float(m["mos"]),
+            )
+            for m in d.get("mos", [])
+        ),
+        warning=d.get("warning"),
+    )
+
+
 def write_json_atomic(path: str, data: Mapping[str, Any]) -> None:
+    """Write to a temporary file and rename it over ``path``: a reader sees the old or the new file."""
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=1)

@@ -1,12 +1,21 @@
-"""Delivers spooled batches to the collector and deletes only what it acknowledged.
+"""Delivers spooled batches to the collector over any path that works; deletes only what was acked.
 
 HTTP semantics follow Alertmanager's notifier: 2xx done (per-item results decide what is
-deleted); 429 and 5xx and network errors retried with exponential backoff and jitter, honouring
-``Retry-After``; 413 splits the envelope; 400/422 split down to the one bad batch, which is
-dropped and counted; 401/403 and other 4xx keep everything and pause, logged with the collector's
-reason. A batch leaves the spool only when the collector has it or has refused that very batch.
+deleted); 408, 429, 5xx and network errors retried with exponential backoff and jitter,
+honouring ``Retry-After``; 413 splits the envelope; 400/422 split down to the one bad batch,
+which is dropped and counted; 401/403 and other 4xx keep everything, are not retried on that
+path for ``refused_pause`` and are logged with the collector's ``error``/``field`` reason.
+A batch leaves the spool only when the collector has it or has refused that very batch.
 
-``Transport`` is the seam for issue 5 (endpoint fail-over, binding to the backup interface).
+**Paths.** ``[collector].endpoints`` is an ordered list; public ones count only with
+``allow_public``. Each endpoint is tried over the default route, then (``via_backup``) bound to
+the backup interface — ``collector.backup_interface`` or the default route with the higher
+metric. A connect error, a timeout, a TLS failure or server errors past a short budget put that
+path in a jittered, growing cool-down and the next path is tried at once. The last path that
+worked is tried first; a background check fails back to a preferred path once it answers again.
+
+**Priority lane.** Priority batches (state changes) leave in an envelope of their own, ahead of
+any backlog, and a priority batch cuts any wait short for one attempt on every path.
 """
 
 from __future__ import annotations
@@ -14,73 +23,56 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import json
 import logging
 import random
-import ssl
+import time
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
-import httpx
-
-from lifeline_agent import __version__
 from lifeline_agent.clock import Clock, SystemClock, now_ms
 from lifeline_agent.config import AgentSection, CollectorSection
+from lifeline_agent.discovery import PROC_ROUTE, read_default_gateways
 from lifeline_agent.errors import DeliveryError, RefusedDelivery, RetryableDelivery, SpoolError
 from lifeline_agent.logs import bind
+from lifeline_agent.recorder import SeriesKey, series_key
 from lifeline_agent.spool import Spool, Spooled
+from lifeline_agent.transport import (
+    SO_BINDTODEVICE,
+    HttpxTransport,
+    Response,
+    Transport,
+    failure_kind,
+    ssl_context,
+)
 from lifeline_wire import SCHEMA_VERSION, Envelope, WireError, decode_response, encode
+
+__all__ = [
+    "FAILURE_REASONS",
+    "Backoff",
+    "HttpxTransport",
+    "Paths",
+    "Response",
+    "Route",
+    "Shipper",
+    "Transport",
+    "parse_retry_after",
+    "ssl_context",
+]
 
 log = logging.getLogger(__name__)
 
+INGEST_PATH = "/api/v1/ingest"
+HEALTH_PATH = "/healthz"
 MAX_RETRY_AFTER = 600.0
 REFUSED_PAUSE = 60.0
 IDLE_POLL = 1.0
+FAILBACK_INTERVAL = 60.0  # how often a preferred path that failed is checked again
+SERVER_ERROR_BUDGET = 10.0  # seconds of 5xx on one path before the next path is tried
+PRIORITY_RETRY_GAP = 1.0  # a priority batch forces an attempt at most this often
+DISCOVERY_TTL = 5.0  # the backup interface is looked up again after this long
 # Closed set of failure reasons (label values of lifeline_agent_send_failures_total).
-FAILURE_REASONS = ("network", "throttled", "server", "auth", "invalid", "too_large", "bad_response")
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-
-class Transport(Protocol):
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
-        """POST ``body``; raise RetryableDelivery when no HTTP answer came back."""
-
-    async def aclose(self) -> None: ...
-
-
-def ssl_context(collector: CollectorSection) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=collector.ca_file or None)
-    if collector.client_cert:
-        context.load_cert_chain(collector.client_cert, collector.client_key)
-    return context
-
-
-class HttpxTransport:
-    """One kept-alive httpx client for all requests."""
-
-    def __init__(self, collector: CollectorSection) -> None:
-        self._client = httpx.AsyncClient(
-            timeout=collector.timeout,
-            verify=ssl_context(collector),
-            headers={"User-Agent": f"lifeline-agent/{__version__}"},
-        )
-
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
-        try:
-            resp = await self._client.post(url, content=body, headers=dict(headers))
-        except httpx.TransportError as exc:
-            raise RetryableDelivery(url, f"{type(exc).__name__}: {exc}") from exc
-        return Response(resp.status_code, resp.headers, resp.content)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
+FAILURE_REASONS = ("network", "tls", "throttled", "server", "auth", "invalid", "too_large", "bad_response")
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -100,7 +92,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 class Backoff:
     """Exponential backoff with jitter: ``initial·2ⁿ`` capped at ``maximum``, scaled by 0.5–1.0."""
 
-    def __init__(self, initial: float = 0.5, maximum: float = 60.0, rng: random.Random | None = None) -> None:
+    def __init__(self, initial: float = 0.5, maximum: float = 30.0, rng: random.Random | None = None) -> None:
         self.initial = initial
         self.maximum = maximum
         self.attempt = 0
@@ -114,6 +106,158 @@ class Backoff:
     def reset(self) -> None:
         self.attempt = 0
 
+    def copy(self) -> Backoff:
+        return Backoff(self.initial, self.maximum, self._rng)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One way to one endpoint: over the default route, or bound to the backup interface."""
+
+    rank: int  # position in the ordered list; 0 is the preferred path
+    base: str  # the endpoint's base URL
+    via: str  # "default" | "backup"
+    interface: str = ""  # the interface bound to ("" = follow the routing table)
+
+    @property
+    def url(self) -> str:
+        return self.base + INGEST_PATH
+
+    @property
+    def name(self) -> str:
+        return f"{self.base} via {self.interface or 'the default route'}"
+
+
+@dataclass(slots=True)
+class RouteState:
+    backoff: Backoff
+    ready_at: float = 0.0  # monotonic; the path cools down until then
+    server_errors_since: float | None = None
+    failures: int = 0
+    last_error: str = ""
+
+
+class Paths:
+    """The ordered routes, which one works now, and which ones cool down after failing."""
+
+    def __init__(
+        self,
+        collector: CollectorSection,
+        backoff: Backoff,
+        clock: Clock,
+        route_file: str = PROC_ROUTE,
+        server_budget: float = SERVER_ERROR_BUDGET,
+    ) -> None:
+        self.collector = collector
+        self.clock = clock
+        self.route_file = route_file
+        self.server_budget = server_budget
+        self._template = backoff
+        self.bases = [ep.url for ep in collector.endpoints if not ep.public or collector.allow_public]
+        self._via_backup = {ep.url: ep.via_backup for ep in collector.endpoints}
+        self.current: Route | None = None  # the last route that delivered
+        self._states: dict[tuple[str, str], RouteState] = {}
+        self._backup: tuple[float, str] | None = None
+        self._unbindable_logged = False
+
+    def backup_interface(self) -> str:
+        """``collector.backup_interface``, else the default route with the higher metric ("" if none)."""
+        if self.collector.backup_interface:
+            return self.collector.backup_interface
+        now = self.clock.monotonic()
+        if self._backup is None or now - self._backup[0] > DISCOVERY_TTL:
+            gateways = read_default_gateways(self.route_file)
+            self._backup = (now, gateways[1].interface if len(gateways) > 1 else "")
+        return self._backup[1]
+
+    def routes(self) -> list[Route]:
+        backup = self.backup_interface()
+        if backup and SO_BINDTODEVICE is None:
+            if not self._unbindable_logged:
+                log.warning(
+                    "cannot bind to the backup interface %s on this system: default route only", backup
+                )
+                self._unbindable_logged = True
+            backup = ""
+        out: list[Route] = []
+        for base in self.bases:
+            out.append(Route(len(out), base, "default"))
+            if backup and self._via_backup.get(base, True):
+                out.append(Route(len(out), base, "backup", backup))
+        return out
+
+    def state(self, route: Route) -> RouteState:
+        key = (route.base, route.via)
+        found = self._states.get(key)
+        if found is None:
+            found = self._states[key] = RouteState(self._template.copy())
+        return found
+
+    def order(self, force: bool = False) -> list[Route]:
+        """Routes to try now: the one that worked last, then the rest by rank; cooling ones skipped."""
+        now = self.clock.monotonic()
+        routes = self.routes()
+        current = self.current
+        if current is not None:
+            routes.sort(key=lambda r: (not (r.base == current.base and r.via == current.via), r.rank))
+        return [r for r in routes if force or self.state(r).ready_at <= now]
+
+    def earliest_ready(self) -> float:
+        """Seconds until the first cooling route may be tried again."""
+        now = self.clock.monotonic()
+        waits = [self.state(r).ready_at - now for r in self.routes()]
+        return max(0.0, min(waits, default=0.0))
+
+    def within_server_budget(self, route: Route) -> bool:
+        """True while 5xx on ``route`` have lasted less than the budget (retry it, do not move on)."""
+        state = self.state(route)
+        now = self.clock.monotonic()
+        if state.server_errors_since is None:
+            state.server_errors_since = now
+        return now - state.server_errors_since < self.server_budget
+
+    def failed(self, route: Route, reason: str, cooldown: float | None = None) -> float:
+        """Cool ``route`` down (growing, jittered; or ``cooldown`` seconds) and return the delay."""
+        state = self.state(route)
+        delay = cooldown if cooldown is not None else state.backoff.next()
+        state.ready_at = self.clock.monotonic() + delay
+        state.server_errors_since = None
+        state.failures += 1
+        logger = bind(log, endpoint=route.base, interface=route.interface or "default")
+        if reason != state.last_error:
+            logger.warning(
+                "delivery via %s failed: %s (next try on this path in %.1fs)", route.name, reason, delay
+            )
+        else:
+            logger.debug("delivery via %s failed again: %s", route.name, reason)
+        state.last_error = reason
+        return delay
+
+    def succeeded(self, route: Route) -> None:
+        state = self.state(route)
+        previous = self.current
+        if state.failures:
+            log.info("delivery via %s works again after %d failed attempts", route.name, state.failures)
+        state.backoff.reset()
+        state.ready_at = 0.0
+        state.server_errors_since = None
+        state.failures = 0
+        state.last_error = ""
+        switched = previous is None or (previous.base, previous.via) != (route.base, route.via)
+        if switched and (previous is not None or route.rank != 0):
+            bind(log, endpoint=route.base, interface=route.interface or "default").info(
+                "delivering via %s (path %d of the ordered list)", route.name, route.rank + 1
+            )
+        self.current = route
+
+    def prefer(self, route: Route) -> None:
+        """Fail back: ``route`` answered its reachability check, so it is tried first again."""
+        state = self.state(route)
+        state.backoff.reset()
+        state.ready_at = 0.0
+        log.info("failing back to %s: it answers again", route.name)
+        self.current = route
+
 
 @dataclass(slots=True)
 class ShipperStats:
@@ -122,6 +266,15 @@ class ShipperStats:
     failures: Counter[str] = field(default_factory=Counter)
     last_ok_ms: int = 0
     last_error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one shipping round achieved: progress, nothing to send, or seconds to wait."""
+
+    progressed: bool = False
+    idle: bool = False
+    wait: float = 0.0
 
 
 class Shipper:
@@ -135,6 +288,10 @@ class Shipper:
         clock: Clock | None = None,
         backoff: Backoff | None = None,
         refused_pause: float = REFUSED_PAUSE,
+        *,
+        failback_interval: float = FAILBACK_INTERVAL,
+        server_budget: float = SERVER_ERROR_BUDGET,
+        route_file: str = PROC_ROUTE,
     ) -> None:
         self.agent = agent
         self.collector = collector
@@ -144,72 +301,174 @@ class Shipper:
         self.clock = clock or SystemClock()
         self.backoff = backoff or Backoff()
         self.refused_pause = refused_pause
+        self.failback_interval = failback_interval
+        self.paths = Paths(collector, self.backoff, self.clock, route_file, server_budget)
         self.stats = ShipperStats()
         self._wake = asyncio.Event()
+        self._last_forced = -PRIORITY_RETRY_GAP
+        self._blocked_since: float | None = None
 
     def endpoints(self) -> list[str]:
-        """Ingest URLs in the order to try; issue 5 walks this list and the backup path."""
-        return [
-            f"{ep.url}/api/v1/ingest"
-            for ep in self.collector.endpoints
-            if not ep.public or self.collector.allow_public
-        ]
+        """Ingest URLs in the order they are tried (public ones only with allow_public)."""
+        return [base + INGEST_PATH for base in self.paths.bases]
 
     def wake(self) -> None:
-        """Ship now (a batch was spooled), unless waiting out a backoff."""
+        """A batch was spooled: ship now (a priority batch also cuts a wait short)."""
         self._wake.set()
 
+    # -- the loop -------------------------------------------------------------------------------
+
     async def run(self, stop: asyncio.Event) -> None:
-        urls = self.endpoints()
-        if not urls:
+        if not self.paths.bases:
             log.warning("no collector endpoint configured: batches stay in the spool")
             return
-        while not stop.is_set():
+        failback = asyncio.create_task(self._failback_loop(stop), name="failback")
+        force = False
+        try:
+            while not stop.is_set():
+                try:
+                    outcome = await self.ship_pending(force=force)
+                except SpoolError as exc:
+                    log.error("spool failed: %s", exc)
+                    await _sleep_unless(stop, self.backoff.next())
+                    continue
+                force = False
+                if outcome.progressed:
+                    self.backoff.reset()
+                    self._unblocked()
+                elif outcome.idle:
+                    await self._idle(stop)
+                else:
+                    force = await self._pause(stop, outcome.wait)
+        finally:
+            failback.cancel()
+            await asyncio.gather(failback, return_exceptions=True)
+
+    async def ship_pending(self, force: bool = False) -> Outcome:
+        """One envelope of pending batches over the first path that takes it."""
+        items = await asyncio.to_thread(self.spool.pending, self.collector.max_batches_per_request)
+        if not items:
+            return Outcome(idle=True)
+        if items[0].batch.priority:  # state changes travel alone: a small, fast request
+            items = [item for item in items if item.batch.priority]
+        for route in self.paths.order(force):
             try:
-                progressed = await self.ship_once(urls[0])
+                done = await self._deliver(route.url, items, route.interface)
             except RetryableDelivery as exc:
-                delay = self.backoff.next(exc.retry_after)
-                self._note_failure(exc)
-                bind(log, endpoint=exc.url, status=exc.status).warning(
-                    "delivery failed, retrying in %.1fs: %s", delay, exc.reason
-                )
-                await _sleep_unless(stop, delay)
+                kind = self._note_failure(exc)
+                if kind == "throttled" or (
+                    kind in ("server", "bad_response") and self.paths.within_server_budget(route)
+                ):
+                    delay = self.backoff.next(exc.retry_after)
+                    bind(log, endpoint=route.base, status=exc.status).warning(
+                        "delivery via %s failed, retrying in %.1fs: %s", route.name, delay, exc.reason
+                    )
+                    return Outcome(wait=delay)
+                self.paths.failed(route, _failure_text(exc, kind))
                 continue
             except RefusedDelivery as exc:
                 self._note_failure(exc)
-                bind(log, endpoint=exc.url, status=exc.status).error(
-                    "collector refused the request (not retried for %.0fs; batches kept): %s",
-                    self.refused_pause,
-                    exc.reason,
+                self.paths.failed(
+                    route,
+                    f"collector refused the request (HTTP {exc.status}: {exc.reason}); batches kept, "
+                    f"not retried on this path for {self.refused_pause:.0f}s",
+                    cooldown=self.refused_pause,
                 )
-                await _sleep_unless(stop, self.refused_pause)
                 continue
-            except SpoolError as exc:
-                log.error("spool failed: %s", exc)
-                await _sleep_unless(stop, self.backoff.next())
-                continue
-            self.backoff.reset()
-            if not progressed:
-                await self._idle(stop)
+            self.paths.succeeded(route)
+            return Outcome(progressed=done > 0)
+        wait = self.paths.earliest_ready()
+        self._blocked(wait)
+        return Outcome(wait=max(wait, 0.01))
+
+    def _blocked(self, wait: float) -> None:
+        if self._blocked_since is None:
+            self._blocked_since = self.clock.monotonic()
+            log.warning(
+                "no path to the collector works (%d tried); batches stay in the spool, next try in %.1fs",
+                len(self.paths.routes()),
+                wait,
+            )
+
+    def _unblocked(self) -> None:
+        if self._blocked_since is not None:
+            log.info(
+                "the collector is reachable again after %.0fs", self.clock.monotonic() - self._blocked_since
+            )
+            self._blocked_since = None
+
+    async def _pause(self, stop: asyncio.Event, delay: float) -> bool:
+        """Wait ``delay`` seconds; True (cut short) when a priority batch is waiting to go."""
+        deadline = time.monotonic() + delay
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            await self._wait_wake(stop, remaining)
+            if self._wake.is_set():
+                self._wake.clear()
+                if (
+                    time.monotonic() - self._last_forced >= PRIORITY_RETRY_GAP
+                    and await self._priority_waiting()
+                ):
+                    self._last_forced = time.monotonic()
+                    return True
+        return False
+
+    async def _priority_waiting(self) -> bool:
+        try:
+            first = await asyncio.to_thread(self.spool.pending, 1)
+        except SpoolError:
+            return False
+        return bool(first) and first[0].batch.priority
 
     async def _idle(self, stop: asyncio.Event) -> None:
+        await self._wait_wake(stop, IDLE_POLL)
+        self._wake.clear()
+
+    async def _wait_wake(self, stop: asyncio.Event, timeout: float) -> None:
         waiters = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())}
         try:
-            await asyncio.wait(waiters, timeout=IDLE_POLL, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
-        self._wake.clear()
 
-    async def ship_once(self, url: str) -> bool:
-        """Send one envelope of the oldest pending batches; True if any left the spool."""
+    async def _failback_loop(self, stop: asyncio.Event) -> None:
+        """Every ``failback_interval``: if a path better than the current one answers, go back to it."""
+        while not stop.is_set():
+            await _sleep_unless(stop, self.failback_interval)
+            current = self.paths.current
+            if stop.is_set() or current is None or current.rank == 0:
+                continue
+            for route in self.paths.routes():
+                if route.rank >= current.rank:
+                    break
+                if await self._answers(route):
+                    self.paths.prefer(route)
+                    break
+
+    async def _answers(self, route: Route) -> bool:
+        try:
+            response = await self.transport.get(route.base + HEALTH_PATH, route.interface)
+        except DeliveryError:
+            return False
+        return 200 <= response.status < 300
+
+    # -- one delivery ---------------------------------------------------------------------------
+
+    async def ship_once(self, url: str, interface: str = "") -> bool:
+        """Send one envelope of the oldest pending batches to ``url``; True if any left the spool.
+
+        Raises DeliveryError subclasses: no fail-over here (``run`` does that).
+        """
         items = await asyncio.to_thread(self.spool.pending, self.collector.max_batches_per_request)
         if not items:
             return False
-        done = await self._deliver(url, items)
+        done = await self._deliver(url, items, interface)
         return done > 0
 
-    async def _deliver(self, url: str, items: list[Spooled]) -> int:
+    async def _deliver(self, url: str, items: list[Spooled], interface: str = "") -> int:
         """Deliver ``items``; return how many left the spool. Raises DeliveryError subclasses."""
         envelope = Envelope(
             version=SCHEMA_VERSION,
@@ -219,11 +478,11 @@ class Shipper:
             position=self.agent.position,
         )
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self.token}"}
-        response = await self.transport.post(url, encode(envelope), headers)
+        response = await self.transport.post(url, encode(envelope), headers, interface)
         status = response.status
-        reason = _reason_text(response.body)
         if 200 <= status < 300:
             return await self._apply_results(url, items, response.body)
+        reason = _reason_text(response.body)
         if status == 413 or status in (400, 422):
             if len(items) > 1:
                 self.stats.failures["too_large" if status == 413 else "invalid"] += 1
@@ -231,13 +490,14 @@ class Shipper:
                 bind(log, endpoint=url, status=status).info(
                     "splitting %d batches into %d + %d: %s", len(items), half, len(items) - half, reason
                 )
-                return await self._deliver(url, items[:half]) + await self._deliver(url, items[half:])
+                first = await self._deliver(url, items[:half], interface)
+                return first + await self._deliver(url, items[half:], interface)
             # One batch the collector will never take: keeping it would block every later one.
             item = items[0]
             self._reject([item], f"HTTP {status}: {reason}")
             await asyncio.to_thread(self.spool.ack, [item.key])
             return 1
-        if status == 429 or status >= 500:
+        if status in (408, 429) or status >= 500:
             retry_after = parse_retry_after(response.headers.get("retry-after"), self.clock.time())
             raise RetryableDelivery(url, reason, status, retry_after)
         if 400 <= status < 500:
@@ -251,14 +511,12 @@ class Shipper:
             raise RetryableDelivery(url, f"malformed response ({exc}); batches kept", 200) from exc
         by_id = {(item.batch.boot_id, item.batch.seq): item for item in items}
         acked: list[int] = []
-        rejected: list[Spooled] = []
         for result in results:
             item = by_id.pop((result.boot_id, result.seq), None)
             if item is None:
                 continue
             acked.append(item.key)
             if result.status == "rejected":
-                rejected.append(item)
                 self._reject([item], result.reason or "no reason given")
             else:
                 self.stats.sent += 1
@@ -284,13 +542,13 @@ class Shipper:
                 extra={"boot_id": item.batch.boot_id, "seq": item.batch.seq},
             )
 
-    def _note_failure(self, exc: DeliveryError) -> None:
+    def _note_failure(self, exc: DeliveryError) -> str:
         self.stats.last_error = str(exc)
         if exc.status is None:
-            kind = "network"
+            kind = failure_kind(exc)
         elif exc.status == 429:
             kind = "throttled"
-        elif exc.status >= 500:
+        elif exc.status >= 500 or exc.status == 408:
             kind = "server"
         elif exc.status in (401, 403):
             kind = "auth"
@@ -299,14 +557,40 @@ class Shipper:
         else:
             kind = "invalid"
         self.stats.failures[kind] += 1
+        return kind
+
+    # -- self metrics ---------------------------------------------------------------------------
+
+    def live_values(self) -> dict[SeriesKey, float]:
+        """The path in use: ``lifeline_agent_delivery_path_info{endpoint, path}`` 1, the others 0."""
+        current = self.paths.current
+        values: dict[SeriesKey, float] = {}
+        for route in self.paths.routes():
+            in_use = current is not None and (current.base, current.via) == (route.base, route.via)
+            key = series_key("lifeline_agent_delivery_path_info", {"endpoint": route.base, "path": route.via})
+            values[key] = 1.0 if in_use else 0.0
+        return values
 
     async def aclose(self) -> None:
         await self.transport.aclose()
 
 
+def _failure_text(exc: RetryableDelivery, kind: str) -> str:
+    if kind == "tls":
+        return f"{exc.reason}; batches kept"
+    if exc.status is not None:
+        return f"HTTP {exc.status}: {exc.reason}"
+    return exc.reason
+
+
 def _reason_text(body: bytes, limit: int = 300) -> str:
-    """The collector's reason from an error body, trimmed; it may be JSON or text."""
+    """The collector's reason from an error body: ``error`` and ``field`` of its JSON, else the text."""
     text = body.decode("utf-8", "replace").strip()
+    with contextlib.suppress(ValueError):
+        data = json.loads(text)
+        if isinstance(data, dict) and isinstance(data.get("error"), str):
+            field_name = data.get("field")
+            text = data["error"] + (f" (field {field_name})" if isinstance(field_name, str) else "")
     return (text[:limit] + "…") if len(text) > limit else text or "(empty body)"
 
 

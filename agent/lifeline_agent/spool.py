@@ -393,7 +393,9 @@ class SqliteSpool:
     def _recount(self) -> None:
         if self._db is not None:
             with contextlib.suppress(sqlite3.Error):
-                self._bytes = int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM batches").fetchone()[0])
+                self._bytes = int(
+                    self._db.execute("SELECT COALESCE(SUM(size), 0) FROM batches").fetchone()[0]
+                )
 
     # -- the Spool contract --------------------------------------------------------------------
 

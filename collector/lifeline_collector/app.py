@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lifeline_collector import exposition, ingest, openapi
+from lifeline_collector.alerting import api as alerts_api
 from lifeline_collector.alerting.model import rfc3339
 from lifeline_collector.clock import Clock
 from lifeline_collector.config import CollectorConfig
@@ -48,10 +49,6 @@ async def ingest_endpoint(request: Request) -> Response:
     return response
 
 
-async def alerts_endpoint(request: Request) -> Response:
-    return json_response([alert.to_json() for alert in _service(request).engine.active()])
-
-
 async def position_endpoint(request: Request) -> Response:
     service = _service(request)
     agent_id = request.path_params["agent"]
@@ -82,7 +79,7 @@ async def position_endpoint(request: Request) -> Response:
             "clock_offset_seconds": agent.clock_offset,
             "sequence": {"gaps_total": agent.seq.jumps, "missing": agent.seq.missing},
             "series": series,
-            "alerts": [a.to_json() for a in service.engine.active() if a.scope == agent.id],
+            "alerts": [alerts_api.alert_json(service, a) for a in service.engine.states.of_scope(agent.id)],
             "history": service.store.alert_history(agent.id, limit=20),
         }
     )
@@ -117,7 +114,11 @@ def create_app(config: CollectorConfig, *, clock: Clock | None = None, ticker: b
     app = Starlette(
         routes=[
             Route("/api/v1/ingest", ingest_endpoint, methods=["POST"]),
-            Route("/api/v1/alerts", alerts_endpoint, methods=["GET"]),
+            Route("/api/v1/alerts", alerts_api.list_alerts, methods=["GET"]),
+            Route("/api/v1/alerts/{fingerprint}/ack", alerts_api.acknowledge, methods=["POST"]),
+            Route("/api/v1/silences", alerts_api.list_silences, methods=["GET"]),
+            Route("/api/v1/silences", alerts_api.create_silence, methods=["POST"]),
+            Route("/api/v1/silences/{silence_id}", alerts_api.expire_silence, methods=["DELETE"]),
             Route("/api/v1/openapi.json", openapi_endpoint, methods=["GET"]),
             Route("/positions/{agent}", position_endpoint, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
@@ -126,6 +127,9 @@ def create_app(config: CollectorConfig, *, clock: Clock | None = None, ticker: b
         lifespan=lifespan,
     )
     app.state.collector = service
+    app.state.admin_guard = alerts_api.AdminGuard(
+        config.api.admin_token_hash, config.api.lockout_after, config.api.lockout_for
+    )
     app.state.registry = exposition.make_registry(service)
     app.state.openapi = openapi.document(_version())
     return app

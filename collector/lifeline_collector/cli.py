@@ -15,7 +15,7 @@ from types import FrameType
 import click
 
 from lifeline_collector.config import CollectorConfig, load
-from lifeline_collector.errors import CollectorError
+from lifeline_collector.errors import CollectorError, StoreError
 from lifeline_collector.store import Store
 from lifeline_wire.schema import ID_RE
 from lifeline_wire.tomlcfg import ConfigError
@@ -105,7 +105,10 @@ def check_config(file: str) -> None:
     """Validate FILE and report every problem with its key path."""
     config = _load(file)
     kinds = ", ".join(f"{n.name} ({n.kind})" for n in config.notifiers) or "none"
-    click.echo(f"{file}: ok — listen {config.server.listen}, store {config.store.path}, notifiers: {kinds}")
+    click.echo(
+        f"{file}: ok — listen {config.server.listen}, store {config.store.path}, notifiers: {kinds},"
+        f" routes: {len(config.routes) or 'none (every notifier)'}"
+    )
 
 
 @main.group()
@@ -174,6 +177,149 @@ def agents_revoke(agent_id: str, config_path: str) -> None:
     finally:
         store.close()
     click.echo(f"agent {agent_id} revoked")
+
+
+def _when(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@main.group()
+def silences() -> None:
+    """Mute alerts by label matchers for a while (who and why are recorded)."""
+
+
+@silences.command("add")
+@click.option(
+    "--matcher",
+    "-m",
+    "matchers",
+    multiple=True,
+    required=True,
+    help="LABEL=VALUE, LABEL!=VALUE, LABEL=~REGEX or LABEL!~REGEX; repeat for several (all must match).",
+)
+@click.option("--duration", default="1h", show_default=True, help='How long, e.g. "30m", "2h".')
+@click.option("--by", "created_by", required=True, help="Who silences (recorded).")
+@click.option("--comment", default="", help="Why (recorded).")
+@config_option
+def silences_add(
+    matchers: tuple[str, ...], duration: str, created_by: str, comment: str, config_path: str
+) -> None:
+    """Silence the alerts all MATCHERs match, from now for DURATION; prints the silence id."""
+    from lifeline_collector.alerting import operator
+    from lifeline_wire.tomlcfg import parse_duration
+
+    try:
+        seconds = parse_duration(duration)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--duration") from None
+    store = _store(_load(config_path))
+    try:
+        silence = operator.create_silence(
+            store, matchers, now=time.time(), duration=seconds, created_by=created_by, comment=comment
+        )
+    except CollectorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2 if not isinstance(exc, StoreError) else 1)
+    finally:
+        store.close()
+    click.echo(f"silence added until {_when(silence.ends_at)} UTC:", err=True)
+    click.echo(silence.id)
+
+
+@silences.command("list")
+@click.option("--all", "include_expired", is_flag=True, help="Include expired silences.")
+@config_option
+def silences_list(include_expired: bool, config_path: str) -> None:
+    """List silences: id, state, matchers, until, who and why."""
+    store = _store(_load(config_path))
+    now = time.time()
+    try:
+        rows = store.silences(since_ms=None if include_expired else round(now * 1000))
+    finally:
+        store.close()
+    click.echo(f"{'ID':<36}  {'STATE':<8} {'ENDS (UTC)':<19}  {'BY':<14} MATCHERS — COMMENT")
+    for row in rows:
+        matchers = ",".join(str(m) for m in row.matchers)
+        note = f" — {row.comment}" if row.comment else ""
+        click.echo(
+            f"{row.id:<36}  {row.state(now):<8} {_when(row.ends_at):<19}  {row.created_by:<14}"
+            f" {matchers}{note}"
+        )
+
+
+@silences.command("expire")
+@click.argument("silence_id")
+@config_option
+def silences_expire(silence_id: str, config_path: str) -> None:
+    """End silence SILENCE_ID now (it stays listed with --all)."""
+    from lifeline_collector.alerting import operator
+
+    store = _store(_load(config_path))
+    try:
+        operator.expire_silence(store, silence_id, now=time.time())
+    except CollectorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        store.close()
+    click.echo(f"silence {silence_id} expired")
+
+
+@main.group()
+def alerts() -> None:
+    """List active alerts and acknowledge them."""
+
+
+@alerts.command("list")
+@config_option
+def alerts_list(config_path: str) -> None:
+    """Active alerts as the collector last recorded them, with silences and acknowledgements."""
+    from lifeline_collector.alerting import operator
+
+    store = _store(_load(config_path))
+    try:
+        rows = operator.list_alerts(store, now=time.time())
+    finally:
+        store.close()
+    click.echo(f"{'FINGERPRINT':<16}  {'STATE':<8} {'SINCE (UTC)':<19}  {'NOTE':<22} SUMMARY")
+    for row in rows:
+        alert = row.alert
+        inhibited = row.status.get("inhibitedBy")
+        if row.silenced_by:
+            note = "silenced"
+        elif isinstance(inhibited, list) and inhibited:
+            note = "inhibited"
+        elif row.ack is not None:
+            note = f"ack {row.ack.by}"[:22]
+        else:
+            note = ""
+        summary = alert.annotations.get("summary", alert.name)
+        click.echo(
+            f"{alert.fingerprint:<16}  {alert.state.value:<8} {_when(alert.starts_at):<19}"
+            f"  {note:<22} {summary}"
+        )
+
+
+@alerts.command("ack")
+@click.argument("fingerprint")
+@click.option("--by", required=True, help="Who acknowledges (recorded).")
+@click.option("--comment", default="", help="What is being done (recorded).")
+@config_option
+def alerts_ack(fingerprint: str, by: str, comment: str, config_path: str) -> None:
+    """Acknowledge alert FINGERPRINT: no more repeats or escalation for it."""
+    from lifeline_collector.alerting import operator
+
+    store = _store(_load(config_path))
+    try:
+        ack = operator.acknowledge(store, fingerprint, by=by, comment=comment, now=time.time())
+    except CollectorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        store.close()
+    click.echo(f"alert {fingerprint} acknowledged by {ack.by} at {_when(ack.at)} UTC")
 
 
 @main.command()

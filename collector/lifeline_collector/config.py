@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lifeline_collector.alerting.routing import Route, read_routes
 from lifeline_collector.notify import REGISTRY, NotifierConfig
 from lifeline_collector.remote_write import RemoteWriteConfig, read_remote_write
 from lifeline_wire.tomlcfg import ConfigError, Section, build, load_toml
@@ -19,6 +22,7 @@ DEFAULT_RETENTION = 30 * 86400.0
 
 __all__ = [
     "AlertingSection",
+    "ApiSection",
     "CollectorConfig",
     "ConfigError",
     "ExpositionSection",
@@ -52,12 +56,38 @@ class StoreSection:
     retention: float = DEFAULT_RETENTION  # samples, events and batch ids older than this are pruned
 
 
+DEFAULT_HOLDS: dict[str, float] = {
+    "CadAtRisk": 0.0,
+    "PositionLayerFailed": 0.0,  # a hard cut pages on the agent's priority batch
+    "FailoverNotReady": 60.0,  # low urgency: a hotspot briefly out of reach is not news
+    "FleetIncident": 0.0,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class AlertingSection:
     cad_failures: int = 3  # consecutive failed rounds of a role="cad" target before paging
     silent_after: float = 15.0
     evaluate_interval: float = 1.0
     resend_interval: float = 60.0
+    risk_warn: float = 0.5  # lifeline_cad_risk_ratio at which CadAtRisk fires (warning)
+    risk_page: float = 0.8  # … at which it pages (critical)
+    page_time_to_loss: float = 60.0  # … or when the predicted time to loss is at most this
+    fleet_min_positions: int = 3  # positions losing one dependency that make a FleetIncident
+    fleet_min_ratio: float = 0.5  # … or this share of a site's positions (at least 2)
+    fleet_window: float = 60.0  # … losing it within this long of each other
+    # The ``for`` of each rule: how long its condition must hold before it fires.
+    holds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_HOLDS))
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSection:
+    """Operator (write) endpoints: silences and acknowledgements."""
+
+    admin_token_file: str = ""
+    admin_token_hash: str = field(default="", repr=False)  # SHA-256 of the token; the token is not kept
+    lockout_after: int = 5  # failed admin logins from one address …
+    lockout_for: float = 600.0  # … lock it out this long (CJIS: 5 attempts, 10 minutes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +102,8 @@ class CollectorConfig:
     alerting: AlertingSection = AlertingSection()
     exposition: ExpositionSection = ExpositionSection()
     notifiers: tuple[NotifierConfig, ...] = ()
+    routes: tuple[Route, ...] = ()
+    api: ApiSection = ApiSection()
     remote_write: RemoteWriteConfig = RemoteWriteConfig()  # noqa: RUF009 - frozen, shared safely
     source: str = "(defaults)"
 
@@ -116,12 +148,64 @@ def _alerting(section: Section) -> AlertingSection:
     resend_interval = section.duration("resend_interval", 60.0, min=1.0, max=86400.0)
     if evaluate_interval > silent_after:
         section.error("evaluate_interval", "must not be longer than silent_after")
+    risk_warn = section.number("risk_warn", 0.5, min=0.0, max=1.0)
+    risk_page = section.number("risk_page", 0.8, min=0.0, max=1.0)
+    if risk_page < risk_warn:
+        section.error("risk_page", f"must not be below risk_warn ({risk_warn:g})")
+    page_ttl = section.duration("page_time_to_loss", 60.0, min=0.0, max=3600.0)
+    fleet_min = section.integer("fleet_min_positions", 3, min=2, max=100_000)
+    fleet_ratio = section.number("fleet_min_ratio", 0.5, min=0.0, max=1.0)
+    if section.has("fleet_min_ratio") and fleet_ratio == 0:
+        section.error("fleet_min_ratio", "must be > 0 (use 1 to rely on fleet_min_positions alone)")
+    fleet_window = section.duration("fleet_window", 60.0, min=1.0, max=3600.0)
+    holds = dict(DEFAULT_HOLDS)
+    hold_table = section.table("for")
+    for name in DEFAULT_HOLDS:
+        holds[name] = hold_table.duration(name, DEFAULT_HOLDS[name], min=0.0, max=86400.0)
+    for name in hold_table.data:
+        if name not in DEFAULT_HOLDS:
+            hold_table.error(name, f"unknown rule (one of {', '.join(DEFAULT_HOLDS)})")
+            hold_table.touch(name)
+    hold_table.finish()
     section.finish()
     return AlertingSection(
         cad_failures=cad_failures,
         silent_after=silent_after,
         evaluate_interval=evaluate_interval,
         resend_interval=resend_interval,
+        risk_warn=risk_warn,
+        risk_page=risk_page,
+        page_time_to_loss=page_ttl,
+        fleet_min_positions=fleet_min,
+        fleet_min_ratio=fleet_ratio,
+        fleet_window=fleet_window,
+        holds=holds,
+    )
+
+
+def _api(section: Section) -> ApiSection:
+    token_file = section.text("admin_token_file")
+    token_hash = ""
+    if token_file:
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            section.error(
+                "admin_token_file", f"cannot read {token_file} ({exc.strerror or type(exc).__name__})"
+            )
+        else:
+            if len(token) < 16:
+                section.error("admin_token_file", f"{token_file} must hold a token of at least 16 characters")
+            else:
+                token_hash = hashlib.sha256(token.encode()).hexdigest()
+    lockout_after = section.integer("lockout_after", 5, min=1, max=1000)
+    lockout_for = section.duration("lockout_for", 600.0, min=1.0, max=86400.0)
+    section.finish()
+    return ApiSection(
+        admin_token_file=token_file,
+        admin_token_hash=token_hash,
+        lockout_after=lockout_after,
+        lockout_for=lockout_for,
     )
 
 
@@ -158,6 +242,8 @@ def _root(root: Section) -> CollectorConfig:
     if exposition.stale_after < alerting.silent_after:
         root.problems.add("exposition.stale_after", "must not be shorter than alerting.silent_after")
     notifiers = _notifiers(root)
+    routes = read_routes(root, [n.name for n in notifiers])
+    api = _api(root.table("api"))
     remote_write = read_remote_write(root.table("remote_write"))
     if remote_write.enabled and not remote_write.cursor_file:
         # Durable by default: a restart resumes from the last sample sent instead of losing the queue.
@@ -170,6 +256,8 @@ def _root(root: Section) -> CollectorConfig:
         alerting=alerting,
         exposition=exposition,
         notifiers=notifiers,
+        routes=routes,
+        api=api,
         remote_write=remote_write,
     )
 

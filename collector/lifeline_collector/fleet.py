@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from operator import itemgetter
 
 from lifeline_collector.store import AgentRow, SeqTotals, Store, labels_key
 from lifeline_wire import Batch
 
 NO_GAPS = SeqTotals(0, 0)
+_by_time = itemgetter(0)
 SeriesKey = tuple[str, str]  # (metric name, labels_key)
+Point = tuple[int, float, dict[str, str]]  # (ts_ms, value, labels) of one sample
 
 
 @dataclass(slots=True)
@@ -92,18 +95,26 @@ class Fleet:
         Samples older than what is already known (backfill) are stored but do not move "latest";
         newer ones are applied in timestamp order so the zero streak counts rounds, not arrivals.
         """
-        view = self.agents.get(agent)
-        known = view.series if view is not None else {}
-        pending: dict[SeriesKey, list[tuple[int, float, dict[str, str]]]] = {}
+        pending: dict[SeriesKey, list[Point]] = {}
         for batch in batches:
             for sample in batch.samples:
                 key = (sample.name, labels_key(sample.labels))
                 pending.setdefault(key, []).append((sample.ts_ms, sample.number, sample.labels))
+        return self.plan_points(agent, pending)
+
+    def plan_points(self, agent: str, pending: dict[SeriesKey, list[Point]]) -> dict[SeriesKey, SeriesState]:
+        """``plan`` for points already grouped by series (ingest groups them while storing)."""
+        view = self.agents.get(agent)
+        known = view.series if view is not None else {}
         out: dict[SeriesKey, SeriesState] = {}
         for key, points in pending.items():
             current = known.get(key[0], {}).get(key[1])
-            state = None if current is None else replace(current)
-            for ts_ms, value, labels in sorted(points, key=lambda p: p[0]):
+            state = (
+                None
+                if current is None
+                else SeriesState(current.labels, current.value, current.ts_ms, current.zero_streak)
+            )
+            for ts_ms, value, labels in sorted(points, key=_by_time):
                 if state is None:
                     state = SeriesState(dict(labels), value, ts_ms, 1 if value == 0 else 0)
                 elif ts_ms > state.ts_ms:

@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from lifeline_collector.clock import Clock
 from lifeline_collector.errors import StoreError
-from lifeline_collector.fleet import AgentView, Fleet
+from lifeline_collector.fleet import AgentView, Fleet, Point, SeriesKey
 from lifeline_collector.stats import Stats
 from lifeline_collector.store import AgentRow, Store, labels_key
 from lifeline_wire import Batch, Envelope, IngestResponse, ItemResult, WireError, decode_envelope, encode
@@ -33,9 +33,20 @@ COLLECTOR_ONLY = frozenset(spec.name for spec in collector_catalog.METRICS)
 _SYNTAX_REASONS = ("JSON is malformed", "Input data was truncated")
 
 
+# What an agent may send: metric name → the labels it may carry (collector-only metrics left out).
+_ADMISSIBLE = {name: frozenset(spec.labels) for name, spec in CATALOG.items() if name not in COLLECTOR_ONLY}
+
+
 def check_batch(index: int, batch: Batch) -> str | None:
     """Why a decoded batch breaks the catalog (unknown metric, undeclared label), or None."""
-    for number, sample in enumerate(batch.samples):
+    admissible = _ADMISSIBLE
+    for sample in batch.samples:  # the hot path: one lookup and one subset test per sample
+        allowed = admissible.get(sample.name)
+        if allowed is None or not sample.labels.keys() <= allowed:
+            break
+    else:
+        return None
+    for number, sample in enumerate(batch.samples):  # something is wrong: name the first culprit
         path = f"$.batches[{index}].samples[{number}]"
         spec = CATALOG.get(sample.name)
         if spec is None:
@@ -86,19 +97,28 @@ class Ingestor:
                 results[index] = ItemResult(batch.boot_id, batch.seq, status)
                 if batch_id is not None:
                     new.append((batch_id, batch))
-            updates = self.fleet.plan(agent.id, [batch for _, batch in new])
+            # One pass over the samples: each series' key and id are worked out once per request.
             rows: list[tuple[int, int, float, int]] = []
+            points: dict[SeriesKey, list[Point]] = {}
+            series_ids: dict[SeriesKey, int] = {}
             for batch_id, batch in new:
                 for sample in batch.samples:
-                    series = writer.series_id(agent.id, sample.name, labels_key(sample.labels))
-                    rows.append((series, sample.ts_ms, sample.number, batch_id))
+                    key = (sample.name, labels_key(sample.labels))
+                    series = series_ids.get(key)
+                    if series is None:
+                        series = series_ids[key] = writer.series_id(agent.id, key[0], key[1])
+                        points[key] = []
+                    value = sample.value if isinstance(sample.value, float) else sample.number
+                    points[key].append((sample.ts_ms, value, sample.labels))
+                    rows.append((series, sample.ts_ms, value, batch_id))
                 if batch.events:
                     writer.insert_events(agent.id, batch_id, batch)
+            updates = self.fleet.plan_points(agent.id, points)
             writer.insert_samples(rows)
             writer.set_latest(
                 [
-                    (writer.series_id(agent.id, name, key), state.value, state.ts_ms, state.zero_streak)
-                    for (name, key), state in updates.items()
+                    (series_ids[key], state.value, state.ts_ms, state.zero_streak)
+                    for key, state in updates.items()
                 ]
             )
             writer.touch_agent(

@@ -5,8 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from lifeline_collector.alerting import operator
 from lifeline_collector.alerting.engine import AlertEngine
+from lifeline_collector.alerting.errors import UnknownAlertError
+from lifeline_collector.alerting.incidents import FleetCorrelator, FleetPolicy
+from lifeline_collector.alerting.judgement import CadAtRisk, FailoverNotReady, PositionLayerFailed, RiskBands
+from lifeline_collector.alerting.model import Alert
+from lifeline_collector.alerting.notifications import AlertStatus
+from lifeline_collector.alerting.routing import Router
 from lifeline_collector.alerting.rules import CadTargetUnreachable, PositionSilent
+from lifeline_collector.alerting.silences import Ack, Matcher, Registry, Silence
 from lifeline_collector.alerting.state import Change
 from lifeline_collector.clock import Clock, SystemClock
 from lifeline_collector.config import CollectorConfig
@@ -40,16 +48,41 @@ class Collector:
         notifiers: list[Notifier] = [REGISTRY[n.kind].build(n, context) for n in config.notifiers]
         self.dispatcher = Dispatcher(notifiers, self.stats)
         public_url = config.server.public_url
+        alerting = config.alerting
+        holds = alerting.holds
+        now = self.clock.now()
+        self.registry = Registry(self.store.silences(since_ms=round(now * 1000)), self.store.acks())
         self.engine = AlertEngine(
             [
-                CadTargetUnreachable(config.alerting.cad_failures, public_url),
-                PositionSilent(config.alerting.silent_after, public_url),
+                CadTargetUnreachable(alerting.cad_failures, public_url),
+                PositionSilent(alerting.silent_after, public_url, started_at=now),
+                CadAtRisk(
+                    RiskBands(alerting.risk_warn, alerting.risk_page, alerting.page_time_to_loss),
+                    public_url,
+                    holds["CadAtRisk"],
+                ),
+                PositionLayerFailed(public_url, holds["PositionLayerFailed"], holds["PositionLayerFailed"]),
+                FailoverNotReady(public_url, holds["FailoverNotReady"]),
             ],
             self.clock,
-            resend_interval=config.alerting.resend_interval,
+            resend_interval=alerting.resend_interval,
             deliver=self.dispatcher.submit,
             record=self._record,
+            correlator=FleetCorrelator(
+                FleetPolicy(
+                    alerting.fleet_min_positions,
+                    alerting.fleet_min_ratio,
+                    alerting.fleet_window,
+                    alerting.silent_after,
+                ),
+                public_url,
+                holds["FleetIncident"],
+            ),
+            router=Router(config.routes),
+            registry=self.registry,
+            on_status=self._status,
         )
+        self._restore()
         self.ingestor = Ingestor(self.store, self.fleet, self.stats, self.clock)
         self.remote_writer: DurableRemoteWriter | None = None
         if config.remote_write.enabled:
@@ -93,8 +126,11 @@ class Collector:
         if version != self._data_version:  # another process (agents add/revoke) committed
             self._data_version = version
             self.fleet.sync_agents(self.store.agents())
+            self.registry.load(
+                self.store.silences(since_ms=round(self.clock.now() * 1000)), self.store.acks()
+            )
         self.engine.evaluate_fleet(self.fleet.agents)
-        self.engine.resend_due()
+        self.engine.tick()
         now = self.clock.now()
         if now - self._last_prune >= PRUNE_EVERY:
             self._last_prune = now
@@ -111,11 +147,93 @@ class Collector:
             except StoreError as exc:
                 log.error("alert evaluation skipped: %s", exc)
 
+    # --- operators: silences and acknowledgements ----------------------------------------------
+
+    def add_silence(
+        self,
+        matchers: list[Matcher],
+        *,
+        created_by: str,
+        comment: str = "",
+        starts_at: float | None = None,
+        ends_at: float | None = None,
+        duration: float | None = None,
+    ) -> Silence:
+        silence = operator.create_silence(
+            self.store,
+            matchers,
+            now=self.clock.now(),
+            duration=duration,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            created_by=created_by,
+            comment=comment,
+        )
+        self.registry.silences[silence.id] = silence
+        log.info(
+            "silence %s added by %s: %s", silence.id, silence.created_by, ",".join(map(str, silence.matchers))
+        )
+        self.engine.tick()
+        return silence
+
+    def expire_silence(self, silence_id: str) -> None:
+        operator.expire_silence(self.store, silence_id, now=self.clock.now())
+        self.registry.silences.pop(silence_id, None)
+        log.info("silence %s expired", silence_id)
+        self.engine.tick()  # what it held back and still fires is paged now
+
+    def silences(self, *, include_expired: bool = False) -> list[Silence]:
+        return self.store.silences(since_ms=None if include_expired else round(self.clock.now() * 1000))
+
+    def acknowledge(self, fingerprint: str, *, by: str, comment: str = "") -> tuple[Alert, Ack]:
+        alert = self.engine.states.get(fingerprint)
+        if alert is None:
+            raise UnknownAlertError(fingerprint)
+        ack = operator.acknowledge(
+            self.store, fingerprint, by=by, comment=comment, now=self.clock.now(), alert=alert
+        )
+        self.registry.acks[fingerprint] = ack
+        log.info("alert %s %s acknowledged by %s", alert.name, fingerprint, ack.by)
+        self.engine.tick()
+        return alert, ack
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        """Alerts active at the last stop come back with what was paged, so a restart re-pages nothing."""
+        try:
+            saved = self.store.active_alerts()
+        except StoreError as exc:
+            log.error("active alerts not restored: %s", exc)
+            return
+        self.engine.states.restore(alert for alert, _status in saved)
+        for alert, status in saved:
+            notified_at = status.get("notified_at")
+            receivers = status.get("receivers")
+            self.engine.notifications.restore(
+                alert.fingerprint,
+                float(notified_at) if isinstance(notified_at, int | float) else None,
+                tuple(str(r) for r in receivers) if isinstance(receivers, list) else None,
+            )
+        if saved:
+            log.info("restored %d active alert(s)", len(saved))
+
     def _record(self, change: Change) -> None:
         try:
             self.store.record_alert(change.alert, int(self.clock.now() * 1000))
+            self.store.save_active(change.alert)
         except StoreError as exc:
             log.error("alert history not recorded: %s", exc)
+
+    def _status(self, alert: Alert, status: AlertStatus) -> None:
+        body = status.to_json()
+        body["notified_at"] = self.engine.notifications.notified_at(alert.fingerprint)
+        receivers = self.engine.notifications.receivers_of(alert.fingerprint)
+        body["receivers"] = None if receivers is None else list(receivers)
+        try:
+            self.store.save_status(alert.fingerprint, body)
+        except StoreError as exc:
+            log.error("alert status not recorded: %s", exc)
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

@@ -19,11 +19,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lifeline_collector.alerting.model import Alert
+from lifeline_collector.alerting.errors import UnknownAlertError, UnknownSilenceError
+from lifeline_collector.alerting.model import Alert, AlertState
+from lifeline_collector.alerting.silences import Ack, Matcher, Silence
 from lifeline_collector.errors import DuplicateAgentError, StoreError, UnknownAgentError
 from lifeline_wire import Batch
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
@@ -96,6 +98,34 @@ CREATE TABLE IF NOT EXISTS alert_history (
     labels TEXT NOT NULL,
     annotations TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS silences (
+    id TEXT PRIMARY KEY,
+    matchers TEXT NOT NULL,
+    starts_ms INTEGER NOT NULL,
+    ends_ms INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS acks (
+    fingerprint TEXT NOT NULL,
+    starts_ms INTEGER NOT NULL,
+    acked_by TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    comment TEXT NOT NULL,
+    PRIMARY KEY (fingerprint, starts_ms)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alerts_active (
+    fingerprint TEXT PRIMARY KEY,
+    scope TEXT NOT NULL,
+    state TEXT NOT NULL,
+    alertname TEXT NOT NULL,
+    starts_ms INTEGER NOT NULL,
+    fired_ms INTEGER,
+    labels TEXT NOT NULL,
+    annotations TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT '{}'
+) WITHOUT ROWID;
 """
 
 
@@ -118,9 +148,24 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+LABELS_KEY_CACHE_SIZE = 65_536
+_labels_keys: dict[tuple[tuple[str, str], ...], str] = {}
+
+
 def labels_key(labels: Mapping[str, str]) -> str:
-    """The canonical text of a label set (sorted JSON), used as part of a series' identity."""
-    return json.dumps(labels, sort_keys=True, separators=(",", ":"))
+    """The canonical text of a label set (sorted JSON), used as part of a series' identity.
+
+    Every ingested sample needs one, and a fleet repeats the same few hundred label sets, so the
+    text is cached by the labels as sent (bounded: agents choose label values).
+    """
+    items = tuple(labels.items())
+    key = _labels_keys.get(items)
+    if key is None:
+        key = json.dumps(labels, sort_keys=True, separators=(",", ":"))
+        if len(_labels_keys) >= LABELS_KEY_CACHE_SIZE:
+            _labels_keys.clear()
+        _labels_keys[items] = key
+    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,6 +404,148 @@ class Store:
                 ),
             )
 
+    def save_active(self, alert: Alert) -> None:
+        """Keep the table of active alerts in step with a change (resolved alerts leave it)."""
+        with self._tx() as db:
+            if alert.state is AlertState.RESOLVED:
+                db.execute("DELETE FROM alerts_active WHERE fingerprint = ?", (alert.fingerprint,))
+                return
+            db.execute(
+                "INSERT INTO alerts_active (fingerprint, scope, state, alertname, starts_ms, fired_ms,"
+                " labels, annotations) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (fingerprint) DO UPDATE SET scope = excluded.scope, state = excluded.state,"
+                " starts_ms = excluded.starts_ms,"
+                " fired_ms = excluded.fired_ms, labels = excluded.labels, annotations = excluded.annotations",
+                (
+                    alert.fingerprint,
+                    alert.scope,
+                    alert.state.value,
+                    alert.name,
+                    round(alert.starts_at * 1000),
+                    None if alert.fired_at is None else round(alert.fired_at * 1000),
+                    json.dumps(dict(alert.labels), sort_keys=True),
+                    json.dumps(dict(alert.annotations), sort_keys=True),
+                ),
+            )
+
+    def save_status(self, fingerprint: str, status: Mapping[str, object]) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE alerts_active SET status = ? WHERE fingerprint = ?",
+                (json.dumps(status, sort_keys=True), fingerprint),
+            )
+
+    def active_alerts(self) -> list[tuple[Alert, dict[str, object]]]:
+        """The alerts active when last recorded, each with its last notification status."""
+        rows = self._query(
+            "SELECT fingerprint, scope, state, starts_ms, fired_ms, labels, annotations, status"
+            " FROM alerts_active ORDER BY starts_ms, fingerprint"
+        )
+        out: list[tuple[Alert, dict[str, object]]] = []
+        for fp, scope, state, starts, fired, labels, notes, status in rows:
+            alert = Alert(
+                labels=json.loads(str(labels)),
+                annotations=json.loads(str(notes)),
+                state=AlertState(str(state)),
+                starts_at=_int(starts) / 1000,
+                fingerprint=str(fp),
+                scope=str(scope),
+                fired_at=None if fired is None else _int(fired) / 1000,
+            )
+            out.append((alert, json.loads(str(status))))
+        return out
+
+    def active_alert(self, fingerprint: str) -> Alert:
+        for alert, _status in self.active_alerts():
+            if alert.fingerprint == fingerprint:
+                return alert
+        raise UnknownAlertError(fingerprint)
+
+    # --- silences and acknowledgements ----------------------------------------------------------
+
+    def add_silence(self, silence: Silence) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO silences (id, matchers, starts_ms, ends_ms, created_by, comment, created_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    silence.id,
+                    json.dumps([[m.name, m.op, m.value] for m in silence.matchers]),
+                    round(silence.starts_at * 1000),
+                    round(silence.ends_at * 1000),
+                    silence.created_by,
+                    silence.comment,
+                    round(silence.created_at * 1000),
+                ),
+            )
+
+    def expire_silence(self, silence_id: str, now_ms: int) -> None:
+        """End a silence now (it stays listed as expired); unknown or already expired: an error."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE silences SET ends_ms = ?, starts_ms = MIN(starts_ms, ?) WHERE id = ? AND ends_ms > ?",
+                (now_ms, now_ms, silence_id, now_ms),
+            )
+            if cursor.rowcount == 0:
+                raise UnknownSilenceError(silence_id)
+
+    def silences(self, *, since_ms: int | None = None) -> list[Silence]:
+        """Every silence, or those not expired before ``since_ms``."""
+        sql = "SELECT id, matchers, starts_ms, ends_ms, created_by, comment, created_ms FROM silences"
+        params: tuple[object, ...] = ()
+        if since_ms is not None:
+            sql += " WHERE ends_ms > ?"
+            params = (since_ms,)
+        rows = self._query(sql + " ORDER BY created_ms, id", params)
+        return [
+            Silence(
+                id=str(sid),
+                matchers=tuple(Matcher.make(*m) for m in json.loads(str(matchers))),
+                starts_at=_int(starts) / 1000,
+                ends_at=_int(ends) / 1000,
+                created_by=str(by),
+                comment=str(comment),
+                created_at=_int(created) / 1000,
+            )
+            for sid, matchers, starts, ends, by, comment, created in rows
+        ]
+
+    def add_ack(self, ack: Ack, alert: Alert) -> None:
+        """Record an acknowledgement, and the fact in the alert's history."""
+        at_ms = round(ack.at * 1000)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO acks (fingerprint, starts_ms, acked_by, at_ms, comment) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (fingerprint, starts_ms) DO UPDATE SET acked_by = excluded.acked_by,"
+                " at_ms = excluded.at_ms, comment = excluded.comment",
+                (ack.fingerprint, round(ack.starts_at * 1000), ack.by, at_ms, ack.comment),
+            )
+            annotations = {**alert.annotations, "acknowledged_by": ack.by, "ack_comment": ack.comment}
+            db.execute(
+                "INSERT INTO alert_history (at_ms, fingerprint, alertname, scope, state, starts_ms, ends_ms,"
+                " labels, annotations) VALUES (?, ?, ?, ?, 'acknowledged', ?, NULL, ?, ?)",
+                (
+                    at_ms,
+                    alert.fingerprint,
+                    alert.name,
+                    alert.scope,
+                    round(alert.starts_at * 1000),
+                    json.dumps(dict(alert.labels), sort_keys=True),
+                    json.dumps(annotations, sort_keys=True),
+                ),
+            )
+
+    def acks(self) -> list[Ack]:
+        """Acknowledgements of the alerts active now (older ones stay for the record, unread)."""
+        rows = self._query(
+            "SELECT k.fingerprint, k.starts_ms, k.acked_by, k.at_ms, k.comment FROM acks k"
+            " JOIN alerts_active a ON a.fingerprint = k.fingerprint AND a.starts_ms = k.starts_ms"
+        )
+        return [
+            Ack(str(fp), _int(starts) / 1000, str(by), _int(at) / 1000, str(comment))
+            for fp, starts, by, at, comment in rows
+        ]
+
     def alert_history(self, scope: str, limit: int = 50) -> list[dict[str, object]]:
         rows = self._query(
             "SELECT at_ms, fingerprint, alertname, state, labels, annotations FROM alert_history"
@@ -384,6 +571,12 @@ class Store:
             db.execute("DELETE FROM events WHERE ts_ms < ?", (cutoff_ms,))
             db.execute("DELETE FROM batches WHERE received_ms < ?", (cutoff_ms,))
             db.execute("DELETE FROM alert_history WHERE at_ms < ?", (cutoff_ms,))
+            db.execute("DELETE FROM silences WHERE ends_ms < ?", (cutoff_ms,))
+            db.execute(
+                "DELETE FROM acks WHERE at_ms < ?"
+                " AND fingerprint NOT IN (SELECT fingerprint FROM alerts_active)",
+                (cutoff_ms,),
+            )
         return _int(removed)
 
     def ping(self) -> bool:
@@ -442,11 +635,16 @@ class Writer:
         found = self._series_ids.get(key)
         if found is not None:
             return found
-        self._db.execute("INSERT OR IGNORE INTO series (agent, name, labels) VALUES (?, ?, ?)", key)
-        row = self._db.execute(
-            "SELECT id FROM series WHERE agent = ? AND name = ? AND labels = ?", key
-        ).fetchone()
-        series = int(row[0])
+        # One statement for a new series (RETURNING); a series another process added needs the SELECT.
+        rows = self._db.execute(
+            "INSERT INTO series (agent, name, labels) VALUES (?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+            key,
+        ).fetchall()
+        if not rows:
+            rows = self._db.execute(
+                "SELECT id FROM series WHERE agent = ? AND name = ? AND labels = ?", key
+            ).fetchall()
+        series = int(rows[0][0])
         self._series_ids[key] = series
         self._added.append(key)
         return series

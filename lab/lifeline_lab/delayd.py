@@ -2,8 +2,11 @@
 
 The kernel here has no netem, so packets are diverted with
 ``iptables -t raw -A PREROUTING -i IF -j NFQUEUE --queue-num N --queue-bypass`` (raw PREROUTING,
-before conntrack: queueing later on a NAT router loses the first packets of new flows) and this
-daemon holds each one and gives the verdict later. ``--queue-bypass`` lets traffic through
+before conntrack: queueing later on a NAT router loses the first packets of new flows) or, for
+packets leaving towards the laptop, ``-t mangle -A POSTROUTING -o IF`` (never in the laptop
+itself: fping and the agent take RTT from the kernel's receive stamp, set before the queue), and
+this daemon holds each one and gives the verdict later. The hold starts at the kernel's arrival
+stamp, so the daemon's own wake-up lag is not added. ``--queue-bypass`` lets traffic through
 unimpaired if the daemon is not running.
 
 Control file (JSON, polled every 100 ms, so impairments change while traffic flows)::

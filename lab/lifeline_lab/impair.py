@@ -8,7 +8,8 @@ per direction: ``delay 40 ms`` on ``up`` adds 40 ms to a round trip, on ``both``
 ================  ============================================================================
 kind              how it is done (no netem on this kernel)
 ================  ============================================================================
-delay             NFQUEUE in raw PREROUTING of the receiving end + ``delayd`` (± uniform jitter)
+delay             NFQUEUE + ``delayd`` in the link's far (upstream) box: raw PREROUTING for
+                  ``up``, mangle POSTROUTING for ``down`` (± uniform jitter)
 burst-loss        the same daemon, Gilbert model (``percent`` average, ``burst_len`` packets)
 loss              nft netdev ingress hook, ``numgen random`` per packet
 blackhole         nft netdev ingress hook, every IPv4 packet dropped, link stays up

@@ -56,7 +56,7 @@ def leftovers(lab: Lab) -> list[str]:
     out += [
         f"root interface {ifname}" for ifname in (lab.wg_client_if, lab.wg_hub_if) if f" {ifname}:" in links
     ]
-    for path in (lab.state_path, lab.workdir):
+    for path in (lab.state_path, lab.lock_path, lab.workdir):
         if os.path.exists(path):
             out.append(f"file {path}")
     return out

@@ -159,6 +159,7 @@ class Lab:
         self.wg_host = "laptop" if vpn == "client" else "homerouter"
         self.workdir = os.path.join(state_dir, self.core)
         self.state_path = os.path.join(state_dir, f"{self.core}.json")
+        self.lock_path = os.path.join(state_dir, f"{self.core}.lock")
         self.fixture_path = os.path.join(self.workdir, "fixtures.jsonl")
         self.cadsim_log = os.path.join(self.workdir, "cadsim-client.jsonl")
         self.procs: dict[str, procs.ProcRecord] = {}
@@ -312,8 +313,9 @@ class Lab:
         for ifname in (self.wg_client_if, self.wg_hub_if):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(WG_SOCKET_DIR, f"{ifname}.sock"))
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.state_path)
+        for path in (self.state_path, self.lock_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         if os.path.isdir(self.workdir):
             for entry in os.listdir(self.workdir):
                 with contextlib.suppress(FileNotFoundError):
@@ -592,7 +594,7 @@ class Lab:
     def locked(self) -> Iterator[None]:
         """Hold the lab's lock while changing it (one CLI command at a time)."""
         os.makedirs(self.state_dir, exist_ok=True)
-        with open(os.path.join(self.state_dir, f"{self.core}.lock"), "w") as handle:
+        with open(self.lock_path, "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield

@@ -108,7 +108,7 @@ def test_reasons_are_a_closed_set() -> None:
 
 
 def test_registry_declares_catalog_metrics() -> None:
-    assert set(REGISTRY) == {"icmp", "tcp"}
+    assert set(REGISTRY) == {"icmp", "tcp", "dns"}
     for spec in REGISTRY.values():
         assert "lifeline_probe_success" in spec.metrics
         assert spec.sample_config.startswith("[[targets]]")

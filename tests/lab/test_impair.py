@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -71,10 +72,10 @@ def test_delay_changes_while_traffic_flows(lab: Lab) -> None:
     pinger.join()
     rtts = out[0].received
     assert len(rtts) == 300  # nothing lost while reconfiguring
-    assert sum(1 for r in rtts if 19 <= r <= 22) >= 50
-    assert sum(1 for r in rtts if 59 <= r <= 62) >= 50
-    assert abs(rtts[0] - 20) < 2
-    assert abs(rtts[-1] - 60) < 2
+    # the first half second ran at 20 ms, the last at 60 ms (medians: one slow echo on a busy
+    # machine must not decide the test)
+    assert abs(statistics.median(rtts[:50]) - 20) < 1.5
+    assert abs(statistics.median(rtts[-50:]) - 60) < 1.5
 
 
 def test_random_loss_30_percent(lab: Lab) -> None:

@@ -56,7 +56,7 @@ class Health:
         return next((layer for layer in layers if self.layers.get(layer) == "failed"), None)
 
     def backup_phrase(self) -> str:
-        """"hotspot ready" / "hotspot not ready" / "running on the hotspot"."""
+        """ "hotspot ready" / "hotspot not ready" / "running on the hotspot"."""
         if self.on_backup:
             return "running on the hotspot"
         if self.failover_ready is True:
@@ -153,7 +153,11 @@ def figure(agent: AgentView, layer: str, verdict: str) -> str:
     """The measured number behind a degraded verdict, e.g. "loss 18 %" or "RTT 320 ms"; or ""."""
     text = verdict.lower()
     if "slow" in text:
-        rtts = [s.value for s in _probes(agent, "lifeline_probe_rtt_seconds", layer) if s.labels.get("stat") == "avg"]
+        rtts = [
+            s.value
+            for s in _probes(agent, "lifeline_probe_rtt_seconds", layer)
+            if s.labels.get("stat") == "avg"
+        ]
         if rtts:
             return f"RTT {max(rtts) * 1000:.0f} ms"
     if "unsteady" in text or "jitter" in text:

@@ -67,7 +67,7 @@ def lost_dependencies(agent: AgentView, now: float, silent_after: float) -> dict
     health = read_health(agent)
     home_side_failed = health.first_failed(("link", "router", "internet")) is not None
     layer = health.first_failed(AGENCY_SIDE)
-    if layer is None or home_side_failed or health.on_backup and layer != "cad":
+    if layer is None or home_side_failed or (health.on_backup and layer != "cad"):
         return {}
     deps = failing_dependencies(agent, layer)
     return {(layer, ", ".join(deps)): None}
@@ -156,9 +156,13 @@ class FleetCorrelator:
             del self._open[key]
         return out
 
-    def _holds(self, key: tuple[str, str, str], members: dict[str, float], threshold: int, now: float) -> bool:
+    def _holds(
+        self, key: tuple[str, str, str], members: dict[str, float], threshold: int, now: float
+    ) -> bool:
         incident = self._open.get(key)
-        if len(members) >= threshold and (incident is not None or _clustered(members.values(), threshold, self.policy.window)):
+        if len(members) >= threshold and (
+            incident is not None or _clustered(members.values(), threshold, self.policy.window)
+        ):
             if incident is None:
                 incident = self._open[key] = _Incident(now)
             incident.last_met = now

@@ -3,7 +3,8 @@
 Each summary is one sentence a supervisor reads in two seconds: the position and site, what is
 broken, how bad, the time left and whether the backup is ready —
 
-    Position 12 (north) will likely lose CAD within 45 s — VPN tunnel losing packets (loss 18 %); hotspot ready.
+    Position 12 (north) will likely lose CAD within 45 s — VPN tunnel losing packets (loss 18 %);
+    hotspot ready.
     Position 12 (north) lost CAD — home router unreachable; hotspot not ready.
 
 Rules hold no memory (the state machine does) and read only the latest stored series.
@@ -37,7 +38,9 @@ class RiskBands:
     page_time_to_loss: float = 60.0  # … or time to loss at most this
 
 
-def _finding(agent: AgentView, labels: dict[str, str], summary: str, description: str, link: str, hold: float) -> Finding:
+def _finding(
+    agent: AgentView, labels: dict[str, str], summary: str, description: str, link: str, hold: float
+) -> Finding:
     return Finding(
         scope=agent.id,
         labels=labels,
@@ -79,7 +82,9 @@ class CadAtRisk:
             " switch to it now."
         )
         link = position_link(self.public_url, agent)
-        yield _finding(agent, agent_labels(agent, self.name, "warning"), summary, description, link, self.hold)
+        yield _finding(
+            agent, agent_labels(agent, self.name, "warning"), summary, description, link, self.hold
+        )
         if risk >= self.bands.page or ttl <= self.bands.page_time_to_loss:
             labels = agent_labels(agent, self.name, "critical")
             yield _finding(agent, labels, summary, description, link, self.hold)
@@ -111,14 +116,16 @@ class PositionLayerFailed:
             labels["layer"] = layer
             if health.on_backup and health.first_failed(AGENCY_SIDE) is None:
                 labels["severity"] = "warning"
-                summary = f"{agent.display_name} is running on the hotspot — {cause}; CAD still up, no second path left."
+                summary = (
+                    f"{agent.display_name} is running on the hotspot — {cause};"
+                    " CAD still up, no second path left."
+                )
                 action = "CAD works over the hotspot for now; if it weakens too, move the position's calls."
                 hold = self.warning_hold
             else:
                 summary = f"{agent.display_name} lost CAD — {cause}; {health.backup_phrase()}."
-                action = (
-                    "Move the position's calls now and call the telecommunicator"
-                    + (" (they can switch to the hotspot)." if health.failover_ready else ".")
+                action = "Move the position's calls now and call the telecommunicator" + (
+                    " (they can switch to the hotspot)." if health.failover_ready else "."
                 )
                 hold = self.hold
             description = (
@@ -141,7 +148,14 @@ class PositionLayerFailed:
                 " router is likely down too. Ask the telecommunicator to plug in or to move to the"
                 " center before the battery runs out."
             )
-            yield _finding(agent, labels, summary, description, link, self.hold if power == "failed" else self.warning_hold)
+            yield _finding(
+                agent,
+                labels,
+                summary,
+                description,
+                link,
+                self.hold if power == "failed" else self.warning_hold,
+            )
 
 
 class FailoverNotReady:
@@ -155,6 +169,8 @@ class FailoverNotReady:
 
     def evaluate(self, agent: AgentView, now: float) -> Iterator[Finding]:
         health = read_health(agent)
+        if not health.layers:
+            return  # without the agent's layer states "the primary is fine" is not known
         backup = health.state("backup")
         broken = backup == "failed" or (backup == "unknown" and health.failover_ready is False)
         if not broken or health.on_backup or health.first_failed() is not None:

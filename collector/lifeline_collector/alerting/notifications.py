@@ -120,19 +120,31 @@ class Notifications:
     # --- the pipeline --------------------------------------------------------------------------
 
     def process(self, changes: Iterable[Change], now: float) -> None:
-        """After one evaluation: resolved alerts, then the changed ones (all, if muting changed)."""
+        """After one evaluation: resolved alerts first, then every alert whose muting may have moved.
+
+        A change of a fleet incident can mute or release the alerts of its site; a change of a
+        critical alert, the warnings of its position. Everything else only concerns itself.
+        """
         consider: dict[str, Alert] = {}
-        everything = False
+        sites: set[str] = set()
+        scopes: set[str] = set()
         for change in changes:
             alert = change.alert
-            if alert.name == incidents.NAME or alert.severity == "critical":
-                everything = True  # its inhibitions start or end
+            if alert.name == incidents.NAME:
+                sites.add(alert.labels.get("site", ""))
+            elif alert.severity == "critical":
+                scopes.add(alert.scope)
             if alert.state is AlertState.RESOLVED:
                 self._resolved(alert)
             else:
                 consider[alert.fingerprint] = alert
-        alerts = self.states.active() if everything else list(consider.values())
-        for alert in alerts:
+        for scope in scopes:
+            consider.update((a.fingerprint, a) for a in self.states.of_scope(scope))
+        if sites:
+            consider.update(
+                (a.fingerprint, a) for a in self.states.active() if a.labels.get("site", "") in sites
+            )
+        for alert in consider.values():
             self._consider(alert, now, periodic=False)
 
     def tick(self, now: float) -> None:

@@ -75,11 +75,15 @@ def read_routes(root: Section, notifier_names: Sequence[str]) -> tuple[Route, ..
         for key, names in (("notifiers", notifiers), ("escalate_to", escalate_to)):
             for name in names:
                 if name not in known:
-                    section.error(key, f"no notifier named {name!r} (known: {', '.join(sorted(known)) or 'none'})")
+                    section.error(
+                        key, f"no notifier named {name!r} (known: {', '.join(sorted(known)) or 'none'})"
+                    )
         continue_ = section.flag("continue", False)
         repeat = section.duration("repeat_interval", 0.0, min=0.0, max=7 * 86400.0)
         if 0 < repeat < 10:
-            section.error("repeat_interval", f"must be 0 (never) or ≥ 10s (got {section.data['repeat_interval']!r})")
+            section.error(
+                "repeat_interval", f"must be 0 (never) or ≥ 10s (got {section.data['repeat_interval']!r})"
+            )
         escalate_after = section.duration("escalate_after", 0.0, min=0.0, max=7 * 86400.0)
         if escalate_to and not escalate_after:
             section.error("escalate_after", "is required with escalate_to")

@@ -70,7 +70,7 @@ def parse_matcher(text: str) -> Matcher:
     """``site=north``, ``alertname=~Cad.*``, ``severity!=warning``; the value may be quoted."""
     match = _MATCHER_RE.match(text)
     if match is None:
-        raise MatcherError(text, 'must look like name=value, name!=value, name=~regex or name!~regex')
+        raise MatcherError(text, "must look like name=value, name!=value, name=~regex or name!~regex")
     name, op, value = match.group(1), match.group(2), match.group(3).strip()
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         value = value[1:-1]
@@ -87,7 +87,9 @@ def matcher_from_json(data: object, where: str) -> Matcher:
         raise SilenceError(where, "name and value must be strings")
     if not isinstance(is_regex, bool) or not isinstance(is_equal, bool):
         raise SilenceError(where, "isRegex and isEqual must be true or false")
-    op = {(False, True): "=", (False, False): "!=", (True, True): "=~", (True, False): "!~"}[(is_regex, is_equal)]
+    op = {(False, True): "=", (False, False): "!=", (True, True): "=~", (True, False): "!~"}[
+        (is_regex, is_equal)
+    ]
     try:
         return Matcher.make(name, op, value)
     except MatcherError as exc:

@@ -43,9 +43,11 @@ class Dispatcher:
             self._tasks.append(task)
 
     def submit(self, group: AlertGroup) -> None:
-        """Queue a group for every notifier that wants it; never blocks the caller."""
+        """Queue a group for every notifier that wants it (its receivers, if routed); never blocks."""
         for notifier in self.notifiers:
             if group.resend and not notifier.wants_resend:
+                continue
+            if group.receivers is not None and notifier.name not in group.receivers:
                 continue
             queue = self._queues.get(notifier.name)
             if queue is None:

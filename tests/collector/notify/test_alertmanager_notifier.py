@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-from collector_kit import free_port
+from notify_kit import ALERTMANAGER
 
 from lifeline_collector.alerting.model import Alert, AlertState, fingerprint, group_of
 from lifeline_collector.clock import SystemClock
@@ -19,53 +16,11 @@ from lifeline_collector.notify import REGISTRY, NotifyContext
 from lifeline_collector.notify.dispatch import Dispatcher
 from lifeline_collector.stats import Stats
 
-ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
-
 pytestmark = [
     pytest.mark.anyio,
     pytest.mark.system,
     pytest.mark.skipif(shutil.which(ALERTMANAGER) is None, reason="prometheus-alertmanager is not installed"),
 ]
-
-
-@pytest.fixture
-def alertmanager(tmp_path: Path) -> Iterator[str]:
-    config = tmp_path / "alertmanager.yml"
-    config.write_text("route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n")
-    port = free_port()
-    log = (tmp_path / "alertmanager.log").open("wb")
-    process = subprocess.Popen(
-        [
-            ALERTMANAGER,
-            f"--config.file={config}",
-            f"--storage.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"alertmanager did not start: {(tmp_path / 'alertmanager.log').read_text()}")
-            time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 def current(url: str, agent: str) -> list[dict[str, object]]:

@@ -11,7 +11,8 @@ METRICS = (
     MetricSpec(
         "lifeline_agent_spool_dropped_batches_total",
         "counter",
-        "Batches dropped from the spool because it reached its size bound",
+        "Batches dropped from the spool because it reached its size or age bound "
+        "(spool.max_bytes, spool.max_age)",
         (),
     ),
     MetricSpec(
@@ -29,9 +30,16 @@ METRICS = (
     MetricSpec(
         "lifeline_agent_send_failures_total",
         "counter",
-        "Failed delivery attempts (reason = network, throttled, server, auth, invalid, too_large, "
+        "Failed delivery attempts (reason = network, tls, throttled, server, auth, invalid, too_large, "
         "bad_response)",
         ("reason",),
+    ),
+    MetricSpec(
+        "lifeline_agent_delivery_path_info",
+        "info",
+        "Delivery paths to the collector: 1 for the one in use, 0 for the others (endpoint = configured "
+        "URL, path = default | backup)",
+        ("endpoint", "path"),
     ),
     MetricSpec(
         "lifeline_agent_probe_errors_total",

@@ -1,0 +1,237 @@
+"""DNS probe: one A query for ``target.query`` to the resolver ``target.host`` over UDP.
+
+Proves the agency resolver answers (and, with ``expect``, answers what CAD needs). The query is
+built and the reply parsed here with the standard library; a reply is accepted only with our
+query id and question. Reasons: ``timeout``, ``nxdomain``, ``servfail``, ``refused`` (REFUSED,
+NOTIMP, or ICMP port unreachable), ``mismatch`` (no address, or not the expected one) and
+``bad_reply``. An empty ``host`` asks the first nameserver of ``/etc/resolv.conf``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import socket
+import struct
+import time
+from dataclasses import dataclass
+
+from lifeline_agent.config import Target
+from lifeline_agent.probes.base import (
+    ProbeContext,
+    ProbeResult,
+    ProbeSpec,
+    bind_to_device,
+    reason_for_errno,
+    register,
+)
+
+TYPE_A, TYPE_CNAME, CLASS_IN = 1, 5, 1
+DNS_PORT = 53
+RESOLV_CONF = "/etc/resolv.conf"
+_HEADER = struct.Struct("!HHHHHH")
+_RR = struct.Struct("!HHIH")
+# rcode → reason (0 NOERROR is judged by its answers)
+RCODE_REASONS = {1: "servfail", 2: "servfail", 3: "nxdomain", 4: "refused", 5: "refused"}
+
+
+class DnsParseError(ValueError):
+    """A reply that is not a well-formed DNS message (becomes reason ``bad_reply``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DnsReply:
+    qid: int
+    rcode: int
+    truncated: bool
+    question: str  # lower-case, no trailing dot
+    addresses: tuple[str, ...]  # every A record in the answer section (CNAME chains included)
+
+
+def encode_name(name: str) -> bytes:
+    labels = [label for label in name.rstrip(".").split(".") if label]
+    if not labels:
+        raise ValueError(f"not a DNS name: {name!r}")
+    out = b""
+    for label in labels:
+        raw = label.encode("idna")
+        if len(raw) > 63:
+            raise ValueError(f"label longer than 63 bytes in {name!r}")
+        out += bytes([len(raw)]) + raw
+    return out + b"\x00"
+
+
+def build_query(name: str, qid: int) -> bytes:
+    """A standard query with recursion desired for the A records of ``name``."""
+    return _HEADER.pack(qid, 0x0100, 1, 0, 0, 0) + encode_name(name) + struct.pack("!HH", TYPE_A, CLASS_IN)
+
+
+def read_name(data: bytes, offset: int) -> tuple[str, int]:
+    """The (possibly compressed) name at ``offset`` and the offset just past it."""
+    labels: list[str] = []
+    end = -1
+    for _ in range(128):  # bounds pointer loops
+        if offset >= len(data):
+            raise DnsParseError("name runs past the end of the message")
+        length = data[offset]
+        if length & 0xC0 == 0xC0:
+            if offset + 1 >= len(data):
+                raise DnsParseError("truncated compression pointer")
+            if end < 0:
+                end = offset + 2
+            offset = ((length & 0x3F) << 8) | data[offset + 1]
+            continue
+        if length == 0:
+            return ".".join(labels).lower(), end if end >= 0 else offset + 1
+        if length > 63 or offset + 1 + length > len(data):
+            raise DnsParseError("bad label length")
+        labels.append(data[offset + 1 : offset + 1 + length].decode("ascii", "replace"))
+        offset += 1 + length
+    raise DnsParseError("name has too many labels or a pointer loop")
+
+
+def parse_reply(data: bytes) -> DnsReply:
+    """Parse a reply; raises DnsParseError for anything malformed."""
+    if len(data) < _HEADER.size:
+        raise DnsParseError(f"{len(data)} bytes is shorter than a DNS header")
+    qid, flags, qdcount, ancount, _ns, _ar = _HEADER.unpack_from(data)
+    if not flags & 0x8000:
+        raise DnsParseError("not a response (QR bit clear)")
+    offset = _HEADER.size
+    question = ""
+    for index in range(qdcount):
+        name, offset = read_name(data, offset)
+        offset += 4
+        if index == 0:
+            question = name
+    addresses: list[str] = []
+    for _ in range(ancount):
+        _name, offset = read_name(data, offset)
+        if offset + _RR.size > len(data):
+            raise DnsParseError("answer record truncated")
+        rtype, rclass, _ttl, rdlength = _RR.unpack_from(data, offset)
+        offset += _RR.size
+        if offset + rdlength > len(data):
+            raise DnsParseError("answer data truncated")
+        if rtype == TYPE_A and rclass == CLASS_IN and rdlength == 4:
+            addresses.append(str(ipaddress.IPv4Address(data[offset : offset + 4])))
+        offset += rdlength
+    return DnsReply(qid, flags & 0xF, bool(flags & 0x0200), question, tuple(addresses))
+
+
+def judge(reply: DnsReply, expect: str) -> tuple[str, str]:
+    """(reason, detail) for a reply to our question; reason "" means success."""
+    if reply.rcode in RCODE_REASONS:
+        return RCODE_REASONS[reply.rcode], f"rcode {reply.rcode}"
+    if reply.rcode != 0:
+        return "servfail", f"rcode {reply.rcode}"
+    if not reply.addresses:
+        return "mismatch", "no address in the answer" + (" (truncated)" if reply.truncated else "")
+    if expect and expect not in reply.addresses:
+        return "mismatch", f"answer {list(reply.addresses)} lacks {expect}"
+    return "", f"answer {list(reply.addresses)}"
+
+
+def system_nameserver(path: str = RESOLV_CONF) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                fields = line.split()
+                if len(fields) >= 2 and fields[0] == "nameserver":
+                    return fields[1]
+    except OSError:
+        return ""
+    return ""
+
+
+async def _exchange(sock: socket.socket, query: bytes, qid: int, qname: str, timeout: float) -> DnsReply:
+    loop = asyncio.get_running_loop()
+    await loop.sock_sendall(sock, query)
+    deadline = loop.time() + timeout
+    while True:
+        data = await asyncio.wait_for(loop.sock_recv(sock, 4096), timeout=max(0.0, deadline - loop.time()))
+        if len(data) < 2 or struct.unpack_from("!H", data)[0] != qid:
+            continue  # a late answer to an earlier round, or not for us
+        reply = parse_reply(data)
+        if reply.question != qname.rstrip(".").lower():
+            raise DnsParseError(f"reply is for {reply.question!r}, not {qname!r}")
+        return reply
+
+
+async def run(target: Target, ctx: ProbeContext) -> ProbeResult:
+    server = target.host or system_nameserver()
+    if not server:
+        return ProbeResult(
+            False, "resolve", sent=1, rtts=(None,), detail="no resolver: host unset, none in resolv.conf"
+        )
+    port = target.port or DNS_PORT
+    qid = int.from_bytes(os.urandom(2), "big")
+    query = build_query(target.query, qid)
+    family = socket.AF_INET6 if ":" in server else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        try:
+            bind_to_device(sock, target.interface)
+            sock.connect((server, port))
+        except OSError as exc:
+            return ProbeResult(False, reason_for_errno(exc.errno), sent=1, rtts=(None,), detail=str(exc))
+        timeout = min(target.timeout, ctx.remaining())
+        ctx.logger.debug("dns query", extra={"server": server, "query": target.query})
+        started = time.monotonic()
+        try:
+            reply = await _exchange(sock, query, qid, target.query, timeout)
+        except TimeoutError:
+            return ProbeResult(
+                False, "timeout", sent=1, rtts=(None,), detail=f"no answer within {timeout:g}s"
+            )
+        except DnsParseError as exc:
+            return ProbeResult(False, "bad_reply", sent=1, rtts=(None,), detail=str(exc))
+        except OSError as exc:  # ICMP port unreachable arrives as ECONNREFUSED on a connected socket
+            return ProbeResult(False, reason_for_errno(exc.errno), sent=1, rtts=(None,), detail=str(exc))
+        rtt = time.monotonic() - started
+    reason, detail = judge(reply, target.expect)
+    detail = f"{server}:{port} {detail}"
+    if reason:
+        # The resolver answered: the round trip is real even when the answer is wrong.
+        return ProbeResult(
+            False,
+            reason,
+            rtt_min=rtt,
+            rtt_avg=rtt,
+            rtt_max=rtt,
+            sent=1,
+            received=1,
+            rtts=(rtt,),
+            detail=detail,
+        )
+    return ProbeResult(
+        True, rtt_min=rtt, rtt_avg=rtt, rtt_max=rtt, sent=1, received=1, rtts=(rtt,), detail=detail
+    )
+
+
+SPEC = register(
+    ProbeSpec(
+        kind="dns",
+        run=run,
+        metrics=(
+            "lifeline_probe_success",
+            "lifeline_probe_duration_seconds",
+            "lifeline_probe_rtt_seconds",
+            "lifeline_probe_jitter_seconds",
+            "lifeline_probe_loss_ratio",
+            "lifeline_probe_packets_sent_total",
+            "lifeline_probe_packets_received_total",
+            "lifeline_probe_consecutive_failures",
+        ),
+        sample_config="""[[targets]]
+name = "agency-dns"
+role = "dns"
+kind = "dns"
+host = "10.20.0.53"           # the resolver to ask ("" = the first nameserver in resolv.conf)
+query = "cad.agency.internal"
+expect = "10.20.0.10"         # optional: an address the answer must contain
+timeout = "1s"
+""",
+    )
+)
