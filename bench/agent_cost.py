@@ -243,7 +243,7 @@ class SideBySide:
     rss_at_start: int
 
 
-def measure(positions: int, window: float, warmup: float) -> SideBySide:
+def measure(positions: int, window: float, warmup: float, profile: Path | None = None) -> SideBySide:
     with tempfile.TemporaryDirectory(prefix="lifeline-bench-agent-") as tmp:
         workdir = Path(tmp)
         cad_port = free_port()
@@ -299,8 +299,29 @@ def measure(positions: int, window: float, warmup: float) -> SideBySide:
                 for meter in meters.values():
                     meter.start()
                 echoes0, t0 = counter_sum(metrics_url, SENT), time.monotonic()
+                spy = None
+                if profile is not None:  # py-spy samples the agent during the window (collapsed stacks)
+                    spy = subprocess.Popen(
+                        [
+                            str(Path(sys.executable).parent / "py-spy"),
+                            "record",
+                            "--pid",
+                            str(agent.pid),
+                            "--duration",
+                            str(max(1, int(window))),
+                            "--format",
+                            "raw",
+                            "--output",
+                            str(profile / f"agent-{positions}.txt"),
+                            "--nonblocking",
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
                 time.sleep(window)
                 usage = {name: meter.stop() for name, meter in meters.items()}
+                if spy is not None:
+                    spy.wait()
                 echoes1, elapsed = counter_sum(metrics_url, SENT), time.monotonic() - t0
                 span = f"{max(1, round(elapsed))}s"
                 # ``up`` is written once per scrape, and each scrape is one blackbox probe.
@@ -427,6 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--positions", default="1,10", help="comma-separated copies of the position probe set (default 1,10)"
     )
     parser.add_argument("--quick", action="store_true", help="5 s window, one position (smoke test)")
+    parser.add_argument("--profile", default="", help="directory for py-spy collapsed stacks (agent-N.txt)")
+    parser.add_argument("--skip-extras", action="store_true", help="only the side-by-side table")
     args = parser.parse_args(argv)
     sizes = [int(x) for x in args.positions.split(",") if x.strip()]
     window, warmup = args.window, args.warmup
@@ -437,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"window {window:g}s per row after {warmup:g}s warm-up; CPU = % of one core (utime+stime)\n")
     rows, starts = [], []
     for size in sizes:
-        r = measure(size, window, warmup)
+        r = measure(size, window, warmup, Path(args.profile) if args.profile else None)
         ratio = r.agent.cpu_percent / r.blackbox.cpu_percent if r.blackbox.cpu_percent > 0 else float("inf")
         rows.append(
             [
@@ -487,6 +510,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             starts,
         )
     )
+    if args.skip_extras:
+        return 0
     src = every_source()
     sources = src["sources"]
     assert isinstance(sources, dict)
