@@ -30,11 +30,56 @@ def document(version: str) -> dict[str, Any]:
         },
         "required": ["error"],
     }
+    components["Matcher"] = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "value": {"type": "string"},
+            "isRegex": {"type": "boolean", "default": False},
+            "isEqual": {"type": "boolean", "default": True},
+        },
+        "required": ["name", "value"],
+    }
+    components["Silence"] = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "matchers": {"type": "array", "items": {"$ref": "#/components/schemas/Matcher"}},
+            "startsAt": {"type": "string", "format": "date-time"},
+            "endsAt": {"type": "string", "format": "date-time"},
+            "createdBy": {"type": "string"},
+            "comment": {"type": "string"},
+            "status": {"type": "object"},
+        },
+        "required": ["id", "matchers", "startsAt", "endsAt", "createdBy"],
+    }
+    components["NewSilence"] = {
+        "type": "object",
+        "properties": {
+            "matchers": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"oneOf": [{"$ref": "#/components/schemas/Matcher"}, {"type": "string"}]},
+                "description": 'Matcher objects or "name=value" / "name=~regex" strings',
+            },
+            "startsAt": {"type": "string", "format": "date-time"},
+            "endsAt": {"type": "string", "format": "date-time"},
+            "duration": {"type": "string", "description": 'e.g. "1h"; instead of endsAt'},
+            "createdBy": {"type": "string", "minLength": 1},
+            "comment": {"type": "string"},
+        },
+        "required": ["matchers", "createdBy"],
+        "additionalProperties": False,
+    }
     components["Alert"] = {
         "type": "object",
         "properties": {
             "fingerprint": {"type": "string"},
             "state": {"type": "string", "enum": ["pending", "firing"]},
+            "status": {
+                "type": "object",
+                "description": "Whether the alert is silenced, inhibited or acknowledged, and by what",
+            },
             "labels": {"type": "object", "additionalProperties": {"type": "string"}},
             "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
             "startsAt": {"type": "string", "format": "date-time"},
@@ -51,7 +96,10 @@ def document(version: str) -> dict[str, Any]:
         },
         "components": {
             "schemas": components,
-            "securitySchemes": {"agentToken": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "agentToken": {"type": "http", "scheme": "bearer"},
+                "adminToken": {"type": "http", "scheme": "bearer", "description": "[api] admin_token_file"},
+            },
         },
         "paths": {
             "/api/v1/ingest": {
@@ -88,6 +136,90 @@ def document(version: str) -> dict[str, Any]:
                                 }
                             },
                         }
+                    },
+                }
+            },
+            "/api/v1/alerts/{fingerprint}/ack": {
+                "post": {
+                    "summary": "Acknowledge an active alert: stops repeats and escalation for it",
+                    "security": [{"adminToken": []}],
+                    "parameters": [
+                        {"name": "fingerprint", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            _JSON: {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "by": {"type": "string", "minLength": 1},
+                                        "comment": {"type": "string"},
+                                    },
+                                    "required": ["by"],
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "The acknowledged alert",
+                            "content": {_JSON: {"schema": {"$ref": "#/components/schemas/Alert"}}},
+                        },
+                        "401": _error("Missing or invalid admin token"),
+                        "404": _error("No active alert with that fingerprint"),
+                        "422": _error("A field is missing or of the wrong type; field names it"),
+                        "429": _error("Too many failed logins from this address: locked out for 10 minutes"),
+                    },
+                }
+            },
+            "/api/v1/silences": {
+                "get": {
+                    "summary": "Active and pending silences (all=true: expired too)",
+                    "parameters": [{"name": "all", "in": "query", "schema": {"type": "boolean"}}],
+                    "responses": {
+                        "200": {
+                            "description": "Silences",
+                            "content": {
+                                _JSON: {
+                                    "schema": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/Silence"},
+                                    }
+                                }
+                            },
+                        }
+                    },
+                },
+                "post": {
+                    "summary": "Create a silence",
+                    "security": [{"adminToken": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {_JSON: {"schema": {"$ref": "#/components/schemas/NewSilence"}}},
+                    },
+                    "responses": {
+                        "201": {
+                            "description": "The new silence",
+                            "content": {_JSON: {"schema": {"$ref": "#/components/schemas/Silence"}}},
+                        },
+                        "401": _error("Missing or invalid admin token"),
+                        "422": _error("A field is missing or invalid; field names it"),
+                        "429": _error("Too many failed logins from this address: locked out for 10 minutes"),
+                    },
+                },
+            },
+            "/api/v1/silences/{silence_id}": {
+                "delete": {
+                    "summary": "Expire a silence now (it stays listed as expired)",
+                    "security": [{"adminToken": []}],
+                    "parameters": [
+                        {"name": "silence_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "responses": {
+                        "200": {"description": "Expired"},
+                        "401": _error("Missing or invalid admin token"),
+                        "404": _error("No active or pending silence with that id"),
                     },
                 }
             },
