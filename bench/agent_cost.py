@@ -460,7 +460,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"window {window:g}s per row after {warmup:g}s warm-up; CPU = % of one core (utime+stime)\n")
     rows, starts = [], []
     for size in sizes:
-        r = measure(size, window, warmup, Path(args.profile) if args.profile else None)
+        profile = Path(args.profile) if args.profile else None
+        if profile is not None:
+            profile.mkdir(parents=True, exist_ok=True)
+        r = measure(size, window, warmup, profile)
         ratio = r.agent.cpu_percent / r.blackbox.cpu_percent if r.blackbox.cpu_percent > 0 else float("inf")
         rows.append(
             [
