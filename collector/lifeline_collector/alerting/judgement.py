@@ -74,7 +74,14 @@ class CadAtRisk:
             return  # already lost: PositionLayerFailed says so
         cause = cause_text(agent, health)
         backup = health.backup_phrase()
-        summary = f"{agent.display_name} will likely lose CAD within {seconds_text(ttl)} — {cause}; {backup}."
+        if ttl < 1.0:
+            # The agent already sees CAD going (its layer has not yet held long enough to be judged
+            # failed): "within 0 s" would read as a glitch, so say what is happening.
+            summary = f"{agent.display_name} is losing CAD now — {cause}; {backup}."
+        else:
+            summary = (
+                f"{agent.display_name} will likely lose CAD within {seconds_text(ttl)} — {cause}; {backup}."
+            )
         description = (
             f"The agent on {agent.display_name} estimates a {risk * 100:.0f} % risk of losing CAD within"
             f" {seconds_text(ttl)}. Cause: {cause}. Backup: {backup}."

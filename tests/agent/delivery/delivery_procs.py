@@ -145,7 +145,9 @@ class Collector:
             self.prefix,
         ).start()
         if url is not None:
-            wait_for("the collector's /healthz", lambda: httpx.get(f"{url}/healthz", timeout=1).status_code == 200)
+            wait_for(
+                "the collector's /healthz", lambda: httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+            )
         return self
 
     def stop(self) -> None:
@@ -161,7 +163,9 @@ class Collector:
     def seqs(self, agent: str = AGENT_ID) -> dict[str, list[int]]:
         """Stored batch seqs per boot, in seq order (UNIQUE in the store: one row per batch)."""
         out: dict[str, list[int]] = {}
-        for boot, seq in self.query("SELECT boot_id, seq FROM batches WHERE agent = ? ORDER BY seq", (agent,)):
+        for boot, seq in self.query(
+            "SELECT boot_id, seq FROM batches WHERE agent = ? ORDER BY seq", (agent,)
+        ):
             out.setdefault(str(boot), []).append(int(seq))
         return out
 
@@ -243,7 +247,12 @@ def agent_config(
 
 
 def agent_proc(config: Path, prefix: Sequence[str] = (), name: str = "agent") -> Proc:
-    return Proc(name, [str(BIN / "lifeline-agent"), "run", "--config", str(config)], config.parent / f"{name}.log", prefix)
+    return Proc(
+        name,
+        [str(BIN / "lifeline-agent"), "run", "--config", str(config)],
+        config.parent / f"{name}.log",
+        prefix,
+    )
 
 
 def spool_batches(path: Path) -> list[tuple[str, int, int, bool]]:

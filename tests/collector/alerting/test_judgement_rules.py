@@ -79,6 +79,20 @@ def test_cad_at_risk_warns_then_pages_then_resolves(
     assert service.engine.active() == []
 
 
+def test_risk_with_no_time_left_says_cad_is_going_now(
+    setup: tuple[Collector, Recorder], clock: ManualClock
+) -> None:
+    service, rec = setup
+    position = Position(service, clock, "pos-12", "north", "12")
+    position.healthy()
+    clock.advance(1)
+    degrading(position, risk=1.0, ttl=0, loss=0.6)
+    summaries = {g.alerts[0].annotations["summary"] for g in rec.pages("CadAtRisk")}
+    assert summaries == {
+        "Position 12 (north) is losing CAD now — VPN tunnel losing packets (loss 60 %); hotspot ready."
+    }
+
+
 def test_stable_position_with_high_risk_but_infinite_time_is_not_paged(
     setup: tuple[Collector, Recorder], clock: ManualClock
 ) -> None:
