@@ -163,6 +163,87 @@ class WebhookReceiver:
         self._threads.clear()
 
 
+# -- the fixture bridge -------------------------------------------------------------------------
+
+_TECHNOLOGIES = {"gsm": "2g", "umts": "3g", "hspa": "3g", "lte": "lte", "5gnr": "5g", "none": "unknown"}
+
+
+def agent_fixture_lines(section: str, value: dict[str, Any] | None) -> dict[str, Any]:
+    """One lab reading section as a line of the agent's fixture format (``{"source": …}``)."""
+    if section == "power":
+        if value is None:
+            return {"source": "power", "on_ac": True}
+        line: dict[str, Any] = {"source": "power", "on_ac": value.get("on_ac", True)}
+        if value.get("battery_ratio") is not None:
+            line["battery_percent"] = float(value["battery_ratio"]) * 100.0
+        if value.get("secs_left") is not None:
+            line["seconds_left"] = float(value["secs_left"])
+        return line
+    if section == "wifi":
+        if value is None:
+            return {"source": "wifi", "associated": False}
+        keys = ("interface", "signal_dbm", "bitrate_bps", "retries")
+        return {"source": "wifi", "associated": True, **{k: value[k] for k in keys if value.get(k) is not None}}
+    if value is None:
+        return {"source": "cellular", "state": "disconnected"}
+    line = {"source": "cellular", "state": "connected"}
+    line.update({k: value[k] for k in ("modem", "signal_quality", "rsrp_dbm", "rsrq_db", "sinr_db")
+                 if value.get(k) is not None})  # fmt: skip
+    if value.get("access_technology") is not None:
+        line["access_technology"] = _TECHNOLOGIES.get(str(value["access_technology"]), "unknown")
+    return line
+
+
+class FixtureBridge:
+    """Replays the lab's fixture timeline (``lifeline_lab.fixtures``) into the agent's fixture file.
+
+    The two formats differ: the lab writes a whole timeline up front (``ts_ms`` per line, replayed
+    by time, sections ``wifi``/``cellular``/``power``), the agent's fixture backends read
+    ``{"source": …}`` lines where the newest line wins. A thread polls the lab file every
+    ``interval`` and appends a line for each section whose replayed value changed.
+    """
+
+    def __init__(self, lab_path: str, agent_path: str, interval: float = 0.1) -> None:
+        self.lab_path = lab_path
+        self.agent_path = agent_path
+        self.interval = interval
+        self._stop = threading.Event()
+        self._sent: dict[str, Any] = {}
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        Path(self.agent_path).touch()
+        self.sync()
+        self._thread = threading.Thread(target=self._run, name="fixture-bridge", daemon=True)
+        self._thread.start()
+
+    def sync(self) -> int:
+        """Append what changed since the last call; returns how many lines were written."""
+        now = fixtures.at(fixtures.read(self.lab_path), int(time.time() * 1000))
+        lines = []
+        for section in ("power", "wifi", "cellular"):
+            if section not in now:
+                continue
+            line = agent_fixture_lines(section, now[section])
+            if self._sent.get(section) != line:
+                self._sent[section] = line
+                lines.append(json.dumps(line, sort_keys=True) + "\n")
+        if lines:
+            with open(self.agent_path, "a", encoding="utf-8") as out:
+                out.write("".join(lines))
+        return len(lines)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sync()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
 # -- the agent's configuration ------------------------------------------------------------------
 
 
@@ -211,7 +292,7 @@ def _toml_value(value: Any) -> str:
 
 
 def agent_config(
-    lab: Lab,
+    fixture_file: str,
     state_dir: str,
     token_file: str,
     targets: Sequence[dict[str, Any]],
@@ -242,7 +323,7 @@ def agent_config(
         'wifi = "fixture"',
         'cellular = "fixture"',
         'power = "fixture"',
-        f"fixture_file = {json.dumps(lab.fixture_path)}",
+        f"fixture_file = {json.dumps(fixture_file)}",
         "traceroute = false",
         "desktop_notify = false",
         "",
@@ -299,6 +380,8 @@ class LifelineStack:
         self.db_path = os.path.join(self.dir, "collector.db")
         self.agent_toml = os.path.join(self.dir, "agent.toml")
         self.state_dir = os.path.join(self.dir, "agent")
+        self.agent_fixtures = os.path.join(self.dir, "agent-fixtures.jsonl")
+        self.bridge = FixtureBridge(lab.fixture_path, self.agent_fixtures)
         self.agent_runs = 0
         self.agent_pid = 0
         self._collector_extra = collector_extra
@@ -306,6 +389,8 @@ class LifelineStack:
     # collector
 
     def start_collector(self) -> None:
+        if self.bridge._thread is None:
+            self.bridge.start()
         url = self.receiver.url(self.lab.ns("vpnhub"))
         Path(self.collector_toml).write_text(collector_config(self.dir, url, extra=self._collector_extra))
         if not os.path.exists(self.token_file):
@@ -339,7 +424,7 @@ class LifelineStack:
         if os.path.isdir(self.state_dir):
             shutil.rmtree(self.state_dir)
         os.makedirs(self.state_dir)
-        text = agent_config(self.lab, self.state_dir, self.token_file, targets or agent_targets(), **config)
+        text = agent_config(self.agent_fixtures, self.state_dir, self.token_file, targets or agent_targets(), **config)
         Path(self.agent_toml).write_text(text)
         proc = self.lab.popen(
             "laptop",
@@ -419,6 +504,7 @@ class LifelineStack:
     def close(self) -> None:
         self.stop_agent()
         self.lab.stop_process("collector")
+        self.bridge.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -139,12 +139,13 @@ def test_repeated_kill_9_during_sends_loses_nothing_and_counts_nothing_twice(
         for round_ in range(KILLS):
             agent = agent_proc(config, name=f"agent-{round_}").start()
             before = proxy.arrivals
-            if round_ % 2 == 0:  # a kill during a send: after a request arrived, at a random point
-                wait_for("a send", lambda before=before: proxy.arrivals > before, timeout=30)  # type: ignore[misc]
+            if round_ % 2 == 0:  # a kill during a send: after the n-th request arrived, at a random point
+                sends = before + rng.randint(1, 4)
+                wait_for("sends", lambda sends=sends: proxy.arrivals >= sends, timeout=30)  # type: ignore[misc]
                 time.sleep(rng.uniform(0.0, 0.35))
                 kills_mid_send += 1
             else:  # a kill at any point: appending, sending, acknowledging, idle
-                time.sleep(rng.uniform(0.4, 1.5))
+                time.sleep(rng.uniform(0.5, 3.0))
             assert agent.running(), agent.text()
             agent.kill()
             for boot, seq, samples, _priority in spool_batches(spool_path):

@@ -113,7 +113,7 @@ class Record:
     def __init__(self, data: Mapping[str, Any], where: str) -> None:
         self._data = data
         self._where = where
-        self._used: set[str] = {"source"}
+        self._used: set[str] = set()
 
     def _get(self, key: str) -> Any:
         self._used.add(key)
@@ -159,26 +159,39 @@ class Record:
             raise SourceParseError(f"{self._where}.{unknown[0]}", "unknown key")
 
 
-class FixtureFile:
-    """Replays recorded values: a JSON-lines file, one object per line with a ``source`` key.
+# Lab sections and the access technology names the lab writes → the agent's names.
+FIXTURE_SECTIONS = ("wifi", "cellular", "power")
 
-    The newest line for a source wins, so a lab scenario changes what the agent sees by appending
-    a line. The file is re-read only when its size or mtime changes. A malformed line is an error
-    naming ``path:line``; nothing is silently skipped.
+
+class FixtureFile:
+    """Replays recorded values in the lab's fixture format (``lifeline_lab.fixtures``).
+
+    JSON lines, each ``{"ts_ms": <unix ms>, "wifi": {...}, "cellular": {...}, "power": {...}}`` with
+    any section optional. Each section replays on its own: at time *now* it is the section of the
+    latest line with ``ts_ms <= now`` that has it, so a scenario can write its whole timeline up
+    front. A section set to ``null`` means the hardware is gone. The file is re-read only when its
+    size or mtime changes; a malformed line is an error naming ``path:line`` — nothing is skipped.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, clock: Callable[[], float] | None = None) -> None:
         self.path = path
+        self._clock = clock or _wall_clock
         self._stamp: tuple[int, int] | None = None
-        self._latest: dict[str, tuple[int, dict[str, Any]]] = {}
+        # section → [(ts_ms, line, data or None)] sorted by time, then line
+        self._timeline: dict[str, list[tuple[int, int, dict[str, Any] | None]]] = {}
 
     def latest(self, source: str) -> Record | None:
+        """The section in force now, or None when absent or gone (``null``)."""
         self._refresh()
-        hit = self._latest.get(source)
-        if hit is None:
+        now_ms = int(self._clock() * 1000)
+        current: tuple[int, int, dict[str, Any] | None] | None = None
+        for entry in self._timeline.get(source, ()):
+            if entry[0] > now_ms:
+                break
+            current = entry
+        if current is None or current[2] is None:
             return None
-        line, data = hit
-        return Record(data, f"{self.path}:{line}")
+        return Record(current[2], f"{self.path}:{current[1]}.{source}")
 
     def _refresh(self) -> None:
         try:
@@ -188,22 +201,41 @@ class FixtureFile:
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp == self._stamp:
             return
-        latest: dict[str, tuple[int, dict[str, Any]]] = {}
+        timeline: dict[str, list[tuple[int, int, dict[str, Any] | None]]] = {}
         with open(self.path, encoding="utf-8") as fh:
             for number, line in enumerate(fh, 1):
                 if not line.strip() or line.lstrip().startswith("#"):
                     continue
+                where = f"{self.path}:{number}"
                 try:
                     data = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise SourceParseError(f"{self.path}:{number}", f"not JSON ({exc.msg})") from exc
-                if not isinstance(data, dict) or not isinstance(data.get("source"), str):
-                    raise SourceParseError(
-                        f"{self.path}:{number}", 'must be an object with a "source" string'
-                    )
-                latest[data["source"]] = (number, data)
-        self._latest = latest
+                    raise SourceParseError(where, f"not JSON ({exc.msg})") from exc
+                if not isinstance(data, dict):
+                    raise SourceParseError(where, 'must be an object with a "ts_ms" number')
+                ts = data.get("ts_ms")
+                if isinstance(ts, bool) or not isinstance(ts, int | float):
+                    raise SourceParseError(f"{where}.ts_ms", f"must be Unix milliseconds (got {ts!r})")
+                for key, value in data.items():
+                    if key == "ts_ms":
+                        continue
+                    if key not in FIXTURE_SECTIONS:
+                        raise SourceParseError(
+                            f"{where}.{key}", f"unknown section (one of {', '.join(FIXTURE_SECTIONS)})"
+                        )
+                    if value is not None and not isinstance(value, dict):
+                        raise SourceParseError(f"{where}.{key}", "must be an object or null")
+                    timeline.setdefault(key, []).append((int(ts), number, value))
+        for entries in timeline.values():
+            entries.sort(key=lambda entry: (entry[0], entry[1]))
+        self._timeline = timeline
         self._stamp = stamp
+
+
+def _wall_clock() -> float:
+    import time
+
+    return time.time()
 
 
 # --- backends --------------------------------------------------------------------------------------

@@ -77,6 +77,8 @@ _TECH_BITS: tuple[tuple[int, str, str], ...] = (
 )
 _GENERATION = {name: gen for _, name, gen in _TECH_BITS}
 _RANK = ("unknown", "2g", "3g", "lte", "5g")
+# The lab's fixture files name access technologies as ModemManager does.
+_LAB_TECHNOLOGY = {"gsm": "2g", "umts": "3g", "hspa": "3g", "5gnr": "5g", "none": "unknown"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +331,7 @@ class FixtureBackend:
         if rec is None:
             raise SourceReadError(f"no cellular record in {self.fixture.path}")
         state = rec.text("state", "connected")
-        tech = rec.text("access_technology", "lte")
+        tech = _LAB_TECHNOLOGY.get(rec.text("access_technology", "lte"), rec.text("access_technology", "lte"))
         if tech not in _RANK:
             raise SourceParseError("access_technology", f"must be one of {', '.join(_RANK)} (got {tech!r})")
         facts = CellularFacts(

@@ -149,10 +149,11 @@ class FixtureBackend:
         if rec is None:
             raise SourceReadError(f"no power record in {self.fixture.path}")
         on_ac = rec.flag("on_ac")
+        ratio = rec.number("battery_ratio")
         facts = PowerFacts(
             on_ac=True if on_ac is None else on_ac,
-            battery_percent=rec.number("battery_percent"),
-            seconds_left=rec.number("seconds_left"),
+            battery_percent=None if ratio is None else ratio * 100.0,
+            seconds_left=rec.number("secs_left"),
             backend="fixture",
         )
         rec.finish()

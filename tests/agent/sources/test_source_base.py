@@ -59,40 +59,61 @@ def test_every_registered_source_declares_catalog_metrics_and_is_listed() -> Non
         assert spec.summary
 
 
-def test_fixture_file_newest_line_per_source_wins_and_reloads(tmp_path: Path) -> None:
+def test_fixture_file_replays_each_section_on_its_own_timeline(tmp_path: Path) -> None:
+    now = [100.0]
     path = tmp_path / "fixture.jsonl"
+    # Written out of order, with a future line: the replay follows ts_ms, not the file order.
     path.write_text(
-        '{"source": "wifi", "signal_dbm": -50}\n# a comment\n\n{"source": "power", "on_ac": true}\n'
-        '{"source": "wifi", "signal_dbm": -80}\n'
+        '{"ts_ms": 150000, "wifi": {"signal_dbm": -80}}\n# a comment\n\n'
+        '{"ts_ms": 90000, "wifi": {"signal_dbm": -50}, "power": {"on_ac": true}}\n'
+        '{"ts_ms": 120000, "power": null}\n'
     )
-    fixture = FixtureFile(str(path))
+    fixture = FixtureFile(str(path), clock=lambda: now[0])
+    rec = fixture.latest("wifi")
+    assert rec is not None
+    assert rec.number("signal_dbm") == -50.0
+    power = fixture.latest("power")
+    assert power is not None
+    assert power.flag("on_ac") is True
+    assert fixture.latest("cellular") is None
+    now[0] = 130.0
+    assert fixture.latest("power") is None  # null: the hardware is gone
+    rec = fixture.latest("wifi")
+    assert rec is not None
+    assert rec.number("signal_dbm") == -50.0  # the -80 line lies in the future still
+    now[0] = 151.0
     rec = fixture.latest("wifi")
     assert rec is not None
     assert rec.number("signal_dbm") == -80.0
-    assert fixture.latest("cellular") is None
     with path.open("a") as fh:
-        fh.write('{"source": "wifi", "signal_dbm": -61, "extra": 1}\n')
+        fh.write('{"ts_ms": 151000, "wifi": {"signal_dbm": -61, "extra": 1}}\n')
     rec = fixture.latest("wifi")
     assert rec is not None
     assert rec.number("signal_dbm") == -61.0
-    with pytest.raises(SourceParseError, match=r"fixture.jsonl:6\.extra: unknown key"):
+    with pytest.raises(SourceParseError, match=r"fixture.jsonl:6\.wifi\.extra: unknown key"):
         rec.finish()
 
 
 @pytest.mark.parametrize(
     ("line", "message"),
-    [("{not json", r":2: not JSON"), ('["wifi"]', r':2: must be an object with a "source" string')],
+    [
+        ("{not json", r":2: not JSON"),
+        ('["wifi"]', r':2: must be an object with a "ts_ms" number'),
+        ('{"wifi": {}}', r":2\.ts_ms: must be Unix milliseconds"),
+        ('{"ts_ms": 1, "radio": {}}', r":2\.radio: unknown section"),
+        ('{"ts_ms": 1, "power": 3}', r":2\.power: must be an object or null"),
+    ],
 )
 def test_fixture_file_names_the_bad_line(tmp_path: Path, line: str, message: str) -> None:
     path = tmp_path / "f.jsonl"
-    path.write_text('{"source": "power"}\n' + line + "\n")
+    path.write_text('{"ts_ms": 1, "power": {}}\n' + line + "\n")
     with pytest.raises(SourceParseError, match=message):
         FixtureFile(str(path)).latest("power")
 
 
 def test_fixture_record_type_errors_name_the_key(tmp_path: Path) -> None:
     path = tmp_path / "f.jsonl"
-    path.write_text(json.dumps({"source": "wifi", "signal_dbm": "strong", "retries": 1.5}) + "\n")
+    path.write_text(json.dumps({"ts_ms": 1, "wifi": {"signal_dbm": "strong", "retries": 1.5}}) + "\n")
     rec = FixtureFile(str(path)).latest("wifi")
     assert rec is not None
     with pytest.raises(SourceParseError, match=r"\.signal_dbm: must be a number"):
@@ -145,8 +166,8 @@ def test_build_sources_follows_providers_and_reports_unavailable(
 ) -> None:
     fixture = tmp_path / "scenario.jsonl"
     fixture.write_text(
-        '{"source": "wifi", "interface": "wlan0", "signal_dbm": -71, "bitrate_bps": 65000000, "retries": 3}\n'
-        '{"source": "power", "on_ac": false, "battery_percent": 64, "seconds_left": 5400}\n'
+        '{"ts_ms": 1000, "wifi": {"interface": "wlan0", "signal_dbm": -71, "bitrate_bps": 65000000, "retries": 3},'
+        ' "power": {"on_ac": false, "battery_ratio": 0.64, "secs_left": 5400}}\n'
     )
     config = parse(
         {

@@ -114,8 +114,8 @@ def test_dbus_reply_of_the_wrong_shape() -> None:
 def test_source_samples_and_change_events(tmp_path: Path) -> None:
     path = tmp_path / "scenario.jsonl"
     path.write_text(
-        '{"source": "cellular", "state": "connected", "access_technology": "lte", "signal_quality": 0.5,'
-        ' "rsrp_dbm": -108, "rsrq_db": -17, "sinr_db": 2.5}\n'
+        '{"ts_ms": 1000, "cellular": {"state": "connected", "access_technology": "lte", "signal_quality": 0.5,'
+        ' "rsrp_dbm": -108, "rsrq_db": -17, "sinr_db": 2.5}}\n'
     )
     source = CellularSource([FixtureBackend(FixtureFile(str(path)))])
     first = source.read()
@@ -130,7 +130,7 @@ def test_source_samples_and_change_events(tmp_path: Path) -> None:
         ("lifeline_cellular_connected", (("modem", "0"),)): 1.0,
     }
     with path.open("a") as fh:
-        fh.write('{"source": "cellular", "state": "searching", "access_technology": "3g"}\n')
+        fh.write('{"ts_ms": 2000, "cellular": {"state": "searching", "access_technology": "umts"}}\n')
     second = source.read()
     assert [e.type for e in second.events] == ["cellular.changed"]
     assert second.events[0].attributes["was_access_technology"] == "lte"
@@ -139,7 +139,7 @@ def test_source_samples_and_change_events(tmp_path: Path) -> None:
 
 def test_fixture_with_an_unknown_technology_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "scenario.jsonl"
-    path.write_text('{"source": "cellular", "access_technology": "6g"}\n')
+    path.write_text('{"ts_ms": 1000, "cellular": {"access_technology": "6g"}}\n')
     reading = CellularSource([FixtureBackend(FixtureFile(str(path)))]).read()
     assert not reading.ok
     assert "access_technology" in reading.error

@@ -87,13 +87,15 @@ def test_missing_proc_file_reads_as_error_not_healthy(tmp_path: Path) -> None:
 
 def test_fixture_backend_and_association_events(tmp_path: Path) -> None:
     path = tmp_path / "scenario.jsonl"
-    path.write_text('{"source": "wifi", "interface": "wlan0", "signal_dbm": -62, "bitrate_bps": 144400000}\n')
+    path.write_text(
+        '{"ts_ms": 1000, "wifi": {"interface": "wlan0", "signal_dbm": -62, "bitrate_bps": 144400000}}\n'
+    )
     source = WifiSource([FixtureBackend(FixtureFile(str(path)))])
     first = source.read()
     assert first.facts == WifiFacts("wlan0", True, -62.0, 144_400_000.0, None, "fixture")
     assert first.events == ()
     with path.open("a") as fh:
-        fh.write('{"source": "wifi", "interface": "wlan0", "associated": false}\n')
+        fh.write('{"ts_ms": 2000, "wifi": {"interface": "wlan0", "associated": false}}\n')
     second = source.read()
     assert second.facts is not None
     assert second.facts.associated is False
