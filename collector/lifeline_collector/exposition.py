@@ -2,7 +2,12 @@
 
 Every agent series is re-exposed with ``agent`` and ``site`` labels, typed and described from the
 catalog. ``lifeline_agent_up`` turns 0 once an agent is silent (so "silent" differs from
-"failing"); after ``exposition.stale_after`` the agent's own series are dropped altogether.
+"failing"); after ``exposition.stale_after`` the agent's own series are dropped altogether. Of an
+``info`` metric only the label sets of the agent's latest report of it are current (a verdict that
+changed leaves its old label set behind in the store, not on /metrics).
+
+The alert series carry ``alertname`` and ``site`` and start at zero for every rule and known site,
+so a first alert or acknowledgement shows as an increase, not as a new series.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from lifeline_wire.catalog import CATALOG, MetricSpec
 if TYPE_CHECKING:
     from lifeline_collector.service import Collector
 
-ALERT_NAMES = ("CadTargetUnreachable", "PositionSilent")
+ALERT_STATES = ("pending", "firing")
 
 
 def _family(spec: MetricSpec) -> tuple[Metric, str]:
@@ -60,7 +65,11 @@ class FleetCollector:
                 family = families.get(name)
                 if family is None:
                     family = families[name] = _family(spec)
-                for state in series.values():
+                states = list(series.values())
+                if spec.type == "info" and states:
+                    newest = max(state.ts_ms for state in states)
+                    states = [state for state in states if state.ts_ms == newest]
+                for state in states:
                     _add(family, {**base, **dict(sorted(state.labels.items()))}, state.value)
         for name in sorted(families):
             yield families[name][0]
@@ -78,14 +87,37 @@ class FleetCollector:
         for code, count in sorted(stats.requests.items()):
             _add(requests, {"code": code}, float(count))
         yield requests[0]
+        engine = self.collector.engine
+        names = {rule.name for rule in engine.rules}
+        if engine.correlator is not None:
+            names.add(engine.correlator.name)
+        sites = {agent.site for agent in self.collector.fleet.agents.values()}
+        alerts = engine.active()
+        sites.update(alert.labels.get("site", "") for alert in alerts)
+        names.update(alert.name for alert in alerts)
+        grid = [(name, site) for name in sorted(names) for site in sorted(sites)]
         active = _family(CATALOG["lifeline_alerts_active"])
-        counts = {(name, state): 0 for name in ALERT_NAMES for state in ("pending", "firing")}
-        for alert in self.collector.engine.active():
-            key = (alert.name, alert.state.value)
+        counts = {(name, site, state): 0 for name, site in grid for state in ALERT_STATES}
+        for alert in alerts:
+            key = (alert.name, alert.labels.get("site", ""), alert.state.value)
             counts[key] = counts.get(key, 0) + 1
-        for (name, state), count in sorted(counts.items()):
-            _add(active, {"alertname": name, "state": state}, float(count))
+        for (name, site, state), count in sorted(counts.items()):
+            _add(active, {"alertname": name, "site": site, "state": state}, float(count))
         yield active[0]
+        times = engine.notifications.ack_times
+        acks = _family(CATALOG["lifeline_alert_acknowledgements_total"])
+        delays = _family(CATALOG["lifeline_alert_acknowledge_seconds_total"])
+        for name, site in sorted(set(grid) | set(times.count)):
+            labels = {"alertname": name, "site": site}
+            _add(acks, labels, float(times.count[(name, site)]))
+            _add(delays, labels, times.seconds.get((name, site), 0.0))
+        yield acks[0]
+        yield delays[0]
+        now = self.collector.clock.now()
+        silences = _family(CATALOG["lifeline_silences_active"])
+        in_force = [s for s in engine.notifications.registry.silences.values() if s.state(now) == "active"]
+        _add(silences, {}, float(len(in_force)))
+        yield silences[0]
         notifications = _family(CATALOG["lifeline_notifications_total"])
         for notifier in self.collector.dispatcher.notifiers:
             for result in ("ok", "retry", "failed"):

@@ -39,7 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from lifeline_lab import fixtures
+from lifeline_lab import fixtures, impair
 from lifeline_lab.errors import LabError
 from lifeline_lab.netns import http_get, http_json, listener_in
 from lifeline_lab.topology import ADDR, CAD_NAME, CAD_PORT, Lab
@@ -161,87 +161,6 @@ class WebhookReceiver:
             thread.join()
         self._servers.clear()
         self._threads.clear()
-
-
-# -- the fixture bridge -------------------------------------------------------------------------
-
-_TECHNOLOGIES = {"gsm": "2g", "umts": "3g", "hspa": "3g", "lte": "lte", "5gnr": "5g", "none": "unknown"}
-
-
-def agent_fixture_lines(section: str, value: dict[str, Any] | None) -> dict[str, Any]:
-    """One lab reading section as a line of the agent's fixture format (``{"source": …}``)."""
-    if section == "power":
-        if value is None:
-            return {"source": "power", "on_ac": True}
-        line: dict[str, Any] = {"source": "power", "on_ac": value.get("on_ac", True)}
-        if value.get("battery_ratio") is not None:
-            line["battery_percent"] = float(value["battery_ratio"]) * 100.0
-        if value.get("secs_left") is not None:
-            line["seconds_left"] = float(value["secs_left"])
-        return line
-    if section == "wifi":
-        if value is None:
-            return {"source": "wifi", "associated": False}
-        keys = ("interface", "signal_dbm", "bitrate_bps", "retries")
-        return {"source": "wifi", "associated": True, **{k: value[k] for k in keys if value.get(k) is not None}}
-    if value is None:
-        return {"source": "cellular", "state": "disconnected"}
-    line = {"source": "cellular", "state": "connected"}
-    line.update({k: value[k] for k in ("modem", "signal_quality", "rsrp_dbm", "rsrq_db", "sinr_db")
-                 if value.get(k) is not None})  # fmt: skip
-    if value.get("access_technology") is not None:
-        line["access_technology"] = _TECHNOLOGIES.get(str(value["access_technology"]), "unknown")
-    return line
-
-
-class FixtureBridge:
-    """Replays the lab's fixture timeline (``lifeline_lab.fixtures``) into the agent's fixture file.
-
-    The two formats differ: the lab writes a whole timeline up front (``ts_ms`` per line, replayed
-    by time, sections ``wifi``/``cellular``/``power``), the agent's fixture backends read
-    ``{"source": …}`` lines where the newest line wins. A thread polls the lab file every
-    ``interval`` and appends a line for each section whose replayed value changed.
-    """
-
-    def __init__(self, lab_path: str, agent_path: str, interval: float = 0.1) -> None:
-        self.lab_path = lab_path
-        self.agent_path = agent_path
-        self.interval = interval
-        self._stop = threading.Event()
-        self._sent: dict[str, Any] = {}
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        Path(self.agent_path).touch()
-        self.sync()
-        self._thread = threading.Thread(target=self._run, name="fixture-bridge", daemon=True)
-        self._thread.start()
-
-    def sync(self) -> int:
-        """Append what changed since the last call; returns how many lines were written."""
-        now = fixtures.at(fixtures.read(self.lab_path), int(time.time() * 1000))
-        lines = []
-        for section in ("power", "wifi", "cellular"):
-            if section not in now:
-                continue
-            line = agent_fixture_lines(section, now[section])
-            if self._sent.get(section) != line:
-                self._sent[section] = line
-                lines.append(json.dumps(line, sort_keys=True) + "\n")
-        if lines:
-            with open(self.agent_path, "a", encoding="utf-8") as out:
-                out.write("".join(lines))
-        return len(lines)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sync()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
 
 
 # -- the agent's configuration ------------------------------------------------------------------
@@ -380,8 +299,6 @@ class LifelineStack:
         self.db_path = os.path.join(self.dir, "collector.db")
         self.agent_toml = os.path.join(self.dir, "agent.toml")
         self.state_dir = os.path.join(self.dir, "agent")
-        self.agent_fixtures = os.path.join(self.dir, "agent-fixtures.jsonl")
-        self.bridge = FixtureBridge(lab.fixture_path, self.agent_fixtures)
         self.agent_runs = 0
         self.agent_pid = 0
         self._collector_extra = collector_extra
@@ -389,8 +306,6 @@ class LifelineStack:
     # collector
 
     def start_collector(self) -> None:
-        if self.bridge._thread is None:
-            self.bridge.start()
         url = self.receiver.url(self.lab.ns("vpnhub"))
         Path(self.collector_toml).write_text(collector_config(self.dir, url, extra=self._collector_extra))
         if not os.path.exists(self.token_file):
@@ -424,7 +339,7 @@ class LifelineStack:
         if os.path.isdir(self.state_dir):
             shutil.rmtree(self.state_dir)
         os.makedirs(self.state_dir)
-        text = agent_config(self.agent_fixtures, self.state_dir, self.token_file, targets or agent_targets(), **config)
+        text = agent_config(self.lab.fixture_path, self.state_dir, self.token_file, targets or agent_targets(), **config)
         Path(self.agent_toml).write_text(text)
         proc = self.lab.popen(
             "laptop",
@@ -457,6 +372,35 @@ class LifelineStack:
             return None
         found = status.get("assessment")
         return found if isinstance(found, dict) else None
+
+    def wait_assessment(
+        self, condition: Callable[[dict[str, Any]], bool], what: str, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """The first assessment in status.json for which ``condition`` holds (polled at 10 Hz)."""
+        found: list[dict[str, Any]] = []
+
+        def check() -> bool:
+            current = self.assessment()
+            if current is not None and condition(current):
+                found.append(current)
+                return True
+            return False
+
+        try:
+            wait_until(check, what, timeout=timeout, alive=lambda: self.lab.process_alive("agent"))
+        except LabError as exc:
+            raise LabError(f"{exc.what}; last assessment: {self.assessment()}") from None
+        return found[0]
+
+    def wait_healthy(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait for the verdict "healthy" with every layer but power measured and ok."""
+        return self.wait_assessment(
+            lambda a: a.get("verdict_layer") == "none"
+            and a.get("verdict") == "healthy"
+            and all(s["state"] == "ok" for s in a["layers"]),
+            "a healthy verdict",
+            timeout,
+        )
 
     def agent_log(self) -> str:
         rec = self.lab.procs.get("agent")
@@ -504,7 +448,6 @@ class LifelineStack:
     def close(self) -> None:
         self.stop_agent()
         self.lab.stop_process("collector")
-        self.bridge.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -685,6 +628,47 @@ def wait_until(
         if time.monotonic() > deadline:
             raise LabError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
+
+
+CHAIN = ("power", "link", "router", "internet", "vpn", "agency", "dns", "cad")  # the agent's layer chain
+
+
+def on_battery(lab: Lab, battery_ratio: float = 0.12, secs_left: float = 600.0) -> None:
+    """Mains power gone from now on, with the battery nearly empty."""
+    reading = {"on_ac": False, "battery_ratio": battery_ratio, "secs_left": secs_left}
+    fixtures.write(lab.fixture_path, [{"ts_ms": int(time.time() * 1000), "power": reading}], append=True)
+
+
+# How the lab breaks each layer of the agent's chain (and the backup path).
+BREAKS: dict[str, Callable[[Lab], None]] = {
+    "power": on_battery,
+    "link": lambda lab: impair.apply(lab, impair.make("cable-pull", "primary")),
+    "router": lambda lab: impair.apply(lab, impair.make("blackhole", "primary")),  # hung, carrier up
+    "internet": lambda lab: impair.apply(lab, impair.make("blackhole", "broadband")),
+    "vpn": lambda lab: impair.apply(lab, impair.make("vpn-block", "hub")),
+    "agency": lambda lab: impair.apply(lab, impair.make("blackhole", "agency")),
+    "dns": lambda lab: impair.apply(lab, impair.make("dns-fail", mode="stop")),
+    "cad": lambda lab: impair.apply(lab, impair.make("cad-down")),
+    "backup": lambda lab: impair.apply(lab, impair.make("blackhole", "cellular")),
+}
+
+
+def verdict_problems(assessment: dict[str, Any], layer: str, words: str) -> list[str]:
+    """Why an assessment does not name ``layer`` (in ``words``) and no other; empty when it does.
+
+    The verdict is the layer and starts with its words; every layer before it on the way to CAD
+    is ok (nothing upstream is blamed or hidden); the untouched backup path is ok.
+    """
+    out = []
+    if assessment.get("verdict_layer") != layer:
+        out.append(f"verdict layer {assessment.get('verdict_layer')!r}, expected {layer!r}")
+    if not str(assessment.get("verdict", "")).startswith(words):
+        out.append(f"verdict {assessment.get('verdict')!r} does not start with {words!r}")
+    states = {s["layer"]: s["state"] for s in assessment.get("layers", [])}
+    for name in (*CHAIN[: CHAIN.index(layer)], "backup"):
+        if states.get(name) != "ok":
+            out.append(f"{name} is {states.get(name)!r}, expected ok")
+    return out
 
 
 def healthy_fixtures(lab: Lab) -> None:

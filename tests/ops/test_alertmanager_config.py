@@ -28,7 +28,7 @@ def test_amtool_check_config() -> None:
     done = amtool("check-config", str(CONFIG))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
-    assert "3 inhibit rules" in done.stdout
+    assert "4 inhibit rules" in done.stdout
 
 
 def test_amtool_rejects_a_broken_copy(tmp_path: Path) -> None:
@@ -151,3 +151,131 @@ def test_fleet_incident_mutes_position_pages_of_its_site_only(alertmanager: str)
     # Routing as amtool said: the site's supervisors and IT staff.
     receivers = {r["name"] for r in alerts[("CadTargetUnreachable", "pos-9")]["receivers"]}
     assert receivers == {"it-staff", "supervisors-south"}
+
+
+# --- the collector's own alerts, as its alertmanager notifier sends them ----------------------------
+
+PATH_LAYERS = ("link", "router", "internet", "vpn", "agency", "dns", "cad")
+
+
+def _judgement(ms: int, failed: tuple[str, ...] = (), power: str = "ok", verdict: str = "none") -> list[Any]:
+    """What an agent's health model reports: every layer's state, the verdict, risk and backup."""
+    from lifeline_wire import Sample
+    from lifeline_wire.catalog.health import LAYERS, STATES
+
+    states = {layer: "failed" if layer in failed else "ok" for layer in LAYERS}
+    states["power"] = power
+    out = [
+        Sample("lifeline_layer_state", float(STATES[s]), ms, {"layer": layer}) for layer, s in states.items()
+    ]
+    words = {"none": "healthy", "vpn": "VPN tunnel down, internet fine", "router": "home router unreachable"}
+    out.append(
+        Sample("lifeline_verdict_info", 1.0, ms, {"layer": verdict, "verdict": words.get(verdict, verdict)})
+    )
+    out += [
+        Sample("lifeline_cad_risk_ratio", 1.0 if failed else 0.0, ms),
+        Sample("lifeline_cad_time_to_loss_seconds", 0.0 if failed else float("inf"), ms),
+        Sample("lifeline_failover_ready", 1.0, ms),
+        Sample("lifeline_on_backup", 0.0, ms),
+    ]
+    if "vpn" in failed:
+        labels = {"target": "vpn.agency.example", "role": "vpn", "path": "tunnel", "kind": "icmp"}
+        out.append(Sample("lifeline_probe_success", 0.0, ms, labels))
+    return out
+
+
+def collector_alerts(tmp_path: Path) -> list[dict[str, Any]]:
+    """Alerts of a real Collector (manual clock) in Alertmanager's v2 shape, from its notifier's payload.
+
+    north: three of four positions lose the VPN concentrator (one FleetIncident, cause vpn), the
+    fourth is on battery; south: one position loses the VPN alone; east: two of three positions
+    go silent together (FleetIncident, cause silent) while the third loses its home router.
+    """
+    from lifeline_collector.alerting.model import group_of
+    from lifeline_collector.clock import ManualClock, SystemClock
+    from lifeline_collector.config import parse
+    from lifeline_collector.notify.alertmanager import payload
+    from lifeline_collector.notify.base import NotifyContext
+    from lifeline_collector.service import Collector
+    from lifeline_wire import Batch, Envelope
+
+    clock = ManualClock(time.time() - 60)
+    service = Collector(parse({"store": {"path": str(tmp_path / "collector.db")}}, "(test)"), clock=clock)
+    sites = {"north": 4, "south": 1, "east": 3}
+    seqs: dict[str, int] = {}
+    try:
+        for site, count in sites.items():
+            for n in range(1, count + 1):
+                service.store.add_agent(
+                    f"{site}-{n}", site=site, position=str(n), now_ms=int(clock.now() * 1000)
+                )
+
+        def report(agent: str, samples: list[Any]) -> None:
+            row = service.store.agent(agent)
+            assert row is not None
+            ms = int(clock.now() * 1000)
+            seq = seqs[agent] = seqs.get(agent, -1) + 1
+            service.ingest(
+                row, Envelope(version=1, batches=[Batch(agent, "b1", seq, ms, samples)], sent_ms=ms)
+            )
+
+        for site, count in sites.items():
+            for n in range(1, count + 1):
+                report(f"{site}-{n}", _judgement(int(clock.now() * 1000)))
+        clock.advance(30)  # east-1 and east-2 say nothing more: silent
+        ms = int(clock.now() * 1000)
+        vpn_down = ("vpn", "agency", "dns", "cad")
+        for agent in ("north-1", "north-2", "north-3", "south-1"):
+            report(agent, _judgement(ms, vpn_down, verdict="vpn"))
+        report("north-4", _judgement(ms, power="degraded"))
+        report(
+            "east-3", _judgement(ms, ("router", "internet", "vpn", "agency", "dns", "cad"), verdict="router")
+        )
+        service.tick()
+        context = NotifyContext("http://collector.example", SystemClock(), resend_interval=60.0)
+        return [item for alert in service.engine.active() for item in payload(group_of(alert), context)]
+    finally:
+        service.store.close()
+
+
+@pytest.mark.system
+def test_collector_fleet_incidents_mute_only_what_they_explain(alertmanager: str, tmp_path: Path) -> None:
+    alerts = collector_alerts(tmp_path)
+    incidents = sorted(
+        (a["labels"]["site"], a["labels"]["cause"], a["labels"]["dependency"])
+        for a in alerts
+        if a["labels"]["alertname"] == "FleetIncident"
+    )
+    assert incidents == [("east", "silent", "collector"), ("north", "vpn", "vpn.agency.example")]
+    _api(alertmanager, "/api/v2/alerts", alerts)
+    deadline = time.monotonic() + 20
+    while True:
+        seen = _api(alertmanager, "/api/v2/alerts")
+        if len(seen) == len(alerts) and all(a["status"]["state"] != "unprocessed" for a in seen):
+            break
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.2)
+    states = {
+        (
+            a["labels"]["alertname"],
+            a["labels"].get("agent") or a["labels"]["cause"],
+            a["labels"].get("layer", ""),
+            a["labels"]["severity"],
+        ): a["status"]["state"]
+        for a in seen
+    }
+    assert states == {
+        ("FleetIncident", "vpn", "", "critical"): "active",
+        ("PositionLayerFailed", "north-1", "vpn", "critical"): "suppressed",
+        ("PositionLayerFailed", "north-2", "vpn", "critical"): "suppressed",
+        ("PositionLayerFailed", "north-3", "vpn", "critical"): "suppressed",
+        # The home's own warning is no part of the incident.
+        ("PositionLayerFailed", "north-4", "power", "warning"): "active",
+        # One position of a site losing the VPN is not an incident.
+        ("PositionLayerFailed", "south-1", "vpn", "critical"): "active",
+        ("FleetIncident", "silent", "", "critical"): "active",
+        ("PositionSilent", "east-1", "", "critical"): "suppressed",
+        ("PositionSilent", "east-2", "", "critical"): "suppressed",
+        # A silent-positions incident does not explain a reporting position's broken router.
+        ("PositionLayerFailed", "east-3", "router", "critical"): "active",
+    }

@@ -138,7 +138,12 @@ def test_panel_titles_unique_per_dashboard(boards: dict[str, dict[str, Any]]) ->
              "lifeline_cellular_rsrp_dbm", "lifeline_power_on_ac", "lifeline_battery_ratio",
              "lifeline_cad_session_rtt_seconds", "lifeline_cad_session_retransmits_total"},
         ),
-        ("lifeline-alerts", {"lifeline_alerts_active", "lifeline_notifications_total", "ALERTS"}),
+        # Alerts: history by site, fleet incidents, time to acknowledge, silences, notifications.
+        (
+            "lifeline-alerts",
+            {"lifeline_alerts_active", "lifeline_notifications_total", "ALERTS", "lifeline_silences_active",
+             "lifeline_alert_acknowledgements_total", "lifeline_alert_acknowledge_seconds_total"},
+        ),
     ],
 )  # fmt: skip
 def test_dashboard_covers_its_subject(
@@ -161,9 +166,28 @@ def test_position_events_are_annotations(boards: dict[str, dict[str, Any]], metr
         assert '$agent"' in ann["expr"], f"annotation {ann['name']!r} is not scoped to the position"
 
 
-def test_alerts_dashboard_says_time_to_acknowledge_comes_later(boards: dict[str, dict[str, Any]]) -> None:
-    texts = [p for p in panels_of(boards["lifeline-alerts"]) if p["type"] == "text"]
-    assert any("acknowledge" in p["options"]["content"] for p in texts)
+def test_alerts_dashboard_filters_by_site_and_averages_time_to_acknowledge(
+    boards: dict[str, dict[str, Any]],
+) -> None:
+    alerts = boards["lifeline-alerts"]
+    exprs = [t["expr"] for p in panels_of(alerts) for t in p.get("targets", [])]
+    # Every collector alert series is narrowed to the chosen sites.
+    by_site = [e for e in exprs if "lifeline_alert" in e]
+    assert by_site
+    for expr in by_site:
+        for selector in re.findall(r"lifeline_alert\w*\{[^}]*\}", expr):
+            assert 'site=~"$site"' in selector, expr
+    # Mean time to acknowledge = increase(summed delays) / increase(count), never divided by zero.
+    (mean,) = [p for p in panels_of(alerts) if p["title"] == "Mean time to acknowledge"]
+    (expr,) = [t["expr"] for t in mean["targets"]]
+    assert re.fullmatch(
+        r"sum \(increase\(lifeline_alert_acknowledge_seconds_total\{[^}]*\}\[\$__range\]\)\)"
+        r" / \(sum \(increase\(lifeline_alert_acknowledgements_total\{[^}]*\}\[\$__range\]\)\) > 0\)",
+        expr,
+    ), expr
+    assert mean["fieldConfig"]["defaults"]["unit"] == "s"
+    # The placeholder text of the first slice is gone.
+    assert not [p for p in panels_of(alerts) if p["type"] == "text"]
 
 
 def test_dashboard_provisioning() -> None:

@@ -6,9 +6,14 @@ The stack, all on loopback, all started and stopped here:
   - a webhook receiver for the collector's notifier;
   - `lifeline-collector serve` with two registered agents (`lifeline-collector agents add`);
   - `lifeline-agent run` for pos-north-1 (ICMP to 127.0.0.1, TCP to the listener, TCP to the dead
-    port) and for pos-south-1, which is stopped once it has reported so that it turns silent;
+    port; cellular and power from the agent's fixture providers, replaying a plugged-in laptop
+    with an LTE hotspot; the TCP_INFO of a CAD client session this test holds open) and for pos-south-1, which is stopped once it has
+    reported so that it turns silent;
   - `/usr/bin/prometheus` with the shipped prometheus.yml (scrape and evaluation interval 1 s, the
-    collector's port) and the shipped rules, unchanged.
+    collector's port) and the shipped rules, unchanged;
+  - a supervisor who acknowledges pos-north-1's CAD alert through the API (admin token) and an
+    operator who silences a site with `lifeline-collector silences add`, so the Alerts dashboard's
+    time to acknowledge and silences have data.
 Then each panel target, variable and annotation query runs through `/api/v1/query`: any error
 fails, and an empty result fails unless the panel is in PENDING (with the reason it has no data
 in this stack yet).
@@ -42,13 +47,18 @@ BIN = ROOT / ".venv" / "bin"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 NORTH, SOUTH = "pos-north-1", "pos-south-1"
+ADMIN_TOKEN = "ops-stack-admin-token-0123456789"
 NO_BACKUP = "no backup interface in this loopback stack (the lab tests cover failover readiness)"
-CAD_SESSION = "no CAD client holds an established session in this stack (the lab tests read TCP_INFO)"
-HARDWARE = "needs Wi-Fi/cellular/battery hardware or the agent's fixture providers (issue 4)"
 NO_VPN = "no VPN tunnel in this stack (the lab's WireGuard tests cover it, issue 4)"
+WIFI_NAME = (
+    "Wi-Fi fixture off: lifeline_wifi_bitrate_bits_per_second fails `promtool check metrics` (base unit"
+    " bytes, not bits) until the sources catalog renames it"
+)
 # Panels that must not error but may be empty in this stack, and why. Everything else must have
 # data. A panel that has data anyway must leave this list (the test says so).
 PENDING: dict[tuple[str, str], str] = {
+    ("lifeline-position", "Wi-Fi signal"): WIFI_NAME,
+    ("lifeline-position", "Wi-Fi bitrate and retries"): WIFI_NAME,
     ("lifeline-fleet", "Backup not ready"): NO_BACKUP,
     ("lifeline-fleet", "Backup path by position"): NO_BACKUP,
     ("lifeline-fleet", "Positions on backup and backup not ready by site"): NO_BACKUP,
@@ -58,15 +68,6 @@ PENDING: dict[tuple[str, str], str] = {
     ("lifeline-position", "VPN handshake age"): NO_VPN,
     ("lifeline-position", "VPN tunnel"): NO_VPN,
     ("lifeline-position", "Tunnel traffic"): NO_VPN,
-    ("lifeline-position", "Wi-Fi signal"): HARDWARE,
-    ("lifeline-position", "Wi-Fi bitrate and retries"): HARDWARE,
-    ("lifeline-position", "Cellular signal"): HARDWARE,
-    ("lifeline-position", "Cellular signal quality"): HARDWARE,
-    ("lifeline-position", "Mains power"): HARDWARE,
-    ("lifeline-position", "Battery"): HARDWARE,
-    ("lifeline-position", "CAD session round-trip time"): CAD_SESSION,
-    ("lifeline-position", "CAD session retransmits"): CAD_SESSION,
-    ("lifeline-position", "CAD sessions and unacknowledged segments"): CAD_SESSION,
 }
 # Grafana's built-in variables, as Grafana would fill them for a one-hour view with 1 s scrapes.
 BUILTIN_VARS = {"$__rate_interval": "10s", "$__interval": "2s", "$__range": "1h"}
@@ -94,6 +95,16 @@ def _get(url: str, timeout: float = 5) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         body: bytes = response.read()
         return body
+
+
+def _post(url: str, body: dict[str, Any], token: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=5) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+        return answer
 
 
 class Prometheus:
@@ -140,6 +151,7 @@ class Stack:
     agent_metrics_url: str
     tmp: Path
     logs: dict[str, Path] = field(default_factory=dict)
+    acknowledged: dict[str, Any] = field(default_factory=dict)  # the ack API's answer
 
     def describe(self) -> str:
         """The tail of every process log, for a failure message."""
@@ -172,8 +184,32 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def _agent_config(tmp: Path, agent: str, site: str, collector: str, targets: str, metrics_port: int) -> Path:
+# What the cellular and power providers of a plugged-in laptop with an LTE hotspot read, and its
+# Wi-Fi provider on good Wi-Fi (replayed by the agent's fixture backends: no radio or battery).
+FIXTURE = json.dumps(
+    {
+        "ts_ms": 0,  # in force from the start
+        "wifi": {"interface": "wlan0", "associated": True, "signal_dbm": -58, "bitrate_bps": 144_400_000,
+                 "retries": 12},
+        "cellular": {"modem": "0", "state": "connected", "access_technology": "lte", "signal_quality": 0.71,
+                     "rsrp_dbm": -92, "rsrq_db": -11, "sinr_db": 13},
+        "power": {"on_ac": True, "battery_ratio": 0.97, "secs_left": 19_800},
+    }
+)  # fmt: skip
+
+
+def _agent_config(
+    tmp: Path,
+    agent: str,
+    site: str,
+    collector: str,
+    targets: str,
+    metrics_port: int,
+    fixture: Path | None = None,
+) -> Path:
     state = tmp / agent
+    local = "off" if fixture is None else "fixture"
+    wifi = "off"  # see WIFI_NAME
     token = tmp / f"{agent}.token"
     path = tmp / f"{agent}.toml"
     path.write_text(
@@ -201,10 +237,11 @@ timeout = "2s"
 listen = "127.0.0.1:{metrics_port}"
 
 [providers]
-wifi = "off"
-cellular = "off"
-power = "off"
-cad_sessions = false
+wifi = "{wifi}"
+cellular = "{local}"
+power = "{local}"
+fixture_file = "{fixture or ""}"
+cad_sessions = {"true" if fixture is not None else "false"}
 netlink = false
 traceroute = false
 desktop_notify = false
@@ -230,22 +267,32 @@ def stack() -> Iterator[Stack]:
         procs.append(proc)
         return proc
 
-    # The CAD server: accepts and closes. The dead CAD server: a port nobody listens on.
+    # The CAD server: accepts and closes the agent's probes, and keeps the session of the CAD
+    # client (a socket of this test, held open: the agent reads its TCP_INFO, never its data).
+    # The dead CAD server: a port nobody listens on.
     cad = socket.create_server(("127.0.0.1", 0))
     cad.settimeout(0.2)
     cad_port = cad.getsockname()[1]
     dead_port = _free_port()
     running = threading.Event()
     running.set()
+    client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    client.bind(("127.0.0.1", 0))
+    client_port = client.getsockname()[1]
+    kept: list[socket.socket] = []
 
     def accept() -> None:
         while running.is_set():
             with contextlib.suppress(OSError):
-                conn, _ = cad.accept()
-                conn.close()
+                conn, peer = cad.accept()
+                if peer[1] == client_port:
+                    kept.append(conn)
+                else:
+                    conn.close()
 
     acceptor = threading.Thread(target=accept, daemon=True)
     acceptor.start()
+    client.connect(("127.0.0.1", cad_port))
     hook = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
     hook_thread = threading.Thread(target=hook.serve_forever, daemon=True)
     hook_thread.start()
@@ -257,6 +304,8 @@ def stack() -> Iterator[Stack]:
     try:
         collector_toml = tmp / "collector.toml"
         store = tmp / "collector.db"
+        admin_token = tmp / "admin.token"
+        admin_token.write_text(ADMIN_TOKEN, encoding="utf-8")
         collector_toml.write_text(
             f"""
 [server]
@@ -273,6 +322,9 @@ evaluate_interval = "250ms"
 
 [exposition]
 stale_after = "10m"
+
+[api]
+admin_token_file = "{admin_token}"
 
 [[notifiers]]
 kind = "webhook"
@@ -331,7 +383,9 @@ kind = "icmp"
 host = "127.0.0.1"
 path = "primary"
 """
-        north = _agent_config(tmp, NORTH, "north", collector_url, north_targets, north_metrics)
+        fixture = tmp / "north-fixture.jsonl"
+        fixture.write_text(FIXTURE, encoding="utf-8")
+        north = _agent_config(tmp, NORTH, "north", collector_url, north_targets, north_metrics, fixture)
         south = _agent_config(tmp, SOUTH, "south", collector_url, south_targets, south_metrics)
         start(NORTH, [str(BIN / "lifeline-agent"), "run", "--config", str(north)])
         south_proc = start(SOUTH, [str(BIN / "lifeline-agent"), "run", "--config", str(south)])
@@ -378,12 +432,37 @@ path = "primary"
             f'agent_role_path:lifeline_probe_loss_ratio:rate1m{{agent="{NORTH}"}}',
         ):
             _wait(expr, lambda expr=expr: has(expr), 60, stack.describe)
+
+        # A supervisor acknowledges the CAD alert (API, admin token); an operator silences a site
+        # that has no positions (CLI, straight into the store; the collector reloads it).
+        alerts = json.loads(_get(collector_url + "/api/v1/alerts?site=north"))
+        (cad_alert,) = [a for a in alerts if a["labels"]["alertname"] == "CadTargetUnreachable"]
+        stack.acknowledged = _post(
+            f"{collector_url}/api/v1/alerts/{cad_alert['fingerprint']}/ack",
+            {"by": "sup-ana", "comment": "ops stack test"},
+            ADMIN_TOKEN,
+        )
+        done = subprocess.run(
+            [BIN / "lifeline-collector", "silences", "add", "--matcher", "site=west", "--duration", "1h",
+             "--by", "ops-test", "--comment", "no such site", "--config", collector_toml],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        for expr in (
+            'increase(lifeline_alert_acknowledgements_total{alertname="CadTargetUnreachable", site="north"}[1h])'
+            " > 0",
+            "lifeline_silences_active == 1",
+        ):
+            _wait(expr, lambda expr=expr: has(expr), 60, stack.describe)
         yield stack
     finally:
         for proc in reversed(procs):
             _stop(proc)
         running.clear()
         acceptor.join(timeout=5)
+        client.close()
+        for conn in kept:
+            conn.close()
         cad.close()
         hook.shutdown()
         hook.server_close()
@@ -460,6 +539,20 @@ def test_every_dashboard_query_runs(stack: Stack, queries: list[Any]) -> None:
     assert not pending_with_data, "these have data now; take them out of PENDING:\n" + "\n".join(
         pending_with_data
     )
+
+
+def test_time_to_acknowledge_shows_the_supervisors_ack(stack: Stack, queries: list[Any]) -> None:
+    ack = stack.acknowledged["status"]["acknowledged"]
+    assert (ack["by"], ack["comment"]) == ("sup-ana", "ops stack test")
+    (table,) = [q for q in queries if q.panel == "Time to acknowledge by alert and site"]
+    rows = stack.prometheus.vector(substitute(table.dashboard, table.expr))
+    assert [(r["metric"]["alertname"], r["metric"]["site"]) for r in rows] == [
+        ("CadTargetUnreachable", "north")
+    ]
+    assert float(rows[0]["value"][1]) >= 0
+    (silences,) = [q for q in queries if q.panel == "Silences in force"]
+    (row,) = stack.prometheus.vector(substitute(silences.dashboard, silences.expr))
+    assert row["value"][1] == "1"
 
 
 def test_template_variables_find_the_agents(stack: Stack, queries: list[Any]) -> None:

@@ -1,10 +1,10 @@
 """kill -9 of the agent, again and again, at random points during sends: no sample lost, none twice.
 
 A real collector (``lifeline-collector serve``) sits behind a small HTTP proxy owned by the test.
-The proxy records every envelope the agent sends (which batch, how many samples), forwards it,
-and holds the collector's answer back for a random 0–300 ms, so kills land before the request,
-while the collector has committed but the agent has not acknowledged, and while the agent
-deletes what was acknowledged. The agent (``lifeline-agent run``, batch every 0.5 s, a TCP probe
+The proxy records every envelope the agent sends (which batch, how many samples), waits a random
+0–150 ms, forwards it, and holds the collector's answer back for a random 0–300 ms, so kills land
+before the collector has the request, after it committed but before the agent knows, and while
+the agent deletes what was acknowledged. The agent (``lifeline-agent run``, batch every 0.5 s, a TCP probe
 every 100 ms) is killed with SIGKILL at least 20 times and restarted each time; its spool file is
 read after every kill. At the end a real Shipper drains what is left.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import select
 import socket
 import sys
 import threading
@@ -44,14 +45,27 @@ KILLS = 24
 BatchId = tuple[str, int]
 
 
+def _peer_gone(sock: socket.socket) -> bool:
+    """True when the client closed its end (a killed process's sockets are closed by the kernel)."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
 class HoldingProxy:
-    """Forwards POSTs to the collector, records what passed, holds each answer 0–300 ms."""
+    """Forwards POSTs to the collector after 0–150 ms, records what passed, holds each answer
+    0–300 ms more: kills land both before the collector has a batch and after."""
 
     def __init__(self, upstream: str, rng: random.Random) -> None:
         self.upstream = upstream
         self.rng = rng
         self.samples: dict[BatchId, int] = {}  # what the agent put in each batch it sent
         self.arrivals = 0
+        self.dropped = 0  # requests whose sender died before they were forwarded
         self.lock = threading.Lock()
         proxy = self
         client = httpx.Client(timeout=10)
@@ -68,7 +82,12 @@ class HoldingProxy:
                     proxy.arrivals += 1
                     for batch in envelope.batches:
                         proxy.samples[(batch.boot_id, batch.seq)] = len(batch.samples)
-                    hold = proxy.rng.uniform(0.0, 0.3)
+                    before, hold = proxy.rng.uniform(0.0, 0.15), proxy.rng.uniform(0.0, 0.3)
+                time.sleep(before)  # a kill now: the collector has not seen the request
+                if _peer_gone(self.connection):
+                    with proxy.lock:
+                        proxy.dropped += 1
+                    return  # the agent died before its request left the "network": it never arrives
                 answer = client.post(
                     proxy.upstream + self.path,
                     content=body,
@@ -78,7 +97,7 @@ class HoldingProxy:
                         if k.lower() in ("authorization", "content-type")
                     },
                 )
-                time.sleep(hold)
+                time.sleep(hold)  # a kill now: the collector has it, the agent does not know yet
                 try:
                     self.send_response(answer.status_code)
                     self.send_header("Content-Type", "application/json")
@@ -186,7 +205,9 @@ def test_repeated_kill_9_during_sends_loses_nothing_and_counts_nothing_twice(
     assert len(boots) >= kills_mid_send
     for boot in boots:
         highest = max(seq for b, seq in known if b == boot)
-        assert stored.get(boot) == list(range(highest + 1)), f"boot {boot}: a committed batch is missing"
+        assert stored.get(boot) == list(range(highest + 1)), (
+            f"boot {boot}: a committed batch is missing ({proxy.dropped} requests died with their sender)"
+        )
     # Every stored batch holds exactly the samples the agent put in it: none lost, none twice.
     assert counts.keys() == {(b, s) for b, seqs in stored.items() for s in seqs}
     for batch_id, count in counts.items():

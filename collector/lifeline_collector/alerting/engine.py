@@ -60,6 +60,7 @@ class AlertEngine:
             registry=registry,
             correlator=correlator,
             on_status=on_status,
+            counted_after=clock.now(),
         )
 
     def evaluate(self, agents: Iterable[AgentView], *, gone: Iterable[str] = ()) -> list[Change]:

@@ -10,12 +10,15 @@ expires or the incident ends, and nothing depends on having seen one particular 
   ``severity`` rule).
 - Silenced: an active silence matches the labels.
 - Acknowledged: no repeats and no escalation for that alert; the keep-alive to Alertmanager goes on.
+  The first acknowledgement of each alert instance is counted, with its delay since firing
+  (``AckTimes``: time to acknowledge on the dashboards).
 - Resolved is sent to whoever was paged (and only if someone was).
 - Firing alerts are re-sent to notifiers that want it (Alertmanager) every ``resend_interval``.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -48,6 +51,25 @@ class AlertStatus:
 
 
 @dataclass(slots=True)
+class AckTimes:
+    """Time to acknowledge, per (alertname, site): instances acknowledged and their summed delay.
+
+    The delay runs from when the alert fired to its first acknowledgement (0 for an alert acknowledged
+    while still pending). Counters of this process only, like every Prometheus counter: an
+    acknowledgement made before the process started (restored from the store) is not counted again.
+    """
+
+    count: Counter[tuple[str, str]] = field(default_factory=Counter)
+    seconds: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def observe(self, alert: Alert, ack: Ack) -> None:
+        key = (alert.name, alert.labels.get("site", ""))
+        fired = ack.at if alert.fired_at is None else alert.fired_at
+        self.count[key] += 1
+        self.seconds[key] = self.seconds.get(key, 0.0) + max(0.0, ack.at - fired)
+
+
+@dataclass(slots=True)
 class _RouteState:
     last_sent: float
     escalated: bool = False
@@ -73,6 +95,7 @@ class Notifications:
         registry: Registry | None = None,
         correlator: incidents.FleetCorrelator | None = None,
         on_status: Callable[[Alert, AlertStatus], None] = lambda alert, status: None,
+        counted_after: float = float("-inf"),
     ) -> None:
         self.states = states
         self.resend_interval = resend_interval
@@ -81,6 +104,9 @@ class Notifications:
         self.registry = registry or Registry()
         self.correlator = correlator
         self.on_status = on_status
+        self.ack_times = AckTimes()
+        # Acknowledgements from before this (the process start) were counted by an earlier process.
+        self.counted_after = counted_after
         self._deliveries: dict[str, _Delivery] = {}
 
     # --- what an alert's status is -------------------------------------------------------------
@@ -199,7 +225,12 @@ class Notifications:
 
     def _report(self, alert: Alert, status: AlertStatus, delivery: _Delivery) -> None:
         if status != delivery.reported:
-            delivery.reported = status
+            before, delivery.reported = delivery.reported, status
+            ack = status.acknowledged
+            if ack is not None and (
+                before.acknowledged is None if before is not None else ack.at > self.counted_after
+            ):
+                self.ack_times.observe(alert, ack)
             self.on_status(alert, status)
 
     def receivers_of(self, fingerprint: str) -> tuple[str, ...] | None:

@@ -43,9 +43,23 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "lifeline_alerts_active",
         "gauge",
-        "Alerts currently active by name and state (pending, firing)",
-        ("alertname", "state"),
+        "Alerts currently active by name, site and state (pending, firing)",
+        ("alertname", "site", "state"),
     ),
+    MetricSpec(
+        "lifeline_alert_acknowledgements_total",
+        "counter",
+        "Alert instances acknowledged (the first acknowledgement of each), by alert name and site",
+        ("alertname", "site"),
+    ),
+    MetricSpec(
+        "lifeline_alert_acknowledge_seconds_total",
+        "counter",
+        "Sum of the seconds from firing to the first acknowledgement, by alert name and site (divide its "
+        "increase by that of lifeline_alert_acknowledgements_total for the mean time to acknowledge)",
+        ("alertname", "site"),
+    ),
+    MetricSpec("lifeline_silences_active", "gauge", "Silences in force now (started and not expired)"),
     MetricSpec(
         "lifeline_notifications_total",
         "counter",

@@ -1,0 +1,157 @@
+"""Issue 6 in the lab: a hard cut, a gradual ramp and a benign spike each page exactly as they should.
+
+The real collector runs on the VPN concentrator's box (``vpnhub``: 10.20.0.1 through the tunnel,
+203.0.113.10 from the internet) and pages a webhook receiver this test owns, listening on that
+namespace's loopback; the real agent runs in the laptop namespace. The agent probes at its default
+1 s interval here, because the collector's CadTargetUnreachable counts probe rounds. The CAD
+simulator's own log says when CAD was really lost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from lifeline_lab import impair, scenario
+from lifeline_lab.stack import (
+    LifelineStack,
+    Notification,
+    WebhookReceiver,
+    agent_targets,
+    cad_losses,
+    healthy_fixtures,
+    wait_until,
+)
+from lifeline_lab.testing import lab_fixture
+from lifeline_lab.topology import Lab
+
+pytestmark = [pytest.mark.lab, pytest.mark.system, pytest.mark.slow]
+
+alert_lab = lab_fixture(cadsim=True, tag="la")
+INTERVAL = 1.0
+
+
+@pytest.fixture(scope="module")
+def stack(alert_lab: Lab) -> Iterator[LifelineStack]:
+    receiver = WebhookReceiver([alert_lab.ns("vpnhub")])
+    lifeline = LifelineStack(alert_lab, receiver)
+    try:
+        healthy_fixtures(alert_lab)
+        lifeline.start_collector()
+        yield lifeline
+    finally:
+        lifeline.close()
+        receiver.close()
+
+
+@pytest.fixture
+def agent(stack: LifelineStack) -> Iterator[LifelineStack]:
+    stack.start_agent(agent_targets(interval=INTERVAL))
+    stack.wait_healthy()
+    try:
+        yield stack
+    finally:
+        impair.clear(stack.lab)
+        stack.stop_agent()
+
+
+def play(stack: LifelineStack, timeline: dict[str, Any]) -> float:
+    """Play a scenario in real time; returns the wall time it started."""
+    sc = scenario.parse(timeline, "test_alert_scenarios", str(timeline["description"]))
+    started = time.time()
+    scenario.run(stack.lab, sc, emit=lambda _line: None)
+    return started
+
+
+def key(n: Notification) -> tuple[str, str]:
+    """An alert's identity for these tests: its name and what it is about."""
+    return (n.name, n.labels.get("layer") or n.labels.get("target") or n.severity)
+
+
+def all_resolved(stack: LifelineStack, since: float) -> bool:
+    fired = {key(n) for n in stack.receiver.notifications(since=since, status="firing")}
+    resolved = {key(n) for n in stack.receiver.notifications(since=since, status="resolved")}
+    return fired <= resolved
+
+
+def test_a_hard_cut_pages_the_broken_layer_once_and_resolves(agent: LifelineStack) -> None:
+    started = play(
+        agent,
+        {
+            "description": "hard cut: broadband blackholed for 10 s",
+            "duration": "13s",
+            "expect": {"cad_lost": True, "layer": "isp", "page": True},
+            "steps": [
+                {"at": "3s", "action": "blackhole", "link": "broadband"},
+                {"at": "13s", "action": "clear"},
+            ],
+        },
+    )
+    wait_until(lambda: all_resolved(agent, started), "every alert resolved after the repair", timeout=40.0)
+    fired = agent.receiver.notifications(since=started, status="firing")
+    assert {key(n) for n in fired} == {
+        ("PositionLayerFailed", "internet"),
+        ("CadTargetUnreachable", "cad-tcp"),
+        ("CadTargetUnreachable", "cad-icmp"),
+    }
+    assert len(fired) == 3  # each paged once
+    layer_page = next(n for n in fired if n.name == "PositionLayerFailed")
+    assert layer_page.severity == "critical"
+    assert layer_page.annotations["summary"] == (
+        "Position 12 (north) lost CAD — home internet (ISP) down, router fine; hotspot ready."
+    )
+    assert layer_page.annotations["link"].endswith("/positions/pos-12")
+    assert cad_losses(agent.lab, started)  # the CAD simulator agrees CAD was lost
+
+
+def test_a_gradual_ramp_warns_before_cad_is_lost_then_pages(agent: LifelineStack) -> None:
+    started = play(
+        agent,
+        {
+            "description": "gradual ramp: home link loss 0 → 90 % over 40 s",
+            "duration": "55s",
+            "expect": {"cad_lost": True, "layer": "link", "page": True},
+            "steps": [
+                {"at": "3s", "action": "ramp", "kind": "loss", "link": "primary", "from": 0, "to": 90,
+                 "over": "40s", "steps": 8},
+                {"at": "55s", "action": "clear"},
+            ],
+        },
+    )  # fmt: skip
+    wait_until(lambda: all_resolved(agent, started), "every alert resolved after the repair", timeout=40.0)
+    fired = agent.receiver.notifications(since=started, status="firing")
+    lost = cad_losses(agent.lab, started)
+    assert lost, "the ramp is meant to cost the CAD session"
+    # The first page is the prediction, and it came before the CAD simulator lost its session.
+    first = fired[0]
+    assert first.name == "CadAtRisk"
+    assert first.at < lost[0]
+    assert first.annotations["summary"].startswith("Position 12 (north) will likely lose CAD within ")
+    # Then the loss itself, on the home side of the path, and the CAD probes.
+    names = {n.name for n in fired}
+    assert names == {"CadAtRisk", "PositionLayerFailed", "CadTargetUnreachable"}
+    layers = {n.labels["layer"] for n in fired if n.name == "PositionLayerFailed"}
+    assert layers <= {"link", "router"}, layers
+
+
+def test_a_benign_spike_pages_nobody(agent: LifelineStack) -> None:
+    started = play(
+        agent,
+        {
+            "description": "benign spikes: 2 s blackhole, then 2 s of 30 % loss on the home link",
+            "duration": "20s",
+            "expect": {"cad_lost": False, "layer": "link", "page": False},
+            "steps": [
+                {"at": "3s", "action": "blackhole", "link": "primary"},
+                {"at": "5s", "action": "clear"},
+                {"at": "9s", "action": "loss", "link": "primary", "percent": 30},
+                {"at": "11s", "action": "clear"},
+            ],
+        },
+    )
+    assert not cad_losses(agent.lab, started)  # CAD rode it out
+    time.sleep(5.0)  # anything the spike set off would reach the webhook within this
+    assert agent.receiver.notifications(since=started) == []

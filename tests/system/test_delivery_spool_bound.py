@@ -1,0 +1,78 @@
+"""The spool bound reached by a real agent: the oldest batches go, the drop is counted (and reaches
+the collector as a metric), it is logged once, and the agent keeps running and delivering.
+
+The agent (``lifeline-agent run``, a TCP probe every 100 ms, a batch every 0.5 s, ``spool.max_bytes
+= 100KB``, the smallest the config allows) reports to a port where no collector listens yet; once
+the agent has counted drops, ``lifeline-collector serve`` starts on that port.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent" / "delivery"))
+
+from delivery_procs import Collector, agent_config, agent_proc, free_port, spool_batches, status, wait_for
+
+pytestmark = [pytest.mark.system, pytest.mark.slow]
+
+BOUND = 100_000
+
+
+@pytest.fixture
+def cad_listener() -> Iterator[int]:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(128)
+        yield int(server.getsockname()[1])
+
+
+def test_spool_bound_drops_the_oldest_counts_them_and_the_agent_carries_on(
+    tmp_path: Path, cad_listener: int
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    collector = Collector(tmp_path / "collector", f"127.0.0.1:{port}")
+    token = collector.register()
+    workdir = tmp_path / "agent"
+    config = agent_config(
+        workdir,
+        token,
+        [url],
+        [{"name": "cad", "role": "cad", "kind": "tcp", "host": "127.0.0.1", "port": cad_listener,
+          "interval": "100ms", "timeout": "50ms"}],
+        batch_interval="0.5s",
+        spool_max_bytes="100KB",
+    )  # fmt: skip
+    agent = agent_proc(config).start()
+    try:
+        wait_for("drops", lambda: status(workdir)["spool"]["dropped"] >= 5, timeout=120)
+        waiting = spool_batches(workdir / "spool.db")
+        # The oldest ordinary batches went; state changes (priority) outlive them.
+        assert min(seq for _boot, seq, _n, priority in waiting if not priority) > 0
+        collector.start(url)
+        wait_for("the spool to drain", lambda: status(workdir)["spool"]["batches"] <= 1, timeout=120)
+        assert agent.running(), agent.text()
+        dropped = status(workdir)["spool"]["dropped"]
+    finally:
+        agent.stop()
+        collector.stop()
+
+    (boot,) = collector.seqs()
+    stored = collector.seqs()[boot]
+    missing = sorted(set(range(max(stored) + 1)) - set(stored))
+    assert missing, "nothing was dropped"
+    ordinary = [seq for (seq,) in collector.query("SELECT seq FROM batches WHERE priority = 0 ORDER BY seq")]
+    assert max(missing) < min(ordinary)  # only the oldest went, and no hole later
+    assert len(missing) <= dropped  # the agent counted every batch it dropped
+    # The count reached the collector with the batches that followed, so IT sees it.
+    counted = collector.samples("lifeline_agent_spool_dropped_batches_total")
+    assert max(value for _labels, _ts, value, _received in counted) >= len(missing)
+    log = agent.text()
+    assert log.count("is over its bound") == 1, "one warning per episode, not one per batch"
+    assert "spool.max_bytes = 100000 bytes" in log
