@@ -41,8 +41,8 @@ def check_batch(index: int, batch: Batch) -> str | None:
     """Why a decoded batch breaks the catalog (unknown metric, undeclared label), or None."""
     admissible = _ADMISSIBLE
     for sample in batch.samples:  # the hot path: one lookup and one subset test per sample
-        allowed = admissible.get(sample.name)
-        if allowed is None or not sample.labels.keys() <= allowed:
+        labels = admissible.get(sample.name)
+        if labels is None or not sample.labels.keys() <= labels:
             break
     else:
         return None

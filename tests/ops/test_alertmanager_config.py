@@ -46,6 +46,21 @@ def test_amtool_rejects_a_broken_copy(tmp_path: Path) -> None:
         (["site=north", "alertname=FailoverNotReady", "severity=warning"], "it-staff,supervisors-north"),
         (["site=south", "alertname=PositionSilent", "severity=critical"], "it-staff,supervisors-south"),
         (["site=south", "alertname=FleetIncident", "severity=critical"], "it-staff,supervisors-south"),
+        # The collector's incidents carry cause and dependency: routed by site all the same.
+        (
+            [
+                "site=north",
+                "alertname=FleetIncident",
+                "severity=critical",
+                "cause=vpn",
+                "dependency=vpn.agency.example",
+            ],
+            "it-staff,supervisors-north",
+        ),
+        (
+            ["site=north", "alertname=CadAtRisk", "severity=warning", "agent=pos-12"],
+            "it-staff,supervisors-north",
+        ),
         # A site with no supervisors' route still reaches IT, once.
         (["site=west", "alertname=PositionSilent", "severity=critical"], "it-staff"),
         (["alertname=LifelineCollectorDown", "severity=critical"], "it-staff"),
