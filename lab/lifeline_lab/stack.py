@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -339,7 +339,9 @@ class LifelineStack:
         if os.path.isdir(self.state_dir):
             shutil.rmtree(self.state_dir)
         os.makedirs(self.state_dir)
-        text = agent_config(self.lab.fixture_path, self.state_dir, self.token_file, targets or agent_targets(), **config)
+        text = agent_config(
+            self.lab.fixture_path, self.state_dir, self.token_file, targets or agent_targets(), **config
+        )
         Path(self.agent_toml).write_text(text)
         proc = self.lab.popen(
             "laptop",
@@ -395,9 +397,11 @@ class LifelineStack:
     def wait_healthy(self, timeout: float = 30.0) -> dict[str, Any]:
         """Wait for the verdict "healthy" with every layer but power measured and ok."""
         return self.wait_assessment(
-            lambda a: a.get("verdict_layer") == "none"
-            and a.get("verdict") == "healthy"
-            and all(s["state"] == "ok" for s in a["layers"]),
+            lambda a: (
+                a.get("verdict_layer") == "none"
+                and a.get("verdict") == "healthy"
+                and all(s["state"] == "ok" for s in a["layers"])
+            ),
             "a healthy verdict",
             timeout,
         )
@@ -490,20 +494,74 @@ BLACKBOX_YML = """modules:
 """
 
 
-@dataclass
 class ConventionalStack:
-    lab: Lab
-    receiver: WebhookReceiver
-    settings: ConventionalSettings = field(default_factory=ConventionalSettings)
-    dir: str = ""
+    """blackbox_exporter, Prometheus and Alertmanager in the laptop namespace, owned by the lab.
+
+    ``restart_alerting()`` gives Prometheus and Alertmanager fresh storage, so one scenario's
+    alert groups (and Alertmanager's group_interval) do not carry into the next.
+    """
+
+    def __init__(
+        self, lab: Lab, receiver: WebhookReceiver, settings: ConventionalSettings | None = None
+    ) -> None:
+        self.lab = lab
+        self.receiver = receiver
+        self.settings = settings or ConventionalSettings()
+        self.ns = lab.ns("laptop")
+        self.dir = tempfile.mkdtemp(prefix=f"conventional-{lab.core}-")
+        self.paths = {
+            name: os.path.join(self.dir, name)
+            for name in ("blackbox.yml", "prometheus.yml", "rules.yml", "alertmanager.yml")
+        }
 
     def start(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix=f"conventional-{self.lab.core}-")
+        self._write_configs()
+        self.lab.popen(
+            "laptop",
+            [BLACKBOX, f"--config.file={self.paths['blackbox.yml']}",
+             f"--web.listen-address=127.0.0.1:{BLACKBOX_PORT}"],
+            name="blackbox",
+        )  # fmt: skip
+        self._ready("blackbox", BLACKBOX_PORT, "/-/healthy")
+        self.start_alerting()
+
+    def start_alerting(self) -> None:
+        am_dir, prom_dir = os.path.join(self.dir, "am"), os.path.join(self.dir, "prom")
+        self.lab.popen(
+            "laptop",
+            [ALERTMANAGER, f"--config.file={self.paths['alertmanager.yml']}", f"--storage.path={am_dir}",
+             f"--web.listen-address=127.0.0.1:{ALERTMANAGER_PORT}", "--cluster.listen-address="],
+            name="alertmanager",
+        )  # fmt: skip
+        self.lab.popen(
+            "laptop",
+            [PROMETHEUS, f"--config.file={self.paths['prometheus.yml']}", f"--storage.tsdb.path={prom_dir}",
+             f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"],
+            name="prometheus",
+        )  # fmt: skip
+        self._ready("alertmanager", ALERTMANAGER_PORT, "/-/ready")
+        self._ready("prometheus", PROMETHEUS_PORT, "/-/ready")
+
+    def restart_alerting(self) -> None:
+        self.stop_alerting()
+        self.start_alerting()
+
+    def stop_alerting(self) -> None:
+        for name in ("prometheus", "alertmanager"):
+            self.lab.stop_process(name)
+        for sub in ("am", "prom"):
+            shutil.rmtree(os.path.join(self.dir, sub), ignore_errors=True)
+
+    def _ready(self, name: str, port: int, path: str) -> None:
+        wait_until(
+            lambda: http_get(self.ns, "127.0.0.1", port, path)[0] == 200,
+            f"{name} to be ready",
+            timeout=60.0,
+            alive=lambda: self.lab.process_alive(name),
+        )
+
+    def _write_configs(self) -> None:
         s = self.settings
-        ns = self.lab.ns("laptop")
-        paths = {name: os.path.join(self.dir, name) for name in ("blackbox.yml", "prometheus.yml",
-                                                                   "rules.yml", "alertmanager.yml")}  # fmt: skip
-        Path(paths["blackbox.yml"]).write_text(BLACKBOX_YML)
         targets = {"icmp": ADDR.cad_server, "tcp_connect": f"{ADDR.cad_server}:{CAD_PORT}"}
         jobs = "".join(
             f"""  - job_name: cad_{module}
@@ -517,18 +575,19 @@ class ConventionalStack:
 """
             for module in s.modules
         )
-        Path(paths["prometheus.yml"]).write_text(
+        Path(self.paths["blackbox.yml"]).write_text(BLACKBOX_YML)
+        Path(self.paths["prometheus.yml"]).write_text(
             f"""global:
   scrape_interval: {s.scrape_interval:g}s
   scrape_timeout: {s.scrape_interval:g}s
   evaluation_interval: {s.evaluation_interval:g}s
-rule_files: ["{paths["rules.yml"]}"]
+rule_files: ["{self.paths["rules.yml"]}"]
 alerting:
   alertmanagers: [{{static_configs: [{{targets: ["127.0.0.1:{ALERTMANAGER_PORT}"]}}]}}]
 scrape_configs:
 {jobs}"""
         )
-        Path(paths["rules.yml"]).write_text(
+        Path(self.paths["rules.yml"]).write_text(
             f"""groups:
   - name: blackbox
     rules:
@@ -540,7 +599,7 @@ scrape_configs:
           summary: "Probe failed (instance {{{{ $labels.instance }}}})"
 """
         )
-        Path(paths["alertmanager.yml"]).write_text(
+        Path(self.paths["alertmanager.yml"]).write_text(
             f"""route:
   receiver: supervisors
   group_by: [alertname]
@@ -550,63 +609,30 @@ scrape_configs:
 receivers:
   - name: supervisors
     webhook_configs:
-      - url: "{self.receiver.url(ns)}"
+      - url: "{self.receiver.url(self.ns)}"
         send_resolved: true
 """
         )
-        self.lab.popen(
-            "laptop",
-            [BLACKBOX, f"--config.file={paths['blackbox.yml']}",
-             f"--web.listen-address=127.0.0.1:{BLACKBOX_PORT}"],
-            name="blackbox",
-        )  # fmt: skip
-        self.lab.popen(
-            "laptop",
-            [ALERTMANAGER, f"--config.file={paths['alertmanager.yml']}",
-             f"--storage.path={os.path.join(self.dir, 'am')}",
-             f"--web.listen-address=127.0.0.1:{ALERTMANAGER_PORT}", "--cluster.listen-address="],
-            name="alertmanager",
-        )  # fmt: skip
-        self.lab.popen(
-            "laptop",
-            [PROMETHEUS, f"--config.file={paths['prometheus.yml']}",
-             f"--storage.tsdb.path={os.path.join(self.dir, 'prom')}",
-             f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"],
-            name="prometheus",
-        )  # fmt: skip
-        for name, port, path in (
-            ("blackbox", BLACKBOX_PORT, "/-/healthy"),
-            ("alertmanager", ALERTMANAGER_PORT, "/-/ready"),
-            ("prometheus", PROMETHEUS_PORT, "/-/ready"),
-        ):
-            wait_until(
-                lambda port=port, path=path: http_get(ns, "127.0.0.1", port, path)[0] == 200,  # type: ignore[misc]
-                f"{name} to be ready",
-                timeout=60.0,
-                alive=lambda name=name: self.lab.process_alive(name),  # type: ignore[misc]
-            )
 
     def probes_up(self) -> bool:
-        """Every probe scraped at least once and succeeding (the baseline before a scenario)."""
-        data = http_json(
-            self.lab.ns("laptop"), "127.0.0.1", PROMETHEUS_PORT, "/api/v1/query?query=probe_success"
-        )
+        """Every probe scraped and succeeding (the baseline before a scenario)."""
+        data = http_json(self.ns, "127.0.0.1", PROMETHEUS_PORT, "/api/v1/query?query=probe_success")
         if not isinstance(data, dict):
             return False
         results = data.get("data", {}).get("result", [])
         return len(results) == len(self.settings.modules) and all(r["value"][1] == "1" for r in results)
 
-    def firing_in_prometheus(self) -> list[str]:
-        data = http_json(self.lab.ns("laptop"), "127.0.0.1", PROMETHEUS_PORT, "/api/v1/alerts")
+    def firing(self) -> list[str]:
+        """Instances whose alert Prometheus holds pending or firing now."""
+        data = http_json(self.ns, "127.0.0.1", PROMETHEUS_PORT, "/api/v1/alerts")
         if not isinstance(data, dict):
             return []
         return [a["labels"].get("instance", "") for a in data.get("data", {}).get("alerts", [])]
 
     def close(self) -> None:
-        for name in ("prometheus", "alertmanager", "blackbox"):
-            self.lab.stop_process(name)
-        if self.dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        self.stop_alerting()
+        self.lab.stop_process("blackbox")
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # -- small shared helpers -----------------------------------------------------------------------

@@ -50,15 +50,9 @@ NORTH, SOUTH = "pos-north-1", "pos-south-1"
 ADMIN_TOKEN = "ops-stack-admin-token-0123456789"
 NO_BACKUP = "no backup interface in this loopback stack (the lab tests cover failover readiness)"
 NO_VPN = "no VPN tunnel in this stack (the lab's WireGuard tests cover it, issue 4)"
-WIFI_NAME = (
-    "Wi-Fi fixture off: lifeline_wifi_bitrate_bits_per_second fails `promtool check metrics` (base unit"
-    " bytes, not bits) until the sources catalog renames it"
-)
 # Panels that must not error but may be empty in this stack, and why. Everything else must have
 # data. A panel that has data anyway must leave this list (the test says so).
 PENDING: dict[tuple[str, str], str] = {
-    ("lifeline-position", "Wi-Fi signal"): WIFI_NAME,
-    ("lifeline-position", "Wi-Fi bitrate and retries"): WIFI_NAME,
     ("lifeline-fleet", "Backup not ready"): NO_BACKUP,
     ("lifeline-fleet", "Backup path by position"): NO_BACKUP,
     ("lifeline-fleet", "Positions on backup and backup not ready by site"): NO_BACKUP,
@@ -209,7 +203,6 @@ def _agent_config(
 ) -> Path:
     state = tmp / agent
     local = "off" if fixture is None else "fixture"
-    wifi = "off"  # see WIFI_NAME
     token = tmp / f"{agent}.token"
     path = tmp / f"{agent}.toml"
     path.write_text(
@@ -237,7 +230,7 @@ timeout = "2s"
 listen = "127.0.0.1:{metrics_port}"
 
 [providers]
-wifi = "{wifi}"
+wifi = "{local}"
 cellular = "{local}"
 power = "{local}"
 fixture_file = "{fixture or ""}"

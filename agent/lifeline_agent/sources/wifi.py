@@ -240,7 +240,11 @@ class WifiSource:
             samples.append(sample("lifeline_wifi_signal_dbm", facts.signal_dbm, interface=facts.interface))
         if facts.bitrate_bps is not None:
             samples.append(
-                sample("lifeline_wifi_bitrate_bits_per_second", facts.bitrate_bps, interface=facts.interface)
+                sample(
+                    "lifeline_wifi_bitrate_bytes_per_second",
+                    facts.bitrate_bps / 8.0,
+                    interface=facts.interface,
+                )
             )
         if facts.retries is not None:
             samples.append(sample("lifeline_wifi_retries_total", facts.retries, interface=facts.interface))
@@ -277,7 +281,7 @@ SPEC = register(
         factory=_factory,
         metrics=(
             "lifeline_wifi_signal_dbm",
-            "lifeline_wifi_bitrate_bits_per_second",
+            "lifeline_wifi_bitrate_bytes_per_second",
             "lifeline_wifi_retries_total",
         ),
         backends=("nl80211", "proc", "fixture"),

@@ -93,6 +93,10 @@ def test_fixture_backend_and_association_events(tmp_path: Path) -> None:
     source = WifiSource([FixtureBackend(FixtureFile(str(path)))])
     first = source.read()
     assert first.facts == WifiFacts("wlan0", True, -62.0, 144_400_000.0, None, "fixture")
+    # The bit rate is exposed in Prometheus base units: bytes per second.
+    assert ("lifeline_wifi_bitrate_bytes_per_second", 18_050_000.0) in {
+        (s.name, s.value) for s in first.samples
+    }
     assert first.events == ()
     with path.open("a") as fh:
         fh.write('{"ts_ms": 2000, "wifi": {"interface": "wlan0", "associated": false}}\n')

@@ -81,7 +81,12 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "lifeline_wifi_signal_dbm", "gauge", "Wi-Fi signal of the associated access point", ("interface",)
     ),
-    MetricSpec("lifeline_wifi_bitrate_bits_per_second", "gauge", "Wi-Fi transmit bitrate", ("interface",)),
+    MetricSpec(
+        "lifeline_wifi_bitrate_bytes_per_second",
+        "gauge",
+        "Wi-Fi transmit bitrate in bytes per second (the PHY rate in bit/s divided by 8)",
+        ("interface",),
+    ),
     MetricSpec("lifeline_wifi_retries_total", "counter", "Wi-Fi transmit retries", ("interface",)),
     MetricSpec(
         "lifeline_cellular_signal_quality_ratio",
