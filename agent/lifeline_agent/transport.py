@@ -7,10 +7,11 @@ default route says — the "last gasp" path when home broadband is dead. The opt
 ``socket_options`` are applied by httpcore only after the connection is made, so bound clients
 use ``BoundBackend``, a small httpcore network backend that binds first, then connects. Names
 resolved while the primary path worked are remembered, so a dead DNS path does not also take
-the backup path down. TLS comes from
-``[collector]``: ``ca_file`` and, for mutual TLS, ``client_cert`` + ``client_key``, the same for
-every endpoint and every path. Failures are classified here (``network`` or ``tls``) so the
-shipper can log them plainly and back off.
+the backup path down.
+
+TLS comes from ``[collector]``: ``ca_file`` and, for mutual TLS, ``client_cert`` + ``client_key``,
+the same for every endpoint and every path. Failures are classified here (``network`` or ``tls``)
+so the shipper can log them plainly and back off.
 """
 
 from __future__ import annotations

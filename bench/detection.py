@@ -1,0 +1,411 @@
+"""Detection latency, lead time, false pages and verdicts: Lifeline vs the conventional stack, in the lab.
+
+    .venv/bin/python bench/detection.py              # every shipped scenario, --runs 2 (≈ 30 min)
+    .venv/bin/python bench/detection.py --runs 3 --scenarios cad-server-down,loss-ramp-total
+    .venv/bin/python bench/detection.py --quick      # 1 run of 2 scenarios (the smoke test)
+
+One lab (client VPN, CAD simulator). Both stacks watch the same scenario at the same time and page
+the same webhook receiver (``lifeline_lab.stack``): Lifeline — the agent in the laptop namespace,
+the collector on the VPN concentrator's box reached through the tunnel or its public address —
+and the conventional stack — blackbox_exporter (icmp + tcp_connect to the CAD server) scraped
+every 5 s by Prometheus (rule ``probe_success == 0``, ``for: 0s``) and Alertmanager with its
+documented ``group_wait: 30s`` — all three in the laptop namespace, so their scrapes and webhook
+never cross an impairment (their best case). Each scenario run gets a fresh agent and a fresh
+Prometheus and Alertmanager; the CAD simulator's log is the ground truth of when CAD was lost.
+
+Figures (nothing is asserted; the README quotes the table):
+
+- detection latency: hard cuts (scenarios that expect a page and a CAD loss, not the ramp):
+  the scenario's first step → the first critical notification at the webhook;
+- lead time: the gradual scenario (loss-ramp-total): the first notification → the CAD
+  simulator's "lost"; negative when the notification came after;
+- false pages: benign scenarios (``[expect] page = false``): critical notifications;
+- verdict: the agent's verdict held longest while the scenario's impairment was on, against its
+  ``[expect] layer`` (isp is the agent's internet layer);
+- netlink: the agent's link.changed event for eth0 after a cable pull / link down / power cut.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import os
+import platform
+import secrets
+import statistics
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import need_binary
+
+from lifeline_lab import impair, scenario
+from lifeline_lab.errors import LabError
+from lifeline_lab.stack import (
+    ALERTMANAGER,
+    BLACKBOX,
+    PROMETHEUS,
+    ConventionalSettings,
+    ConventionalStack,
+    LifelineStack,
+    Notification,
+    WebhookReceiver,
+    agent_targets,
+    cad_losses,
+    healthy_fixtures,
+    wait_until,
+)
+from lifeline_lab.topology import Lab
+
+QUICK = ("cad-server-down", "loss-spikes-survived")
+GRADUAL = ("loss-ramp-total",)
+AGENT_LAYER = {"isp": "internet"}  # scenario layer names → the agent's layer names
+NETLINK_KINDS = ("cable-pull", "link-down", "power-off")
+SETTLE = 45.0  # after a scenario: time for late notifications and for every alert to resolve
+
+
+@dataclass
+class Run:
+    """What one scenario run produced, on the wall clock."""
+
+    name: str
+    expect: scenario.Expectation
+    started: float
+    cut_at: float  # the first impairment step
+    impaired: tuple[float, float]  # first impairment step → last clear step
+    lifeline: list[Notification] = field(default_factory=list)
+    conventional: list[Notification] = field(default_factory=list)
+    cad_lost: list[float] = field(default_factory=list)
+    verdicts: list[tuple[float, str, str]] = field(default_factory=list)  # (t, layer, verdict)
+    netlink: float | None = None  # seconds from the cut to the agent's link.changed event
+    pulls_link: bool = False  # the scenario takes the laptop's primary link away
+    note: str = ""
+
+    def first_page(self, items: Sequence[Notification], after: float) -> float | None:
+        times = [n.at for n in items if n.status == "firing" and n.severity == "critical" and n.at >= after]
+        return min(times) - after if times else None
+
+    def first_notice(self, items: Sequence[Notification]) -> float | None:
+        times = [n.at for n in items if n.status == "firing" and n.at >= self.started]
+        return min(times) if times else None
+
+    def held_verdict(self) -> str:
+        start, end = self.impaired
+        seen = Counter(layer for t, layer, _v in self.verdicts if start <= t <= end and layer != "none")
+        return seen.most_common(1)[0][0] if seen else "none"
+
+
+class Sampler:
+    """Polls the agent's status.json a few times a second for the verdict it shows."""
+
+    def __init__(self, stack: LifelineStack, interval: float = 0.25) -> None:
+        self.stack = stack
+        self.interval = interval
+        self.samples: list[tuple[float, str, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="verdict-sampler", daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            current = self.stack.assessment()
+            if current is not None:
+                self.samples.append((time.time(), str(current["verdict_layer"]), str(current["verdict"])))
+
+
+def settled(receiver: WebhookReceiver, via: str, since: float) -> bool:
+    """Every alert that fired since ``since`` has been resolved at the receiver."""
+    items = receiver.notifications(via=via, since=since)
+    fired = {tuple(sorted(n.labels.items())) for n in items if n.status == "firing"}
+    resolved = {tuple(sorted(n.labels.items())) for n in items if n.status == "resolved"}
+    return fired <= resolved
+
+
+def run_one(
+    lab: Lab,
+    lifeline: LifelineStack,
+    conventional: ConventionalStack,
+    sc: scenario.Scenario,
+    interval: float,
+    log: bool,
+) -> Run:
+    # A clean start for both stacks: fresh agent (healthy), fresh Prometheus + Alertmanager.
+    lifeline.start_agent(agent_targets(interval=interval))
+    lifeline.wait_healthy(timeout=90.0)
+    conventional.restart_alerting()
+    wait_until(conventional.probes_up, "the blackbox probes to succeed", timeout=60.0)
+    impairing = [s for s in sc.steps if s.action != "clear"]
+    clears = [s for s in sc.steps if s.action == "clear"]
+    started = time.time()
+    run = Run(
+        sc.name,
+        sc.expect,
+        started,
+        started + impairing[0].at,
+        (started + impairing[0].at, started + (clears[-1].at if clears else sc.duration)),
+    )
+
+    def emit(line: str) -> None:
+        if log:
+            print(f"    {line}", flush=True)
+
+    with Sampler(lifeline) as sampler:
+        try:
+            scenario.run(lab, sc, emit=emit)
+        except LabError as exc:  # a lab step that cannot be applied ends the run early
+            run.note = f"run cut short: {exc.what.splitlines()[0]}"
+            impair.clear(lab)
+        ended = time.time()
+        lifeline_via, conventional_via = lab.ns("vpnhub"), lab.ns("laptop")
+        deadline = ended + SETTLE
+        while time.time() < deadline and not (
+            settled(lifeline.receiver, lifeline_via, started)
+            and settled(lifeline.receiver, conventional_via, started)
+            and not conventional.firing()
+        ):
+            time.sleep(0.5)
+        run.verdicts = list(sampler.samples)
+    run.lifeline = lifeline.receiver.notifications(via=lifeline_via, since=started)
+    run.conventional = lifeline.receiver.notifications(via=conventional_via, since=started)
+    run.cad_lost = cad_losses(lab, started)
+    run.pulls_link = any(s.impairment is not None and s.impairment.kind in NETLINK_KINDS for s in impairing)
+    if run.pulls_link:
+        cut_ms = int(run.cut_at * 1000) - 200
+        events = [
+            ts
+            for ts, attrs in lifeline.events("link.changed", cut_ms)
+            if attrs.get("interface") == "eth0" and attrs.get("action") == "down"
+        ]
+        run.netlink = (min(events) / 1000.0 - run.cut_at) if events else None
+    return run
+
+
+# -- the tables -----------------------------------------------------------------------------------
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (no interpolation: with few runs every figure is a real run)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f} s"
+
+
+def spread(values: Sequence[float], missed: int) -> str:
+    if not values:
+        return f"no page ({missed} missed)" if missed else "—"
+    text = f"p50 {pct(values, 50):.1f} s, p95 {pct(values, 95):.1f} s (n={len(values)})"
+    return text + (f", {missed} missed" if missed else "")
+
+
+def report(runs: Sequence[Run], settings: ConventionalSettings, interval: float, runs_per: int) -> None:
+    hard = [r for r in runs if r.expect.page and r.expect.cad_lost and r.name not in GRADUAL]
+    gradual = [r for r in runs if r.name in GRADUAL]
+    benign = [r for r in runs if not r.expect.page]
+    rows: list[tuple[str, str, str, str, str]] = []
+
+    def latencies(which: str) -> tuple[list[float], int]:
+        found = [r.first_page(getattr(r, which), r.cut_at) for r in hard]
+        return [v for v in found if v is not None], sum(v is None for v in found)
+
+    ll, ll_missed = latencies("lifeline")
+    cv, cv_missed = latencies("conventional")
+    met = "yes" if ll and not ll_missed and pct(ll, 95) < 3.0 else "no"
+    rows.append(
+        (
+            "detection latency, hard cut → page",
+            "p95 < 3 s",
+            spread(ll, ll_missed),
+            spread(cv, cv_missed),
+            met if hard else "not run",
+        )
+    )
+
+    def leads(which: str) -> list[float]:
+        out = []
+        for r in gradual:
+            notice = r.first_notice(getattr(r, which))
+            if r.cad_lost and notice is not None:
+                out.append(r.cad_lost[0] - notice)
+        return out
+
+    ll_lead, cv_lead = leads("lifeline"), leads("conventional")
+
+    def median(values: list[float], of: int) -> str:
+        if not values:
+            return f"no notice before the end (n={of})" if of else "—"
+        return f"median {statistics.median(values):.1f} s (n={len(values)})"
+
+    met = "yes" if ll_lead and statistics.median(ll_lead) >= 30.0 else "no"
+    rows.append(
+        (
+            "lead time, first notice → CAD lost",
+            "median ≥ 30 s",
+            median(ll_lead, len(gradual)),
+            median(cv_lead, len(gradual)),
+            met if gradual else "not run",
+        )
+    )
+
+    def false_pages(which: str) -> int:
+        return sum(
+            1 for r in benign for n in getattr(r, which) if n.status == "firing" and n.severity == "critical"
+        )
+
+    warnings = sum(1 for r in benign for n in r.lifeline if n.status == "firing" and n.severity != "critical")
+    ll_false = false_pages("lifeline")
+    rows.append(
+        (
+            "false pages, benign scenarios",
+            "none",
+            f"{ll_false} in {len(benign)} runs (+{warnings} warnings)",
+            f"{false_pages('conventional')} in {len(benign)} runs",
+            "yes" if benign and not ll_false else ("no" if benign else "not run"),
+        )
+    )
+    right = [r for r in runs if r.held_verdict() == AGENT_LAYER.get(r.expect.layer, r.expect.layer)]
+    rows.append(
+        (
+            "verdict names the expected layer",
+            "every scenario",
+            f"{len(right)} of {len(runs)} runs",
+            "n/a (no layers)",
+            "yes" if len(right) == len(runs) else "no",
+        )
+    )
+    nl = [r.netlink for r in runs if r.netlink is not None]
+    pulls = [r for r in runs if r.pulls_link]
+    if not pulls:
+        nl_text, nl_met = "—", "not run"
+    elif nl:
+        nl_text = f"p50 {pct(nl, 50):.2f} s, max {max(nl):.2f} s (n={len(nl)})"
+        nl_text += f", {len(pulls) - len(nl)} without an event" if len(nl) < len(pulls) else ""
+        nl_met = "yes" if len(nl) == len(pulls) and max(nl) <= 1.0 else "no"
+    else:
+        nl_text, nl_met = f"no event in {len(pulls)} runs", "no"
+    rows.append(("netlink event after a cable pull / link down", "≤ 1 s", nl_text, "n/a", nl_met))
+
+    cores = os.cpu_count() or 0
+    cpu = _cpu_model()
+    print("### Detection and lead time: Lifeline vs blackbox_exporter + Prometheus + Alertmanager")
+    print()
+    print(
+        f"{dt.datetime.now(dt.UTC).date().isoformat()}, {cores} cores ({cpu}),"
+        f" Python {platform.python_version()};"
+        f" {runs_per} run(s) per scenario; agent probes every {interval:g} s."
+    )
+    print(f"Conventional stack: {settings.describe()}.")
+    print()
+    print("| metric | goal | Lifeline | conventional stack | goal met (Lifeline) |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print()
+    print("### Per scenario run")
+    print()
+    print(
+        "| scenario | expect | verdict held (expected) | CAD lost | Lifeline first page | conventional"
+        " first page | notes |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in runs:
+        expected = AGENT_LAYER.get(r.expect.layer, r.expect.layer)
+        held = r.held_verdict()
+        lost = seconds(r.cad_lost[0] - r.cut_at) if r.cad_lost else "no"
+        ll_first = r.first_page(r.lifeline, r.cut_at)
+        cv_first = r.first_page(r.conventional, r.cut_at)
+        names = sorted(
+            {
+                f"{n.name}/{n.labels.get('layer') or n.labels.get('target') or n.severity}"
+                for n in r.lifeline
+                if n.status == "firing"
+            }
+        )
+        notes = [", ".join(names) or "no Lifeline alert"]
+        if r.netlink is not None:
+            notes.append(f"netlink {r.netlink:.2f} s")
+        if r.note:
+            notes.append(r.note)
+        print(
+            f"| {r.name} | {'page' if r.expect.page else 'no page'} | {held}"
+            f"{'' if held == expected else f' ✗ ({expected})'} | {lost} | {seconds(ll_first)} |"
+            f" {seconds(cv_first)} | {'; '.join(notes)} |"
+        )
+    print()
+    print("Times are from each scenario's first impairment step. Pages are critical notifications;")
+    print("Lifeline's first notice in the ramp may be a CadAtRisk warning or critical.")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=2, help="runs of each scenario (default 2)")
+    parser.add_argument("--scenarios", default="", help="comma-separated scenario names (default: all)")
+    parser.add_argument("--quick", action="store_true", help=f"1 run of {' and '.join(QUICK)}")
+    parser.add_argument("--interval", type=float, default=1.0, help="agent probe interval, s (default 1)")
+    parser.add_argument("--log", action="store_true", help="print each scenario's timeline as it plays")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        raise SystemExit("bench/detection.py needs root: it builds the lab (namespaces, WireGuard, nft)")
+    for binary in (BLACKBOX, PROMETHEUS, ALERTMANAGER):
+        need_binary(f"/usr/bin/{binary}")
+    names = (
+        list(QUICK)
+        if args.quick
+        else ([n.strip() for n in args.scenarios.split(",") if n.strip()] or scenario.shipped())
+    )
+    runs_per = 1 if args.quick else max(1, args.runs)
+    loaded = [scenario.load(name) for name in names]
+    settings = ConventionalSettings()
+    runs: list[Run] = []
+    with Lab(f"bd{secrets.token_hex(2)}-", "client", cadsim=True) as lab:
+        receiver = WebhookReceiver([lab.ns("vpnhub"), lab.ns("laptop")])
+        lifeline = LifelineStack(lab, receiver)
+        conventional = ConventionalStack(lab, receiver, settings)
+        try:
+            healthy_fixtures(lab)
+            lifeline.start_collector()
+            conventional.start()
+            for index in range(runs_per):
+                for sc in loaded:
+                    print(
+                        f"run {index + 1}/{runs_per}: {sc.name} ({sc.duration:g} s)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    runs.append(run_one(lab, lifeline, conventional, sc, args.interval, args.log))
+        finally:
+            conventional.close()
+            lifeline.close()
+            receiver.close()
+    report(runs, settings, args.interval, runs_per)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
