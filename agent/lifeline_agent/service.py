@@ -51,6 +51,13 @@ from lifeline_wire import Batch
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
+
+
+def open_spool(config: AgentConfig) -> SqliteSpool:
+    """The spool ``[spool]`` describes: its path and both of its bounds."""
+    return SqliteSpool(config.spool_path, config.spool.max_bytes, config.spool.max_age)
+
+
 STATUS_INTERVAL = 1.0
 # How often each source is read (seconds); everything else every second. With the netlink watcher
 # running, a link, address or route change re-reads vpn, interfaces and routes at once, so their
@@ -489,7 +496,7 @@ class AgentService:
     async def run(self, stop: asyncio.Event) -> None:
         config = self.config
         os.makedirs(config.agent.state_dir, exist_ok=True)
-        spool = self._spool = self._spool or SqliteSpool(config.spool_path, config.spool.max_bytes)
+        spool = self._spool = self._spool or open_spool(config)
         token = self._token if self._token is not None else config.agent.read_token()
         self.shipper = Shipper(config.agent, config.collector, spool, token, self._transport, self.clock)
         self._batcher = batcher = Batcher(
@@ -633,7 +640,9 @@ class AgentService:
                 "dropped": spool.dropped if spool is not None else 0,
             },
             "delivery": {
-                "endpoint": (shipper.endpoints() or [""])[0] if shipper else "",
+                # The route that delivered last (endpoint and path: default or bound to the backup).
+                "endpoint": shipper.paths.current.base if shipper and shipper.paths.current else "",
+                "via": shipper.paths.current.via if shipper and shipper.paths.current else "",
                 "sent": shipper.stats.sent if shipper else 0,
                 "rejected": shipper.stats.rejected if shipper else 0,
                 "last_ok_ms": shipper.stats.last_ok_ms if shipper else 0,

@@ -142,3 +142,22 @@ def test_once_probes_every_target_and_sends_nothing(tmp_path: Path, tcp_listener
     assert {"lifeline_probe_success", "lifeline_probe_rtt_seconds", "lifeline_agent_info"} <= names
     assert not (tmp_path / "spool.db").exists()
     assert json.dumps(batch.samples[0].labels)
+
+
+def test_the_spool_takes_both_bounds_from_the_config(tmp_path: Path) -> None:
+    from lifeline_agent.config import parse
+    from lifeline_agent.service import open_spool
+
+    config = parse(
+        {
+            "agent": {"id": "pos-1", "state_dir": str(tmp_path)},
+            "spool": {"max_bytes": "5MB", "max_age": "2h"},
+        }
+    )
+    spool = open_spool(config)
+    try:
+        assert spool.max_age == 7200.0
+        assert spool.path == str(tmp_path / "spool.db")
+        assert spool.max_bytes == 5_000_000
+    finally:
+        spool.close()
