@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,14 +79,6 @@ class _ManualClock:
         return self.now
 
 
-class _NoTransport:
-    async def post(self, url: str, body: bytes, headers: object) -> object:  # pragma: no cover
-        raise RuntimeError("the template agent never sends")
-
-    async def aclose(self) -> None:
-        return None
-
-
 def agent_batches() -> tuple[object, object]:
     """Two batches (plain, with events) cut by the agent's own code after 5 one-second rounds."""
     from lifeline_agent.config import parse
@@ -95,6 +87,21 @@ def agent_batches() -> tuple[object, object]:
     from lifeline_agent.service import AgentService
     from lifeline_agent.shipper import Shipper
     from lifeline_agent.spool import MemorySpool
+    from lifeline_agent.transport import Response
+
+    class NoTransport:
+        """The template agent never sends: its shipper exists only for the self metrics."""
+
+        async def post(
+            self, url: str, body: bytes, headers: Mapping[str, str], interface: str = ""
+        ) -> Response:
+            raise RuntimeError("the template agent never sends")
+
+        async def get(self, url: str, interface: str = "") -> Response:
+            raise RuntimeError("the template agent never sends")
+
+        async def aclose(self) -> None:
+            return None
 
     targets = [
         {"name": "home-router", "role": "router", "kind": "icmp", "host": "192.168.1.1", "path": "primary"},
@@ -132,7 +139,7 @@ def agent_batches() -> tuple[object, object]:
         spool = MemorySpool(clock=clock)
         service = AgentService(config, clock=clock, spool=spool, token="")
         service.boot_id = TEMPLATE_BOOT
-        service.shipper = Shipper(config.agent, config.collector, spool, "", _NoTransport(), clock)
+        service.shipper = Shipper(config.agent, config.collector, spool, "", NoTransport(), clock)
         rounds = {"n": 0}
 
         async def fake(target: object, ctx: object) -> ProbeResult:

@@ -1,0 +1,104 @@
+"""The ingest hot path after its optimisation: cached label keys, the catalog check's fast path,
+one grouping pass feeding ``Fleet.plan_points``, and ``series_id`` with RETURNING."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from collector_kit import T0, make_config
+
+from lifeline_collector import store as store_module
+from lifeline_collector.fleet import Fleet
+from lifeline_collector.ingest import check_batch
+from lifeline_collector.service import Collector
+from lifeline_collector.store import Store, labels_key
+from lifeline_wire import Batch, Envelope, Sample
+
+MS = int(T0 * 1000)
+LABELS = {"target": "cad", "role": "cad", "path": "tunnel", "kind": "tcp"}
+
+
+def test_labels_key_is_canonical_whatever_the_order_and_cached() -> None:
+    forward = labels_key({"b": "2", "a": "1"})
+    backward = labels_key({"a": "1", "b": "2"})
+    assert forward == backward == json.dumps({"a": "1", "b": "2"}, sort_keys=True, separators=(",", ":"))
+    assert labels_key({"b": "2", "a": "1"}) is forward  # the second call is served from the cache
+    assert labels_key({}) == "{}"
+
+
+def test_labels_key_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "_labels_keys", {})
+    monkeypatch.setattr(store_module, "LABELS_KEY_CACHE_SIZE", 4)
+    keys = [labels_key({"target": f"t{i}"}) for i in range(10)]
+    assert keys == [f'{{"target":"t{i}"}}' for i in range(10)]
+    assert len(store_module._labels_keys) <= 4
+
+
+def batch(*samples: Sample, seq: int = 0) -> Batch:
+    return Batch(agent_id="pos-1", boot_id="b1", seq=seq, created_ms=MS, samples=list(samples))
+
+
+def test_check_batch_names_the_first_bad_sample_after_good_ones() -> None:
+    good = Sample("lifeline_probe_success", 1.0, MS, LABELS)
+    assert check_batch(0, batch(good, good)) is None
+    undeclared = Sample("lifeline_probe_success", 1.0, MS, {**LABELS, "colour": "red"})
+    reason = check_batch(3, batch(good, good, undeclared, Sample("lifeline_made_up", 1.0, MS, {})))
+    assert reason is not None
+    assert reason.startswith("$.batches[3].samples[2].labels.colour: not a label of lifeline_probe_success")
+    unknown = check_batch(0, batch(good, Sample("lifeline_made_up", 1.0, MS, {})))
+    assert unknown == "$.batches[0].samples[1].name: unknown metric 'lifeline_made_up' (not in the catalog)"
+    fewer = Sample("lifeline_probe_success", 1.0, MS, {"target": "cad"})  # a subset of the labels is fine
+    assert check_batch(0, batch(fewer)) is None
+
+
+def test_plan_and_plan_points_agree_on_order_backfill_and_zero_streaks() -> None:
+    samples = [
+        Sample("lifeline_probe_success", value, MS + 1000 * i, LABELS)
+        for i, value in ((2, 0.0), (0, 1.0), (1, 0.0))
+    ]
+    fleet = Fleet()
+    planned = fleet.plan("pos-1", [batch(*samples)])
+    key = ("lifeline_probe_success", labels_key(LABELS))
+    points = {key: [(s.ts_ms, s.number, s.labels) for s in samples]}
+    assert fleet.plan_points("pos-1", points) == planned
+    state = planned[key]
+    assert (state.value, state.ts_ms, state.zero_streak) == (0.0, MS + 2000, 2)  # applied in time order
+
+
+def test_ingest_stores_every_sample_once_with_one_series_each(tmp_path: Path) -> None:
+    collector = Collector(make_config(tmp_path))
+    collector.store.add_agent("pos-1", now_ms=MS)
+    collector.fleet.sync_agents(collector.store.agents())
+    agent = collector.store.agents()[0]
+    rounds = [
+        Sample(name, value, MS + 1000 * i, LABELS)
+        for i in range(5)
+        for name, value in (("lifeline_probe_success", 1.0), ("lifeline_probe_consecutive_failures", 0.0))
+    ]
+    for seq in range(2):
+        envelope = Envelope(version=1, batches=[batch(*rounds, seq=seq)], sent_ms=MS)
+        answer = collector.ingest(agent, envelope)
+        assert [r.status for r in answer.results] == ["accepted"]
+    assert collector.store.count("samples") == 20
+    assert collector.store.count("series") == 2
+    success = collector.fleet.agents["pos-1"].series["lifeline_probe_success"][labels_key(LABELS)]
+    assert (success.value, success.ts_ms) == (1.0, MS + 4000)
+    collector.store.close()
+
+
+def test_series_id_finds_a_series_another_connection_added(tmp_path: Path) -> None:
+    path = str(tmp_path / "store.db")
+    first, second = Store(path), Store(path)
+    try:
+        with first.writer() as writer:
+            made = writer.series_id("pos-1", "lifeline_probe_success", '{"target":"cad"}')
+        with second.writer() as writer:  # its cache is empty: the insert does nothing, the select finds it
+            found = writer.series_id("pos-1", "lifeline_probe_success", '{"target":"cad"}')
+            again = writer.series_id("pos-1", "lifeline_probe_success", '{"target":"cad"}')
+        assert made == found == again
+        assert second.count("series") == 1
+    finally:
+        first.close()
+        second.close()
