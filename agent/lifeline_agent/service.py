@@ -59,10 +59,10 @@ def open_spool(config: AgentConfig) -> SqliteSpool:
 
 
 STATUS_INTERVAL = 1.0
-# How often each source is read (seconds); everything else every second. With the netlink watcher
-# running, a link, address or route change re-reads vpn, interfaces and routes at once, so their
-# polls only catch what netlink does not announce (counters, handshakes) and can be slower: each
-# read costs 5–10 ms of CPU (an rtnetlink dump).
+# How often each source is read (seconds); everything else every second. While the netlink watcher
+# runs, a link, address or route change re-reads vpn, interfaces and routes at once, so their polls
+# only catch what netlink does not announce (counters, handshakes) and can be slower. Should the
+# watcher stop, they go back to every second at their next read: never blind to a cut.
 SOURCE_INTERVALS = {"cellular": 5.0, "cad_sessions": 2.0}
 SOURCE_INTERVALS_WITH_NETLINK = {**SOURCE_INTERVALS, "interfaces": 5.0, "routes": 5.0, "vpn": 2.0}
 DEFAULT_SOURCE_INTERVAL = 1.0
@@ -72,6 +72,12 @@ NETLINK_MIN_GAP = 0.5  # re-probe bursts at most this often
 EVENT_TYPES = {"link": "link.changed", "address": "address.changed", "route": "route.changed"}
 
 WatcherFactory = Callable[[Callable[[NetlinkEvent], None]], NetlinkWatcher]
+
+
+def source_interval(name: str, watched: bool) -> float:
+    """Seconds between two reads of source ``name``, with or without a live netlink watcher."""
+    table = SOURCE_INTERVALS_WITH_NETLINK if watched else SOURCE_INTERVALS
+    return table.get(name, DEFAULT_SOURCE_INTERVAL)
 
 
 class AgentService:
@@ -339,12 +345,18 @@ class AgentService:
                 extra={"target": target},
             )
 
-    async def _source_loop(self, sources: Sequence[Source], interval: float, stop: asyncio.Event) -> None:
+    def watching(self) -> bool:
+        """The netlink watcher is alive, so a link, address or route change wakes the reads."""
+        return self.watcher is not None and self.watcher.running
+
+    async def _source_loop(self, sources: Sequence[Source], stop: asyncio.Event) -> None:
+        """Read ``sources`` in order, again and again (they share both their intervals)."""
         while not stop.is_set():
             for source in sources:
                 if stop.is_set():
                     return
                 await self._read(source)
+            interval = source_interval(sources[0].name, self.watching())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
 
@@ -543,12 +555,13 @@ class AgentService:
             asyncio.create_task(self._evaluate_loop(stop), name="evaluate"),
             asyncio.create_task(self._provider_loop(sources, stop), name="providers"),
         ]
-        intervals = SOURCE_INTERVALS_WITH_NETLINK if self.watcher is not None else SOURCE_INTERVALS
-        groups: dict[float, list[Source]] = {}
+        # One loop per pair of intervals (watched, blind), sources in registry order within it.
+        groups: dict[tuple[float, float], list[Source]] = {}
         for source in sources:
-            groups.setdefault(intervals.get(source.name, DEFAULT_SOURCE_INTERVAL), []).append(source)
-        for interval, group in sorted(groups.items()):
-            background.append(asyncio.create_task(self._source_loop(group, interval, stop), name="sources"))
+            key = (source_interval(source.name, True), source_interval(source.name, False))
+            groups.setdefault(key, []).append(source)
+        for _intervals, group in sorted(groups.items()):
+            background.append(asyncio.create_task(self._source_loop(group, stop), name="sources"))
         if self.watcher is not None:
             background.append(asyncio.create_task(self._netlink_loop(stop), name="netlink"))
         batching = asyncio.create_task(self._batch_loop(batcher, stop), name="batcher")

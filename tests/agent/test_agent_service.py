@@ -161,3 +161,23 @@ def test_the_spool_takes_both_bounds_from_the_config(tmp_path: Path) -> None:
         assert spool.max_bytes == 5_000_000
     finally:
         spool.close()
+
+
+def test_sources_poll_slowly_only_while_the_netlink_watcher_lives(tmp_path: Path) -> None:
+    from lifeline_agent.service import source_interval
+    from lifeline_agent.watchers.netlink import NetlinkWatcher
+
+    service = AgentService(parse({"agent": {"id": "pos-1", "state_dir": str(tmp_path)}}))
+    assert not service.watching()
+    watcher = NetlinkWatcher(lambda event: None)
+    watcher.start()
+    service.watcher = watcher
+    try:
+        assert service.watching()
+    finally:
+        watcher.stop()
+    assert not service.watching()  # a watcher that stopped (or died) announces nothing any more
+    names = ("interfaces", "routes", "vpn", "wifi", "cellular")
+    assert [source_interval(name, watched=True) for name in names] == [5.0, 5.0, 2.0, 1.0, 5.0]
+    # Without netlink nothing would announce a cut: links, routes and the VPN are read every second.
+    assert [source_interval(name, watched=False) for name in names] == [1.0, 1.0, 1.0, 1.0, 5.0]

