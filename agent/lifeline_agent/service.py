@@ -8,7 +8,7 @@ What runs, all on one event loop (anything that blocks goes to a thread)::
 
     scheduler ─ probe rounds ─▶ runner ─▶ recorder (lifeline_probe_*)
                                   └─────▶ health.observe_probe ─┐ success changed: evaluate now
-    sources (1 s; cellular 5 s) ─▶ recorder + health.observe_facts ─┤
+    sources (1–5 s; absent 60s) ─▶ recorder + health.observe_facts ─┤
     netlink watcher ─ link/address/route event ─▶ re-read routes, re-discover, re-probe, evaluate
     evaluate (1 Hz) ─▶ health samples, failover/vpn_up ─▶ recorder
                    ├─▶ health events ─▶ recorder + a priority batch at once + forensics
@@ -67,6 +67,10 @@ SOURCE_INTERVALS = {"cellular": 5.0, "cad_sessions": 2.0}
 SOURCE_INTERVALS_WITH_NETLINK = {**SOURCE_INTERVALS, "interfaces": 5.0, "routes": 5.0, "vpn": 2.0}
 DEFAULT_SOURCE_INTERVAL = 1.0
 PROVIDER_RECHECK = 60.0  # a hotspot plugged in later makes its provider available
+# Hardware that is absent (no radio, no modem, no battery) is not polled: its provider check, every
+# PROVIDER_RECHECK seconds, notices it arriving, and reads start then. The network sources are
+# always read — their "unavailable" can end with the next netlink event.
+POLLED_ONLY_WHEN_AVAILABLE = frozenset({"wifi", "cellular", "power"})
 NETLINK_SETTLE = 0.02  # a link change comes as a burst (link, addresses, routes): take it as one
 NETLINK_MIN_GAP = 0.5  # re-probe bursts at most this often
 EVENT_TYPES = {"link": "link.changed", "address": "address.changed", "route": "route.changed"}
@@ -349,13 +353,18 @@ class AgentService:
         """The netlink watcher is alive, so a link, address or route change wakes the reads."""
         return self.watcher is not None and self.watcher.running
 
+    def polled(self, name: str) -> bool:
+        """Whether source ``name`` is read on its interval now (absent hardware waits for its recheck)."""
+        return name not in POLLED_ONLY_WHEN_AVAILABLE or self.providers.get(name, (True, ""))[0]
+
     async def _source_loop(self, sources: Sequence[Source], stop: asyncio.Event) -> None:
         """Read ``sources`` in order, again and again (they share both their intervals)."""
         while not stop.is_set():
             for source in sources:
                 if stop.is_set():
                     return
-                await self._read(source)
+                if self.polled(source.name):
+                    await self._read(source)
             interval = source_interval(sources[0].name, self.watching())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
@@ -575,6 +584,7 @@ class AgentService:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            await asyncio.to_thread(close_sources, sources)
             if self.watcher is not None:
                 await asyncio.to_thread(self.watcher.stop)
             await self.forensics.aclose()
@@ -666,6 +676,14 @@ class AgentService:
     def _write_status(self, running: bool = True) -> None:
         path = os.path.join(self.config.agent.state_dir, STATUS_FILE)
         write_json_atomic(path, self.status(running))
+
+
+def close_sources(sources: Sequence[Source]) -> None:
+    """Release what sources keep open between reads (netlink sockets); a source may have nothing."""
+    for source in sources:
+        close = getattr(source, "close", None)
+        if callable(close):
+            close()
 
 
 def _log_crash(task: asyncio.Task[Any]) -> None:

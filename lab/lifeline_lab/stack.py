@@ -495,11 +495,7 @@ BLACKBOX_YML = """modules:
 
 
 class ConventionalStack:
-    """blackbox_exporter, Prometheus and Alertmanager in the laptop namespace, owned by the lab.
-
-    ``restart_alerting()`` gives Prometheus and Alertmanager fresh storage, so one scenario's
-    alert groups (and Alertmanager's group_interval) do not carry into the next.
-    """
+    """blackbox_exporter, Prometheus and Alertmanager in the laptop namespace, owned by the lab."""
 
     def __init__(
         self, lab: Lab, receiver: WebhookReceiver, settings: ConventionalSettings | None = None
@@ -541,10 +537,6 @@ class ConventionalStack:
         )  # fmt: skip
         self._ready("alertmanager", ALERTMANAGER_PORT, "/-/ready")
         self._ready("prometheus", PROMETHEUS_PORT, "/-/ready")
-
-    def restart_alerting(self) -> None:
-        self.stop_alerting()
-        self.start_alerting()
 
     def stop_alerting(self) -> None:
         for name in ("prometheus", "alertmanager"):
@@ -623,11 +615,12 @@ receivers:
         return len(results) == len(self.settings.modules) and all(r["value"][1] == "1" for r in results)
 
     def firing(self) -> list[str]:
-        """Instances whose alert Prometheus holds pending or firing now."""
+        """Instances whose alert Prometheus holds firing now (sent to Alertmanager, not yet paged)."""
         data = http_json(self.ns, "127.0.0.1", PROMETHEUS_PORT, "/api/v1/alerts")
         if not isinstance(data, dict):
             return []
-        return [a["labels"].get("instance", "") for a in data.get("data", {}).get("alerts", [])]
+        alerts = data.get("data", {}).get("alerts", [])
+        return [a["labels"].get("instance", "") for a in alerts if a.get("state") == "firing"]
 
     def close(self) -> None:
         self.stop_alerting()

@@ -8,7 +8,8 @@ Parsing is done over plain data: a dumped nl80211 station reply, or the /proc te
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,29 +106,54 @@ def parse_proc_net_wireless(text: str) -> list[WifiFacts]:
 
 
 class Nl80211Backend:
-    """pyroute2 ``IW``: NL80211_CMD_GET_INTERFACE, then GET_STATION per interface. No privilege needed."""
+    """pyroute2 ``IW``: NL80211_CMD_GET_INTERFACE, then GET_STATION per interface. No privilege needed.
+
+    The generic netlink socket (and its family lookup) is opened once and kept while reads succeed;
+    any failure closes it, and the next read opens a fresh one. A lock makes each read one step,
+    since the provider check runs on another thread than the reads.
+    """
 
     name = "nl80211"
 
+    def __init__(self, open_iw: Callable[[], Any] | None = None) -> None:
+        self._open_iw = open_iw or _open_iw
+        self._iw: Any = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._iw is not None:
+            iw, self._iw = self._iw, None
+            iw.close()
+
     def _dump(self) -> dict[str, list[dict[str, Any]]]:
         try:
-            from pyroute2 import IW
             from pyroute2.netlink.exceptions import NetlinkError
         except ImportError as exc:
             raise SourceUnavailable("pyroute2 is not installed") from exc
-        try:
-            iw = IW()
-        except (NetlinkError, OSError) as exc:  # ENOENT: the kernel has no nl80211 family (no radio)
-            raise SourceUnavailable(f"nl80211 not available ({exc})") from exc
-        try:
-            interfaces: dict[str, Any] = iw.get_interfaces_dict()
-            if not interfaces:
-                raise SourceUnavailable("no wireless interface")
-            return {name: [m.dump() for m in iw.get_stations(info[0])] for name, info in interfaces.items()}
-        except (NetlinkError, OSError) as exc:
-            raise SourceReadError(f"nl80211: {exc}") from exc
-        finally:
-            iw.close()
+        with self._lock:
+            if self._iw is None:
+                try:
+                    self._iw = self._open_iw()
+                except (NetlinkError, OSError) as exc:  # ENOENT: the kernel has no nl80211 family
+                    raise SourceUnavailable(f"nl80211 not available ({exc})") from exc
+            iw = self._iw
+            try:
+                interfaces: dict[str, Any] = iw.get_interfaces_dict()
+                if not interfaces:
+                    raise SourceUnavailable("no wireless interface")
+                return {
+                    name: [m.dump() for m in iw.get_stations(info[0])] for name, info in interfaces.items()
+                }
+            except (NetlinkError, OSError) as exc:
+                self._drop()
+                raise SourceReadError(f"nl80211: {exc}") from exc
+            except SourceUnavailable:
+                self._drop()
+                raise
 
     def available(self) -> Availability:
         if not IS_LINUX:
@@ -146,6 +172,14 @@ class Nl80211Backend:
                 parse_station(name, replies[0]) if replies else WifiFacts(name, False, backend="nl80211")
             )
         return out
+
+
+def _open_iw() -> Any:
+    try:
+        from pyroute2 import IW
+    except ImportError as exc:
+        raise SourceUnavailable("pyroute2 is not installed") from exc
+    return IW()
 
 
 class ProcBackend:
@@ -226,6 +260,11 @@ class WifiSource:
 
     def available(self) -> Availability:
         return first_available(self.backends)
+
+    def close(self) -> None:
+        for backend in self.backends:
+            if isinstance(backend, Nl80211Backend):
+                backend.close()
 
     def read(self) -> Reading[WifiFacts]:
         try:

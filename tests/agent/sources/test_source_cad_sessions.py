@@ -1,4 +1,4 @@
-"""TCP_INFO of CAD sessions: recorded inet_diag and ss output, and a real loopback connection."""
+"""TCP_INFO of CAD sessions: recorded inet_diag replies and ss output, real loopback connections."""
 
 from __future__ import annotations
 
@@ -9,17 +9,21 @@ from pathlib import Path
 
 import pytest
 
+from lifeline_agent.sources._nla import split_messages
 from lifeline_agent.sources.cad_sessions import (
+    SOCK_DIAG_BY_FAMILY,
     CadEndpoint,
     CadSessionFacts,
     CadSessionsSource,
     DiagBackend,
     SsBackend,
     TcpSession,
+    filter_bytecode,
     match,
     normalize,
     parse_ss,
     session_from_diag,
+    session_from_raw,
 )
 from lifeline_agent.sources.errors import SourceParseError
 
@@ -62,6 +66,73 @@ def test_match_by_address_and_port(fixtures: Path) -> None:
     assert normalize("::ffff:10.0.0.1") == "10.0.0.1"
 
 
+def _recorded(fixtures: Path, key: str) -> list[tuple[bytes, memoryview]]:
+    """(the message with its header, payload) of each inet_diag_msg of a recorded dump."""
+    out = []
+    for datagram in json.loads((fixtures / "inet_diag_raw.json").read_text())[key]:
+        data = bytes.fromhex(datagram)
+        offset = 0
+        for kind, _flags, _seq, payload in split_messages(data):
+            length = 16 + len(payload)
+            if kind == SOCK_DIAG_BY_FAMILY:
+                out.append((data[offset : offset + length], payload))
+            offset += (length + 3) & ~3
+    return out
+
+
+@pytest.mark.parametrize("key", ["inet", "inet6", "inet_unfiltered", "inet6_unfiltered"])
+def test_recorded_replies_decode_as_pyroute2_decodes_them(fixtures: Path, key: str) -> None:
+    from pyroute2.netlink.diag import inet_diag_msg
+
+    recorded = _recorded(fixtures, key)
+    assert recorded
+    for message, payload in recorded:
+        reference = inet_diag_msg(message)
+        reference.decode()
+        assert session_from_raw(payload) == session_from_diag(reference.dump())
+
+
+def test_the_kernel_filter_kept_only_the_cad_sessions(fixtures: Path) -> None:
+    ours = [session_from_raw(p) for key in ("inet", "inet6") for _, p in _recorded(fixtures, key)]
+    assert ours == [
+        TcpSession("192.168.1.50", 52345, "10.20.0.10", 443, 8e-06, 4e-06, 0, 0, 0),
+        # segments lost to an nft drop rule while the dump was taken
+        TcpSession("192.168.1.50", 58255, "10.20.0.10", 443, 2e-05, 1.1e-05, 3, 1, 1),
+        TcpSession("fd20::50", 42185, "fd20::10", 443, 1.5e-05, 8e-06, 0, 0, 0),
+        # a dual-stack IPv6 socket: its IPv4-mapped peer passed the IPv4 condition
+        TcpSession("192.168.1.50", 48603, "10.20.0.11", 8443, 9e-06, 4e-06, 0, 0, 0),
+    ]
+    every = [
+        session_from_raw(p)
+        for key in ("inet_unfiltered", "inet6_unfiltered")
+        for _, p in _recorded(fixtures, key)
+    ]
+    assert len(every) == 10  # the server sides and a non-CAD session, which the filter left out
+    wanted = {"cad": ({"10.20.0.10", "fd20::10"}, 443), "cad-alt": ({"10.20.0.11"}, 0)}
+    found = match([s for s in every if s is not None], wanted)
+    assert sorted(s.sport for s in found["cad"]) == [42185, 52345, 58255]
+    assert [s.dport for s in found["cad-alt"]] == [8443]
+
+
+def test_a_short_message_is_an_error_and_one_without_tcp_info_is_skipped(fixtures: Path) -> None:
+    _, payload = _recorded(fixtures, "inet")[0]
+    with pytest.raises(ValueError, match="inet_diag_msg of 40 bytes"):
+        session_from_raw(payload[:40])
+    assert session_from_raw(payload[:72]) is None  # the header alone: no INET_DIAG_INFO
+
+
+def test_filter_bytecode_layout() -> None:
+    # One condition: D_COND (code 8), true → fall off the end (accept), false → 4 past it (reject).
+    one = filter_bytecode([("10.20.0.10", 443)])
+    assert one == bytes([8, 16, 20, 0, 2, 32, 0, 0]) + (443).to_bytes(4, "little") + bytes([10, 20, 0, 10])
+    # Two: the first holds → a JMP (code 1) over the second; fails → jumps over that JMP to it.
+    two = filter_bytecode([("10.20.0.10", 443), ("fd20::10", 0)])
+    assert list(two[16:20]) == [1, 4, 4 + 28, 0]
+    assert list(two[20:24]) == [8, 28, 32, 0]
+    assert int.from_bytes(two[28:32], "little", signed=True) == -1  # any port
+    assert len(two) == 16 + 4 + 28
+
+
 class Replay:
     """A backend replaying recorded ``ss`` snapshots one per read (sessions opening, losing, closing)."""
 
@@ -69,11 +140,13 @@ class Replay:
 
     def __init__(self, snapshots: list[list[TcpSession]]) -> None:
         self.snapshots = iter(snapshots)
+        self.asked: list[list[tuple[str, int]]] = []
 
     def available(self) -> object:
         raise NotImplementedError
 
-    def sessions(self) -> list[TcpSession]:
+    def sessions(self, wanted: list[tuple[str, int]]) -> list[TcpSession]:
+        self.asked.append(list(wanted))
         return next(self.snapshots)
 
 
@@ -88,8 +161,10 @@ def test_retransmits_are_monotonic_across_sessions() -> None:
         [_session(1001, 5)],  # the first session closed; the second retransmitted 3 more
         [],  # CAD gone
     ]
-    source = CadSessionsSource([CadEndpoint("cad", "10.20.0.10", 443)], [Replay(snapshots)])  # type: ignore[list-item]
+    replay = Replay(snapshots)
+    source = CadSessionsSource([CadEndpoint("cad", "10.20.0.10", 443)], [replay])  # type: ignore[list-item]
     readings = [source.read() for _ in snapshots]
+    assert replay.asked[0] == [("10.20.0.10", 443)]  # the backend is told which peers to keep
     facts = [r.facts.get("cad") for r in readings]  # type: ignore[union-attr]
     assert facts[0] == CadSessionFacts("cad", 1, 0.05, 0.01, 0, 0, 0)
     assert facts[1] == CadSessionFacts("cad", 2, 0.2, 0.01, 5, 3, 0)
@@ -148,3 +223,80 @@ def test_real_tcp_info_on_loopback(
     after = source.read()
     assert after.facts.get("cad").sessions == 0  # type: ignore[union-attr]
     assert [e.type for e in after.events] == ["cad.session_lost"]
+
+
+def test_the_source_asks_for_every_address_of_every_target() -> None:
+    replay = Replay([[]])
+    names = {"cad.agency": {"10.20.0.10", "fd20::10"}, "10.20.0.11": {"10.20.0.11"}}
+    source = CadSessionsSource(
+        [CadEndpoint("cad", "cad.agency", 443), CadEndpoint("cad-alt", "10.20.0.11")],
+        [replay],  # type: ignore[list-item]
+        resolve=lambda host: names[host],
+    )
+    assert source.read().ok
+    assert replay.asked == [[("10.20.0.10", 443), ("10.20.0.11", 0), ("fd20::10", 443)]]
+
+
+@pytest.fixture
+def loopback_sessions() -> Iterator[dict[str, int]]:
+    """Real established connections on loopback: two CAD servers (one IPv6) and a bystander."""
+    opened: list[socket.socket] = []
+    ports: dict[str, int] = {}
+
+    def connect(name: str, family: socket.AddressFamily, listen: str, to: str) -> None:
+        server = socket.create_server((listen, 0), family=family, dualstack_ipv6=family == socket.AF_INET6)
+        ports[name] = server.getsockname()[1]
+        client = socket.socket(socket.AF_INET6 if ":" in to else socket.AF_INET)
+        client.connect((to, ports[name]))
+        accepted, _ = server.accept()
+        opened.extend((server, client, accepted))
+
+    connect("cad", socket.AF_INET, "127.0.0.1", "127.0.0.1")
+    connect("cad6", socket.AF_INET6, "::", "::1")
+    connect("mapped", socket.AF_INET6, "::", "::ffff:127.0.0.1")  # a dual-stack client socket
+    connect("other", socket.AF_INET, "127.0.0.1", "127.0.0.1")
+    yield ports
+    for sock in opened:
+        sock.close()
+
+
+@pytest.mark.parametrize("both_families", [True, False], ids=["tcpdiag-one-walk", "per-family"])
+def test_the_kernel_returns_only_the_sessions_asked_for(
+    loopback_sessions: dict[str, int], both_families: bool
+) -> None:
+    ports = loopback_sessions
+    backend = DiagBackend()
+    backend._both_families = both_families  # False: the requests used on a kernel refusing the old one
+    try:
+        assert backend.available().ok
+        found = backend.sessions([("127.0.0.1", ports["cad"]), ("::1", ports["cad6"])])
+        assert sorted((s.dst, s.dport) for s in found) == sorted(
+            [("127.0.0.1", ports["cad"]), ("::1", ports["cad6"])]
+        )
+        assert all(s.rtt > 0 for s in found)
+        (mapped,) = backend.sessions([("127.0.0.1", ports["mapped"])])  # found in the IPv6 dump
+        assert (mapped.src, mapped.dst) == ("127.0.0.1", "127.0.0.1")
+        # Any port: every client socket to 127.0.0.1 and every server side (its peer is 127.0.0.1 too).
+        anyport = backend.sessions([("127.0.0.1", 0)])
+        assert {ports["cad"], ports["mapped"], ports["other"]} <= {s.dport for s in anyport}
+        assert backend.sessions([("10.255.255.1", 443)]) == []
+        assert backend.sessions([]) == []  # nothing asked: no dump at all
+        assert backend._both_families is both_families  # this kernel takes both kinds of request
+    finally:
+        backend.close()
+
+
+def test_one_socket_for_every_read(loopback_sessions: dict[str, int]) -> None:
+    backend = DiagBackend()
+    try:
+        backend.sessions([("127.0.0.1", loopback_sessions["cad"])])
+        sock = backend._sock
+        assert sock is not None
+        assert backend.available().ok
+        assert len(backend.sessions([("127.0.0.1", loopback_sessions["cad"])])) == 1
+        assert backend._sock is sock  # kept open, not one socket per read
+        backend.close()
+        assert backend._sock is None
+        assert len(backend.sessions([("127.0.0.1", loopback_sessions["cad"])])) == 1  # opens again
+    finally:
+        backend.close()

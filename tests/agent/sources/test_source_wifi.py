@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from lifeline_agent.sources.base import FixtureFile
 from lifeline_agent.sources.errors import SourceParseError
 from lifeline_agent.sources.wifi import (
     FixtureBackend,
+    Nl80211Backend,
     ProcBackend,
     WifiFacts,
     WifiSource,
@@ -110,3 +112,68 @@ def test_fixture_backend_and_association_events(tmp_path: Path) -> None:
 def test_configured_interface_that_is_absent_is_an_error(fixtures: Path) -> None:
     source = WifiSource([ProcBackend(str(fixtures / "proc_net_wireless.txt"))], interface="wlan9")
     assert "wlan9 not found" in source.read().error
+
+
+class RecordedIW:
+    """Stands in for pyroute2 ``IW`` (no radio here): replays a recorded station reply of wlan0."""
+
+    def __init__(self, station: dict[str, object], log: list[str]) -> None:
+        self.station = station
+        self.log = log
+        self.fail_next = False
+        self.closed = False
+
+    def get_interfaces_dict(self) -> dict[str, list[object]]:
+        self.log.append("interfaces")
+        if self.fail_next:
+            self.fail_next = False
+            raise OSError(errno.ENODEV, "No such device")
+        return {"wlan0": [3, "wlan0"]}
+
+    def get_stations(self, index: int) -> list[RecordedMessage]:
+        assert index == 3
+        return [RecordedMessage(self.station)]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class RecordedMessage:
+    def __init__(self, data: dict[str, object]) -> None:
+        self.data = data
+
+    def dump(self) -> dict[str, object]:
+        return self.data
+
+
+def test_nl80211_keeps_one_socket_while_reads_succeed(fixtures: Path) -> None:
+    log: list[str] = []
+    opened: list[RecordedIW] = []
+
+    def open_iw() -> RecordedIW:
+        opened.append(RecordedIW(_station(fixtures, "nl80211_station_wlan0.json"), log))
+        return opened[-1]
+
+    backend = Nl80211Backend(open_iw)
+    source = WifiSource([backend])
+    assert source.available().ok
+    readings = [source.read() for _ in range(3)]
+    assert [r.facts.signal_dbm if r.facts else None for r in readings] == [-58.0, -58.0, -58.0]
+    assert len(opened) == 1  # one socket for the check and every read
+    assert log == ["interfaces"] * 4
+    opened[0].fail_next = True  # the radio went away mid-read: the socket is dropped
+    assert "nl80211: [Errno 19] No such device" in source.read().error
+    assert opened[0].closed
+    assert source.read().ok  # the next read opens a fresh one
+    assert len(opened) == 2
+    source.close()
+    assert opened[1].closed
+
+
+def test_nl80211_without_the_kernel_family_is_unavailable() -> None:
+    def no_family() -> object:
+        raise OSError(errno.ENOENT, "No such file or directory")
+
+    availability = WifiSource([Nl80211Backend(no_family)]).available()
+    assert not availability.ok
+    assert "nl80211 not available" in availability.reason
