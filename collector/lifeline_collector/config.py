@@ -78,6 +78,9 @@ class AlertingSection:
     fleet_window: float = 60.0  # … losing it within this long of each other
     # The ``for`` of each rule: how long its condition must hold before it fires.
     holds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_HOLDS))
+    # A firing alert resolves only after its condition has been clear this long (Prometheus'
+    # keep_firing_for): a link at 60 % loss succeeds now and then, and must not page each time.
+    resolve_hold: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +161,7 @@ def _alerting(section: Section) -> AlertingSection:
     if section.has("fleet_min_ratio") and fleet_ratio == 0:
         section.error("fleet_min_ratio", "must be > 0 (use 1 to rely on fleet_min_positions alone)")
     fleet_window = section.duration("fleet_window", 60.0, min=1.0, max=3600.0)
+    resolve_hold = section.duration("resolve_hold", 10.0, min=0.0, max=3600.0)
     holds = dict(DEFAULT_HOLDS)
     hold_table = section.table("for")
     for name in DEFAULT_HOLDS:
@@ -180,6 +184,7 @@ def _alerting(section: Section) -> AlertingSection:
         fleet_min_ratio=fleet_ratio,
         fleet_window=fleet_window,
         holds=holds,
+        resolve_hold=resolve_hold,
     )
 
 

@@ -66,6 +66,7 @@ class Collector:
             ],
             self.clock,
             resend_interval=alerting.resend_interval,
+            resolve_hold=alerting.resolve_hold,
             deliver=self.dispatcher.submit,
             record=self._record,
             correlator=FleetCorrelator(

@@ -43,7 +43,11 @@ def free_port() -> int:
 
 
 def make_config(tmp_path: Path, **sections: dict[str, Any]) -> CollectorConfig:
-    data: dict[str, Any] = {"store": {"path": str(tmp_path / "collector.db")}}
+    # Resolution at once unless a test asks for the resolve hold: tests step the clock by hand.
+    data: dict[str, Any] = {
+        "store": {"path": str(tmp_path / "collector.db")},
+        "alerting": {"resolve_hold": "0s"},
+    }
     for name, values in sections.items():
         if name == "notifiers":
             data[name] = values

@@ -43,6 +43,7 @@ class AlertEngine:
         router: Router | None = None,
         registry: Registry | None = None,
         on_status: Callable[[Alert, AlertStatus], None] = lambda alert, status: None,
+        resolve_hold: float = 0.0,
     ) -> None:
         self.rules = tuple(rules)
         self.clock = clock
@@ -51,7 +52,7 @@ class AlertEngine:
         self.deliver = deliver
         self.record = record
         self.correlator = correlator
-        self.states = AlertStates()
+        self.states = AlertStates(resolve_hold)
         self.notifications = Notifications(
             self.states,
             resend_interval=resend_interval,

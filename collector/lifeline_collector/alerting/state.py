@@ -27,7 +27,11 @@ class Change:
 
 
 class AlertStates:
-    def __init__(self) -> None:
+    def __init__(self, resolve_hold: float = 0.0) -> None:
+        # A firing alert whose condition clears resolves only once it stayed clear this long, so a
+        # condition that flickers (a target at high loss answering now and then) pages once.
+        self.resolve_hold = resolve_hold
+        self._cleared_at: dict[str, float] = {}  # fingerprint → when its condition was last absent first
         self._active: dict[str, Alert] = {}
         self._by_scope: dict[str, dict[str, None]] = {}  # scope → fingerprints, in order
 
@@ -56,6 +60,7 @@ class AlertStates:
 
     def _drop(self, alert: Alert) -> None:
         del self._active[alert.fingerprint]
+        self._cleared_at.pop(alert.fingerprint, None)
         members = self._by_scope.get(alert.scope)
         if members is not None:
             members.pop(alert.fingerprint, None)
@@ -71,6 +76,7 @@ class AlertStates:
             if fp in seen:
                 continue  # two findings with one label set: the first wins
             seen.add(fp)
+            self._cleared_at.pop(fp, None)
             current = self._active.get(fp)
             starts_at = now if current is None else current.starts_at
             fires = finding.firing and now - starts_at >= finding.hold
@@ -98,6 +104,10 @@ class AlertStates:
         for fp in list(self._by_scope.get(scope, ())):
             if fp not in seen:
                 alert = self._active[fp]
+                if alert.state is AlertState.FIRING and self.resolve_hold > 0:
+                    cleared = self._cleared_at.setdefault(fp, now)
+                    if now - cleared < self.resolve_hold:
+                        continue  # still firing: the condition must stay clear for resolve_hold
                 self._drop(alert)
                 changes.append(Change(replace(alert, state=AlertState.RESOLVED, ends_at=now), alert.state))
         return changes

@@ -25,7 +25,11 @@ INF = math.inf
 
 def make_config(tmp_path: Path, **sections: Any) -> CollectorConfig:
     """A config with the store under ``tmp_path``; list values (notifiers, routes) are arrays of tables."""
-    data: dict[str, Any] = {"store": {"path": str(tmp_path / "collector.db")}}
+    # Resolution at once unless a test asks for the resolve hold: tests step the clock by hand.
+    data: dict[str, Any] = {
+        "store": {"path": str(tmp_path / "collector.db")},
+        "alerting": {"resolve_hold": "0s"},
+    }
     for name, values in sections.items():
         if isinstance(values, list):
             data[name] = values

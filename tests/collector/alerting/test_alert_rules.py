@@ -256,3 +256,37 @@ def test_fingerprint_is_stable_and_order_free() -> None:
     assert a == fingerprint({"agent": "pos-1", "alertname": "X"})
     assert a != fingerprint({"agent": "pos-2", "alertname": "X"})
     assert len(a) == 16
+
+
+def test_a_flickering_cad_target_pages_once_and_resolves_after_the_hold(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    service = Collector(
+        make_config(tmp_path, alerting={"cad_failures": 3, "silent_after": "15s", "resolve_hold": "10s"}),
+        clock=clock,
+    )
+    delivered: list[AlertGroup] = []
+    deliver = service.engine.deliver
+    service.engine.deliver = lambda group: (delivered.append(group), deliver(group))[-1]
+    try:
+        position = Position(service, clock)
+        # A target at high loss: three failures, then an answer now and then.
+        for ok in (False, False, False, True, False, False, False, True, True, False, False, False):
+            position.round(ok=ok)
+        assert [(g.status, g.alerts[0].name) for g in delivered] == [("firing", "CadTargetUnreachable")]
+        # Healthy again: still firing for the hold (9 s clear), resolved on the round that ends it.
+        clear_rounds = 0
+        for _ in range(15):
+            position.round(ok=True)
+            clear_rounds += 1
+            if len(delivered) > 1:
+                break
+        assert clear_rounds == 11  # clear since the first good round, for the 10 s hold
+        assert [(g.status, g.alerts[0].name) for g in delivered] == [
+            ("firing", "CadTargetUnreachable"),
+            ("resolved", "CadTargetUnreachable"),
+        ]
+        assert delivered[1].alerts[0].ends_at - delivered[0].alerts[0].fired_at >= 10.0
+        assert service.engine.active() == []
+    finally:
+        service.store.close()
