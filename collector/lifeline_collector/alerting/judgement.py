@@ -60,18 +60,34 @@ class CadAtRisk:
 
     name = "CadAtRisk"
 
+    # A prediction worth a page leaves the supervisor time to act. With less than this left and no
+    # warning out yet, it is a hard cut in progress: PositionLayerFailed names it a second later,
+    # and one page ("lost CAD — home router unreachable") beats two.
+    min_lead = 3.0
+
     def __init__(self, bands: RiskBands, public_url: str, hold: float = 0.0) -> None:
         self.bands = bands
         self.public_url = public_url
         self.hold = hold
+        self._warned: set[str] = set()  # positions this rule found at risk at its last evaluation
 
     def evaluate(self, agent: AgentView, now: float) -> Iterator[Finding]:
+        findings = list(self._evaluate(agent))
+        if findings:
+            self._warned.add(agent.id)
+        else:
+            self._warned.discard(agent.id)
+        yield from findings
+
+    def _evaluate(self, agent: AgentView) -> Iterator[Finding]:
         health = read_health(agent)
         risk, ttl = health.risk, health.time_to_loss
         if risk is None or ttl is None or risk < self.bands.warn or not math.isfinite(ttl):
             return
         if health.first_failed() is not None:
             return  # already lost: PositionLayerFailed says so
+        if ttl < self.min_lead and agent.id not in self._warned:
+            return
         cause = cause_text(agent, health)
         backup = health.backup_phrase()
         if ttl < 1.0:

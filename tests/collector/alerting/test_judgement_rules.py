@@ -86,11 +86,28 @@ def test_risk_with_no_time_left_says_cad_is_going_now(
     position = Position(service, clock, "pos-12", "north", "12")
     position.healthy()
     clock.advance(1)
-    degrading(position, risk=1.0, ttl=0, loss=0.6)
-    summaries = {g.alerts[0].annotations["summary"] for g in rec.pages("CadAtRisk")}
+    degrading(position, risk=0.6, ttl=45, loss=0.2)
+    assert rec.pages("CadAtRisk")
+    clock.advance(1)
+    degrading(position, risk=1.0, ttl=0, loss=0.6)  # the warning out stays, in today's words
+    summaries = {a.annotations["summary"] for a in service.engine.active() if a.name == "CadAtRisk"}
     assert summaries == {
         "Position 12 (north) is losing CAD now — VPN tunnel losing packets (loss 60 %); hotspot ready."
     }
+
+
+def test_a_hard_cut_is_not_paged_as_a_prediction(
+    setup: tuple[Collector, Recorder], clock: ManualClock
+) -> None:
+    service, rec = setup
+    position = Position(service, clock, "pos-12", "north", "12")
+    position.healthy()
+    clock.advance(1)
+    # No warning before: the risk jumps to certain with no time left. PositionLayerFailed will name
+    # the broken layer a moment later; a "losing CAD within 0 s" page first would be a second page.
+    degrading(position, risk=1.0, ttl=0, loss=1.0)
+    assert rec.pages("CadAtRisk") == []
+    assert [a for a in service.engine.active() if a.name == "CadAtRisk"] == []
 
 
 def test_stable_position_with_high_risk_but_infinite_time_is_not_paged(
