@@ -194,7 +194,14 @@ def wanted(lab: Lab, active: Iterable[Impairment]) -> Wanted:
     for imp in active:
         if imp.kind == "loss":
             n = round(imp.percent / 100.0 * LOSS_SCALE)
-            rule = f'meta protocol ip numgen random mod {LOSS_SCALE} < {n} counter drop comment "loss"'
+            if n <= 0:
+                continue  # 0 %: nothing to drop
+            # numgen yields 0 … LOSS_SCALE-1, so "< LOSS_SCALE" is out of nft's range: 100 % is a drop.
+            rule = (
+                'meta protocol ip counter drop comment "loss"'
+                if n >= LOSS_SCALE
+                else f'meta protocol ip numgen random mod {LOSS_SCALE} < {n} counter drop comment "loss"'
+            )
             netdev.setdefault(_ingress(lab, imp), []).append(rule)
         elif imp.kind == "blackhole":
             netdev.setdefault(_ingress(lab, imp), []).insert(

@@ -90,6 +90,16 @@ def test_random_loss_30_percent(lab: Lab) -> None:
     assert abs((dropped1 - dropped0) - round(result.loss * 1000)) <= 3
 
 
+def test_loss_at_the_ends_of_the_range(lab: Lab) -> None:
+    # 100 % (the last step of a ramp) drops everything; 0 % drops nothing.
+    impair.apply(lab, impair.make("loss", "primary", "up", percent=100))
+    assert fping(lab, "laptop", ADDR.router, count=50, period_ms=5).loss == 1.0
+    impair.clear(lab)
+    impair.apply(lab, impair.make("loss", "primary", "up", percent=0))
+    assert fping(lab, "laptop", ADDR.router, count=50, period_ms=5).loss == 0.0
+    impair.clear(lab)
+
+
 def test_burst_loss_comes_in_bursts(lab: Lab) -> None:
     impair.apply(lab, impair.make("burst-loss", "primary", "up", percent=20, burst_len=5))
     result = fping(lab, "laptop", ADDR.router, count=1000, period_ms=3)
