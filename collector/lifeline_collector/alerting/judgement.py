@@ -137,7 +137,16 @@ class PositionLayerFailed:
             cause = cause_text(agent, health) if health.verdict_layer in PATH else FAILED_TEXT[failed]
             labels = agent_labels(agent, self.name, "critical")
             labels["layer"] = layer
-            if health.on_backup and health.first_failed(AGENCY_SIDE) is None:
+            if layer == "dns" and health.state("cad") == "ok":
+                # The CAD session holds without DNS; only a reconnect would need the name. Worth
+                # knowing, not worth moving calls: a warning, not a page.
+                labels["severity"] = "warning"
+                summary = (
+                    f"{agent.display_name}: {cause} — CAD still up; a reconnect would fail until DNS answers."
+                )
+                action = "CAD works for now; tell IT the agency resolver is not answering this position."
+                hold = self.warning_hold
+            elif health.on_backup and health.first_failed(AGENCY_SIDE) is None:
                 labels["severity"] = "warning"
                 summary = (
                     f"{agent.display_name} is running on the hotspot — {cause};"

@@ -268,3 +268,34 @@ def test_configured_hold_keeps_an_alert_pending(tmp_path: Path, clock: ManualClo
     assert states(service)[("PositionLayerFailed", "pos-9")] == "firing"
     assert len(rec.pages("PositionLayerFailed")) == 1
     gen.close()
+
+
+def test_agency_dns_down_with_cad_up_is_a_warning_not_a_page(
+    setup: tuple[Collector, Recorder], clock: ManualClock
+) -> None:
+    service, rec = setup
+    position = Position(service, clock, "pos-12", "north", "12")
+    position.healthy()
+    clock.advance(1)
+    position.report(
+        judgement(position.now_ms, layers={"dns": "failed"}, verdict=("dns", "agency DNS not answering")),
+        priority=True,
+    )
+    (alert,) = [a for a in service.engine.active() if a.name == "PositionLayerFailed"]
+    assert alert.labels["severity"] == "warning"
+    assert alert.labels["layer"] == "dns"
+    assert alert.annotations["summary"] == (
+        "Position 12 (north): agency DNS not answering — CAD still up; a reconnect would fail until DNS answers."
+    )
+    clock.advance(1)
+    # When CAD goes too, it is a page like any other lost position.
+    position.report(
+        judgement(
+            position.now_ms,
+            layers={"dns": "failed", "cad": "failed"},
+            verdict=("dns", "agency DNS not answering"),
+        ),
+        priority=True,
+    )
+    severities = {a.labels["severity"] for a in service.engine.active() if a.name == "PositionLayerFailed"}
+    assert "critical" in severities
