@@ -273,7 +273,7 @@ def test_configured_hold_keeps_an_alert_pending(tmp_path: Path, clock: ManualClo
 def test_agency_dns_down_with_cad_up_is_a_warning_not_a_page(
     setup: tuple[Collector, Recorder], clock: ManualClock
 ) -> None:
-    service, rec = setup
+    service, _rec = setup
     position = Position(service, clock, "pos-12", "north", "12")
     position.healthy()
     clock.advance(1)
