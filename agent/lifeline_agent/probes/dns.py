@@ -26,10 +26,10 @@ from lifeline_agent.probes.base import (
     reason_for_errno,
     register,
 )
+from lifeline_agent.sources.dnsquery import system_nameserver
 
 TYPE_A, TYPE_CNAME, CLASS_IN = 1, 5, 1
 DNS_PORT = 53
-RESOLV_CONF = "/etc/resolv.conf"
 _HEADER = struct.Struct("!HHHHHH")
 _RR = struct.Struct("!HHIH")
 # rcode → reason (0 NOERROR is judged by its answers)
@@ -131,18 +131,6 @@ def judge(reply: DnsReply, expect: str) -> tuple[str, str]:
     if expect and expect not in reply.addresses:
         return "mismatch", f"answer {list(reply.addresses)} lacks {expect}"
     return "", f"answer {list(reply.addresses)}"
-
-
-def system_nameserver(path: str = RESOLV_CONF) -> str:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                fields = line.split()
-                if len(fields) >= 2 and fields[0] == "nameserver":
-                    return fields[1]
-    except OSError:
-        return ""
-    return ""
 
 
 async def _exchange(sock: socket.socket, query: bytes, qid: int, qname: str, timeout: float) -> DnsReply:
