@@ -77,12 +77,6 @@ def all_resolved(stack: LifelineStack, since: float) -> bool:
     return fired <= resolved
 
 
-@pytest.mark.xfail(
-    reason="known health-model defect (issues 4 and 6, open): on a hard cut a layer behind the broken one"
-    " can be judged failed first and flap, paging more than the broken layer; bench/detection.py"
-    " measures detection latency and counts the wrong verdicts",
-    strict=False,
-)
 def test_a_hard_cut_pages_the_broken_layer_once_and_resolves(agent: LifelineStack) -> None:
     started = play(
         agent,
@@ -101,19 +95,12 @@ def test_a_hard_cut_pages_the_broken_layer_once_and_resolves(agent: LifelineStac
     keys = [key(n) for n in fired]
     # Each alert (its name, subject and severity: a DNS warning may turn critical) paged once.
     assert len({(*key(n), n.severity) for n in fired}) == len(fired)
-    assert {
+    # The broken layer and the two CAD targets, nothing else: no layer behind the cut is named.
+    assert set(keys) == {
         ("PositionLayerFailed", "internet"),
         ("CadTargetUnreachable", "cad-tcp"),
         ("CadTargetUnreachable", "cad-icmp"),
-    } <= set(keys)
-    # Nothing else, except — a known health-model defect that bench/detection.py counts — a layer
-    # behind the broken one judged failed a round before the broken one itself.
-    stray = set(keys) - {
-        ("PositionLayerFailed", "internet"),
-        ("CadTargetUnreachable", "cad-tcp"),
-        ("CadTargetUnreachable", "cad-icmp"),
-    }
-    assert stray <= {("PositionLayerFailed", layer) for layer in ("vpn", "agency", "dns", "cad")}, stray
+    }, keys
     layer_page = next(n for n in fired if key(n) == ("PositionLayerFailed", "internet"))
     assert layer_page.severity == "critical"
     assert layer_page.annotations["summary"] == (
@@ -123,12 +110,6 @@ def test_a_hard_cut_pages_the_broken_layer_once_and_resolves(agent: LifelineStac
     assert cad_losses(agent.lab, started)  # the CAD simulator agrees CAD was lost
 
 
-@pytest.mark.xfail(
-    reason="known health-model defect (issues 4 and 6, open): under heavy loss on the home link a layer"
-    " further along can be judged failed first, which pages PositionLayerFailed and suppresses the"
-    " CadAtRisk prediction; bench/detection.py measures the lead time and counts the wrong verdicts",
-    strict=False,
-)
 def test_a_gradual_ramp_warns_before_cad_is_lost_then_pages(agent: LifelineStack) -> None:
     started = play(
         agent,
@@ -148,19 +129,18 @@ def test_a_gradual_ramp_warns_before_cad_is_lost_then_pages(agent: LifelineStack
     lost = cad_losses(agent.lab, started)
     assert lost, "the ramp is meant to cost the CAD session"
     # The prediction was paged before the CAD simulator lost its session.
-    warnings = [n for n in fired if n.name == "CadAtRisk"]
-    assert warnings, [n.name for n in fired]
-    first = warnings[0]
+    # The first page is the prediction, and it came before the CAD simulator lost its session.
+    first = fired[0]
+    assert first.name == "CadAtRisk", [key(n) for n in fired]
     assert first.at < lost[0]
     assert first.annotations["summary"].startswith("Position 12 (north) will likely lose CAD within ")
-    # Then the loss itself, on the home side of the path, and the CAD probes.
+    # … naming what the agent saw (its loss trend, or the home network once that is judged lossy).
+    assert "packet" in first.annotations["summary"], first.annotations["summary"]
+    # Then the loss itself, named where it is (the home link), and the CAD probes.
     names = {n.name for n in fired}
     assert names == {"CadAtRisk", "PositionLayerFailed", "CadTargetUnreachable"}
     layers = {n.labels["layer"] for n in fired if n.name == "PositionLayerFailed"}
-    # The loss is on the home link, so the loss page names the home side. Under heavy loss the
-    # verdict can also blame a layer further along for a moment (agency, vpn): a known health-model
-    # defect that bench/detection.py counts ("verdict names the expected layer"), not asserted here.
-    assert layers & {"link", "router", "internet"}, layers
+    assert layers == {"link"}, layers
 
 
 def test_a_benign_spike_pages_nobody(agent: LifelineStack) -> None:

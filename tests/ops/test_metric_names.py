@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,28 @@ NOT_CHARTED = {
 }
 
 
+# The queries alert annotations run (``printf `<PromQL with %q>` $labels.agent ... | query``).
+_TEMPLATE_QUERY = re.compile(r"printf `([^`]*)`")
+
+
 def rule_expressions() -> list[tuple[str, str]]:
+    """Every rule's expression, and every query its annotations run (with "x" for each %q)."""
     out = []
     for path in sorted((ROOT / "deploy" / "prometheus" / "rules").glob("*.yml")):
         for group in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]:
             for rule in group["rules"]:
-                out.append((f"{path.name}: {rule.get('record') or rule.get('alert')}", rule["expr"]))
+                where = f"{path.name}: {rule.get('record') or rule.get('alert')}"
+                out.append((where, rule["expr"]))
+                for key, text in sorted(rule.get("annotations", {}).items()):
+                    for found in _TEMPLATE_QUERY.finditer(text):
+                        out.append((f"{where} {key}", found[1].replace("%q", '"x"')))
     return out
+
+
+def test_annotation_queries_are_checked() -> None:
+    # The annotations' queries are read like expressions: the time to loss in CadAtRisk's words.
+    queries = [expr for where, expr in rule_expressions() if where.endswith("CadAtRisk summary")]
+    assert 'clamp_min(lifeline_cad_time_to_loss_seconds{agent="x",site="x"}, 0)' in queries
 
 
 @pytest.mark.parametrize(

@@ -95,8 +95,9 @@ class Tuning:
 class Finding:
     state: str  # ok | degraded | failed | unknown
     reason: str
-    # What kind of trouble: "loss" (packets or whole probes lost) and "signal" (weak radio) explain
-    # failures further along the chain; "quality" (delay, jitter, MOS) does not.
+    # What kind of trouble: "loss" (some packets lost), "silent" (a target stopped answering) and
+    # "signal" (weak radio) explain failures further along the chain, "power" (home power out) explains the home side failing;
+    # "quality" (delay, jitter, MOS) and "down" explain nothing further along.
     cause: str = ""
 
 
@@ -133,30 +134,50 @@ def dbm(value: float, unit: str = "dBm") -> str:
     return f"{value:.0f} {unit}".replace("-", "−")
 
 
+def all_failing(series: Sequence[TargetSeries], now: float) -> bool:
+    """Every live probe of a layer failed its last round (the layer may be going down)."""
+    live = [s for s in series if not s.stale(now)]
+    return bool(live) and all(s.streak >= 1 for s in live)
+
+
 def judge_probes(
-    layer: str, series: Sequence[TargetSeries], now: float, th: Thresholds, tu: Tuning, held: Held
+    layer: str,
+    series: Sequence[TargetSeries],
+    now: float,
+    th: Thresholds,
+    tu: Tuning,
+    held: Held,
+    not_before: float | None = None,
 ) -> Finding | None:
-    """Judge a layer from its targets' recent rounds (None when no target reports)."""
+    """Judge a layer from its targets' recent rounds (None when no target reports).
+
+    ``not_before``: failures before this moment are explained by a layer further up the chain
+    (its probes were failing too), so they do not count towards this layer's fail hold.
+    """
     live = [s for s in series if not s.stale(now)]
     echo = [s for s in live if s.target.kind == "icmp"]
     service = [s for s in live if s.target.kind in ("tcp", "dns")]
+
+    def failing_for(s: TargetSeries) -> float:
+        if not_before is None or s.streak_start is None:
+            return s.failing_for(now)
+        return max(0.0, now - max(s.streak_start, not_before))
+
     # Every probe of the layer failing for the fail hold: a hard cut.
-    failing_for = min((s.failing_for(now) for s in live), default=0.0)
-    cut = bool(live) and all(s.streak >= 2 for s in live) and failing_for >= tu.fail_hold
+    cut = (
+        bool(live) and all(s.streak >= 2 for s in live) and min(failing_for(s) for s in live) >= tu.fail_hold
+    )
     # For CAD the port is what matters: a host that pings but refuses the CAD port is down, and so
-    # is one whose port has not answered for the critical number of rounds.
+    # is one whose port has not answered for the critical number of rounds. A refusal is an answer
+    # ("nothing listens"), not a silence that a 2 s spike could explain: two rounds in a row say it.
     ports = [s for s in service if s.target.kind == "tcp"] if layer == "cad" else []
     refused = bool(ports) and all(
-        s.streak >= 2
-        and s.failing_for(now) >= tu.fail_hold
-        and s.last is not None
-        and s.last.reason in REFUSED
-        for s in ports
+        s.streak >= 2 and s.last is not None and s.last.reason in REFUSED for s in ports
     )
-    port_dead = bool(ports) and all(s.streak >= th.lost_probes_critical for s in ports)
+    port_dead = bool(ports) and all(s.streak >= th.lost_probes_critical and failing_for(s) > 0 for s in ports)
     failed = cut or refused or port_dead
 
-    silent = [s for s in live if s.streak >= th.lost_probes_degraded]
+    silent = [s for s in live if s.streak >= th.lost_probes_degraded and failing_for(s) > 0]
     loss = loss_view(live, now - th.loss_window)
     lossy = loss.ratio >= th.loss_degraded and loss.sustained(
         tu.min_loss_rounds, tu.min_loss_episodes, tu.spike_max
@@ -188,11 +209,13 @@ def judge_probes(
     subject = SUBJECTS[layer]
     if failed:
         return Finding("failed", CAD_REFUSED if refused else FAILED[layer], "down")
+    if loss_held:
+        # Before "not answering": under heavy loss a target misses several rounds in a row, and
+        # that is still loss (it answers in between), not a target that went quiet.
+        return Finding("degraded", f"{subject} losing packets ({pct(loss.ratio)})", "loss")
     if silent:
         names = ", ".join(s.target.name for s in silent)
-        return Finding("degraded", f"{subject}: {names} not answering", "loss")
-    if loss_held:
-        return Finding("degraded", f"{subject} losing packets ({pct(loss.ratio)})", "loss")
+        return Finding("degraded", f"{subject}: {names} not answering", "silent")
     if (rtt_high or rtt_crit) and rtt is not None:
         return Finding("degraded", f"{subject} slow (RTT {ms(rtt)})", "quality")
     if jittery and jitter is not None:
@@ -222,9 +245,9 @@ def judge_power(
         facts.secs_left is not None and facts.secs_left < th.battery_critical_seconds
     )
     if low:
-        return Finding("failed", f"battery almost empty ({left}) — home power out")
+        return Finding("failed", f"battery almost empty ({left}) — home power out", "power")
     if unplugged:
-        return Finding("degraded", "on battery — home power out")
+        return Finding("degraded", "on battery — home power out", "power")
     return Finding("ok", "just unplugged")
 
 

@@ -39,16 +39,19 @@ from lifeline_agent.health.layers import (
     CHAIN,
     FAILED,
     LAYERS,
+    SUBJECTS,
     TUNNEL_SIDE,
     VPN_INFERRED,
     Finding,
     Tuning,
+    all_failing,
     judge_backup_facts,
     judge_link,
     judge_power,
     judge_probes,
     judge_vpn,
     layer_of,
+    ms,
     worst,
 )
 from lifeline_agent.health.risk import RiskInputs, assess
@@ -144,6 +147,7 @@ class HealthModel:
         self._facts: dict[str, tuple[float, Facts]] = {}
         self._wifi_history: deque[tuple[float, float]] = deque()
         self._held = Held()
+        self._upstream_failing: dict[str, float] = {}  # layer → last time a layer before it was failing
         start = clock.monotonic()
         self._trackers = {layer: Hysteresis(since=start) for layer in LAYERS}
         self._band = BandTracker(self.tuning.bands)
@@ -249,13 +253,19 @@ class HealthModel:
             for s in by_layer[layer]
         )
 
-        probes = {layer: judge_probes(layer, by_layer[layer], now, th, tu, held) for layer in LAYERS}
+        probes = self._judge_layers(by_layer, now)
         raw: dict[str, Finding | None] = {
             "power": worst(judge_power(power, now, th, tu, held), probes["power"]),
             "link": worst(judge_link(wifi, routes, now, th, tu, held), probes["link"]),
             "vpn": worst(judge_vpn(vpn, tunnel_ok, th), probes["vpn"]),
             "backup": worst(judge_backup_facts(cellular, wifi, routes, th), probes["backup"]),
         }
+        if power is not None and power.on_ac is False and raw["power"] is not None:
+            home_down = routes is not None and routes.primary_up is False
+            home_down = home_down or any(all_failing(by_layer[layer], now) for layer in NETWORK)
+            if raw["power"].state == "ok" and home_down:
+                # Unplugged at the moment the home network went: the mains are out, not the cable.
+                raw["power"] = Finding("degraded", "on battery — home power out", "power")
         changes: list[tuple[str, str, str]] = []
         for layer in LAYERS:
             if layer == "vpn" and raw["vpn"] is None:
@@ -313,6 +323,10 @@ class HealthModel:
         )
         previous_band = self._band.band
         band_changed = self._band.update(part.risk, now, tu.recover_hold)
+        if verdict_layer == "none" and verdict == "healthy" and self._band.band in ("warn", "page"):
+            # No layer has crossed its threshold yet, but the trend says CAD is at risk: say why
+            # ("packet loss on the path to CAD rising") rather than "healthy".
+            verdict = part.reason
 
         scores = tuple(
             PathScore(s.target, m)
@@ -351,6 +365,87 @@ class HealthModel:
 
     # --- internals ---------------------------------------------------------------------------
 
+    def _judge_layers(self, by_layer: dict[str, list[TargetSeries]], now: float) -> dict[str, Finding | None]:
+        """Each layer's finding from its probes, walking the chain from the laptop outwards.
+
+        A packet to CAD crosses every layer in turn, so when a layer's probes start failing, every
+        layer behind it fails too, each at the moment its own probes happen to time out. While a
+        layer's probes are all failing but it is not yet judged failed, the layers behind it wait:
+        their failures count only from the moment it recovers, so the verdict names the layer that
+        broke, never one a round further along that merely timed out first.
+        """
+        th, tu, held = self.thresholds, self.tuning, self._held
+        found: dict[str, Finding | None] = {}
+        waiting = False  # a layer further up is failing and not (yet) judged failed
+        explained = False  # a layer further up is failed: failures behind it are its echo
+        for layer in LAYERS:
+            not_before = None
+            if layer in NETWORK_CHAIN:
+                if explained:
+                    self._upstream_failing.pop(layer, None)
+                elif waiting:
+                    self._upstream_failing[layer] = now
+                not_before = self._upstream_failing.get(layer)
+            found[layer] = judge_probes(layer, by_layer[layer], now, th, tu, held, not_before)
+            if layer not in NETWORK_CHAIN:
+                continue
+            finding = found[layer]
+            if finding is not None and finding.state == "failed":
+                explained = True
+            elif all_failing(by_layer[layer], now) and self._recently_failing(by_layer[layer], now):
+                waiting = True
+        self._home_side_attribution(found, by_layer, now)
+        return found
+
+    def _recently_failing(self, series: list[TargetSeries], now: float) -> bool:
+        """A layer's probes started failing lately (an older failure that never reached the fail
+        hold — a slow probe interval — must not hold the layers behind it forever)."""
+        live = [s for s in series if not s.stale(now)]
+        limit = self.tuning.fail_hold + max((s.target.interval for s in live), default=1.0) + 1.0
+        return min(s.failing_for(now) for s in live) < limit
+
+    def _home_side_attribution(
+        self, found: dict[str, Finding | None], by_layer: dict[str, list[TargetSeries]], now: float
+    ) -> None:
+        """Charge trouble to the layer where it starts, not to every layer that sees it.
+
+        - Partial loss to the home router (the first hop) is the home network's: Wi-Fi or the cable
+          drops packets; a router that fails stops answering altogether (that stays the router's).
+        - Delay or jitter seen beyond the home (VPN, agency, CAD) that the router or the ISP probes
+          already show is theirs: a saturated uplink slows the tunnel, the tunnel did not slow down.
+        """
+        th, tu = self.thresholds, self.tuning
+        router = found["router"]
+        if router is not None and router.state == "degraded" and router.cause == "loss":
+            moved = Finding(
+                "degraded", router.reason.replace(SUBJECTS["router"], SUBJECTS["link"], 1), "loss"
+            )
+            found["link"] = worst(found["link"], moved)
+            found["router"] = Finding("ok", "answering (the loss is on the way to it)")
+        for layer in TUNNEL_SIDE:
+            finding = found[layer]
+            if finding is None or finding.state != "degraded" or finding.cause != "quality":
+                continue
+            rtt, jitter = _echo_quality(by_layer[layer], now, tu.recent)
+            for origin in ("router", "internet"):
+                before = found[origin]
+                if before is None or before.state != "ok":
+                    continue
+                up_rtt, up_jitter = _echo_quality(by_layer[origin], now, tu.recent)
+                subject = SUBJECTS[origin]
+                if up_rtt is not None and up_rtt >= th.rtt_degraded and up_rtt >= 0.5 * (rtt or 0.0):
+                    found[origin] = Finding("degraded", f"{subject} slow (RTT {ms(up_rtt)})", "quality")
+                    break
+                if (
+                    up_jitter is not None
+                    and up_jitter >= th.jitter_degraded
+                    and up_jitter >= 0.5 * (jitter or 0.0)
+                ):
+                    found[origin] = Finding(
+                        "degraded", f"{subject} unsteady (jitter {ms(up_jitter)})", "quality"
+                    )
+                    break
+
     def _fact(self, source: str, kind: type[F], now: float) -> F | None:
         entry = self._facts.get(source)
         if entry is None or now - entry[0] > self.tuning.facts_stale:
@@ -378,14 +473,18 @@ class HealthModel:
         failed = next((s for s in chain if s.state == "failed"), None)
         degraded = next((s for s in chain if s.state == "degraded"), None)
         pick = failed or degraded
+        explains = False
         if (
             failed is not None
             and degraded is not None
             and CHAIN.index(degraded.layer) < CHAIN.index(failed.layer)
-            and self._trackers[degraded.layer].cause in ("loss", "signal")
         ):
-            # Loss or a weak radio earlier on the way explains the failure further along.
-            pick = degraded
+            cause = self._trackers[degraded.layer].cause
+            # Loss or a weak radio earlier on the way explains the failure further along; the home
+            # power going out explains the home network, router and ISP link going with it.
+            explains = cause in ("loss", "silent", "signal") or (cause == "power" and failed.layer in NETWORK)
+            if explains:
+                pick = degraded
         if pick is None and states["backup"].state in ("failed", "degraded"):
             pick = states["backup"]
         if pick is None:
@@ -403,6 +502,8 @@ class HealthModel:
                 and states["internet"].state == "ok"
             ):
                 text = f"{text}, internet fine"
+        if pick.layer == "power" and explains and failed is not None:
+            text = f"{text}; {failed.reason}"
         if pick.layer == "backup":
             text = f"{text} — primary fine"
         if pick.layer != "power" and states["power"].state in ("degraded", "failed"):
@@ -462,6 +563,14 @@ class HealthModel:
             if math.isfinite(a.time_to_loss):
                 attrs["time_to_loss"] = round(a.time_to_loss, 1)
             self._events.append(Event("health.risk", ts, attrs))
+
+
+def _echo_quality(series: list[TargetSeries], now: float, span: float) -> tuple[float | None, float | None]:
+    """The worst recent RTT and jitter of a layer's echo probes."""
+    live = [s for s in series if s.target.kind == "icmp" and not s.stale(now)]
+    rtts = [r for r in (s.recent_rtt(now, span) for s in live) if r is not None]
+    jitters = [j for j in (s.recent_jitter(now, span) for s in live) if j is not None]
+    return max(rtts, default=None), max(jitters, default=None)
 
 
 def _with_warning(a: Assessment) -> Assessment:

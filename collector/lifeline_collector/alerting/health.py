@@ -19,6 +19,7 @@ STATE_NAMES = {value: name for name, value in STATES.items()}
 CHAIN = ("power", "link", "router", "internet", "vpn", "agency", "dns", "cad")
 PATH = CHAIN[1:]  # the layers CAD traffic crosses, home side first
 AGENCY_SIDE = ("vpn", "agency", "dns", "cad")  # beyond the home: shared by many positions
+HOME_SIDE = ("link", "router", "internet")  # what goes down with the home's mains power
 
 # How a supervisor names a layer when the agent's verdict is missing.
 FAILED_TEXT = {
@@ -177,7 +178,9 @@ def figure(agent: AgentView, layer: str, verdict: str) -> str:
 def cause_text(agent: AgentView, health: Health) -> str:
     """The verdict with its figure: "VPN tunnel losing packets (loss 18 %)"."""
     if health.verdict_layer == "none":
-        return "connection quality falling"
+        # No layer judged broken yet: the agent's verdict says what its trend saw, if it says.
+        quiet = health.verdict in ("", "healthy", "no measurements yet", "stable")
+        return "connection quality falling" if quiet else health.verdict
     number = figure(agent, health.verdict_layer, health.verdict)
     return f"{health.verdict} ({number})" if number else health.verdict
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from lifeline_collector.alerting.health import (
     AGENCY_SIDE,
     FAILED_TEXT,
+    HOME_SIDE,
     PATH,
     Health,
     battery_text,
@@ -132,9 +133,13 @@ class PositionLayerFailed:
         health = read_health(agent)
         link = position_link(self.public_url, agent)
         failed = health.first_failed()
+        # Home power out explains the home network, router and ISP link going down with it: one
+        # page that names the power, not a page for the router and a warning for the battery.
+        power_cause = health.verdict_layer == "power" and failed in HOME_SIDE
         if failed is not None:
-            layer = health.verdict_layer if health.verdict_layer in PATH else failed
-            cause = cause_text(agent, health) if health.verdict_layer in PATH else FAILED_TEXT[failed]
+            named = health.verdict_layer in PATH or power_cause
+            layer = health.verdict_layer if named else failed
+            cause = cause_text(agent, health) if named else FAILED_TEXT[failed]
             labels = agent_labels(agent, self.name, "critical")
             labels["layer"] = layer
             if layer == "dns" and health.state("cad") == "ok":
@@ -166,7 +171,7 @@ class PositionLayerFailed:
             )
             yield _finding(agent, labels, summary, description, link, hold)
         power = health.state("power")
-        if power in ("degraded", "failed"):
+        if power in ("degraded", "failed") and not power_cause:
             labels = agent_labels(agent, self.name, "critical" if power == "failed" else "warning")
             labels["layer"] = "power"
             cad = "CAD lost" if failed is not None else "CAD still up"

@@ -88,6 +88,8 @@ class Position:
     facts: dict[str, object] = field(default_factory=dict)
     vpn_handshake_every: float | None = 120.0  # WireGuard rekey with traffic; None = no VPN facts
     history: list[Assessment] = field(default_factory=list)
+    evaluate_every_probe: bool = False
+    between: list[Assessment] = field(default_factory=list)  # the evaluations after each probe
     _jitter: dict[str, JitterEstimator] = field(default_factory=dict)
 
     def cond(self, layer: str) -> Cond:
@@ -144,6 +146,8 @@ class Position:
         for target in self.targets:
             self.clock.advance(step)
             self.model.observe_probe(target, self.probe(target))
+            if self.evaluate_every_probe:  # as the agent does while a probe keeps failing
+                self.between.append(self.model.evaluate())
         for source, record in self.facts.items():
             self.model.observe_facts(source, record)
         if self.vpn_handshake_every is not None and "vpn" not in self.facts:

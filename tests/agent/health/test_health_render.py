@@ -60,6 +60,7 @@ def test_degraded_and_unmeasured_layers(position: Callable[..., Any]) -> None:
     pos = position([Target("gw", "router", "icmp", "192.168.1.1")], settle=5)
     pos.cond("router").loss = 0.4
     screen = render_status(pos.run(40)[-1])
-    assert "  ! Home router     home router losing packets (" in screen
+    # Loss on the way to the first hop is the home network's (Wi-Fi or cable), not the router's.
+    assert "  ! Home network    home network losing packets (" in screen
     assert "  ? CAD server      not measured" in screen
     assert "Backup (hotspot): not checked (no backup path configured)" in screen

@@ -9,6 +9,7 @@ import pytest
 
 from lifeline_agent.config import Target
 from lifeline_agent.health import CHAIN, LAYERS, PowerFacts, RouteFacts, WifiFacts
+from lifeline_agent.health.layers import Tuning
 from lifeline_wire.catalog.health import LAYERS as CATALOG_LAYERS
 
 Position = Any  # the simulated position from conftest.py
@@ -145,12 +146,24 @@ def test_loss_upstream_explains_a_flaky_layer_behind_it(position: Callable[..., 
     assert verdicts == {"internet"}
 
 
-def test_on_battery_is_added_to_a_network_failure(position: Callable[..., Position]) -> None:
+def test_home_power_out_names_power_not_the_dead_router(position: Callable[..., Position]) -> None:
+    """The mains go: the laptop switches to battery as the router dies; the cause is the power."""
     pos = position()
     pos.facts["power"] = PowerFacts(on_ac=False, percent=90.0)
     pos.cond("router").down = True
+    run = pos.run(8)
+    assert {a.verdict_layer for a in run} == {"power"}
+    assert run[-1].verdict == "on battery — home power out; home router unreachable"
+    assert run[-1].layer("router").state == "failed"
+
+
+def test_on_battery_is_added_to_a_failure_it_does_not_explain(position: Callable[..., Position]) -> None:
+    pos = position()
+    pos.facts["power"] = PowerFacts(on_ac=False, percent=90.0)
+    pos.run(5)
+    pos.cond("cad").refused = True  # the agency's CAD server, not the home power
     a = pos.run(6)[-1]
-    assert a.verdict == "home router unreachable — on battery, home power out"
+    assert a.verdict == "CAD server refusing connections — on battery, home power out"
 
 
 def test_running_on_the_backup_is_said(position: Callable[..., Position]) -> None:
@@ -160,3 +173,66 @@ def test_running_on_the_backup_is_said(position: Callable[..., Position]) -> Non
     a = pos.run(6)[-1]
     assert a.on_backup
     assert a.verdict.endswith("— running on the backup path")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("broken", ["router", "internet", "vpn"])
+def test_a_layer_behind_the_cut_is_never_judged_failed_first(
+    position: Callable[..., Position], broken: str, seed: int
+) -> None:
+    """The layers behind a cut time out at whatever moment their own probes run. Probing the far
+    side first each second (the worst order) and judging after every probe (as the agent does while
+    probes fail), no layer behind the cut is ever failed before the cut layer, and the verdict never
+    names one."""
+    pos = position(seed=seed)
+    pos.targets.reverse()
+    pos.evaluate_every_probe = True
+    pos.cond(broken).down = True
+    behind = CHAIN[CHAIN.index(broken) + 1 :]
+    pos.run(8)
+    assert len(pos.between) == 8 * len(pos.targets)
+    for a in pos.between:
+        if a.layer(broken).state != "failed":
+            assert all(a.layer(name).state != "failed" for name in behind), [a.layer(n) for n in behind]
+        assert a.verdict_layer in ("none", broken), a.verdict
+    assert pos.history[-1].verdict_layer == broken
+
+
+def test_a_layer_behind_a_short_outage_fails_only_on_its_own_evidence(
+    position: Callable[..., Position],
+) -> None:
+    """The ISP drops for two seconds and comes back; the tunnel stays down. Its failure counts only
+    from the moment the ISP answered again, so it is named (once) after its own fail hold."""
+    pos = position()
+    pos.targets.reverse()
+    pos.cond("internet").down = True
+    pos.cond("vpn").down = True
+    pos.run(2)  # shorter than the fail hold: the ISP is never judged failed
+    pos.cond("internet").down = False
+    recovered = pos.clock.time()
+    run = pos.run(8)
+    assert all(a.layer("internet").state == "ok" for a in run)
+    first = next(a for a in run if a.layer("vpn").state == "failed")
+    assert first.at - recovered >= Tuning().fail_hold
+    assert run[-1].verdict == "VPN tunnel down, internet fine"
+
+
+def test_loss_to_the_first_hop_is_the_home_network(position: Callable[..., Position]) -> None:
+    pos = position()
+    pos.cond("router").loss = 0.3  # Wi-Fi dropping frames between the laptop and the router
+    a = pos.run(40)[-1]
+    assert a.verdict_layer == "link"
+    assert a.verdict.startswith("home network losing packets (")
+    assert a.layer("router").state == "ok"
+
+
+def test_delay_added_by_the_isp_is_not_blamed_on_the_tunnel(position: Callable[..., Position]) -> None:
+    """A saturated uplink (bufferbloat) slows everything beyond it; the verdict names the ISP."""
+    pos = position()
+    # RTT to the ISP's host ~290 ms, just under the 300 ms critical band; through the tunnel ~305 ms.
+    pos.cond("internet").delay = 0.275
+    pos.cond("internet").noise = 0.003
+    run = pos.run(40)
+    assert run[-1].verdict_layer == "internet"
+    assert run[-1].verdict.startswith("home internet (ISP) ")
+    assert {a.verdict_layer for a in run} <= {"none", "internet"}
