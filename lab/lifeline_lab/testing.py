@@ -12,6 +12,10 @@ the ``Lab`` and tears it down afterwards even when the tests fail; teardown then
 ``leftovers`` is empty (namespaces, processes, WireGuard sockets, state files). Without root
 the fixture skips with the reason; everything else that is missing (wireguard-go, nft, fping)
 fails loudly, because CI must run these tests.
+
+For the tests that run Lifeline itself in a lab: ``lifeline_stack`` (the real collector on the
+concentrator's box, paging a webhook receiver there), ``repair_afterwards`` (whatever a test breaks
+is mended and its agent stopped) and ``break_layer`` (break one layer, check the verdict names it).
 """
 
 from __future__ import annotations
@@ -20,12 +24,22 @@ import os
 import secrets
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
-from lifeline_lab import procs
+from lifeline_lab import impair, procs
+from lifeline_lab.stack import (
+    BREAKS,
+    LifelineStack,
+    WebhookReceiver,
+    healthy_fixtures,
+    verdict_problems,
+    wait_until,
+)
 from lifeline_lab.topology import WG_SOCKET_DIR, Lab, list_namespaces
 
 TOOLS = ("ip", "nft", "iptables", "tc", "wg", "wireguard-go", "fping", "ss")
@@ -89,3 +103,61 @@ def lab_fixture(
         assert not left, f"the lab left things behind: {left}"
 
     return _lab
+
+
+# -- Lifeline in the lab ----------------------------------------------------------------------------
+
+
+@contextmanager
+def lifeline_stack(lab: Lab) -> Iterator[LifelineStack]:
+    """The real collector on ``vpnhub`` paging a webhook receiver there, over a healthy home.
+
+    No agent yet (a test starts its own); on exit the agent, the collector and the receiver stop.
+    """
+    receiver = WebhookReceiver([lab.ns("vpnhub")])
+    lifeline = LifelineStack(lab, receiver)
+    try:
+        healthy_fixtures(lab)
+        lifeline.start_collector()
+        yield lifeline
+    finally:
+        lifeline.close()
+        receiver.close()
+
+
+@contextmanager
+def repair_afterwards(stack: LifelineStack) -> Iterator[LifelineStack]:
+    """Whatever the block breaks is repaired (impairments cleared, healthy readings) and its agent
+    stopped, so the next test starts from a healthy home."""
+    try:
+        yield stack
+    finally:
+        impair.clear(stack.lab)
+        healthy_fixtures(stack.lab)
+        stack.stop_agent()
+
+
+def break_layer(stack: LifelineStack, layer: str, words: str, *, hold: float = 1.0) -> list[str]:
+    """Break ``layer`` (``BREAKS``) under the running agent; what is wrong with the verdict that
+    follows, empty when it is right.
+
+    Right: the agent's verdict names ``layer`` as failed, in ``words``, and no other layer; it still
+    does ``hold`` seconds later (no flapping to a neighbour); and the collector holds it too.
+    """
+    BREAKS[layer](stack.lab)
+    judged = stack.wait_assessment(
+        lambda a: a["verdict_layer"] == layer and a["verdict_state"] == "failed", f"the verdict {layer}"
+    )
+    problems = verdict_problems(judged, layer, words)
+    if problems:
+        return problems
+    time.sleep(hold)
+    problems = verdict_problems(stack.assessment() or {}, layer, words)
+    if problems:
+        return [f"{hold:g} s later: {problem}" for problem in problems]
+    wait_until(
+        lambda: (stack.latest_verdict() or {}).get("layer") == layer,
+        f"lifeline_verdict_info{{layer={layer!r}}} at the collector",
+        timeout=30.0,
+    )
+    return []

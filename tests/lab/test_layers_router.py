@@ -10,23 +10,13 @@ concentrator's box, a fresh agent per test, probes every 300 ms.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from lifeline_agent.health.layers import CAD_REFUSED, FAILED, VPN_INFERRED
-from lifeline_lab import impair
-from lifeline_lab.stack import (
-    BREAKS,
-    LifelineStack,
-    WebhookReceiver,
-    agent_targets,
-    healthy_fixtures,
-    verdict_problems,
-    wait_until,
-)
-from lifeline_lab.testing import lab_fixture
+from lifeline_lab.stack import BREAKS, LifelineStack, agent_targets, verdict_problems
+from lifeline_lab.testing import break_layer, lab_fixture, lifeline_stack, repair_afterwards
 from lifeline_lab.topology import Lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.system]
@@ -37,37 +27,22 @@ INTERVAL = 0.3
 
 @pytest.fixture(scope="module")
 def stack(vpn_router_lab: Lab) -> Iterator[LifelineStack]:
-    receiver = WebhookReceiver([vpn_router_lab.ns("vpnhub")])
-    lifeline = LifelineStack(vpn_router_lab, receiver)
-    try:
-        healthy_fixtures(vpn_router_lab)
-        lifeline.start_collector()
+    with lifeline_stack(vpn_router_lab) as lifeline:
         yield lifeline
-    finally:
-        lifeline.close()
-        receiver.close()
 
 
 @pytest.fixture
 def repaired(stack: LifelineStack) -> Iterator[LifelineStack]:
     """Whatever a test breaks is repaired, and its agent stopped, afterwards."""
-    try:
+    with repair_afterwards(stack):
         yield stack
-    finally:
-        impair.clear(stack.lab)
-        healthy_fixtures(stack.lab)
-        stack.stop_agent()
 
 
+# layer: the failed verdict's words
 EXPECTED = {
-    "link": (FAILED["link"], "failed"),
-    "router": (FAILED["router"], "failed"),
-    "internet": (FAILED["internet"], "failed"),
-    "vpn": (FAILED["vpn"], "failed"),
-    "agency": (FAILED["agency"], "failed"),
-    "dns": (FAILED["dns"], "failed"),
-    "cad": (CAD_REFUSED, "failed"),
-    "power": ("battery almost empty", "failed"),
+    **{layer: FAILED[layer] for layer in ("link", "router", "internet", "vpn", "agency", "dns")},
+    "cad": CAD_REFUSED,
+    "power": "battery almost empty",
 }
 
 
@@ -78,19 +53,7 @@ def test_breaking_a_layer_behind_a_vpn_router_names_that_layer(repaired: Lifelin
     healthy = stack.wait_healthy()
     assert healthy["vpn_inferred"] is False  # the tunnel address is probed
     assert not (stack.status().get("routes") or {}).get("cad", [{}])[0].get("via_tunnel")
-    words, state = EXPECTED[layer]
-    BREAKS[layer](stack.lab)
-    judged = stack.wait_assessment(
-        lambda a: a["verdict_layer"] == layer and a["verdict_state"] == state, f"the verdict {layer}"
-    )
-    assert verdict_problems(judged, layer, words) == []
-    time.sleep(1.0)
-    assert verdict_problems(stack.assessment() or {}, layer, words) == []
-    wait_until(
-        lambda: (stack.latest_verdict() or {}).get("layer") == layer,
-        f"lifeline_verdict_info{{layer={layer!r}}} at the collector",
-        timeout=30.0,
-    )
+    assert break_layer(stack, layer, EXPECTED[layer]) == []
 
 
 def test_a_blocked_tunnel_is_inferred_from_what_the_laptop_reaches(repaired: LifelineStack) -> None:

@@ -20,19 +20,22 @@ import asyncio
 import random
 import select
 import socket
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent" / "delivery"))
-
-from delivery_procs import AGENT_ID, Collector, agent_config, agent_proc, free_port, spool_batches, wait_for
+from delivery_procs import (
+    AGENT_ID,
+    agent_config,
+    agent_proc,
+    cad_probe,
+    loopback_collector,
+    spool_batches,
+    wait_for,
+)
 
 from lifeline_agent.config import AgentSection, CollectorEndpoint, CollectorSection
 from lifeline_agent.shipper import Backoff, Shipper
@@ -124,33 +127,21 @@ class HoldingProxy:
         self._client.close()
 
 
-@pytest.fixture
-def cad_listener() -> Iterator[int]:
-    """A TCP port that accepts connections (the probe target), owned by the test."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(128)
-        yield int(server.getsockname()[1])
-
-
 def test_repeated_kill_9_during_sends_loses_nothing_and_counts_nothing_twice(
     tmp_path: Path, cad_listener: int
 ) -> None:
     rng = random.Random(20240505)
-    port = free_port()
-    collector = Collector(tmp_path / "collector", f"127.0.0.1:{port}")
-    token = collector.register()
-    collector.start(f"http://127.0.0.1:{port}")
-    proxy = HoldingProxy(f"http://127.0.0.1:{port}", rng)
+    collector, url, token = loopback_collector(tmp_path / "collector")
+    collector.start(url)
+    proxy = HoldingProxy(url, rng)
     workdir = tmp_path / "agent"
     config = agent_config(
         workdir,
         token,
         [proxy.url],
-        [{"name": "cad", "role": "cad", "kind": "tcp", "host": "127.0.0.1", "port": cad_listener,
-          "interval": "100ms", "timeout": "50ms"}],
+        [cad_probe(cad_listener, interval="100ms", timeout="50ms")],
         batch_interval="0.5s",
-    )  # fmt: skip
+    )
     spool_path = workdir / "spool.db"
     committed: dict[BatchId, int] = {}  # every batch ever seen in the spool file, with its sample count
     kills_mid_send = 0

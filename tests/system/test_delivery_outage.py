@@ -18,18 +18,23 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import socket
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent" / "delivery"))
-
-from delivery_procs import Collector, Proc, agent_config, agent_proc, free_port, spool_batches, wait_for
+from delivery_procs import (
+    Collector,
+    Proc,
+    agent_config,
+    agent_proc,
+    cad_probe,
+    free_port,
+    loopback_collector,
+    spool_batches,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
@@ -37,14 +42,6 @@ PROMETHEUS = "/usr/bin/prometheus"
 OUTAGE = 60.0
 INTERVAL = 0.5  # probe interval, seconds
 SERIES = 'lifeline_probe_success{agent="ws-1",target="cad"}'
-
-
-@pytest.fixture
-def cad_listener() -> Iterator[int]:
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(128)
-        yield int(server.getsockname()[1])
 
 
 @pytest.fixture
@@ -87,24 +84,31 @@ def prom_query(url: str, query: str, at: float) -> list[dict[str, object]]:
     return result
 
 
+@pytest.fixture
+def remote_writing(tmp_path: Path, prometheus: str) -> Iterator[tuple[Collector, str, str]]:
+    """A collector remote-writing to ``prometheus``, not started yet (collector, URL, agent token).
+
+    The test stops and restarts it; whichever run is last is stopped here, after the test.
+    """
+    found = loopback_collector(tmp_path / "collector", remote_write_url=f"{prometheus}/api/v1/write")
+    try:
+        yield found
+    finally:
+        found[0].stop()
+
+
 def test_outage_backlog_arrives_once_with_original_timestamps_and_fills_prometheus(
-    tmp_path: Path, prometheus: str, cad_listener: int
+    tmp_path: Path, prometheus: str, remote_writing: tuple[Collector, str, str], cad_listener: int
 ) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    collector = Collector(
-        tmp_path / "collector", f"127.0.0.1:{port}", remote_write_url=f"{prometheus}/api/v1/write"
-    )
-    token = collector.register()
+    collector, url, token = remote_writing
     workdir = tmp_path / "agent"
     config = agent_config(
         workdir,
         token,
         [url],
-        [{"name": "cad", "role": "cad", "kind": "tcp", "host": "127.0.0.1", "port": cad_listener,
-          "interval": "500ms", "timeout": "200ms"}],
+        [cad_probe(cad_listener, interval="500ms", timeout="200ms")],
         batch_interval="1s",
-    )  # fmt: skip
+    )
     collector.start(url)
     agent = agent_proc(config, name="agent-1").start()
     second: Proc | None = None

@@ -8,47 +8,37 @@ the agent has counted drops, ``lifeline-collector serve`` starts on that port.
 
 from __future__ import annotations
 
-import socket
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent" / "delivery"))
-
-from delivery_procs import Collector, agent_config, agent_proc, free_port, spool_batches, status, wait_for
+from delivery_procs import (
+    agent_config,
+    agent_proc,
+    cad_probe,
+    loopback_collector,
+    spool_batches,
+    status,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 BOUND = 100_000
 
 
-@pytest.fixture
-def cad_listener() -> Iterator[int]:
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(128)
-        yield int(server.getsockname()[1])
-
-
 def test_spool_bound_drops_the_oldest_counts_them_and_the_agent_carries_on(
     tmp_path: Path, cad_listener: int
 ) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    collector = Collector(tmp_path / "collector", f"127.0.0.1:{port}")
-    token = collector.register()
+    collector, url, token = loopback_collector(tmp_path / "collector")
     workdir = tmp_path / "agent"
     config = agent_config(
         workdir,
         token,
         [url],
-        [{"name": "cad", "role": "cad", "kind": "tcp", "host": "127.0.0.1", "port": cad_listener,
-          "interval": "100ms", "timeout": "50ms"}],
+        [cad_probe(cad_listener, interval="100ms", timeout="50ms")],
         batch_interval="0.5s",
         spool_max_bytes="100KB",
-    )  # fmt: skip
+    )
     agent = agent_proc(config).start()
     try:
         wait_for("drops", lambda: status(workdir)["spool"]["dropped"] >= 5, timeout=120)

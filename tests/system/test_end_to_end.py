@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
-import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,29 +21,11 @@ from typing import Any
 
 import httpx
 import pytest
+from delivery_procs import BIN, Proc, free_port, wait_for
 
 pytestmark = [pytest.mark.system]
 
-BIN = Path(sys.executable).parent
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except (httpx.HTTPError, OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 @dataclass
@@ -95,32 +74,19 @@ def webhook() -> Iterator[Webhook]:
 
 
 class Processes:
-    """Processes a test started; each is stopped by its own PID at teardown."""
+    """Processes a test started, each logging to ``<name>.log`` and stopped by its own PID at teardown."""
 
     def __init__(self, logdir: Path) -> None:
         self.logdir = logdir
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.procs: dict[str, Proc] = {}
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        log = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        self.procs[name] = proc
+    def start(self, name: str, argv: list[str]) -> Proc:
+        proc = self.procs[name] = Proc(name, argv, self.logdir / f"{name}.log").start()
         return proc
 
-    def log(self, name: str) -> str:
-        return (self.logdir / f"{name}.log").read_text(errors="replace")
-
     def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        for proc in reversed(self.procs.values()):
+            proc.stop()
 
 
 @pytest.fixture
@@ -311,7 +277,6 @@ timeout = "200ms"
 
         # The agent dies without a word: the position goes silent.
         agent.kill()
-        agent.wait()
         wait_for(
             "PositionSilent at the webhook",
             lambda: bool(webhook.alerts("PositionSilent", "firing")),
@@ -325,9 +290,9 @@ timeout = "200ms"
         )
     finally:
         cad.close()
-        for name in ("collector", "agent"):
-            if name in procs.procs and procs.procs[name].poll() is not None and name == "collector":
-                print(procs.log(name))
+        collector = procs.procs.get("collector")
+        if collector is not None and not collector.running():
+            print(collector.text())
 
 
 def _alert_list(api: Any) -> list[dict[str, Any]]:

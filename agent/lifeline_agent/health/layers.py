@@ -96,8 +96,8 @@ class Finding:
     state: str  # ok | degraded | failed | unknown
     reason: str
     # What kind of trouble: "loss" (some packets lost), "silent" (a target stopped answering) and
-    # "signal" (weak radio) explain failures further along the chain, "power" (home power out) explains the home side failing;
-    # "quality" (delay, jitter, MOS) and "down" explain nothing further along.
+    # "signal" (weak radio) explain failures further along the chain; "power" (home power out)
+    # explains the home side failing; "quality" (delay, jitter, MOS) and "down" explain nothing.
     cause: str = ""
 
 

@@ -52,6 +52,7 @@ from lifeline_agent.health.layers import (
     judge_vpn,
     layer_of,
     ms,
+    pct,
     worst,
 )
 from lifeline_agent.health.risk import RiskInputs, assess
@@ -422,6 +423,15 @@ class HealthModel:
             )
             found["link"] = worst(found["link"], moved)
             found["router"] = Finding("ok", "answering (the loss is on the way to it)")
+        elif router is not None and router.state == "failed":
+            # Under heavy loss the router misses every echo for a while and is judged failed; the
+            # loss that led there (it answered in between) still belongs to the home network.
+            live = [s for s in by_layer["router"] if not s.stale(now)]
+            loss = loss_view(live, now - th.loss_window)
+            lossy = loss.ratio >= th.loss_degraded
+            if lossy and loss.sustained(tu.min_loss_rounds, tu.min_loss_episodes, tu.spike_max):
+                moved = Finding("degraded", f"{SUBJECTS['link']} losing packets ({pct(loss.ratio)})", "loss")
+                found["link"] = worst(found["link"], moved)
         for layer in TUNNEL_SIDE:
             finding = found[layer]
             if finding is None or finding.state != "degraded" or finding.cause != "quality":

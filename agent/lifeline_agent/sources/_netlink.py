@@ -14,18 +14,15 @@ import ipaddress
 import os
 import socket
 import struct
-import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from lifeline_agent.sources._nla import (
-    NLMSG_DONE,
-    NLMSG_ERROR,
-    NLMSG_NOOP,
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
     as_int,
     attr,
-    error_code,
     nla_text,
     nla_u8,
     nla_u32,
@@ -33,9 +30,9 @@ from lifeline_agent.sources._nla import (
     pack_attr,
     pack_message,
     split_attrs,
-    split_messages,
 )
-from lifeline_agent.sources.errors import SourceReadError, SourceUnavailable
+from lifeline_agent.sources._nlsocket import KeptNetlinkSocket
+from lifeline_agent.sources.errors import SourceReadError
 
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
@@ -120,9 +117,6 @@ RTM_NEWLINK = 16
 RTM_GETLINK = 18
 RTM_NEWROUTE = 24
 RTM_GETROUTE = 26
-NLM_F_REQUEST = 0x1
-NLM_F_DUMP_INTR = 0x10
-NLM_F_DUMP = 0x300
 IFINFOMSG = struct.Struct("=BxHiII")  # family, type (ARPHRD), index, flags, change
 RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol, scope, type, flags
 IFLA_IFNAME, IFLA_STATS, IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_STATS64 = 3, 7, 16, 18, 23
@@ -131,8 +125,6 @@ IFLA_INFO_KIND = 1
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 6, 7, 15
 OPER_STATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
 _FAMILIES = (socket.AF_INET, socket.AF_INET6)
-_TIMEOUT = 2.0
-_RECV = 1 << 16  # rtnetlink dump datagrams stay under 32 KiB
 _DUMP_ATTEMPTS = 3
 
 
@@ -205,87 +197,35 @@ def _dst_attr(address: str) -> tuple[int, int, bytes]:
     return family, ip.max_prefixlen, ip.packed
 
 
-class Netlink:
+class Netlink(KeptNetlinkSocket):
     """Links and routes over one rtnetlink socket, kept open (in ``netns`` if given).
 
-    The socket is opened on first use and re-opened after any error, so a reply that timed out
-    can never be taken for the answer to a later request. A lock makes each request-and-reply one
-    step, so any thread may call in; ``close()`` releases the socket.
+    The socket is opened on first use and re-opened after any error (``KeptNetlinkSocket``), so
+    any thread may call in; ``close()`` releases the socket.
     """
 
     def __init__(self, netns: str | None = None) -> None:
+        super().__init__(socket.NETLINK_ROUTE, f"rtnetlink in netns {netns}" if netns else "rtnetlink")
         self.netns = netns
-        self._sock: socket.socket | None = None
-        self._lock = threading.Lock()
-        self._seq = 0
         self._names: dict[int, str] = {}  # link index → name, from the latest link dump
 
-    def close(self) -> None:
-        with self._lock:
-            self._drop()
-
-    def __del__(self) -> None:
-        sock = getattr(self, "_sock", None)
-        if sock is not None:
-            sock.close()
-
-    def _drop(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-    def _socket(self) -> socket.socket:
-        if self._sock is not None:
-            return self._sock
-        where = f" in netns {self.netns}" if self.netns else ""
-        try:
-            if self.netns:
-                sock = _socket_in(self.netns)
-            else:
-                sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        except OSError as exc:
-            raise SourceUnavailable(f"rtnetlink{where}: {exc}") from exc
-        try:
-            sock.settimeout(_TIMEOUT)
-            sock.bind((0, 0))
-        except OSError as exc:
-            sock.close()
-            raise SourceUnavailable(f"rtnetlink{where}: {exc}") from exc
-        self._sock = sock
-        return sock
+    def _open(self) -> socket.socket:
+        return _socket_in(self.netns) if self.netns else super()._open()
 
     def _request(self, kind: int, flags: int, payload: bytes, what: str) -> tuple[list[memoryview], int]:
         """Send one request: the payloads of its replies (a dump until DONE) and the kernel's errno."""
         with self._lock:
             for _attempt in range(_DUMP_ATTEMPTS):
-                sock = self._socket()
-                self._seq = self._seq % 0x7FFFFFFF + 1
-                try:
-                    sock.send(pack_message(kind, NLM_F_REQUEST | flags, self._seq, payload))
-                    replies, code, interrupted = self._replies(sock, self._seq, dump=bool(flags & NLM_F_DUMP))
-                except (OSError, ValueError) as exc:  # ValueError: a truncated message
-                    self._drop()
-                    raise SourceReadError(f"rtnetlink {what}: {exc}") from exc
+                replies, code, interrupted = self._exchange(
+                    lambda seq: pack_message(kind, NLM_F_REQUEST | flags, seq, payload),
+                    dump=bool(flags & NLM_F_DUMP),
+                    what=f"rtnetlink {what}",
+                )
                 if not interrupted:
                     break
                 # The table changed while it was dumped: ask again, and after a few tries take what
                 # came (as ``ip`` does): the netlink watcher reports the change anyway.
             return replies, code
-
-    @staticmethod
-    def _replies(sock: socket.socket, seq: int, *, dump: bool) -> tuple[list[memoryview], int, bool]:
-        out: list[memoryview] = []
-        while True:
-            for kind, flags, got, payload in split_messages(sock.recv(_RECV)):
-                if got != seq or kind == NLMSG_NOOP:
-                    continue  # an answer to an abandoned request, or padding
-                if kind == NLMSG_ERROR:
-                    return out, error_code(payload), False
-                if kind == NLMSG_DONE:
-                    return out, 0, bool(flags & NLM_F_DUMP_INTR)
-                out.append(payload)
-                if not dump:
-                    return out, 0, False
 
     def _dump(self, kind: int, payload: bytes, what: str) -> list[memoryview]:
         replies, code = self._request(kind, NLM_F_DUMP, payload, what)

@@ -48,6 +48,9 @@ NLMSG_ERROR_CODE = struct.Struct("=i")
 NLMSG_NOOP = 1
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
+NLM_F_REQUEST = 0x1
+NLM_F_DUMP_INTR = 0x10  # the table changed while it was dumped
+NLM_F_DUMP = 0x300
 NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
 U32 = struct.Struct("=I")
 U64 = struct.Struct("=Q")

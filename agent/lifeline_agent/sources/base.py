@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
 
 from lifeline_agent.sources.errors import SourceParseError, SourceReadError, SourceUnavailable
 from lifeline_wire.catalog import CATALOG
@@ -238,6 +240,38 @@ def _wall_clock() -> float:
     return time.time()
 
 
+class FixtureReplay(ABC, Generic[F]):
+    """The fixture backend of a hardware source: replays its ``section`` of a ``FixtureFile``.
+
+    A subclass names the section and turns the record in force into facts (``facts``); this class
+    does the rest: available while the file exists, an error when the section is absent or gone,
+    and every key of the record checked as used.
+    """
+
+    name = "fixture"
+    section: ClassVar[str]
+
+    def __init__(self, fixture: FixtureFile) -> None:
+        self.fixture = fixture
+
+    def available(self) -> Availability:
+        if os.path.exists(self.fixture.path):
+            return Availability(True)
+        return Availability(False, f"fixture file {self.fixture.path} missing")
+
+    def read(self) -> F:
+        rec = self.fixture.latest(self.section)
+        if rec is None:
+            raise SourceReadError(f"no {self.section} record in {self.fixture.path}")
+        facts = self.facts(rec)
+        rec.finish()
+        return facts
+
+    @abstractmethod
+    def facts(self, rec: Record) -> F:
+        """The facts a record of ``section`` says (unknown keys are caught after this returns)."""
+
+
 # --- backends --------------------------------------------------------------------------------------
 
 
@@ -263,6 +297,20 @@ def first_available(backends: tuple[Backend, ...]) -> Availability:
             return Availability(True, backend.name)
         reasons.append(f"{backend.name}: {availability.reason}")
     return Availability(False, "; ".join(reasons) or "no backend")
+
+
+def run_tool(argv: Sequence[str], timeout: float, missing: str = "") -> subprocess.CompletedProcess[str]:
+    """Run a command-line backend (``mmcli``, ``ss`` …) to completion, its exit status unchecked.
+
+    A program that is not installed is ``SourceUnavailable`` (``missing``, or "<program> not
+    installed"); one that outlives ``timeout`` is ``SourceReadError``.
+    """
+    try:
+        return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError as exc:
+        raise SourceUnavailable(missing or f"{argv[0]} not installed") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise SourceReadError(f"{argv[0]} timed out after {timeout:g}s") from exc
 
 
 def read_first(backends: tuple[B, ...], read: Callable[[B], T]) -> tuple[T, B]:

@@ -19,8 +19,6 @@ import re
 import shutil
 import socket
 import struct
-import subprocess
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,16 +26,8 @@ from functools import partial
 from typing import Any
 
 from lifeline_agent.config import AgentConfig
-from lifeline_agent.sources._nla import (
-    NLMSG_DONE,
-    NLMSG_ERROR,
-    NLMSG_NOOP,
-    error_code,
-    pack_attr,
-    pack_message,
-    split_attrs,
-    split_messages,
-)
+from lifeline_agent.sources._nla import NLM_F_DUMP, NLM_F_REQUEST, pack_attr, pack_message, split_attrs
+from lifeline_agent.sources._nlsocket import KeptNetlinkSocket
 from lifeline_agent.sources.base import (
     IS_LINUX,
     Availability,
@@ -48,6 +38,7 @@ from lifeline_agent.sources.base import (
     first_available,
     not_linux,
     read_first,
+    run_tool,
     sample,
 )
 from lifeline_agent.sources.errors import SourceError, SourceParseError, SourceReadError, SourceUnavailable
@@ -203,8 +194,6 @@ def match(
 NETLINK_SOCK_DIAG = 4
 TCPDIAG_GETSOCK = 18  # the original request: one walk of the TCP tables gives both families
 SOCK_DIAG_BY_FAMILY = 20
-NLM_F_REQUEST = 0x1
-NLM_F_DUMP = 0x300
 INET_DIAG_REQ_BYTECODE = 1
 INET_DIAG_BC_JMP = 1
 INET_DIAG_BC_D_COND = 8
@@ -223,8 +212,6 @@ TCP_INFO = struct.Struct("=24xI4xI32xII24xI")
 BC_OP = struct.Struct("=BBH")  # code, yes (jump when true), no (jump when false)
 BC_HOSTCOND = struct.Struct("=BBxxi")  # family, prefix length, port (-1 = any)
 _ANY_PORT = -1
-_TIMEOUT = 2.0
-_RECV = 1 << 16
 # A filter no established socket can pass (peer 0.0.0.0): proves the kernel takes our requests.
 _NOTHING = (("0.0.0.0", 0),)
 
@@ -296,20 +283,14 @@ def session_from_raw(payload: memoryview) -> TcpSession | None:
     )
 
 
-class DiagBackend:
-    """inet_diag over one NETLINK_SOCK_DIAG socket, kept open, filtered in the kernel.
-
-    The socket opens on first use and re-opens after any error, so a late reply is never taken
-    for the answer to a later request; a lock makes each request-and-reply one step (the provider
-    check runs on another thread than the reads).
-    """
+class DiagBackend(KeptNetlinkSocket):
+    """inet_diag over one NETLINK_SOCK_DIAG socket, kept open (``KeptNetlinkSocket``), filtered in
+    the kernel."""
 
     name = "inet_diag"
 
     def __init__(self) -> None:
-        self._sock: socket.socket | None = None
-        self._lock = threading.Lock()
-        self._seq = 0
+        super().__init__(NETLINK_SOCK_DIAG, "inet_diag")
         self._both_families = True  # TCPDIAG_GETSOCK until the kernel refuses it
 
     def available(self) -> Availability:
@@ -322,35 +303,6 @@ class DiagBackend:
     def sessions(self, wanted: Sequence[tuple[str, int]] = ()) -> list[TcpSession]:
         """Established sessions to ``wanted`` (address, port; 0 = any); none asked, none returned."""
         return self._query(wanted) if wanted else []
-
-    def close(self) -> None:
-        with self._lock:
-            self._drop()
-
-    def __del__(self) -> None:
-        sock = getattr(self, "_sock", None)
-        if sock is not None:
-            sock.close()
-
-    def _drop(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-    def _socket(self) -> socket.socket:
-        if self._sock is None:
-            try:
-                sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
-            except OSError as exc:
-                raise SourceUnavailable(f"inet_diag: {exc.strerror or exc}") from exc
-            try:
-                sock.settimeout(_TIMEOUT)
-                sock.bind((0, 0))
-            except OSError as exc:
-                sock.close()
-                raise SourceUnavailable(f"inet_diag: {exc.strerror or exc}") from exc
-            self._sock = sock
-        return self._sock
 
     def _query(self, wanted: Sequence[tuple[str, int]]) -> list[TcpSession]:
         with self._lock:
@@ -371,28 +323,8 @@ class DiagBackend:
 
     def _ask(self, request: Callable[[int], bytes]) -> tuple[list[memoryview], int]:
         """Send one dump request: its messages and the kernel's errno. Call with the lock held."""
-        sock = self._socket()
-        self._seq = self._seq % 0x7FFFFFFF + 1
-        try:
-            sock.send(request(self._seq))
-            return _dump_replies(sock, self._seq)
-        except (OSError, ValueError) as exc:  # ValueError: a truncated message
-            self._drop()
-            raise SourceReadError(f"inet_diag: {exc}") from exc
-
-
-def _dump_replies(sock: socket.socket, seq: int) -> tuple[list[memoryview], int]:
-    """The messages answering dump ``seq`` until NLMSG_DONE, and the kernel's errno (0: none)."""
-    out: list[memoryview] = []
-    while True:
-        for kind, _flags, got, payload in split_messages(sock.recv(_RECV)):
-            if got != seq or kind == NLMSG_NOOP:
-                continue  # an answer to an abandoned request, or padding
-            if kind == NLMSG_ERROR:
-                return out, error_code(payload)
-            if kind == NLMSG_DONE:
-                return out, 0
-            out.append(payload)
+        replies, code, _interrupted = self._exchange(request, dump=True, what="inet_diag")
+        return replies, code
 
 
 class SsBackend:
@@ -408,18 +340,9 @@ class SsBackend:
 
     def sessions(self, wanted: Sequence[tuple[str, int]] = ()) -> list[TcpSession]:
         """Every established session (``wanted`` is matched by the caller: ss runs rarely)."""
-        try:
-            done = subprocess.run(
-                ["ss", "-tinH", "state", "established"],
-                capture_output=True,
-                text=True,
-                timeout=self.timeout,
-                check=False,
-            )
-        except FileNotFoundError as exc:
-            raise SourceUnavailable("ss (iproute2) not installed") from exc
-        except subprocess.TimeoutExpired as exc:
-            raise SourceReadError(f"ss timed out after {self.timeout:g}s") from exc
+        done = run_tool(
+            ["ss", "-tinH", "state", "established"], self.timeout, missing="ss (iproute2) not installed"
+        )
         if done.returncode != 0:
             raise SourceReadError(f"ss: {done.stderr.strip() or done.returncode}")
         return parse_ss(done.stdout)

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,16 +20,19 @@ from lifeline_agent.sources.base import (
     IS_LINUX,
     Availability,
     FixtureFile,
+    FixtureReplay,
     Reading,
+    Record,
     Source,
     SourceEvent,
     SourceSample,
     first_available,
     not_linux,
     read_first,
+    run_tool,
     sample,
 )
-from lifeline_agent.sources.errors import SourceError, SourceParseError, SourceReadError, SourceUnavailable
+from lifeline_agent.sources.errors import SourceError, SourceParseError, SourceUnavailable
 from lifeline_agent.sources.registry import SourceSpec, register
 
 MM_SERVICE = "org.freedesktop.ModemManager1"
@@ -227,12 +228,7 @@ def parse_managed_objects(reply: Mapping[str, Any]) -> list[CellularFacts]:
 
 
 def _run(argv: list[str], timeout: float) -> str:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except FileNotFoundError as exc:
-        raise SourceUnavailable(f"{argv[0]} not installed") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise SourceReadError(f"{argv[0]} timed out after {timeout:g}s") from exc
+    done = run_tool(argv, timeout)
     if done.returncode != 0:
         message = (done.stderr.strip() or done.stdout.strip()).splitlines()
         reason = message[-1] if message else f"exit status {done.returncode}"
@@ -313,40 +309,29 @@ class MmcliBackend:
         return out
 
 
-class FixtureBackend:
+class FixtureBackend(FixtureReplay[list[CellularFacts]]):
     """Replays ``{"source": "cellular", "state": "connected", "access_technology": "lte", "rsrp_dbm": …}``."""
 
-    name = "fixture"
+    section = "cellular"
 
-    def __init__(self, fixture: FixtureFile) -> None:
-        self.fixture = fixture
-
-    def available(self) -> Availability:
-        if os.path.exists(self.fixture.path):
-            return Availability(True)
-        return Availability(False, f"fixture file {self.fixture.path} missing")
-
-    def read(self) -> list[CellularFacts]:
-        rec = self.fixture.latest("cellular")
-        if rec is None:
-            raise SourceReadError(f"no cellular record in {self.fixture.path}")
+    def facts(self, rec: Record) -> list[CellularFacts]:
         state = rec.text("state", "connected")
         tech = _LAB_TECHNOLOGY.get(rec.text("access_technology", "lte"), rec.text("access_technology", "lte"))
         if tech not in _RANK:
             raise SourceParseError("access_technology", f"must be one of {', '.join(_RANK)} (got {tech!r})")
-        facts = CellularFacts(
-            modem=rec.text("modem", "0"),
-            state=state,
-            connected=state == "connected",
-            access_technology=tech,
-            signal_quality=rec.number("signal_quality"),
-            rsrp_dbm=rec.number("rsrp_dbm"),
-            rsrq_db=rec.number("rsrq_db"),
-            sinr_db=rec.number("sinr_db"),
-            backend="fixture",
-        )
-        rec.finish()
-        return [facts]
+        return [
+            CellularFacts(
+                modem=rec.text("modem", "0"),
+                state=state,
+                connected=state == "connected",
+                access_technology=tech,
+                signal_quality=rec.number("signal_quality"),
+                rsrp_dbm=rec.number("rsrp_dbm"),
+                rsrq_db=rec.number("rsrq_db"),
+                sinr_db=rec.number("sinr_db"),
+                backend="fixture",
+            )
+        ]
 
 
 CellularBackend = DbusBackend | MmcliBackend | FixtureBackend

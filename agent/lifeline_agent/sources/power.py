@@ -8,7 +8,6 @@ source is unavailable, never "on AC".
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,9 @@ from lifeline_agent.config import AgentConfig
 from lifeline_agent.sources.base import (
     Availability,
     FixtureFile,
+    FixtureReplay,
     Reading,
+    Record,
     Source,
     SourceEvent,
     SourceSample,
@@ -131,33 +132,20 @@ class PsutilBackend:
         return PowerFacts(facts.on_ac, facts.battery_percent, facts.seconds_left, facts.mains, "psutil")
 
 
-class FixtureBackend:
+class FixtureBackend(FixtureReplay[PowerFacts]):
     """Replays ``{"source": "power", "on_ac": false, "battery_percent": 64, "seconds_left": 5400}``."""
 
-    name = "fixture"
+    section = "power"
 
-    def __init__(self, fixture: FixtureFile) -> None:
-        self.fixture = fixture
-
-    def available(self) -> Availability:
-        if os.path.exists(self.fixture.path):
-            return Availability(True)
-        return Availability(False, f"fixture file {self.fixture.path} missing")
-
-    def read(self) -> PowerFacts:
-        rec = self.fixture.latest("power")
-        if rec is None:
-            raise SourceReadError(f"no power record in {self.fixture.path}")
+    def facts(self, rec: Record) -> PowerFacts:
         on_ac = rec.flag("on_ac")
         ratio = rec.number("battery_ratio")
-        facts = PowerFacts(
+        return PowerFacts(
             on_ac=True if on_ac is None else on_ac,
             battery_percent=None if ratio is None else ratio * 100.0,
             seconds_left=rec.number("secs_left"),
             backend="fixture",
         )
-        rec.finish()
-        return facts
 
 
 PowerBackend = PsutilBackend | FixtureBackend

@@ -7,7 +7,6 @@ Parsing is done over plain data: a dumped nl80211 station reply, or the /proc te
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,9 @@ from lifeline_agent.sources.base import (
     IS_LINUX,
     Availability,
     FixtureFile,
+    FixtureReplay,
     Reading,
+    Record,
     Source,
     SourceEvent,
     SourceSample,
@@ -212,36 +213,23 @@ class ProcBackend:
         return out
 
 
-class FixtureBackend:
+class FixtureBackend(FixtureReplay[list[WifiFacts]]):
     """Replays ``{"source": "wifi", "interface": …, "associated": …, "signal_dbm": …, …}`` lines."""
 
-    name = "fixture"
+    section = "wifi"
 
-    def __init__(self, fixture: FixtureFile) -> None:
-        self.fixture = fixture
-
-    def available(self) -> Availability:
-        return (
-            Availability(True)
-            if os.path.exists(self.fixture.path)
-            else Availability(False, f"fixture file {self.fixture.path} missing")
-        )
-
-    def read(self) -> list[WifiFacts]:
-        rec = self.fixture.latest("wifi")
-        if rec is None:
-            raise SourceReadError(f"no wifi record in {self.fixture.path}")
+    def facts(self, rec: Record) -> list[WifiFacts]:
         associated = rec.flag("associated")
-        facts = WifiFacts(
-            interface=rec.text("interface", "wlan0"),
-            associated=True if associated is None else associated,
-            signal_dbm=rec.number("signal_dbm"),
-            bitrate_bps=rec.number("bitrate_bps"),
-            retries=rec.integer("retries"),
-            backend="fixture",
-        )
-        rec.finish()
-        return [facts]
+        return [
+            WifiFacts(
+                interface=rec.text("interface", "wlan0"),
+                associated=True if associated is None else associated,
+                signal_dbm=rec.number("signal_dbm"),
+                bitrate_bps=rec.number("bitrate_bps"),
+                retries=rec.integer("retries"),
+                backend="fixture",
+            )
+        ]
 
 
 WifiBackend = Nl80211Backend | ProcBackend | FixtureBackend

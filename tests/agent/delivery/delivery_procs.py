@@ -2,8 +2,8 @@
 ``lifeline-agent run`` with their configs, and read-only views of the collector's store and the
 agent's spool (plain SQLite, read the way an IT person with the sqlite3 shell would).
 
-Imported by name: tests/system/test_delivery_*.py and tests/lab/test_delivery_paths.py put this
-folder on sys.path. Every process is ended by its own PID.
+Imported by name: tests/system/conftest.py and tests/lab/test_delivery_paths.py put this folder on
+sys.path. Every process is ended by its own PID.
 """
 
 from __future__ import annotations
@@ -187,6 +187,14 @@ class Collector:
         return [(str(r[0]), int(r[1]), float(r[2]), int(r[3])) for r in rows]
 
 
+def loopback_collector(workdir: Path, **options: Any) -> tuple[Collector, str, str]:
+    """A collector on a free loopback port with the agent registered, not started yet: the
+    collector, its URL and the agent's token (``options``: the other ``Collector`` fields)."""
+    port = free_port()
+    collector = Collector(workdir, f"127.0.0.1:{port}", **options)
+    return collector, f"http://127.0.0.1:{port}", collector.register()
+
+
 def agent_config(
     workdir: Path,
     token: str,
@@ -244,6 +252,12 @@ def agent_config(
     path = workdir / "agent.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def cad_probe(port: int, *, interval: str, timeout: str) -> dict[str, Any]:
+    """An agent target: a TCP probe of the stand-in CAD server on loopback ``port``."""
+    target = {"name": "cad", "role": "cad", "kind": "tcp", "host": "127.0.0.1", "port": port}
+    return {**target, "interval": interval, "timeout": timeout}
 
 
 def agent_proc(config: Path, prefix: Sequence[str] = (), name: str = "agent") -> Proc:

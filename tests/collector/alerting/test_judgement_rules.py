@@ -2,21 +2,49 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from alerting_kit import INF, Position, Recorder, collector, judgement, probe_round, states
 
-from lifeline_collector.alerting.model import AlertState
+from lifeline_collector.alerting.model import Alert, AlertState
 from lifeline_collector.clock import ManualClock
 from lifeline_collector.service import Collector
 from lifeline_wire import Sample
 
 
+@dataclass
+class Scene:
+    """A collector on the manual clock, what it delivered, and the positions that report to it."""
+
+    service: Collector
+    rec: Recorder
+    clock: ManualClock
+
+    def position(self, number: str, site: str = "north", *, healthy_first: bool = False) -> Position:
+        """Agent ``pos-<number>``; with ``healthy_first`` it has reported healthy a second ago."""
+        position = Position(self.service, self.clock, f"pos-{number}", site, number)
+        if healthy_first:
+            position.healthy()
+            self.clock.advance(1)
+        return position
+
+    def only_page(self, name: str) -> Alert:
+        """The alert of the one notification ``name`` has sent so far."""
+        (page,) = self.rec.pages(name)
+        return page.alerts[0]
+
+    def active(self, name: str) -> list[Alert]:
+        return [a for a in self.service.engine.active() if a.name == name]
+
+
 @pytest.fixture
-def setup(tmp_path: Path, clock: ManualClock) -> Iterator[tuple[Collector, Recorder]]:
-    yield from collector(tmp_path, clock, server={"public_url": "https://lifeline.example"})
+def scene(tmp_path: Path, clock: ManualClock) -> Iterator[Scene]:
+    for service, rec in collector(tmp_path, clock, server={"public_url": "https://lifeline.example"}):
+        yield Scene(service, rec, clock)
 
 
 def degrading(position: Position, risk: float, ttl: float, loss: float, ready: float = 1.0) -> None:
@@ -34,18 +62,31 @@ def degrading(position: Position, risk: float, ttl: float, loss: float, ready: f
     )
 
 
-def test_cad_at_risk_warns_then_pages_then_resolves(
-    setup: tuple[Collector, Recorder], clock: ManualClock
+def layer_failed(
+    position: Position,
+    layer: str,
+    words: str,
+    *,
+    ready: float = 1.0,
+    on_backup: float = 0.0,
+    priority: bool = False,
 ) -> None:
-    service, rec = setup
-    position = Position(service, clock, "pos-12", "north", "12")
+    """The agent's judgement that ``layer`` alone failed, in ``words`` (its verdict)."""
+    judged = judgement(
+        position.now_ms, layers={layer: "failed"}, verdict=(layer, words), ready=ready, on_backup=on_backup
+    )
+    position.report(judged, priority=priority)
+
+
+def test_cad_at_risk_warns_then_pages_then_resolves(scene: Scene) -> None:
+    service, rec, clock = scene.service, scene.rec, scene.clock
+    position = scene.position("12")
     position.healthy()
     degrading(position, risk=0.3, ttl=300, loss=0.02)  # below the warn band: nothing
     assert service.engine.active() == []
     clock.advance(1)
     degrading(position, risk=0.6, ttl=240, loss=0.06)
-    (warning,) = rec.pages("CadAtRisk")
-    alert = warning.alerts[0]
+    alert = scene.only_page("CadAtRisk")
     assert alert.labels == {
         "alertname": "CadAtRisk",
         "agent": "pos-12",
@@ -79,58 +120,37 @@ def test_cad_at_risk_warns_then_pages_then_resolves(
     assert service.engine.active() == []
 
 
-def test_risk_with_no_time_left_says_cad_is_going_now(
-    setup: tuple[Collector, Recorder], clock: ManualClock
-) -> None:
-    service, rec = setup
-    position = Position(service, clock, "pos-12", "north", "12")
-    position.healthy()
-    clock.advance(1)
+def test_risk_with_no_time_left_says_cad_is_going_now(scene: Scene) -> None:
+    position = scene.position("12", healthy_first=True)
     degrading(position, risk=0.6, ttl=45, loss=0.2)
-    assert rec.pages("CadAtRisk")
-    clock.advance(1)
+    assert scene.rec.pages("CadAtRisk")
+    scene.clock.advance(1)
     degrading(position, risk=1.0, ttl=0, loss=0.6)  # the warning out stays, in today's words
-    summaries = {a.annotations["summary"] for a in service.engine.active() if a.name == "CadAtRisk"}
-    assert summaries == {
+    assert {a.annotations["summary"] for a in scene.active("CadAtRisk")} == {
         "Position 12 (north) is losing CAD now — VPN tunnel losing packets (loss 60 %); hotspot ready."
     }
 
 
-def test_a_hard_cut_is_not_paged_as_a_prediction(
-    setup: tuple[Collector, Recorder], clock: ManualClock
-) -> None:
-    service, rec = setup
-    position = Position(service, clock, "pos-12", "north", "12")
-    position.healthy()
-    clock.advance(1)
+def test_a_hard_cut_is_not_paged_as_a_prediction(scene: Scene) -> None:
+    position = scene.position("12", healthy_first=True)
     # No warning before: the risk jumps to certain with no time left. PositionLayerFailed will name
     # the broken layer a moment later; a "losing CAD within 0 s" page first would be a second page.
     degrading(position, risk=1.0, ttl=0, loss=1.0)
-    assert rec.pages("CadAtRisk") == []
-    assert [a for a in service.engine.active() if a.name == "CadAtRisk"] == []
+    assert scene.rec.pages("CadAtRisk") == []
+    assert scene.active("CadAtRisk") == []
 
 
-def test_stable_position_with_high_risk_but_infinite_time_is_not_paged(
-    setup: tuple[Collector, Recorder], clock: ManualClock
-) -> None:
-    service, rec = setup
-    position = Position(service, clock, "pos-3", "north", "3")
-    degrading(position, risk=0.9, ttl=INF, loss=0.02)
-    assert service.engine.active() == []
-    assert rec.delivered == []
+def test_stable_position_with_high_risk_but_infinite_time_is_not_paged(scene: Scene) -> None:
+    degrading(scene.position("3"), risk=0.9, ttl=INF, loss=0.02)
+    assert scene.service.engine.active() == []
+    assert scene.rec.delivered == []
 
 
-def test_hard_cut_pages_on_the_priority_batch_and_names_the_layer(
-    setup: tuple[Collector, Recorder], clock: ManualClock
-) -> None:
-    service, rec = setup
-    position = Position(service, clock, "pos-12", "north", "12")
-    position.healthy()
-    clock.advance(1)
-    ts = position.now_ms
+def test_hard_cut_pages_on_the_priority_batch_and_names_the_layer(scene: Scene) -> None:
+    position = scene.position("12", healthy_first=True)
     position.report(
         judgement(
-            ts,
+            position.now_ms,
             layers={layer: "failed" for layer in ("router", "internet", "vpn", "agency", "dns", "cad")},
             verdict=("router", "home router unreachable"),
             risk=1.0,
@@ -140,58 +160,29 @@ def test_hard_cut_pages_on_the_priority_batch_and_names_the_layer(
         priority=True,
     )
     # for = 0 s: firing on that very ingest, no tick needed.
-    (page,) = rec.pages("PositionLayerFailed")
-    alert = page.alerts[0]
+    alert = scene.only_page("PositionLayerFailed")
     assert alert.state is AlertState.FIRING
     assert (alert.labels["layer"], alert.severity) == ("router", "critical")
     assert (
         alert.annotations["summary"]
         == "Position 12 (north) lost CAD — home router unreachable; hotspot not ready."
     )
-    assert rec.pages("CadAtRisk") == []  # already lost: no "will lose" on top
-    clock.advance(1)
+    assert scene.rec.pages("CadAtRisk") == []  # already lost: no "will lose" on top
+    scene.clock.advance(1)
     position.healthy()
-    assert [g.status for g in rec.pages("PositionLayerFailed")] == ["firing", "resolved"]
+    assert [g.status for g in scene.rec.pages("PositionLayerFailed")] == ["firing", "resolved"]
 
 
-def test_vpn_down_with_hotspot_ready(setup: tuple[Collector, Recorder], clock: ManualClock) -> None:
-    service, rec = setup
-    position = Position(service, clock, "pos-7", "south", "7")
+def _vpn_down(position: Position) -> None:
     position.vpn_down()
-    (page,) = rec.pages("PositionLayerFailed")
-    assert page.alerts[0].annotations["summary"] == (
-        "Position 7 (south) lost CAD — VPN tunnel down, internet fine; hotspot ready."
-    )
-    assert "switch to the hotspot" in page.alerts[0].annotations["description"]
 
 
-def test_running_on_the_hotspot_is_a_warning_not_a_lost_position(
-    setup: tuple[Collector, Recorder], clock: ManualClock
-) -> None:
-    service, rec = setup
-    position = Position(service, clock, "pos-8", "north", "8")
-    position.report(
-        judgement(
-            position.now_ms,
-            layers={"internet": "failed"},
-            verdict=("internet", "home internet (ISP) down, router fine — running on the backup path"),
-            ready=1.0,
-            on_backup=1.0,
-        )
-    )
-    (page,) = rec.pages("PositionLayerFailed")
-    assert page.alerts[0].severity == "warning"
-    assert page.alerts[0].annotations["summary"] == (
-        "Position 8 (north) is running on the hotspot — home internet (ISP) down, router fine — running on the"
-        " backup path; CAD still up, no second path left."
-    )
+def _on_the_hotspot(position: Position) -> None:
+    words = "home internet (ISP) down, router fine — running on the backup path"
+    layer_failed(position, "internet", words, on_backup=1.0)
 
 
-def test_on_battery_is_a_warning_with_battery_figures(
-    setup: tuple[Collector, Recorder], clock: ManualClock
-) -> None:
-    service, rec = setup
-    position = Position(service, clock, "pos-4", "north", "4")
+def _on_battery(position: Position) -> None:
     ts = position.now_ms
     position.report(
         [
@@ -200,27 +191,67 @@ def test_on_battery_is_a_warning_with_battery_figures(
             Sample("lifeline_battery_time_left_seconds", 3120.0, ts),
         ]
     )
-    (page,) = rec.pages("PositionLayerFailed")
-    assert (page.alerts[0].labels["layer"], page.alerts[0].severity) == ("power", "warning")
-    assert page.alerts[0].annotations["summary"] == (
-        "Position 4 (north) is on battery — home power out (battery 64 %, 52 min left); CAD still up, hotspot ready."
-    )
 
 
-def test_failover_not_ready_waits_for_its_hold(setup: tuple[Collector, Recorder], clock: ManualClock) -> None:
-    service, rec = setup
-    position = Position(service, clock, "pos-5", "north", "5")
+class LayerPage(NamedTuple):
+    """What one report of a position sends: the PositionLayerFailed page and its words."""
+
+    position: str
+    site: str
+    report: Callable[[Position], None]
+    layer: str
+    severity: str
+    summary: str
+    description_says: str = ""
+
+
+LAYER_PAGES = {
+    "vpn down with the hotspot ready": LayerPage(
+        "7",
+        "south",
+        _vpn_down,
+        "vpn",
+        "critical",
+        "Position 7 (south) lost CAD — VPN tunnel down, internet fine; hotspot ready.",
+        description_says="switch to the hotspot",
+    ),
+    "running on the hotspot is a warning, not a lost position": LayerPage(
+        "8",
+        "north",
+        _on_the_hotspot,
+        "internet",
+        "warning",
+        "Position 8 (north) is running on the hotspot — home internet (ISP) down, router fine — running on"
+        " the backup path; CAD still up, no second path left.",
+    ),
+    "on battery is a warning with the battery figures": LayerPage(
+        "4",
+        "north",
+        _on_battery,
+        "power",
+        "warning",
+        "Position 4 (north) is on battery — home power out (battery 64 %, 52 min left); CAD still up,"
+        " hotspot ready.",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(LAYER_PAGES.values()), ids=list(LAYER_PAGES))
+def test_a_failed_layer_pages_once_in_its_own_words(scene: Scene, case: LayerPage) -> None:
+    case.report(scene.position(case.position, case.site))
+    alert = scene.only_page("PositionLayerFailed")
+    assert (alert.labels["layer"], alert.severity) == (case.layer, case.severity)
+    assert alert.annotations["summary"] == case.summary
+    assert case.description_says in alert.annotations["description"]
+
+
+def test_failover_not_ready_waits_for_its_hold(scene: Scene) -> None:
+    service, rec, clock = scene.service, scene.rec, scene.clock
+    position = scene.position("5")
 
     def backup_failed() -> None:
         clock.advance(10)
-        position.report(
-            judgement(
-                position.now_ms,
-                layers={"backup": "failed"},
-                verdict=("backup", "backup path (hotspot) not ready — primary fine"),
-                ready=0.0,
-            )
-        )
+        layer_failed(position, "backup", "backup path (hotspot) not ready — primary fine", ready=0.0)
         service.tick()
 
     for _ in range(6):
@@ -230,9 +261,9 @@ def test_failover_not_ready_waits_for_its_hold(setup: tuple[Collector, Recorder]
     assert rec.delivered == []
     backup_failed()
     assert states(service) == {("FailoverNotReady", "pos-5"): "firing"}
-    (page,) = rec.pages("FailoverNotReady")
-    assert page.alerts[0].labels["urgency"] == "low"
-    assert page.alerts[0].annotations["summary"] == (
+    alert = scene.only_page("FailoverNotReady")
+    assert alert.labels["urgency"] == "low"
+    assert alert.annotations["summary"] == (
         "Position 5 (north) has no working backup — backup path (hotspot) not ready; primary fine, CAD up."
     )
     # The primary failing as well: the backup alert gives way to the lost position.
@@ -242,22 +273,19 @@ def test_failover_not_ready_waits_for_its_hold(setup: tuple[Collector, Recorder]
     assert states(service)[("PositionLayerFailed", "pos-5")] == "firing"
 
 
-def test_latest_verdict_wins_over_older_label_sets(
-    setup: tuple[Collector, Recorder], clock: ManualClock
-) -> None:
-    service, rec = setup
-    position = Position(service, clock, "pos-6", "north", "6")
+def test_latest_verdict_wins_over_older_label_sets(scene: Scene) -> None:
+    position = scene.position("6")
     position.vpn_down()
-    clock.advance(1)
+    scene.clock.advance(1)
     position.healthy()  # a new verdict label set; the old one stays in the store, older
-    assert service.engine.active() == []
-    assert [g.status for g in rec.pages("PositionLayerFailed")] == ["firing", "resolved"]
+    assert scene.service.engine.active() == []
+    assert [g.status for g in scene.rec.pages("PositionLayerFailed")] == ["firing", "resolved"]
 
 
 def test_configured_hold_keeps_an_alert_pending(tmp_path: Path, clock: ManualClock) -> None:
     gen = collector(tmp_path, clock, alerting={"for": {"PositionLayerFailed": "5s"}})
     service, rec = next(gen)
-    position = Position(service, clock, "pos-9", "north", "9")
+    position = Scene(service, rec, clock).position("9")
     position.vpn_down()
     assert states(service) == {("PositionLayerFailed", "pos-9"): "pending"}
     clock.advance(4)
@@ -270,24 +298,16 @@ def test_configured_hold_keeps_an_alert_pending(tmp_path: Path, clock: ManualClo
     gen.close()
 
 
-def test_agency_dns_down_with_cad_up_is_a_warning_not_a_page(
-    setup: tuple[Collector, Recorder], clock: ManualClock
-) -> None:
-    service, _rec = setup
-    position = Position(service, clock, "pos-12", "north", "12")
-    position.healthy()
-    clock.advance(1)
-    position.report(
-        judgement(position.now_ms, layers={"dns": "failed"}, verdict=("dns", "agency DNS not answering")),
-        priority=True,
-    )
-    (alert,) = [a for a in service.engine.active() if a.name == "PositionLayerFailed"]
+def test_agency_dns_down_with_cad_up_is_a_warning_not_a_page(scene: Scene) -> None:
+    position = scene.position("12", healthy_first=True)
+    layer_failed(position, "dns", "agency DNS not answering", priority=True)
+    (alert,) = scene.active("PositionLayerFailed")
     assert alert.labels["severity"] == "warning"
     assert alert.labels["layer"] == "dns"
     assert alert.annotations["summary"] == (
         "Position 12 (north): agency DNS not answering — CAD still up; a reconnect would fail until DNS answers."
     )
-    clock.advance(1)
+    scene.clock.advance(1)
     # When CAD goes too, it is a page like any other lost position.
     position.report(
         judgement(
@@ -297,5 +317,4 @@ def test_agency_dns_down_with_cad_up_is_a_warning_not_a_page(
         ),
         priority=True,
     )
-    severities = {a.labels["severity"] for a in service.engine.active() if a.name == "PositionLayerFailed"}
-    assert "critical" in severities
+    assert "critical" in {a.labels["severity"] for a in scene.active("PositionLayerFailed")}
