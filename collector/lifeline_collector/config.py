@@ -66,7 +66,7 @@ DEFAULT_HOLDS: dict[str, float] = {
 
 @dataclass(frozen=True, slots=True)
 class AlertingSection:
-    cad_failures: int = 3  # consecutive failed rounds of a role="cad" target before paging
+    cad_failures: int = 4  # consecutive failed rounds of a role="cad" target before paging (a 2 s blip can fail 3)
     silent_after: float = 15.0
     evaluate_interval: float = 1.0
     resend_interval: float = 60.0
@@ -145,7 +145,7 @@ def _store(section: Section) -> StoreSection:
 
 
 def _alerting(section: Section) -> AlertingSection:
-    cad_failures = section.integer("cad_failures", 3, min=1, max=1000)
+    cad_failures = section.integer("cad_failures", 4, min=1, max=1000)
     silent_after = section.duration("silent_after", 15.0, min=1.0, max=86400.0)
     evaluate_interval = section.duration("evaluate_interval", 1.0, min=0.1, max=60.0)
     resend_interval = section.duration("resend_interval", 60.0, min=1.0, max=86400.0)

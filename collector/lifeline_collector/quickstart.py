@@ -52,7 +52,7 @@ public_url = "http://127.0.0.1:{port}"
 path = "{base / "collector.db"}"
 
 [alerting]
-cad_failures = 3
+cad_failures = 4
 silent_after = "15s"
 """
 

@@ -46,7 +46,7 @@ def test_defaults() -> None:
     assert (config.server.host, config.server.port) == ("127.0.0.1", 8480)
     assert config.server.max_body_bytes == 4 * 1024 * 1024
     assert config.store.path == "/var/lib/lifeline-collector/lifeline.db"
-    assert (config.alerting.cad_failures, config.alerting.silent_after) == (3, 15.0)
+    assert (config.alerting.cad_failures, config.alerting.silent_after) == (4, 15.0)
     assert (config.alerting.evaluate_interval, config.alerting.resend_interval) == (1.0, 60.0)
     assert config.notifiers == ()
 

@@ -129,13 +129,17 @@ def test_a_gradual_ramp_warns_before_cad_is_lost_then_pages(agent: LifelineStack
     lost = cad_losses(agent.lab, started)
     assert lost, "the ramp is meant to cost the CAD session"
     # The prediction was paged before the CAD simulator lost its session.
-    # The first page is the prediction, and it came before the CAD simulator lost its session.
-    first = fired[0]
-    assert first.name == "CadAtRisk", [key(n) for n in fired]
-    assert first.at < lost[0]
+    # The prediction was paged before the CAD simulator lost its session (the CAD probes' own
+    # page may come first or later: 3 failed rounds in a row happen under heavy loss too).
+    warnings = [n for n in fired if n.name == "CadAtRisk"]
+    assert warnings, [key(n) for n in fired]
+    first = warnings[0]
+    assert first.at < lost[0], (first.at - started, lost[0] - started)
     assert first.annotations["summary"].startswith("Position 12 (north) will likely lose CAD within ")
     # … naming what the agent saw (its loss trend, or the home network once that is judged lossy).
     assert "packet" in first.annotations["summary"], first.annotations["summary"]
+    # No "lost CAD" page before the prediction.
+    assert all(n.at >= first.at for n in fired if n.name == "PositionLayerFailed")
     # Then the loss itself, named where it is (the home link), and the CAD probes.
     names = {n.name for n in fired}
     assert names == {"CadAtRisk", "PositionLayerFailed", "CadTargetUnreachable"}

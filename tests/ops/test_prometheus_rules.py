@@ -50,13 +50,13 @@ def test_promtool_test_rules() -> None:
 
 
 def test_promtool_test_rules_catches_a_wrong_threshold(tmp_path: Path) -> None:
-    # The unit tests pin the thresholds: CAD paging at 3 failed rounds moved to 4 must fail them.
+    # The unit tests pin the thresholds: CAD paging at 4 failed rounds moved to 5 must fail them.
     copy = tmp_path / "prometheus"
     shutil.copytree(PROM, copy)
     alerts = copy / "rules" / "alerts.yml"
     text = alerts.read_text(encoding="utf-8")
-    assert text.count('{role="cad"}) >= 3\n') == 1
-    alerts.write_text(text.replace('{role="cad"}) >= 3\n', '{role="cad"}) >= 4\n'), encoding="utf-8")
+    assert text.count('{role="cad"}) >= 4\n') == 1
+    alerts.write_text(text.replace('{role="cad"}) >= 4\n', '{role="cad"}) >= 5\n'), encoding="utf-8")
     done = promtool("test", "rules", "tests/alerts_test.yml", cwd=copy)
     assert done.returncode != 0
     assert "CadTargetUnreachable" in done.stdout + done.stderr
