@@ -70,6 +70,9 @@ IDLE_POLL = 1.0
 FAILBACK_INTERVAL = 60.0  # how often a preferred path that failed is checked again
 SERVER_ERROR_BUDGET = 10.0  # seconds of 5xx on one path before the next path is tried
 PRIORITY_RETRY_GAP = 1.0  # a priority batch forces an attempt at most this often
+# A priority batch does not wait for a hanging path to time out: the next path starts this long
+# after the previous one unless that one answered (RFC 8305's connection attempt delay).
+PRIORITY_STAGGER = 0.25
 DISCOVERY_TTL = 5.0  # the backup interface is looked up again after this long
 # Closed set of failure reasons (label values of lifeline_agent_send_failures_total).
 FAILURE_REASONS = ("network", "tls", "throttled", "server", "auth", "invalid", "too_large", "bad_response")
@@ -292,6 +295,7 @@ class Shipper:
         failback_interval: float = FAILBACK_INTERVAL,
         server_budget: float = SERVER_ERROR_BUDGET,
         route_file: str = PROC_ROUTE,
+        priority_stagger: float = PRIORITY_STAGGER,
     ) -> None:
         self.agent = agent
         self.collector = collector
@@ -302,6 +306,7 @@ class Shipper:
         self.backoff = backoff or Backoff()
         self.refused_pause = refused_pause
         self.failback_interval = failback_interval
+        self.priority_stagger = priority_stagger
         self.paths = Paths(collector, self.backoff, self.clock, route_file, server_budget)
         self.stats = ShipperStats()
         self._wake = asyncio.Event()
@@ -351,6 +356,9 @@ class Shipper:
             return Outcome(idle=True)
         if items[0].batch.priority:  # state changes travel alone: a small, fast request
             items = [item for item in items if item.batch.priority]
+            routes = self.paths.order(force)
+            if len(routes) > 1:
+                return await self._race(routes, items)
         for route in self.paths.order(force):
             try:
                 done = await self._deliver(route.url, items, route.interface)
@@ -377,6 +385,54 @@ class Shipper:
                 continue
             self.paths.succeeded(route)
             return Outcome(progressed=done > 0)
+        wait = self.paths.earliest_ready()
+        self._blocked(wait)
+        return Outcome(wait=max(wait, 0.01))
+
+    async def _race(self, routes: list[Route], items: list[Spooled]) -> Outcome:
+        """Deliver a priority batch over the first path that answers, without waiting for each
+        path to time out in turn: the next path starts ``priority_stagger`` after the previous one
+        (or at once when it fails). A cut that takes the tunnel down would otherwise hold the state
+        change back by the timeout of every dead path before it. The collector counts a batch once
+        by (agent, boot, sequence), so a second copy that arrives is answered "duplicate"."""
+        running: dict[asyncio.Task[int], Route] = {}
+        queue = list(routes)
+        try:
+            while queue or running:
+                # One more path each turn: after the stagger, or at once when a path failed.
+                if queue:
+                    route = queue.pop(0)
+                    task = asyncio.ensure_future(self._deliver(route.url, items, route.interface))
+                    running[task] = route
+                done, _ = await asyncio.wait(
+                    running,
+                    timeout=self.priority_stagger if queue else None,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if not done:
+                    continue
+                for task in done:
+                    route = running.pop(task)
+                    exc = task.exception()
+                    if exc is None:
+                        self.paths.succeeded(route)
+                        return Outcome(progressed=task.result() > 0)
+                    if isinstance(exc, RefusedDelivery):
+                        self._note_failure(exc)
+                        self.paths.failed(
+                            route,
+                            f"collector refused the request (HTTP {exc.status}: {exc.reason}); batches"
+                            f" kept, not retried on this path for {self.refused_pause:.0f}s",
+                            cooldown=self.refused_pause,
+                        )
+                    elif isinstance(exc, RetryableDelivery):
+                        self.paths.failed(route, _failure_text(exc, self._note_failure(exc)))
+                    else:
+                        raise exc
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
         wait = self.paths.earliest_ready()
         self._blocked(wait)
         return Outcome(wait=max(wait, 0.01))

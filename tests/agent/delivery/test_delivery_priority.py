@@ -110,3 +110,44 @@ def test_a_state_change_cuts_a_long_backoff_short(collector: LoopbackCollector, 
     asyncio.run(main())
     assert collector.stored[0] == ("boot1", 1)
     assert collector.requests[:2] == [[("boot1", 0)], [("boot1", 1)]]  # the failed one, then the change
+
+
+@pytest.fixture
+def hanging_endpoint() -> Iterator[str]:
+    """A listener that accepts connections and never answers: a path whose packets vanish."""
+    import socket
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+
+
+def test_a_state_change_does_not_wait_for_a_hanging_path_to_time_out(
+    collector: LoopbackCollector, spool: SqliteSpool, hanging_endpoint: str
+) -> None:
+    """The tunnel endpoint hangs (the cut took the tunnel down): the priority batch also starts
+    over the next path after the stagger and arrives there while the first attempt still hangs."""
+    spool.append(sample_batch(0, priority=True))
+    shipper = make_shipper(
+        collector_section(hanging_endpoint, collector.url, timeout=30.0), spool, priority_stagger=0.05
+    )
+    run_until(shipper, lambda: spool.depth() == 0, limit=20.0)
+    assert collector.stored == [("boot1", 0)]
+    assert shipper.paths.current is not None
+    assert shipper.paths.current.base == collector.url
+    # Delivered while the hanging attempt had not yet failed (it was cancelled, not timed out).
+    assert shipper.stats.failures["network"] == 0
+    assert shipper.paths.state(shipper.paths.routes()[0]).failures == 0
+
+
+def test_ordinary_batches_keep_to_one_path_at_a_time(
+    collector: LoopbackCollector, spool: SqliteSpool, hanging_endpoint: str
+) -> None:
+    """Only state changes race: the bulk of the data never goes out twice over metered paths."""
+    spool.append(sample_batch(0))
+    shipper = make_shipper(collector_section(hanging_endpoint, collector.url, timeout=0.5), spool)
+    run_until(shipper, lambda: spool.depth() == 0, limit=20.0)
+    assert collector.stored == [("boot1", 0)]
+    assert shipper.stats.failures["network"] == 1  # the first path timed out before the second was tried
