@@ -193,6 +193,23 @@ def _on_battery(position: Position) -> None:
     )
 
 
+def _home_power_out(position: Position) -> None:
+    ts = position.now_ms
+    home = {"power": "degraded", "router": "failed", "internet": "failed", "vpn": "failed", "cad": "failed"}
+    position.report(
+        [
+            *judgement(
+                ts,
+                layers=home,
+                verdict=("power", "on battery — home power out; home router unreachable"),
+                risk=1.0,
+                ttl=0.0,
+            ),
+            Sample("lifeline_battery_ratio", 0.95, ts),
+        ]
+    )
+
+
 class LayerPage(NamedTuple):
     """What one report of a position sends: the PositionLayerFailed page and its words."""
 
@@ -223,6 +240,15 @@ LAYER_PAGES = {
         "warning",
         "Position 8 (north) is running on the hotspot — home internet (ISP) down, router fine — running on"
         " the backup path; CAD still up, no second path left.",
+    ),
+    "home power out is one page that names the power, not the router": LayerPage(
+        "9",
+        "north",
+        _home_power_out,
+        "power",
+        "critical",
+        "Position 9 (north) lost CAD — on battery — home power out; home router unreachable; hotspot ready.",
+        description_says="reports the power layer failed",
     ),
     "on battery is a warning with the battery figures": LayerPage(
         "4",
