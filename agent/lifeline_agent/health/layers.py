@@ -72,6 +72,9 @@ class Tuning:
     degrade_hold: float = 3.0  # a degraded condition must hold this long
     quality_hold: float = 15.0  # jitter, MOS, critical RTT and radio signal must hold this long
     recover_hold: float = 10.0  # a better state must hold this long before it is announced
+    rtt_jump: float = 4.0  # RTT past the degraded band and this many times the path's usual is slow
+    overdue_min: float = 0.15  # a round unanswered this long past its due time counts as lost …
+    overdue_rtts: float = 4.0  # … or this many recent RTTs, whichever is longer (≤ its timeout)
     min_loss_rounds: int = 3  # loss counts once this many rounds lost something …
     min_loss_episodes: int = 2  # … in more than one burst (a single 2 s spike is not sustained loss)
     spike_max: float = 5.0  # … or in one burst longer than this
@@ -140,6 +143,14 @@ def all_failing(series: Sequence[TargetSeries], now: float) -> bool:
     return bool(live) and all(s.streak >= 1 for s in live)
 
 
+def overdue_margin(series: TargetSeries, now: float, tu: Tuning) -> float:
+    """How long past its due time a round may go unanswered before it counts as lost: a few
+    recent RTTs, at least ``overdue_min``, at most the target's own timeout."""
+    rtt = series.recent_rtt(now, tu.recent)
+    wait = tu.overdue_min if rtt is None else max(tu.overdue_min, tu.overdue_rtts * rtt)
+    return min(series.target.timeout, wait)
+
+
 def judge_probes(
     layer: str,
     series: Sequence[TargetSeries],
@@ -164,9 +175,11 @@ def judge_probes(
         return max(0.0, now - max(s.streak_start, not_before))
 
     # Every probe of the layer failing for the fail hold: a hard cut.
-    cut = (
-        bool(live) and all(s.streak >= 2 for s in live) and min(failing_for(s) for s in live) >= tu.fail_hold
-    )
+    # An outage is seen from when the failed rounds began, and a round that is overdue by a few
+    # RTTs counts as unanswered before its timeout: that is how the hold is measured.
+    outages = [s.outage(now, overdue_margin(s, now, tu), not_before) for s in live]
+    # (Rounds keep a grid, so spans are whole intervals give or take the scheduler's jitter.)
+    cut = bool(live) and all(n >= 2 and span >= tu.fail_hold - 0.05 for n, span in outages)
     # For CAD the port is what matters: a host that pings but refuses the CAD port is down, and so
     # is one whose port has not answered for the critical number of rounds. A refusal is an answer
     # ("nothing listens"), not a silence that a 2 s spike could explain: two rounds in a row say it.
@@ -194,6 +207,11 @@ def judge_probes(
     k = f"{layer}:"
     loss_held = held.update(k + "loss", lossy, now) >= tu.degrade_hold
     rtt_high = held.update(k + "rtt", rtt is not None and rtt >= th.rtt_degraded, now) >= th.rtt_hold
+    # A jump far above this path's own usual RTT (a saturated uplink: bufferbloat) is news sooner
+    # than the 60 s an absolute 150 ms needs: past the degraded band and several times the usual.
+    usual = min((b for b in (s.base_rtt() for s in echo) if b is not None), default=None)
+    jumped = rtt is not None and usual is not None and rtt >= th.rtt_degraded and rtt >= tu.rtt_jump * usual
+    rtt_jump = held.update(k + "rtt_jump", jumped, now) >= tu.quality_hold
     rtt_crit_hold = min(th.rtt_hold, tu.quality_hold)
     rtt_crit = held.update(k + "rtt_crit", rtt is not None and rtt >= th.rtt_critical, now) >= rtt_crit_hold
     jittery = (
@@ -218,6 +236,8 @@ def judge_probes(
         return Finding("degraded", f"{subject}: {names} not answering", "silent")
     if (rtt_high or rtt_crit) and rtt is not None:
         return Finding("degraded", f"{subject} slow (RTT {ms(rtt)})", "quality")
+    if rtt_jump and rtt is not None and usual is not None:
+        return Finding("degraded", f"{subject} slow (RTT {ms(rtt)}, usually {ms(usual)})", "quality")
     if jittery and jitter is not None:
         return Finding("degraded", f"{subject} unsteady (jitter {ms(jitter)})", "quality")
     if poor and mos is not None:

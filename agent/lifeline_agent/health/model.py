@@ -52,6 +52,7 @@ from lifeline_agent.health.layers import (
     judge_vpn,
     layer_of,
     ms,
+    overdue_margin,
     pct,
     worst,
 )
@@ -167,9 +168,12 @@ class HealthModel:
         lost = sent - received
         if sent == 0 and not result.success:
             sent, lost = 1, 1  # a round that could not even send lost what it meant to send
+        now = self.clock.monotonic()
+        duration = getattr(result, "duration", 0.0)
         series.add(
             Round(
-                t=self.clock.monotonic(),
+                t=now,
+                started=now - duration if isinstance(duration, int | float) and duration > 0 else None,
                 success=result.success,
                 reason=result.reason,
                 sent=sent,
@@ -201,6 +205,19 @@ class HealthModel:
             while self._wifi_history and self._wifi_history[0][0] < now - self.tuning.trend_window:
                 self._wifi_history.popleft()
         return problems
+
+    def next_check(self) -> float | None:
+        """When (monotonic) a failing target's next round becomes overdue, so an evaluation then
+        can see a cut before that round's timeout; None while nothing fails."""
+        now = self.clock.monotonic()
+        times = []
+        for s in self._series.values():
+            last = s.last
+            if last is None or last.success or s.stale(now):
+                continue
+            due = last.began + s.target.interval + (s.target.count - 1) * s.target.spacing
+            times.append(due + overdue_margin(s, now, self.tuning) + 0.01)
+        return min(times, default=None)
 
     # --- output ------------------------------------------------------------------------------
 
@@ -432,6 +449,23 @@ class HealthModel:
             if lossy and loss.sustained(tu.min_loss_rounds, tu.min_loss_episodes, tu.spike_max):
                 moved = Finding("degraded", f"{SUBJECTS['link']} losing packets ({pct(loss.ratio)})", "loss")
                 found["link"] = worst(found["link"], moved)
+        # Loss seen further along that the router or ISP probes see too (at least half as much)
+        # started there: spikes on the home Wi-Fi reach every probe behind it.
+        for layer in ("internet", *TUNNEL_SIDE):
+            finding = found[layer]
+            if finding is None or finding.state != "degraded" or finding.cause != "loss":
+                continue
+            seen = _loss_ratio(by_layer[layer], now, th.loss_window)
+            for origin, charged in (("router", "link"), ("internet", "internet")):
+                if origin == layer:
+                    break
+                there = _loss_ratio(by_layer[origin], now, th.loss_window)
+                if there >= th.loss_degraded and there >= 0.5 * seen:
+                    current = found[charged]
+                    if current is None or current.state == "ok":
+                        text = f"{SUBJECTS[charged]} losing packets ({pct(there)})"
+                        found[charged] = Finding("degraded", text, "loss")
+                    break
         for layer in TUNNEL_SIDE:
             finding = found[layer]
             if finding is None or finding.state != "degraded" or finding.cause != "quality":
@@ -573,6 +607,12 @@ class HealthModel:
             if math.isfinite(a.time_to_loss):
                 attrs["time_to_loss"] = round(a.time_to_loss, 1)
             self._events.append(Event("health.risk", ts, attrs))
+
+
+def _loss_ratio(series: list[TargetSeries], now: float, window: float) -> float:
+    live = [s for s in series if not s.stale(now)]
+    view = loss_view(live, now - window)
+    return view.ratio if view.sent else 0.0
 
 
 def _echo_quality(series: list[TargetSeries], now: float, span: float) -> tuple[float | None, float | None]:

@@ -10,6 +10,7 @@ when it stands out of the noise.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -32,6 +33,11 @@ class Round:
     lost: int
     rtt: float | None  # average RTT of the echoes that came back
     jitter: float | None
+    started: float | None = None  # monotonic time the round began (None: same as ``t``)
+
+    @property
+    def began(self) -> float:
+        return self.t if self.started is None else self.started
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +96,28 @@ class TargetSeries:
     def since(self, start: float) -> list[Round]:
         return [r for r in self.rounds if r.t >= start]
 
+    def outage(self, now: float, margin: float, not_before: float | None = None) -> tuple[int, float]:
+        """The current run of failures as evidence of an outage: (unanswered rounds, seconds).
+
+        The seconds run from the start of the first failed round (at or after ``not_before``, when
+        earlier failures are explained by another layer) to the start of the last round known
+        unanswered. A round is known unanswered when it failed, or — without waiting for its
+        timeout — when it was due ``margin`` seconds ago (one interval after the last round began)
+        and no answer has come: a healthy path answers within a few RTTs, so a cut is seen a whole
+        timeout sooner. An answer resets it all.
+        """
+        last = self.last
+        if last is None or last.success or self.streak == 0:
+            return 0, 0.0
+        since = -math.inf if not_before is None else not_before
+        starts = [r.began for r in itertools.islice(reversed(self.rounds), self.streak) if r.began >= since]
+        due = last.began + self.target.interval
+        if now >= due + (self.target.count - 1) * self.target.spacing + margin and due >= since:
+            starts.append(due)
+        if not starts:
+            return 0, 0.0
+        return len(starts), max(starts) - min(starts)
+
     def failing_for(self, now: float) -> float:
         """Seconds since the first round of the current run of failures (0 when the last round worked)."""
         return 0.0 if self.streak_start is None else now - self.streak_start
@@ -98,6 +126,10 @@ class TargetSeries:
         """Median RTT of the rounds in the last ``span`` seconds (None without replies)."""
         values = [r.rtt for r in self.since(now - span) if r.rtt is not None]
         return median(values) if values else None
+
+    def base_rtt(self) -> float | None:
+        """The path's usual RTT: the lowest round RTT remembered (about the last minute)."""
+        return min((r.rtt for r in self.rounds if r.rtt is not None), default=None)
 
     def recent_jitter(self, now: float, span: float) -> float | None:
         values = [r.jitter for r in self.since(now - span) if r.jitter is not None]

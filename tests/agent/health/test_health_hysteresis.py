@@ -142,3 +142,37 @@ def test_a_pulled_cable_reported_by_netlink_fails_the_link_at_the_next_evaluatio
     assert a.layer("link").state == "failed"
     assert a.verdict == "home network link down (eth0)"
     assert a.risk == 1.0
+
+
+def test_a_cut_is_seen_when_a_round_is_overdue_not_when_it_times_out(
+    position: Callable[..., Position],
+) -> None:
+    """Rounds report a loss only when their 0.8 s timeout runs out; the model counts a round that
+    is a few RTTs overdue as unanswered, and says when to look again so no tick is waited for."""
+    from lifeline_agent.config import Target
+    from lifeline_agent.probes.base import ProbeResult
+
+    gw = Target("gw", "router", "icmp", "192.168.1.1", interval=1.0, timeout=0.8)
+    pos = position([gw], settle=0)
+    model, clock = pos.model, pos.clock
+    for _ in range(20):  # healthy rounds, 2 ms RTT, 1 s apart
+        clock.advance(0.002)
+        model.observe_probe(gw, ProbeResult(True, rtt_avg=0.002, sent=1, received=1, duration=0.002))
+        clock.advance(0.998)
+        model.evaluate()
+    cut = clock.monotonic()  # rounds begin at cut, cut + 1, cut + 2 …; every one is lost
+    for _ in range(2):
+        clock.advance(0.8)
+        model.observe_probe(gw, ProbeResult(False, "timeout", sent=1, duration=0.8))
+        assert model.evaluate().layer("router").state != "failed"
+        clock.advance(0.2)
+    # The third lost round began at cut + 2.0; it is overdue at cut + 2.15 (margin: 0.15 s floor).
+    wake = model.next_check()
+    assert wake is not None
+    assert cut + 2.15 <= wake <= cut + 2.2
+    clock.advance(0.1)  # cut + 2.1: not yet overdue
+    assert model.evaluate().layer("router").state != "failed"
+    clock.advance(wake - clock.monotonic())
+    a = model.evaluate()
+    assert a.layer("router").state == "failed"
+    assert a.verdict == "home router unreachable"

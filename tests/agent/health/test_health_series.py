@@ -64,6 +64,26 @@ def test_streaks_follow_failed_rounds() -> None:
     assert (s.streak, s.failing_for(5.0)) == (0, 0.0)
 
 
+def _timed_out(started: float, timeout: float = 0.8) -> Round:
+    """A round that began at ``started`` and was reported lost when its timeout ran out."""
+    return Round(started + timeout, False, "timeout", 1, 1, None, None, started=started)
+
+
+def test_an_outage_runs_from_when_the_failed_rounds_began_and_counts_an_overdue_round() -> None:
+    s = TargetSeries(Target("gw", "router", "icmp", "192.168.1.1", interval=1.0, timeout=0.8), keep=60.0)
+    s.add(Round(0.01, True, "", 1, 0, 0.002, None, started=0.0))
+    s.add(_timed_out(1.0))
+    s.add(_timed_out(2.0))  # reported at 2.8
+    # At 3.1 the round that began at 3.0 is due but not yet overdue (margin 0.15 s) …
+    assert s.outage(3.1, margin=0.15) == (2, 1.0)
+    # … at 3.2 it is: three rounds unanswered, 2 s of outage, before its own timeout at 3.8.
+    assert s.outage(3.2, margin=0.15) == (3, 2.0)
+    # Failures before ``not_before`` are another layer's: only what began since then counts.
+    assert s.outage(3.2, margin=0.15, not_before=1.5) == (2, 1.0)
+    s.add(Round(3.02, True, "", 1, 0, 0.002, None, started=3.0))  # the answer came: no outage
+    assert s.outage(3.2, margin=0.15) == (0, 0.0)
+
+
 @pytest.mark.parametrize(
     ("role", "path", "layer"),
     [

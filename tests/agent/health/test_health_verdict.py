@@ -220,7 +220,10 @@ def test_a_layer_behind_a_short_outage_fails_only_on_its_own_evidence(
 def test_loss_to_the_first_hop_is_the_home_network(position: Callable[..., Position]) -> None:
     pos = position()
     pos.cond("router").loss = 0.3  # Wi-Fi dropping frames between the laptop and the router
-    a = pos.run(40)[-1]
+    run = pos.run(40)
+    # Every probe behind the router loses packets too; the verdict names where it starts, always.
+    assert {a.verdict_layer for a in run} - {"none"} == {"link"}
+    a = run[-1]
     assert a.verdict_layer == "link"
     assert a.verdict.startswith("home network losing packets (")
     assert a.layer("router").state == "ok"
@@ -236,3 +239,17 @@ def test_delay_added_by_the_isp_is_not_blamed_on_the_tunnel(position: Callable[.
     assert run[-1].verdict_layer == "internet"
     assert run[-1].verdict.startswith("home internet (ISP) ")
     assert {a.verdict_layer for a in run} <= {"none", "internet"}
+
+
+def test_bufferbloat_is_named_at_the_isp_before_the_60_s_rtt_hold(position: Callable[..., Position]) -> None:
+    """An upload saturates the uplink: RTT jumps from ~15 ms to ~215 ms — under the 300 ms critical
+    band, and the absolute 150 ms band needs 60 s — yet 14 times the usual is news in 15 s."""
+    pos = position()
+    pos.cond("internet").delay = 0.2
+    pos.cond("internet").noise = 0.005
+    run = pos.run(25)
+    assert run[-1].verdict_layer == "internet"
+    assert run[-1].verdict.startswith("home internet (ISP) slow (RTT ")
+    assert "usually 15 ms" in run[-1].verdict
+    assert {a.verdict_layer for a in run} <= {"none", "internet"}
+    assert all(a.layer(name).state != "failed" for a in run for name in CHAIN)
