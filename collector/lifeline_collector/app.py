@@ -20,6 +20,7 @@ from lifeline_collector.alerting import api as alerts_api
 from lifeline_collector.alerting.model import rfc3339
 from lifeline_collector.clock import Clock
 from lifeline_collector.config import CollectorConfig
+from lifeline_collector.fleet import AgentView
 from lifeline_collector.service import Collector
 
 
@@ -42,8 +43,9 @@ def _service(request: Request) -> Collector:
 
 async def ingest_endpoint(request: Request) -> Response:
     service = _service(request)
+    committer: ingest.GroupCommit = request.app.state.committer
     response = await ingest.handle(
-        request, service.store, service.config.server.max_body_bytes, service.ingest
+        request, service.store, service.config.server.max_body_bytes, committer.submit
     )
     service.stats.request(response.status_code)
     return response
@@ -99,6 +101,11 @@ async def openapi_endpoint(request: Request) -> Response:
     return json_response(request.app.state.openapi)
 
 
+def _latest_views(stored: list[ingest.Stored]) -> list[AgentView]:
+    """Each agent once (a commit may hold two requests of one agent), in commit order."""
+    return list({item.agent.id: item.agent for item in stored}.values())
+
+
 def create_app(config: CollectorConfig, *, clock: Clock | None = None, ticker: bool = True) -> Starlette:
     """The app for ``config``. ``ticker=False`` leaves the evaluation tick to the caller (tests)."""
     service = Collector(config, clock=clock)
@@ -127,6 +134,10 @@ def create_app(config: CollectorConfig, *, clock: Clock | None = None, ticker: b
         lifespan=lifespan,
     )
     app.state.collector = service
+    # Requests that arrive together share one commit; their agents' alerts are judged right after it.
+    app.state.committer = ingest.GroupCommit(
+        service.ingestor, lambda stored: service.engine.evaluate(_latest_views(stored))
+    )
     app.state.admin_guard = alerts_api.AdminGuard(
         config.api.admin_token_hash, config.api.lockout_after, config.api.lockout_for
     )

@@ -66,7 +66,7 @@ DEFAULT_HOLDS: dict[str, float] = {
 
 @dataclass(frozen=True, slots=True)
 class AlertingSection:
-    cad_failures: int = 4  # consecutive failed rounds of a role="cad" target before paging (a 2 s blip can fail 3)
+    cad_failures: int = 4  # failed rounds in a row of a role="cad" target before paging (a 2 s blip fails 3)
     silent_after: float = 15.0
     evaluate_interval: float = 1.0
     resend_interval: float = 60.0

@@ -1,8 +1,15 @@
-"""The collector's SQLite store (WAL): agents and their hashed tokens, batches, samples, events,
-the latest value of every series, and the alert history.
+"""The collector's SQLite store (WAL): agents and their hashed tokens, batches with their samples,
+events, the latest value of every series, and the alert history.
 
-One ingest request is one transaction. ``batches`` has UNIQUE(agent, boot_id, seq), which is what
-makes a retried batch a no-op. Tokens are stored only as SHA-256 hashes.
+A batch is one row: its samples are one compact blob (the JSON array the agent sent, compressed
+with LZ4), not one indexed row per sample. ``batches`` has UNIQUE(agent, boot_id, seq), which is
+what makes a retried batch a no-op. Each sample still has its own number for the remote-write
+cursor: a batch holds the ``sample_count`` numbers from ``first_sample`` on, handed out in commit
+order from a counter in ``meta``. Ingest commits many requests in one transaction (``writer()``),
+and nothing is answered before that commit. Tokens are stored only as SHA-256 hashes.
+
+Schema 2 stored one row per sample in ``samples``; opening such a file converts it (``_migrate``)
+keeping every sample's number, so a remote-write cursor saved before stays valid.
 """
 
 from __future__ import annotations
@@ -10,22 +17,28 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import itertools
 import json
 import math
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+
+import cramjam
+import msgspec
 
 from lifeline_collector.alerting.errors import UnknownAlertError, UnknownSilenceError
 from lifeline_collector.alerting.model import Alert, AlertState
 from lifeline_collector.alerting.silences import Ack, Matcher, Silence
 from lifeline_collector.errors import DuplicateAgentError, StoreError, UnknownAgentError
-from lifeline_wire import Batch
+from lifeline_wire import Batch, Event, Sample
+from lifeline_wire.schema import MAX_SAMPLES_PER_BATCH
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
@@ -56,8 +69,18 @@ CREATE TABLE IF NOT EXISTS batches (
     created_ms INTEGER NOT NULL,
     received_ms INTEGER NOT NULL,
     priority INTEGER NOT NULL,
+    first_sample INTEGER NOT NULL DEFAULT 0,
+    sample_count INTEGER NOT NULL DEFAULT 0,
+    min_ts INTEGER,
+    max_ts INTEGER,
+    codec INTEGER NOT NULL DEFAULT 0,
+    samples BLOB,
     UNIQUE (agent, boot_id, seq)
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS series (
     id INTEGER PRIMARY KEY,
     agent TEXT NOT NULL,
@@ -65,13 +88,6 @@ CREATE TABLE IF NOT EXISTS series (
     labels TEXT NOT NULL,
     UNIQUE (agent, name, labels)
 );
-CREATE TABLE IF NOT EXISTS samples (
-    series INTEGER NOT NULL,
-    ts_ms INTEGER NOT NULL,
-    value REAL,
-    batch INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS samples_by_series ON samples (series, ts_ms);
 CREATE TABLE IF NOT EXISTS latest (
     series INTEGER PRIMARY KEY,
     value REAL,
@@ -127,6 +143,22 @@ CREATE TABLE IF NOT EXISTS alerts_active (
     status TEXT NOT NULL DEFAULT '{}'
 ) WITHOUT ROWID;
 """
+# After ``_migrate``: a schema 2 file gains these columns only there.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS batches_by_first_sample ON batches (first_sample, sample_count)
+    WHERE sample_count > 0;
+"""
+_BATCH_COLUMNS = (
+    ("first_sample", "INTEGER NOT NULL DEFAULT 0"),
+    ("sample_count", "INTEGER NOT NULL DEFAULT 0"),
+    ("min_ts", "INTEGER"),
+    ("max_ts", "INTEGER"),
+    ("codec", "INTEGER NOT NULL DEFAULT 0"),
+    ("samples", "BLOB"),
+)
+CODEC_NONE = 0  # no samples
+CODEC_JSON_LZ4 = 1  # the JSON array of wire samples, LZ4 block with its size in front
+NEXT_SAMPLE = "next_sample"
 
 
 def _int(value: object) -> int:
@@ -142,6 +174,56 @@ def _float(value: object) -> float:
     if isinstance(value, int | float | str):
         return float(value)
     raise StoreError(f"expected a number from the store, got {value!r}")
+
+
+def _blob(value: object) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    raise StoreError(f"expected a blob from the store, got {type(value).__name__}")
+
+
+def _by_ts(row: tuple[str, int, float]) -> int:
+    return row[1]
+
+
+def _convert_sample_rows(db: sqlite3.Connection) -> None:
+    """Schema 2's sample rows into batch blobs. A sample keeps its row id as its number, so a
+    remote-write cursor saved before stays valid (a batch whose rows retention had thinned out
+    keeps the numbers up to its last row). Samples whose batch row was pruned get a batch row of
+    their own (boot ``migrated``, seq = the old batch id): nothing is lost."""
+    rows = db.execute(
+        "SELECT p.batch, p.rowid, s.agent, s.name, s.labels, p.value, p.ts_ms FROM samples p"
+        " JOIN series s ON s.id = p.series ORDER BY p.batch, p.rowid"
+    )
+    next_sample = 1
+    for batch_id, group in itertools.groupby(rows, key=lambda row: row[0]):
+        members = list(group)
+        samples = [
+            Sample(str(n), _float(v), _int(ts), json.loads(str(lk))) for _, _, _, n, lk, v, ts in members
+        ]
+        count = len(samples)
+        last = max(_int(member[1]) for member in members)
+        first = last - count + 1
+        low, high = min(s.ts_ms for s in samples), max(s.ts_ms for s in samples)
+        blob = pack_samples(_encoder.encode(samples))
+        changed = db.execute(
+            "UPDATE batches SET first_sample = ?, sample_count = ?, min_ts = ?, max_ts = ?, codec = ?,"
+            " samples = ? WHERE id = ?",
+            (first, count, low, high, CODEC_JSON_LZ4, blob, batch_id),
+        ).rowcount
+        if changed == 0:  # the batch row was pruned before its samples
+            db.execute(
+                "INSERT INTO batches (agent, boot_id, seq, created_ms, received_ms, priority, first_sample,"
+                " sample_count, min_ts, max_ts, codec, samples)"
+                " VALUES (?, 'migrated', ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
+                (str(members[0][2]), batch_id, low, low, first, count, low, high, CODEC_JSON_LZ4, blob),
+            )
+        next_sample = max(next_sample, last + 1)
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+        (NEXT_SAMPLE, next_sample),
+    )
 
 
 def hash_token(token: str) -> str:
@@ -200,6 +282,82 @@ class SeqTotals:
 
 
 _AGENT_COLUMNS = "id, site, position, created_ms, revoked_ms, last_seen_ms, clock_offset_ms"
+_samples_decoder = msgspec.json.Decoder(list[Sample])
+_encoder = msgspec.json.Encoder()
+
+
+def pack_samples(samples_json: bytes | memoryview | msgspec.Raw) -> bytes:
+    """The blob of a batch's samples: their JSON array, LZ4-compressed (size in front)."""
+    return bytes(cramjam.lz4.compress_block(samples_json))
+
+
+def unpack_samples(codec: int, blob: bytes | None) -> list[Sample]:
+    """The samples of one stored batch, in the order the agent sent them."""
+    if codec == CODEC_NONE or blob is None:
+        return []
+    if codec != CODEC_JSON_LZ4:
+        raise StoreError(f"unknown sample codec {codec} (a newer collector wrote this store?)")
+    try:
+        return _samples_decoder.decode(bytes(cramjam.lz4.decompress_block(blob)))
+    except (cramjam.DecompressionError, msgspec.DecodeError) as exc:
+        raise StoreError(f"a stored batch's samples are unreadable: {exc}") from None
+
+
+class BatchHead(Protocol):
+    """What a stored batch takes from a decoded one, besides its samples."""
+
+    @property
+    def boot_id(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def created_ms(self) -> int: ...
+    @property
+    def priority(self) -> bool: ...
+    @property
+    def events(self) -> list[Event]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRow:
+    """One batch as the store keeps it: its identity, and its samples as one blob."""
+
+    boot_id: str
+    seq: int
+    created_ms: int
+    priority: bool
+    sample_count: int
+    min_ts: int | None
+    max_ts: int | None
+    blob: bytes | None  # pack_samples() of the JSON array of samples; None without samples
+    events: Sequence[Event] = ()
+
+    @classmethod
+    def make(
+        cls,
+        head: BatchHead,
+        samples_json: bytes | memoryview | msgspec.Raw,
+        count: int,
+        min_ts: int | None,
+        max_ts: int | None,
+    ) -> BatchRow:
+        """From a batch (or the same fields of a faster decode) whose samples are already JSON:
+        ingest keeps the bytes the agent sent."""
+        blob = pack_samples(samples_json) if count else None
+        return cls(
+            head.boot_id, head.seq, head.created_ms, head.priority, count, min_ts, max_ts, blob, head.events
+        )
+
+    @classmethod
+    def of(cls, batch: Batch) -> BatchRow:
+        stamps = [sample.ts_ms for sample in batch.samples]
+        return cls.make(
+            batch,
+            _encoder.encode(batch.samples),
+            len(stamps),
+            min(stamps, default=None),
+            max(stamps, default=None),
+        )
 
 
 class Store:
@@ -213,6 +371,8 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
+            self._migrate()
+            self._db.executescript(_INDEXES)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from None
@@ -223,6 +383,26 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def _migrate(self) -> None:
+        """Schema 2 → 3: each batch's sample rows become its blob, every sample keeping its number."""
+        db = self._db
+        columns = {str(row[1]) for row in db.execute("PRAGMA table_info(batches)")}
+        old = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'samples'").fetchone()
+        if old is None and all(name in columns for name, _ in _BATCH_COLUMNS):
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for name, declaration in _BATCH_COLUMNS:
+                if name not in columns:
+                    db.execute(f"ALTER TABLE batches ADD COLUMN {name} {declaration}")
+            if old is not None:
+                _convert_sample_rows(db)
+                db.execute("DROP TABLE samples")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -302,11 +482,13 @@ class Store:
 
     @contextlib.contextmanager
     def writer(self) -> Iterator[Writer]:
-        """One transaction for everything one ingest request writes."""
+        """One transaction for everything it writes (ingest: one or many requests, a group commit)."""
         added: list[tuple[str, str, str]] = []
         try:
             with self._tx() as db:
-                yield Writer(db, self._series_ids, added)
+                writer = Writer(db, self._series_ids, added)
+                yield writer
+                writer.finish()
         except sqlite3.Error as exc:
             self._forget(added)
             raise StoreError(f"write failed: {exc}") from None
@@ -321,13 +503,18 @@ class Store:
     # --- reading back ------------------------------------------------------------------------
 
     def latest(self) -> list[LatestRow]:
+        """The newest value of every series (the fleet view at start); warms the series id cache,
+        so a restarted collector does not look up each known series again on its next batch."""
         rows = self._query(
-            "SELECT s.agent, s.name, s.labels, l.value, l.ts_ms, l.zero_streak"
+            "SELECT s.agent, s.name, s.labels, l.value, l.ts_ms, l.zero_streak, s.id"
             " FROM latest l JOIN series s ON s.id = l.series"
         )
-        return [
-            LatestRow(str(a), str(n), str(lk), _float(v), _int(ts), _int(z)) for a, n, lk, v, ts, z in rows
-        ]
+        out: list[LatestRow] = []
+        for a, n, lk, v, ts, z, series in rows:
+            row = LatestRow(str(a), str(n), str(lk), _float(v), _int(ts), _int(z))
+            self._series_ids.setdefault((row.agent, row.name, row.labels), _int(series))
+            out.append(row)
+        return out
 
     def seq_totals(self) -> dict[str, SeqTotals]:
         rows = self._query(
@@ -339,11 +526,14 @@ class Store:
         """Rows in one table (tests and the CLI's listing)."""
         if table not in ("batches", "samples", "events", "series", "alert_history"):
             raise ValueError(f"unknown table {table}")
+        if table == "samples":  # kept per batch
+            sql = "SELECT COALESCE(SUM(sample_count), 0) FROM batches"
+            if agent is None:
+                return _int(self._query(sql)[0][0])
+            return _int(self._query(sql + " WHERE agent = ?", (agent,))[0][0])
         if agent is None:
             return _int(self._query(f"SELECT COUNT(*) FROM {table}")[0][0])  # noqa: S608
-        if table == "samples":
-            sql = "SELECT COUNT(*) FROM samples JOIN series ON series.id = samples.series WHERE agent = ?"
-        elif table == "alert_history":
+        if table == "alert_history":
             sql = "SELECT COUNT(*) FROM alert_history WHERE scope = ?"
         else:
             sql = f"SELECT COUNT(*) FROM {table} WHERE agent = ?"  # noqa: S608
@@ -352,32 +542,53 @@ class Store:
     def samples_of(self, agent: str, name: str) -> list[tuple[str, int, float]]:
         """(labels_key, ts_ms, value) of every stored sample of one metric of one agent, by time."""
         rows = self._query(
-            "SELECT s.labels, p.ts_ms, p.value FROM samples p JOIN series s ON s.id = p.series"
-            " WHERE s.agent = ? AND s.name = ? ORDER BY p.ts_ms, p.rowid",
-            (agent, name),
+            "SELECT codec, samples FROM batches WHERE agent = ? AND sample_count > 0 ORDER BY id", (agent,)
         )
-        return [(str(r[0]), _int(r[1]), _float(r[2])) for r in rows]
+        out = [
+            (labels_key(sample.labels), sample.ts_ms, sample.number)
+            for codec, blob in rows
+            for sample in unpack_samples(_int(codec), _blob(blob))
+            if sample.name == name
+        ]
+        out.sort(key=_by_ts)
+        return out
 
     def samples_after(
         self, cursor: int, limit: int
     ) -> list[tuple[int, tuple[tuple[str, str], ...], float, int]]:
-        """Stored samples with row id > ``cursor``, oldest first: ``(id, labels, value, ts_ms)``.
+        """Stored samples numbered above ``cursor``, oldest first: ``(number, labels, value, ts_ms)``.
 
         ``labels`` is the series as Prometheus sees it (``__name__`` first, then sorted, with the
-        ``agent`` and ``site`` labels the collector adds); the durable remote-writer's cursor.
+        ``agent`` and ``site`` labels the collector adds); the durable remote-writer's cursor. A
+        batch holds the numbers ``first_sample .. first_sample + sample_count - 1`` in the order
+        its samples were sent, so a cursor may stop inside a batch.
         """
-        rows = self._query(
-            "SELECT p.rowid, s.name, s.labels, s.agent, a.site, p.value, p.ts_ms FROM samples p"
-            " JOIN series s ON s.id = p.series LEFT JOIN agents a ON a.id = s.agent"
-            " WHERE p.rowid > ? ORDER BY p.rowid LIMIT ?",
-            (cursor, limit),
-        )
         out: list[tuple[int, tuple[tuple[str, str], ...], float, int]] = []
-        for rowid, name, key, agent, site, value, ts_ms in rows:
-            labels: dict[str, str] = json.loads(str(key))
-            labels.update(agent=str(agent), site=str(site or ""))
-            pairs = (("__name__", str(name)), *sorted(labels.items()))
-            out.append((_int(rowid), pairs, _float(value), _int(ts_ms)))
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    "SELECT b.first_sample, b.codec, b.samples, b.agent, a.site FROM batches b"
+                    " LEFT JOIN agents a ON a.id = b.agent WHERE b.sample_count > 0"
+                    " AND b.first_sample > ? AND b.first_sample + b.sample_count > ? ORDER BY b.first_sample",
+                    (cursor - MAX_SAMPLES_PER_BATCH, cursor),
+                )
+                for first, codec, blob, agent, site in rows:
+                    names: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
+                    extra = {"agent": str(agent), "site": str(site or "")}
+                    samples = unpack_samples(_int(codec), _blob(blob))
+                    for number, sample in enumerate(samples, start=_int(first)):
+                        if number <= cursor:
+                            continue
+                        key = (sample.name, labels_key(sample.labels))
+                        pairs = names.get(key)
+                        if pairs is None:
+                            labels = {**sample.labels, **extra}
+                            pairs = names[key] = (("__name__", sample.name), *sorted(labels.items()))
+                        out.append((number, pairs, sample.number, sample.ts_ms))
+                        if len(out) >= limit:
+                            return out
+            except sqlite3.Error as exc:
+                raise StoreError(f"query failed: {exc}") from None
         return out
 
     def data_version(self) -> int:
@@ -565,11 +776,18 @@ class Store:
         ]
 
     def prune(self, cutoff_ms: int) -> int:
-        """Delete samples, events, batch ids and alert history older than ``cutoff_ms``."""
+        """Delete batches (their ids and samples), events and alert history older than ``cutoff_ms``.
+
+        A batch goes once it was both received and measured before the cutoff; the number of
+        samples it held is returned.
+        """
+        old = "FROM batches WHERE received_ms < ? AND COALESCE(max_ts, 0) < ?"
         with self._tx() as db:
-            removed = db.execute("DELETE FROM samples WHERE ts_ms < ?", (cutoff_ms,)).rowcount
+            removed = db.execute(
+                f"SELECT COALESCE(SUM(sample_count), 0) {old}", (cutoff_ms, cutoff_ms)
+            ).fetchone()[0]
+            db.execute(f"DELETE {old}", (cutoff_ms, cutoff_ms))
             db.execute("DELETE FROM events WHERE ts_ms < ?", (cutoff_ms,))
-            db.execute("DELETE FROM batches WHERE received_ms < ?", (cutoff_ms,))
             db.execute("DELETE FROM alert_history WHERE at_ms < ?", (cutoff_ms,))
             db.execute("DELETE FROM silences WHERE ends_ms < ?", (cutoff_ms,))
             db.execute(
@@ -598,17 +816,56 @@ class Writer:
         self._db = db
         self._series_ids = series_ids
         self._added = added
+        self._next_sample: int | None = None  # read from meta at the first batch with samples
+        self._numbered = False
 
-    def insert_batch(self, agent: str, batch: Batch, received_ms: int) -> int | None:
+    def _numbers(self, count: int) -> int:
+        """The first of ``count`` new sample numbers (numbers grow in commit order)."""
+        if self._next_sample is None:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (NEXT_SAMPLE,)).fetchone()
+            self._next_sample = 1 if row is None else int(row[0])
+        first = self._next_sample
+        self._next_sample = first + count
+        return first
+
+    def finish(self) -> None:
+        """Called once before the commit: keep the sample counter."""
+        if self._numbered:
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (NEXT_SAMPLE, self._next_sample),
+            )
+
+    def insert_batch(self, agent: str, batch: Batch | BatchRow, received_ms: int) -> int | None:
         """The new batch's row id, or None if (agent, boot, seq) was stored before: a duplicate."""
+        row = batch if isinstance(batch, BatchRow) else BatchRow.of(batch)
+        first = self._numbers(row.sample_count) if row.sample_count else 0
         cursor = self._db.execute(
-            "INSERT OR IGNORE INTO batches (agent, boot_id, seq, created_ms, received_ms, priority)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (agent, batch.boot_id, batch.seq, batch.created_ms, received_ms, int(batch.priority)),
+            "INSERT OR IGNORE INTO batches (agent, boot_id, seq, created_ms, received_ms, priority,"
+            " first_sample, sample_count, min_ts, max_ts, codec, samples)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                agent,
+                row.boot_id,
+                row.seq,
+                row.created_ms,
+                received_ms,
+                int(row.priority),
+                first,
+                row.sample_count,
+                row.min_ts,
+                row.max_ts,
+                CODEC_JSON_LZ4 if row.blob is not None else CODEC_NONE,
+                row.blob,
+            ),
         )
         if cursor.rowcount == 0:
+            if row.sample_count:
+                self._next_sample = first  # a duplicate takes no numbers
             return None
-        self._track_sequence(agent, batch.boot_id, batch.seq, received_ms)
+        self._numbered = self._numbered or bool(row.sample_count)
+        self._track_sequence(agent, row.boot_id, row.seq, received_ms)
         return cursor.lastrowid
 
     def _track_sequence(self, agent: str, boot_id: str, seq: int, received_ms: int) -> None:
@@ -649,16 +906,12 @@ class Writer:
         self._added.append(key)
         return series
 
-    def insert_samples(self, rows: Sequence[tuple[int, int, float, int]]) -> None:
-        """(series id, ts_ms, value, batch id) rows."""
-        self._db.executemany("INSERT INTO samples (series, ts_ms, value, batch) VALUES (?, ?, ?, ?)", rows)
-
-    def insert_events(self, agent: str, batch_id: int, batch: Batch) -> None:
+    def insert_events(self, agent: str, batch_id: int, events: Iterable[Event]) -> None:
         self._db.executemany(
             "INSERT INTO events (agent, batch, type, ts_ms, attributes) VALUES (?, ?, ?, ?, ?)",
             [
                 (agent, batch_id, event.type, event.ts_ms, json.dumps(event.attributes, sort_keys=True))
-                for event in batch.events
+                for event in events
             ],
         )
 

@@ -1,7 +1,10 @@
-"""The SQLite store: hashed tokens, one transaction per request, the remote-write cursor, pruning."""
+"""The SQLite store: hashed tokens, transactions, batch blobs and their sample numbers (the remote-write
+cursor), pruning, and the conversion of a schema 2 file."""
 
 from __future__ import annotations
 
+import math
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +13,7 @@ from collector_kit import T0, cad_round
 
 from lifeline_collector.errors import DuplicateAgentError, UnknownAgentError
 from lifeline_collector.store import Store, hash_token, labels_key
-from lifeline_wire import Batch
+from lifeline_wire import Batch, Sample
 
 MS = int(T0 * 1000)
 
@@ -46,7 +49,7 @@ def test_failed_request_writes_nothing(store: Store) -> None:
             batch_id = writer.insert_batch("pos-1", batch, MS)
             assert batch_id is not None
             series = writer.series_id("pos-1", "lifeline_probe_success", labels_key(batch.samples[0].labels))
-            writer.insert_samples([(series, MS, 1.0, batch_id)])
+            writer.set_latest([(series, 1.0, MS, 0)])
             raise RuntimeError("crash in the middle of a request")
 
     with pytest.raises(RuntimeError):
@@ -54,26 +57,27 @@ def test_failed_request_writes_nothing(store: Store) -> None:
     assert store.count("batches") == 0
     assert store.count("samples") == 0
     assert store.count("series") == 0
-    # ... and the retry after the failure is stored normally (no stale cached series id).
+    assert store.latest() == []
+    # ... and the retry after the failure is stored normally (no stale cached series id or number).
     with store.writer() as writer:
         batch_id = writer.insert_batch("pos-1", batch, MS)
         assert batch_id is not None
         series = writer.series_id("pos-1", "lifeline_probe_success", labels_key(batch.samples[0].labels))
-        writer.insert_samples([(series, MS, 1.0, batch_id)])
-    assert store.count("samples") == 1
+        writer.set_latest([(series, 1.0, MS, 0)])
+    assert store.count("samples") == 2
+    assert [row[0] for row in store.samples_after(0, 10)] == [1, 2]
 
 
 def test_samples_after_is_a_cursor_with_prometheus_labels(store: Store) -> None:
     store.add_agent("pos-1", site="north", now_ms=MS)
+    labels = {"target": "cad", "role": "cad"}
+    samples = [Sample("lifeline_probe_success", float(i % 2), MS + i, labels) for i in range(5)]
     with store.writer() as writer:
-        batch = Batch(agent_id="pos-1", boot_id="b", seq=0, created_ms=MS)
-        batch_id = writer.insert_batch("pos-1", batch, MS)
-        assert batch_id is not None
-        series = writer.series_id(
-            "pos-1", "lifeline_probe_success", labels_key({"target": "cad", "role": "cad"})
+        batch_id = writer.insert_batch(
+            "pos-1", Batch(agent_id="pos-1", boot_id="b", seq=0, created_ms=MS, samples=samples), MS
         )
-        writer.insert_samples([(series, MS + i, float(i % 2), batch_id) for i in range(5)])
-    first = store.samples_after(0, 3)
+        assert batch_id is not None
+    first = store.samples_after(0, 3)  # the cursor stops inside the batch ...
     assert [row[3] for row in first] == [MS, MS + 1, MS + 2]
     assert first[0][1] == (
         ("__name__", "lifeline_probe_success"),
@@ -82,22 +86,143 @@ def test_samples_after_is_a_cursor_with_prometheus_labels(store: Store) -> None:
         ("site", "north"),
         ("target", "cad"),
     )
-    rest = store.samples_after(first[-1][0], 100)
+    rest = store.samples_after(first[-1][0], 100)  # ... and resumes there
     assert [row[3] for row in rest] == [MS + 3, MS + 4]
+    assert [row[2] for row in first + rest] == [0.0, 1.0, 0.0, 1.0, 0.0]
     assert store.samples_after(rest[-1][0], 100) == []
 
 
-def test_prune_drops_old_rows_only(store: Store) -> None:
+def test_samples_keep_their_order_numbers_and_non_finite_values(store: Store) -> None:
+    """Round trip through the blob: every sample once, in the order sent, numbered in commit order
+    across batches; a duplicate takes no numbers; NaN and ±Inf come back as such."""
+    store.add_agent("pos-1", now_ms=MS)
+    odd = [
+        Sample("lifeline_cad_risk_ratio", math.nan, MS + 2, {}),
+        Sample("lifeline_cad_time_to_loss_seconds", math.inf, MS + 1, {}),
+        Sample("lifeline_cad_time_to_loss_seconds", -math.inf, MS + 3, {}),
+    ]
+    first = Batch(agent_id="pos-1", boot_id="b", seq=0, created_ms=MS, samples=cad_round(MS, True, 0))
+    second = Batch(agent_id="pos-1", boot_id="b", seq=1, created_ms=MS, samples=odd)
+    with store.writer() as writer:
+        assert writer.insert_batch("pos-1", first, MS) is not None
+        assert writer.insert_batch("pos-1", first, MS) is None  # the same (agent, boot, seq)
+        assert writer.insert_batch("pos-1", second, MS) is not None
+    with store.writer() as writer:
+        assert writer.insert_batch("pos-1", second, MS) is None  # and in a later transaction
+    rows = store.samples_after(0, 100)
+    assert [row[0] for row in rows] == [1, 2, 3, 4, 5]
+    assert [(row[1][0][1], row[3]) for row in rows] == [
+        ("lifeline_probe_success", MS),
+        ("lifeline_probe_consecutive_failures", MS),
+        ("lifeline_cad_risk_ratio", MS + 2),
+        ("lifeline_cad_time_to_loss_seconds", MS + 1),
+        ("lifeline_cad_time_to_loss_seconds", MS + 3),
+    ]
+    assert math.isnan(rows[2][2])
+    assert [row[2] for row in rows[3:]] == [math.inf, -math.inf]
+    assert store.count("samples") == 5
+    assert store.count("batches") == 2
+    # samples_of reads one metric back by time.
+    assert [
+        (ts, value) for _, ts, value in store.samples_of("pos-1", "lifeline_cad_time_to_loss_seconds")
+    ] == [
+        (MS + 1, math.inf),
+        (MS + 3, -math.inf),
+    ]
+
+
+def test_numbers_keep_growing_after_every_batch_is_pruned(store: Store) -> None:
+    """A remote-write cursor never points past new samples, even once retention emptied the store."""
     store.add_agent("pos-1", now_ms=MS)
     with store.writer() as writer:
-        old = writer.insert_batch("pos-1", Batch(agent_id="pos-1", boot_id="b", seq=0, created_ms=MS), MS)
-        new = writer.insert_batch(
-            "pos-1", Batch(agent_id="pos-1", boot_id="b", seq=1, created_ms=MS), MS + 10_000
-        )
-        assert old is not None
-        assert new is not None
-        series = writer.series_id("pos-1", "lifeline_power_on_ac", "{}")
-        writer.insert_samples([(series, MS, 1.0, old), (series, MS + 10_000, 1.0, new)])
+        writer.insert_batch("pos-1", Batch("pos-1", "b", 0, MS, samples=cad_round(MS, True, 0)), MS)
+    assert store.prune(MS + 1) == 2
+    assert store.count("batches") == 0
+    with store.writer() as writer:
+        writer.insert_batch("pos-1", Batch("pos-1", "b", 1, MS, samples=cad_round(MS + 5, True, 0)), MS + 5)
+    assert [row[0] for row in store.samples_after(2, 10)] == [3, 4]
+
+
+def test_prune_drops_old_batches_with_their_samples(store: Store) -> None:
+    store.add_agent("pos-1", now_ms=MS)
+    with store.writer() as writer:
+        old = Batch("pos-1", "b", 0, MS, samples=[Sample("lifeline_power_on_ac", 1.0, MS, {})])
+        new = Batch("pos-1", "b", 1, MS, samples=[Sample("lifeline_power_on_ac", 1.0, MS + 10_000, {})])
+        # Received late but measured long ago, or measured recently: either keeps a batch.
+        backfill = Batch("pos-1", "b", 2, MS, samples=[Sample("lifeline_power_on_ac", 1.0, MS, {})])
+        assert writer.insert_batch("pos-1", old, MS) is not None
+        assert writer.insert_batch("pos-1", new, MS) is not None
+        assert writer.insert_batch("pos-1", backfill, MS + 10_000) is not None
     assert store.prune(MS + 5_000) == 1
-    assert store.count("samples") == 1
-    assert store.count("batches") == 1
+    assert store.count("samples") == 2
+    assert store.count("batches") == 2
+    assert [row[3] for row in store.samples_after(0, 10)] == [MS + 10_000, MS]
+
+
+def _schema_2_file(path: Path) -> None:
+    """A store as schema 2 left it: one row per sample (rows of two batches, one of them pruned)."""
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE agents (id TEXT PRIMARY KEY, site TEXT NOT NULL DEFAULT '', position TEXT NOT NULL
+            DEFAULT '', token_hash TEXT UNIQUE, created_ms INTEGER NOT NULL, revoked_ms INTEGER,
+            last_seen_ms INTEGER, clock_offset_ms INTEGER);
+        CREATE TABLE batches (id INTEGER PRIMARY KEY, agent TEXT NOT NULL, boot_id TEXT NOT NULL,
+            seq INTEGER NOT NULL, created_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL,
+            priority INTEGER NOT NULL, UNIQUE (agent, boot_id, seq));
+        CREATE TABLE series (id INTEGER PRIMARY KEY, agent TEXT NOT NULL, name TEXT NOT NULL,
+            labels TEXT NOT NULL, UNIQUE (agent, name, labels));
+        CREATE TABLE samples (series INTEGER NOT NULL, ts_ms INTEGER NOT NULL, value REAL,
+            batch INTEGER NOT NULL);
+        CREATE INDEX samples_by_series ON samples (series, ts_ms);
+        CREATE TABLE latest (series INTEGER PRIMARY KEY, value REAL, ts_ms INTEGER NOT NULL,
+            zero_streak INTEGER NOT NULL);
+        PRAGMA user_version = 2;
+        """
+    )
+    db.execute("INSERT INTO agents (id, site, created_ms) VALUES ('pos-1', 'north', ?)", (MS,))
+    db.execute("INSERT INTO batches VALUES (7, 'pos-1', 'b', 0, ?, ?, 0)", (MS, MS))
+    db.execute("INSERT INTO series VALUES (1, 'pos-1', 'lifeline_probe_success', '{\"target\":\"cad\"}')")
+    db.execute("INSERT INTO series VALUES (2, 'pos-1', 'lifeline_cad_risk_ratio', '{}')")
+    rows = [(1, MS, 1.0, 7), (2, MS, None, 7), (1, MS + 1000, 0.0, 7), (1, MS + 2000, 1.0, 8)]
+    db.executemany("INSERT INTO samples (series, ts_ms, value, batch) VALUES (?, ?, ?, ?)", rows)
+    db.execute("INSERT INTO latest VALUES (1, 1.0, ?, 0)", (MS + 2000,))
+    db.commit()
+    db.close()
+
+
+def test_a_schema_2_store_is_converted_keeping_every_sample_and_its_number(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    _schema_2_file(path)
+    store = Store(str(path))
+    try:
+        rows = store.samples_after(0, 100)
+        # The old row ids are the numbers: a remote-write cursor saved before stays valid.
+        assert [(row[0], row[1][0][1], row[3]) for row in rows] == [
+            (1, "lifeline_probe_success", MS),
+            (2, "lifeline_cad_risk_ratio", MS),
+            (3, "lifeline_probe_success", MS + 1000),
+            (4, "lifeline_probe_success", MS + 2000),  # its batch row was pruned: kept anyway
+        ]
+        assert math.isnan(rows[1][2])
+        assert [row[0] for row in store.samples_after(2, 100)] == [3, 4]
+        assert store.count("samples") == 4
+        assert store.count("batches") == 2
+        assert [(r.name, r.ts_ms) for r in store.latest()] == [("lifeline_probe_success", MS + 2000)]
+        # The retried batch is still a duplicate; new samples are numbered after the old ones.
+        with store.writer() as writer:
+            assert writer.insert_batch("pos-1", Batch("pos-1", "b", 0, MS), MS) is None
+            writer.insert_batch(
+                "pos-1", Batch("pos-1", "b", 1, MS, samples=cad_round(MS + 3000, True, 0)), MS
+            )
+        assert [row[0] for row in store.samples_after(4, 100)] == [5, 6]
+    finally:
+        store.close()
+    again = Store(str(path))  # opening a converted file again changes nothing
+    try:
+        assert again.count("samples") == 6
+        tables = {str(r[0]) for r in again._query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "samples" not in tables
+        assert again._query("PRAGMA user_version")[0][0] == 3
+    finally:
+        again.close()

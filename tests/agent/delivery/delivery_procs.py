@@ -24,6 +24,8 @@ from typing import Any
 
 import httpx
 
+from lifeline_collector.store import labels_key, unpack_samples
+
 BIN = Path(sys.executable).parent
 AGENT_ID = "ws-1"
 
@@ -170,21 +172,24 @@ class Collector:
         return out
 
     def sample_counts(self, agent: str = AGENT_ID) -> dict[tuple[str, int], int]:
-        rows = self.query(
-            "SELECT b.boot_id, b.seq, COUNT(p.rowid) FROM batches b LEFT JOIN samples p ON p.batch = b.id"
-            " WHERE b.agent = ? GROUP BY b.id",
-            (agent,),
-        )
+        rows = self.query("SELECT boot_id, seq, sample_count FROM batches WHERE agent = ?", (agent,))
         return {(str(boot), int(seq)): int(count) for boot, seq, count in rows}
 
     def samples(self, name: str, agent: str = AGENT_ID) -> list[tuple[str, int, float, int]]:
-        """(labels, ts_ms, value, received_ms) of one metric, by time."""
+        """(labels, ts_ms, value, received_ms) of one metric, by time (each batch's samples are
+        one blob in the store: decoded here)."""
         rows = self.query(
-            "SELECT s.labels, p.ts_ms, p.value, b.received_ms FROM samples p JOIN series s ON s.id = p.series"
-            " JOIN batches b ON b.id = p.batch WHERE s.agent = ? AND s.name = ? ORDER BY p.ts_ms",
-            (agent, name),
+            "SELECT codec, samples, received_ms FROM batches WHERE agent = ? AND sample_count > 0 ORDER BY id",
+            (agent,),
         )
-        return [(str(r[0]), int(r[1]), float(r[2]), int(r[3])) for r in rows]
+        out = [
+            (labels_key(sample.labels), sample.ts_ms, sample.number, int(received))
+            for codec, blob, received in rows
+            for sample in unpack_samples(int(codec), blob)
+            if sample.name == name
+        ]
+        out.sort(key=lambda row: row[1])
+        return out
 
 
 def loopback_collector(workdir: Path, **options: Any) -> tuple[Collector, str, str]:
