@@ -32,12 +32,16 @@ class Recorder:
         self._samples: list[Sample] = []
         self._events: list[Event] = []
         self._latest: dict[SeriesKey, float] = {}
+        self._label_sets: dict[str, frozenset[str]] = {}  # a metric's declared labels, as a set
 
     def validate(self, name: str, labels: Mapping[str, str]) -> MetricSpec:
         spec = self._catalog.get(name)
         if spec is None:
             raise ValueError(f"metric {name!r} is not in the catalog")
-        if set(labels) != set(spec.labels):
+        declared = self._label_sets.get(name)
+        if declared is None:
+            declared = self._label_sets[name] = frozenset(spec.labels)
+        if labels.keys() != declared:
             raise ValueError(f"metric {name!r} takes labels {sorted(spec.labels)}, got {sorted(labels)}")
         for key, value in labels.items():
             if not isinstance(value, str):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from lifeline_agent.clock import Clock, SystemClock, now_ms
 from lifeline_agent.config import Target
-from lifeline_agent.logs import bind
+from lifeline_agent.logs import BoundLogger, bind
 from lifeline_agent.probes import REGISTRY, ProbeContext, ProbeResult, ProbeSpec
 from lifeline_agent.probes.stats import JitterEstimator, mos
 from lifeline_agent.recorder import Recorder
@@ -41,6 +41,15 @@ class TargetState:
     last_ms: int = 0
     up: bool | None = None  # None until the first round
     changed: bool = False  # the last round flipped up ↔ down
+    # Made once per target rather than every round: its sample labels (one per RTT stat) and logger.
+    labels: dict[str, str] = field(init=False)
+    stat_labels: dict[str, dict[str, str]] = field(init=False)
+    logger: BoundLogger = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.labels = target_labels(self.target)
+        self.stat_labels = {stat: {**self.labels, "stat": stat} for stat in ("min", "avg", "max")}
+        self.logger = bind(log, probe=self.target.kind, target=self.target.name)
 
     def snapshot(self) -> dict[str, object]:
         """A JSON-friendly view for status.json."""
@@ -102,7 +111,8 @@ class ProbeRunner:
         return state
 
     async def run_once(self, target: Target) -> ProbeResult:
-        logger = bind(log, probe=target.kind, target=target.name)
+        state = self.state(target)
+        logger = state.logger
         spec = self.registry.get(target.kind)
         started = self.clock.monotonic()
         budget = round_deadline(target)
@@ -111,7 +121,9 @@ class ProbeRunner:
         else:
             ctx = ProbeContext(logger=logger, deadline=started + budget, clock=self.clock)
             try:
-                result = await asyncio.wait_for(spec.run(target, ctx), timeout=budget + DEADLINE_GRACE)
+                # A timeout on this task, not wait_for: no extra task and timer hand-offs per round.
+                async with asyncio.timeout(budget + DEADLINE_GRACE):
+                    result = await spec.run(target, ctx)
             except TimeoutError:
                 logger.warning("probe overran its deadline of %.3fs and was cancelled", budget)
                 result = ProbeResult(False, "deadline", sent=target.count, detail="overran its deadline")
@@ -119,7 +131,6 @@ class ProbeRunner:
                 self.probe_errors += 1
                 logger.exception("probe raised; counted as a failed round")
                 result = ProbeResult(False, "error", detail=f"{type(exc).__name__}: {exc}")
-        state = self.state(target)
         result = dataclasses.replace(
             result,
             duration=self.clock.monotonic() - started,
@@ -140,7 +151,7 @@ class ProbeRunner:
         state.received_total += result.received
         state.consecutive_failures = 0 if result.success else state.consecutive_failures + 1
 
-        labels = target_labels(target)
+        labels = state.labels
         rec = self.recorder
         rec.sample("lifeline_probe_success", 1.0 if result.success else 0.0, labels, ts)
         rec.sample("lifeline_probe_duration_seconds", result.duration, labels, ts)
@@ -152,12 +163,12 @@ class ProbeRunner:
         rec.sample("lifeline_probe_consecutive_failures", state.consecutive_failures, labels, ts)
         if result.jitter is not None:
             rec.sample("lifeline_probe_jitter_seconds", result.jitter, labels, ts)
-        stat_values = {"min": result.rtt_min, "avg": result.rtt_avg, "max": result.rtt_max}
-        for stat, value in stat_values.items():
+        stat_values = (("min", result.rtt_min), ("avg", result.rtt_avg), ("max", result.rtt_max))
+        for stat, value in stat_values:
             if value is None:
-                rec.forget("lifeline_probe_rtt_seconds", {**labels, "stat": stat})
+                rec.forget("lifeline_probe_rtt_seconds", state.stat_labels[stat])
             else:
-                rec.sample("lifeline_probe_rtt_seconds", value, {**labels, "stat": stat}, ts)
+                rec.sample("lifeline_probe_rtt_seconds", value, state.stat_labels[stat], ts)
         if target.kind == "icmp":
             if result.rtt_avg is None:
                 rec.forget("lifeline_probe_mos", labels)
@@ -176,7 +187,7 @@ class ProbeRunner:
                 },
                 ts,
             )
-            bind(log, probe=target.kind, target=target.name).log(
+            state.logger.log(
                 logging.INFO if result.success else logging.WARNING,
                 "target %s%s",
                 "up" if result.success else "down",

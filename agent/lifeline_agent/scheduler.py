@@ -32,8 +32,50 @@ def new_boot_id() -> str:
     return secrets.token_hex(8)
 
 
+class Wake:
+    """A target's sleep between rounds that a poke cuts short: one timer and one future, no task."""
+
+    __slots__ = ("_future", "poked")
+
+    def __init__(self) -> None:
+        self.poked = False
+        self._future: asyncio.Future[bool] | None = None
+
+    def set(self) -> None:
+        self.poked = True
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(True)
+
+    def clear(self) -> None:
+        self.poked = False
+
+    async def sleep(self, delay: float) -> bool:
+        """Sleep ``delay`` seconds; True if poked before or during the sleep."""
+        if self.poked:
+            return True
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        self._future = future
+        timer = loop.call_later(max(0.0, delay), _expire, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+            self._future = None
+
+
+def _expire(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(False)
+
+
 class Scheduler:
-    """Probes each target on its own loop; the target set may change while it runs (discovery)."""
+    """Probes each target on its own loop; the target set may change while it runs (discovery).
+
+    Targets that share an interval share one random phase, so a round of all of them wakes the
+    event loop once rather than once per target.
+    """
 
     def __init__(
         self,
@@ -46,9 +88,10 @@ class Scheduler:
         self.clock = clock or SystemClock()
         self._rng = rng or random.Random()  # noqa: S311 - start offsets, not security
         self._targets = {t.name: t for t in targets}
-        self._pokes = {t.name: asyncio.Event() for t in targets}
+        self._pokes = {t.name: Wake() for t in targets}
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._running = False
+        self._grid: dict[float, float] = {}  # interval → the monotonic time of one of its ticks
 
     @property
     def targets(self) -> tuple[Target, ...]:
@@ -57,9 +100,9 @@ class Scheduler:
     def poke(self, names: list[str] | None = None) -> list[str]:
         """Probe now (a link changed) instead of waiting for the next tick; returns who was poked."""
         poked = []
-        for name, event in self._pokes.items():
+        for name, wake in self._pokes.items():
             if names is None or name in names:
-                event.set()
+                wake.set()
                 poked.append(name)
         return poked
 
@@ -76,9 +119,9 @@ class Scheduler:
                 task.cancel()
         for target in added:
             self._targets[target.name] = target
-            self._pokes[target.name] = asyncio.Event()
+            self._pokes[target.name] = Wake()
             if self._running:
-                self._start(target, offset=0.0)
+                self._start(target, first=self.clock.monotonic())
         return added, removed
 
     async def run(self) -> None:
@@ -86,7 +129,7 @@ class Scheduler:
         self._running = True
         try:
             for target in list(self._targets.values()):
-                self._start(target, self._rng.uniform(0.0, target.interval))
+                self._start(target, self._tick(target.interval, self.clock.monotonic()))
             await asyncio.Event().wait()  # forever; the loops run as their own tasks
         finally:
             self._running = False
@@ -96,8 +139,15 @@ class Scheduler:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
 
-    def _start(self, target: Target, offset: float) -> None:
-        task = asyncio.get_running_loop().create_task(self._loop(target, offset), name=f"probe:{target.name}")
+    def _tick(self, interval: float, after: float) -> float:
+        """The first tick of ``interval``'s grid at or after ``after`` (its phase drawn once, at random)."""
+        base = self._grid.get(interval)
+        if base is None:
+            base = self._grid[interval] = after + self._rng.uniform(0.0, interval)
+        return base + math.ceil((after - base) / interval) * interval
+
+    def _start(self, target: Target, first: float) -> None:
+        task = asyncio.get_running_loop().create_task(self._loop(target, first), name=f"probe:{target.name}")
         self._loops[target.name] = task
         task.add_done_callback(self._ended)
 
@@ -106,28 +156,18 @@ class Scheduler:
         if not task.cancelled() and task.exception() is not None:
             log.error("%s stopped: %r (its target is no longer probed)", task.get_name(), task.exception())
 
-    async def _loop(self, target: Target, offset: float) -> None:
-        poke = self._pokes[target.name]
-        await self._wait(poke, offset)
-        next_at = self.clock.monotonic()
+    async def _loop(self, target: Target, first: float) -> None:
+        wake = self._pokes[target.name]
+        interval = target.interval
+        await wake.sleep(first - self.clock.monotonic())
         while True:
-            poke.clear()
+            wake.clear()
+            started = self.clock.monotonic()
             await self.runner.run_once(target)
-            now = self.clock.monotonic()
-            next_at += target.interval
-            if next_at < now:  # overran: skip the rounds we missed rather than bunch them
-                next_at += math.ceil((now - next_at) / target.interval) * target.interval
-            if await self._wait(poke, next_at - now):
-                next_at = self.clock.monotonic()
-
-    @staticmethod
-    async def _wait(poke: asyncio.Event, delay: float) -> bool:
-        """Sleep ``delay`` seconds; True if poked early."""
-        try:
-            await asyncio.wait_for(poke.wait(), timeout=max(0.0, delay))
-        except TimeoutError:
-            return False
-        return True
+            # Back on the grid: the next tick at least half an interval after this round started
+            # (a round that overran skips the ticks it missed rather than bunching them).
+            next_at = self._tick(interval, max(started + interval / 2, self.clock.monotonic()))
+            await wake.sleep(next_at - self.clock.monotonic())
 
 
 class Batcher:

@@ -13,7 +13,7 @@ from lifeline_agent.errors import SpoolError
 from lifeline_agent.probes import REGISTRY, ProbeContext, ProbeResult, ProbeSpec
 from lifeline_agent.recorder import Recorder
 from lifeline_agent.runner import ProbeRunner
-from lifeline_agent.scheduler import Batcher, Scheduler, new_boot_id
+from lifeline_agent.scheduler import Batcher, Scheduler, Wake, new_boot_id
 from lifeline_agent.spool import MemorySpool
 from lifeline_wire import Batch
 from lifeline_wire.schema import ID_RE, MAX_SAMPLES_PER_BATCH
@@ -115,6 +115,61 @@ def test_start_is_jittered_and_poke_probes_at_once() -> None:
             scheduler.poke(["cad"])
             await asyncio.wait_for(probe.ran.wait(), timeout=10)
             assert probe.calls == expected
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+
+
+def test_targets_of_one_interval_share_one_grid_of_ticks() -> None:
+    runner = ProbeRunner(Recorder())
+    scheduler = Scheduler((), runner, rng=random.Random(3))
+    first = scheduler._tick(1.0, 100.0)
+    assert 100.0 <= first < 101.0
+    # Every target of that interval is due at the same moments: one wake-up of the loop per tick.
+    assert scheduler._tick(1.0, 100.0) == first
+    assert scheduler._tick(1.0, first) == first
+    assert scheduler._tick(1.0, first + 0.001) == pytest.approx(first + 1.0)
+    assert scheduler._tick(1.0, first + 7.5) == pytest.approx(first + 8.0)
+    # Another interval draws a phase of its own.
+    other = scheduler._tick(5.0, 100.0)
+    assert 100.0 <= other < 105.0
+    assert scheduler._tick(5.0, other + 0.1) == pytest.approx(other + 5.0)
+
+
+def test_a_wake_returns_at_its_time_or_at_once_when_poked() -> None:
+    async def main() -> tuple[bool, bool, bool]:
+        wake = Wake()
+        slept = await wake.sleep(0.01)  # nobody poked: the timer ended it
+        sleeping = asyncio.create_task(wake.sleep(3600))
+        await asyncio.sleep(0)
+        wake.set()
+        poked = await asyncio.wait_for(sleeping, timeout=10)
+        already = await wake.sleep(3600)  # poked before it slept: returns at once
+        return slept, poked, already
+
+    assert asyncio.run(main()) == (False, True, True)
+
+
+def test_a_poked_target_goes_back_to_the_grid() -> None:
+    probe = CountingProbe()
+    runner = ProbeRunner(
+        Recorder(), registry={"counting": ProbeSpec("counting", probe, REGISTRY["tcp"].metrics, "")}
+    )
+    targets = tuple(
+        Target(name=name, role="cad", kind="counting", host="x", interval=3600.0) for name in ("a", "b")
+    )
+
+    async def main() -> None:
+        scheduler = Scheduler(targets, runner, rng=random.Random(7))
+        task = asyncio.create_task(scheduler.run())
+        await asyncio.sleep(0.05)
+        probe.ran.clear()
+        scheduler.poke(["a"])
+        await asyncio.wait_for(probe.ran.wait(), timeout=10)
+        await asyncio.sleep(0.05)
+        assert probe.calls == 1  # only the poked target, once, then it waits for the shared tick
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import platform
 import shutil
 import socket
 import subprocess
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from lifeline_agent.config import parse
-from lifeline_agent.service import AgentService, read_status
+from lifeline_agent.service import AgentService, pause, read_status, tune_malloc, write_json_atomic
 from lifeline_agent.sources.base import FixtureFile
 from lifeline_agent.sources.wifi import FixtureBackend, WifiFacts, WifiSource
 from lifeline_agent.spool import SqliteSpool
@@ -247,3 +248,32 @@ def test_absent_hardware_is_not_polled_until_its_provider_check_finds_it(
 
     asyncio.run(main())
     assert wifi.closed  # what a source keeps open is released at stop
+
+
+def test_pause_ends_at_its_delay_or_when_stopped() -> None:
+    async def main() -> tuple[bool, bool]:
+        stop = asyncio.Event()
+        await pause(stop, 0.01)  # nobody stops it: the delay ends it
+        timed_out = not stop.is_set()
+        waiting = asyncio.create_task(pause(stop, 3600))
+        await asyncio.sleep(0)
+        stop.set()
+        await asyncio.wait_for(waiting, timeout=10)
+        await asyncio.wait_for(pause(stop, 3600), timeout=10)  # already stopped: returns at once
+        return timed_out, waiting.done()
+
+    assert asyncio.run(main()) == (True, True)
+
+
+def test_status_file_is_compact_json_replaced_whole(tmp_path: Path) -> None:
+    path = tmp_path / "status.json"
+    write_json_atomic(str(path), {"agent": "ws-7", "targets": [{"name": "cad", "up": True}]})
+    write_json_atomic(str(path), {"agent": "ws-7", "targets": [], "risk": 0.5})
+    assert path.read_text() == '{"agent":"ws-7","targets":[],"risk":0.5}'
+    assert read_status(str(tmp_path)) == {"agent": "ws-7", "targets": [], "risk": 0.5}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["status.json"]  # no temporary file left
+
+
+def test_malloc_is_tuned_on_glibc() -> None:
+    glibc = platform.libc_ver()[0] == "glibc"
+    assert tune_malloc() is glibc

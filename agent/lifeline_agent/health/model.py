@@ -429,6 +429,8 @@ class HealthModel:
 
         - Partial loss to the home router (the first hop) is the home network's: Wi-Fi or the cable
           drops packets; a router that fails stops answering altogether (that stays the router's).
+        - Loss seen further along that the router or ISP probes see too (at least half as much)
+          started there: a spike on the home Wi-Fi reaches every probe behind it.
         - Delay or jitter seen beyond the home (VPN, agency, CAD) that the router or the ISP probes
           already show is theirs: a saturated uplink slows the tunnel, the tunnel did not slow down.
         """
@@ -449,8 +451,6 @@ class HealthModel:
             if lossy and loss.sustained(tu.min_loss_rounds, tu.min_loss_episodes, tu.spike_max):
                 moved = Finding("degraded", f"{SUBJECTS['link']} losing packets ({pct(loss.ratio)})", "loss")
                 found["link"] = worst(found["link"], moved)
-        # Loss seen further along that the router or ISP probes see too (at least half as much)
-        # started there: spikes on the home Wi-Fi reach every probe behind it.
         for layer in ("internet", *TUNNEL_SIDE):
             finding = found[layer]
             if finding is None or finding.state != "degraded" or finding.cause != "loss":

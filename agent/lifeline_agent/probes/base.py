@@ -103,6 +103,18 @@ class ProbeSpec:
 
 REGISTRY: dict[str, ProbeSpec] = {}
 
+# What every probe's rounds produce (the runner emits them); a probe may declare more after these.
+ROUND_METRICS = (
+    "lifeline_probe_success",
+    "lifeline_probe_duration_seconds",
+    "lifeline_probe_rtt_seconds",
+    "lifeline_probe_jitter_seconds",
+    "lifeline_probe_loss_ratio",
+    "lifeline_probe_packets_sent_total",
+    "lifeline_probe_packets_received_total",
+    "lifeline_probe_consecutive_failures",
+)
+
 
 def register(spec: ProbeSpec) -> ProbeSpec:
     if spec.kind in REGISTRY:
@@ -132,8 +144,74 @@ def bind_to_device(sock: socket.socket, interface: str) -> None:
         sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, interface.encode() + b"\0")
 
 
+def probe_socket(
+    family: int,
+    kind: int,
+    proto: int = 0,
+    *,
+    interface: str = "",
+    options: tuple[tuple[int, int, int], ...] = (),
+) -> socket.socket:
+    """A non-blocking socket bound to ``interface`` (if any) with ``options`` set, for one round.
+
+    Every probe opens its socket here, so binding to the backup interface is done one way. Raises
+    OSError (PermissionError for a socket type we may not open, ENODEV for an unknown interface)
+    after closing what it opened.
+    """
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setblocking(False)
+        bind_to_device(sock, interface)
+        for level, name, value in options:
+            sock.setsockopt(level, name, value)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def failed_round(reason: str, detail: str) -> ProbeResult:
+    """A one-packet round (tcp, dns) that sent its packet and got nothing back."""
+    return ProbeResult(False, reason, sent=1, rtts=(None,), detail=detail)
+
+
+def answered_round(rtt: float, detail: str, reason: str = "") -> ProbeResult:
+    """A one-packet round that got its answer after ``rtt`` seconds (a failure if ``reason``)."""
+    return ProbeResult(
+        not reason,
+        reason,
+        rtt_min=rtt,
+        rtt_avg=rtt,
+        rtt_max=rtt,
+        sent=1,
+        received=1,
+        rtts=(rtt,),
+        detail=detail,
+    )
+
+
+def numeric_address(host: str, family: int) -> tuple[int, str] | None:
+    """(family, address) when ``host`` is already an IP address of ``family`` (or of any, AF_UNSPEC)."""
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        if family not in (socket.AF_UNSPEC, fam):
+            continue
+        try:
+            socket.inet_pton(fam, host)
+        except (OSError, ValueError):
+            continue
+        return fam, host
+    return None
+
+
 async def resolve(host: str, family: int, port: int = 0) -> tuple[int, tuple[str, int]] | None:
-    """The first address of ``host`` as (family, sockaddr), or None if it does not resolve."""
+    """The first address of ``host`` as (family, sockaddr), or None if it does not resolve.
+
+    An address literal is taken as it is: asking getaddrinfo would cost a thread hand-off per round
+    (the event loop runs it in its executor) to learn nothing.
+    """
+    numeric = numeric_address(host, family)
+    if numeric is not None:
+        return numeric[0], (numeric[1], port)
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)

@@ -1,10 +1,11 @@
 """DNS probe: one A query for ``target.query`` to the resolver ``target.host`` over UDP.
 
 Proves the agency resolver answers (and, with ``expect``, answers what CAD needs). The query is
-built and the reply parsed here with the standard library; a reply is accepted only with our
-query id and question. Reasons: ``timeout``, ``nxdomain``, ``servfail``, ``refused`` (REFUSED,
-NOTIMP, or ICMP port unreachable), ``mismatch`` (no address, or not the expected one) and
-``bad_reply``. An empty ``host`` asks the first nameserver of ``/etc/resolv.conf``.
+built by ``sources.dnsquery`` (the split-DNS check asks the same way) and the reply parsed here
+with the standard library; a reply is accepted only with our query id and question. Reasons:
+``timeout``, ``nxdomain``, ``servfail``, ``refused`` (REFUSED, NOTIMP, or ICMP port unreachable),
+``mismatch`` (no address, or not the expected one) and ``bad_reply``. An empty ``host`` asks the
+first nameserver of ``/etc/resolv.conf``.
 """
 
 from __future__ import annotations
@@ -19,14 +20,17 @@ from dataclasses import dataclass
 
 from lifeline_agent.config import Target
 from lifeline_agent.probes.base import (
+    ROUND_METRICS,
     ProbeContext,
     ProbeResult,
     ProbeSpec,
-    bind_to_device,
+    answered_round,
+    failed_round,
+    probe_socket,
     reason_for_errno,
     register,
 )
-from lifeline_agent.sources.dnsquery import system_nameserver
+from lifeline_agent.sources.dnsquery import build_query, system_nameserver
 
 TYPE_A, TYPE_CNAME, CLASS_IN = 1, 5, 1
 DNS_PORT = 53
@@ -47,24 +51,6 @@ class DnsReply:
     truncated: bool
     question: str  # lower-case, no trailing dot
     addresses: tuple[str, ...]  # every A record in the answer section (CNAME chains included)
-
-
-def encode_name(name: str) -> bytes:
-    labels = [label for label in name.rstrip(".").split(".") if label]
-    if not labels:
-        raise ValueError(f"not a DNS name: {name!r}")
-    out = b""
-    for label in labels:
-        raw = label.encode("idna")
-        if len(raw) > 63:
-            raise ValueError(f"label longer than 63 bytes in {name!r}")
-        out += bytes([len(raw)]) + raw
-    return out + b"\x00"
-
-
-def build_query(name: str, qid: int) -> bytes:
-    """A standard query with recursion desired for the A records of ``name``."""
-    return _HEADER.pack(qid, 0x0100, 1, 0, 0, 0) + encode_name(name) + struct.pack("!HH", TYPE_A, CLASS_IN)
 
 
 def read_name(data: bytes, offset: int) -> tuple[str, int]:
@@ -133,12 +119,11 @@ def judge(reply: DnsReply, expect: str) -> tuple[str, str]:
     return "", f"answer {list(reply.addresses)}"
 
 
-async def _exchange(sock: socket.socket, query: bytes, qid: int, qname: str, timeout: float) -> DnsReply:
+async def _exchange(sock: socket.socket, query: bytes, qid: int, qname: str) -> DnsReply:
     loop = asyncio.get_running_loop()
     await loop.sock_sendall(sock, query)
-    deadline = loop.time() + timeout
     while True:
-        data = await asyncio.wait_for(loop.sock_recv(sock, 4096), timeout=max(0.0, deadline - loop.time()))
+        data = await loop.sock_recv(sock, 4096)
         if len(data) < 2 or struct.unpack_from("!H", data)[0] != qid:
             continue  # a late answer to an earlier round, or not for us
         reply = parse_reply(data)
@@ -150,68 +135,43 @@ async def _exchange(sock: socket.socket, query: bytes, qid: int, qname: str, tim
 async def run(target: Target, ctx: ProbeContext) -> ProbeResult:
     server = target.host or system_nameserver()
     if not server:
-        return ProbeResult(
-            False, "resolve", sent=1, rtts=(None,), detail="no resolver: host unset, none in resolv.conf"
-        )
+        return failed_round("resolve", "no resolver: host unset, none in resolv.conf")
     port = target.port or DNS_PORT
     qid = int.from_bytes(os.urandom(2), "big")
     query = build_query(target.query, qid)
     family = socket.AF_INET6 if ":" in server else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.setblocking(False)
+    try:
+        sock = probe_socket(family, socket.SOCK_DGRAM, interface=target.interface)
+    except OSError as exc:
+        return failed_round(reason_for_errno(exc.errno), str(exc))
+    with sock:
         try:
-            bind_to_device(sock, target.interface)
             sock.connect((server, port))
         except OSError as exc:
-            return ProbeResult(False, reason_for_errno(exc.errno), sent=1, rtts=(None,), detail=str(exc))
+            return failed_round(reason_for_errno(exc.errno), str(exc))
         timeout = min(target.timeout, ctx.remaining())
         ctx.logger.debug("dns query", extra={"server": server, "query": target.query})
         started = time.monotonic()
         try:
-            reply = await _exchange(sock, query, qid, target.query, timeout)
+            async with asyncio.timeout(timeout):
+                reply = await _exchange(sock, query, qid, target.query)
         except TimeoutError:
-            return ProbeResult(
-                False, "timeout", sent=1, rtts=(None,), detail=f"no answer within {timeout:g}s"
-            )
+            return failed_round("timeout", f"no answer within {timeout:g}s")
         except DnsParseError as exc:
-            return ProbeResult(False, "bad_reply", sent=1, rtts=(None,), detail=str(exc))
+            return failed_round("bad_reply", str(exc))
         except OSError as exc:  # ICMP port unreachable arrives as ECONNREFUSED on a connected socket
-            return ProbeResult(False, reason_for_errno(exc.errno), sent=1, rtts=(None,), detail=str(exc))
+            return failed_round(reason_for_errno(exc.errno), str(exc))
         rtt = time.monotonic() - started
     reason, detail = judge(reply, target.expect)
-    detail = f"{server}:{port} {detail}"
-    if reason:
-        # The resolver answered: the round trip is real even when the answer is wrong.
-        return ProbeResult(
-            False,
-            reason,
-            rtt_min=rtt,
-            rtt_avg=rtt,
-            rtt_max=rtt,
-            sent=1,
-            received=1,
-            rtts=(rtt,),
-            detail=detail,
-        )
-    return ProbeResult(
-        True, rtt_min=rtt, rtt_avg=rtt, rtt_max=rtt, sent=1, received=1, rtts=(rtt,), detail=detail
-    )
+    # The resolver answered: the round trip is real even when the answer is wrong.
+    return answered_round(rtt, f"{server}:{port} {detail}", reason)
 
 
 SPEC = register(
     ProbeSpec(
         kind="dns",
         run=run,
-        metrics=(
-            "lifeline_probe_success",
-            "lifeline_probe_duration_seconds",
-            "lifeline_probe_rtt_seconds",
-            "lifeline_probe_jitter_seconds",
-            "lifeline_probe_loss_ratio",
-            "lifeline_probe_packets_sent_total",
-            "lifeline_probe_packets_received_total",
-            "lifeline_probe_consecutive_failures",
-        ),
+        metrics=ROUND_METRICS,
         sample_config="""[[targets]]
 name = "agency-dns"
 role = "dns"

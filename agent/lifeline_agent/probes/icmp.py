@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from lifeline_agent.config import Target
 from lifeline_agent.probes import stats
 from lifeline_agent.probes.base import (
+    ROUND_METRICS,
     ProbeContext,
     ProbeResult,
     ProbeSpec,
-    bind_to_device,
+    probe_socket,
     reason_for_errno,
     register,
     resolve,
@@ -96,22 +97,20 @@ def open_socket(interface: str = "") -> tuple[socket.socket, bool]:
     Raises PermissionError when neither is allowed, OSError(ENODEV) for an unknown interface.
     """
     try:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+        sock = probe_socket(
+            socket.AF_INET,
+            socket.SOCK_DGRAM,
+            socket.IPPROTO_ICMP,
+            interface=interface,
+            options=((socket.IPPROTO_IP, IP_RECVERR, 1),),
+        )
         raw = False
     except PermissionError:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        sock = probe_socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP, interface=interface)
         raw = True
-    try:
-        sock.setblocking(False)
-        bind_to_device(sock, interface)
-        # Every Linux has kernel receive stamps; elsewhere the monotonic clock alone is used.
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        if not raw:
-            sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
-    except OSError:
-        sock.close()
-        raise
+    # Every Linux has kernel receive stamps; elsewhere the monotonic clock alone is used.
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     return sock, raw
 
 
@@ -238,7 +237,8 @@ async def run(target: Target, ctx: ProbeContext) -> ProbeResult:
                 burst.send(index)
             wait = min(target.timeout, ctx.remaining())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(burst.done.wait(), timeout=wait)
+                async with asyncio.timeout(wait):
+                    await burst.done.wait()
         finally:
             loop.remove_reader(sock.fileno())
     ordered = [burst.rtts.get((burst.first_seq + i) & 0xFFFF) for i in range(target.count)]
@@ -268,17 +268,7 @@ SPEC = register(
     ProbeSpec(
         kind="icmp",
         run=run,
-        metrics=(
-            "lifeline_probe_success",
-            "lifeline_probe_duration_seconds",
-            "lifeline_probe_rtt_seconds",
-            "lifeline_probe_jitter_seconds",
-            "lifeline_probe_loss_ratio",
-            "lifeline_probe_packets_sent_total",
-            "lifeline_probe_packets_received_total",
-            "lifeline_probe_consecutive_failures",
-            "lifeline_probe_mos",
-        ),
+        metrics=(*ROUND_METRICS, "lifeline_probe_mos"),
         sample_config="""[[targets]]
 name = "home-router"
 role = "router"

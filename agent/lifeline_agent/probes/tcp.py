@@ -12,10 +12,13 @@ import time
 
 from lifeline_agent.config import Target
 from lifeline_agent.probes.base import (
+    ROUND_METRICS,
     ProbeContext,
     ProbeResult,
     ProbeSpec,
-    bind_to_device,
+    answered_round,
+    failed_round,
+    probe_socket,
     reason_for_errno,
     register,
     resolve,
@@ -25,58 +28,33 @@ from lifeline_agent.probes.base import (
 async def run(target: Target, ctx: ProbeContext) -> ProbeResult:
     resolved = await resolve(target.host, socket.AF_UNSPEC, target.port)
     if resolved is None:
-        return ProbeResult(False, "resolve", sent=1, rtts=(None,), detail=f"{target.host!r} does not resolve")
+        return failed_round("resolve", f"{target.host!r} does not resolve")
     family, sockaddr = resolved
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock = probe_socket(family, socket.SOCK_STREAM, interface=target.interface)
+    except OSError as exc:
+        return failed_round(reason_for_errno(exc.errno), f"bind: {exc.strerror}")
     with sock:
-        sock.setblocking(False)
-        try:
-            bind_to_device(sock, target.interface)
-        except OSError as exc:
-            return ProbeResult(
-                False, reason_for_errno(exc.errno), sent=1, rtts=(None,), detail=f"bind: {exc.strerror}"
-            )
         loop = asyncio.get_running_loop()
         timeout = min(target.timeout, ctx.remaining())
         ctx.logger.debug("tcp connect", extra={"address": sockaddr[0], "port": sockaddr[1]})
         started = time.monotonic()
         try:
-            await asyncio.wait_for(loop.sock_connect(sock, sockaddr), timeout=timeout)
+            async with asyncio.timeout(timeout):
+                await loop.sock_connect(sock, sockaddr)
         except TimeoutError:
-            return ProbeResult(
-                False, "timeout", sent=1, rtts=(None,), detail=f"no answer within {timeout:g}s"
-            )
+            return failed_round("timeout", f"no answer within {timeout:g}s")
         except OSError as exc:
-            return ProbeResult(
-                False, reason_for_errno(exc.errno), sent=1, rtts=(None,), detail=f"connect: {exc.strerror}"
-            )
+            return failed_round(reason_for_errno(exc.errno), f"connect: {exc.strerror}")
         rtt = time.monotonic() - started
-    return ProbeResult(
-        True,
-        rtt_min=rtt,
-        rtt_avg=rtt,
-        rtt_max=rtt,
-        sent=1,
-        received=1,
-        rtts=(rtt,),
-        detail=f"connected to {sockaddr[0]}:{sockaddr[1]}",
-    )
+    return answered_round(rtt, f"connected to {sockaddr[0]}:{sockaddr[1]}")
 
 
 SPEC = register(
     ProbeSpec(
         kind="tcp",
         run=run,
-        metrics=(
-            "lifeline_probe_success",
-            "lifeline_probe_duration_seconds",
-            "lifeline_probe_rtt_seconds",
-            "lifeline_probe_jitter_seconds",
-            "lifeline_probe_loss_ratio",
-            "lifeline_probe_packets_sent_total",
-            "lifeline_probe_packets_received_total",
-            "lifeline_probe_consecutive_failures",
-        ),
+        metrics=ROUND_METRICS,
         sample_config="""[[targets]]
 name = "cad-server"
 role = "cad"
