@@ -205,6 +205,15 @@ def run_one(
     run.lifeline = lifeline.receiver.notifications(via=lifeline_via, since=started)
     run.conventional = lifeline.receiver.notifications(via=conventional_via, since=started)
     run.cad_lost = cad_losses(lab, started)
+    if log:  # what the agent said and what was paged, in order, from the first impairment
+        said = ""
+        for t, layer, verdict in run.verdicts:
+            if verdict != said:
+                emit(f"[{t - run.cut_at:+6.1f}s] verdict {layer}: {verdict}")
+                said = verdict
+        for n in run.lifeline:
+            what = n.labels.get("layer") or n.labels.get("target") or ""
+            emit(f"[{n.at - run.cut_at:+6.1f}s] {n.status} {n.name}/{what} ({n.severity})")
     run.pulls_link = any(s.impairment is not None and s.impairment.kind in NETLINK_KINDS for s in impairing)
     if run.pulls_link:
         cut_ms = int(run.cut_at * 1000) - 200

@@ -36,6 +36,7 @@ from lifeline_agent.health.facts import (
 )
 from lifeline_agent.health.hysteresis import BandTracker, Held, Hysteresis
 from lifeline_agent.health.layers import (
+    CAD_REFUSED,
     CHAIN,
     FAILED,
     LAYERS,
@@ -271,7 +272,8 @@ class HealthModel:
             for s in by_layer[layer]
         )
 
-        probes = self._judge_layers(by_layer, now)
+        on_backup = routes is not None and routes.on_backup
+        probes = self._judge_layers(by_layer, now, on_backup)
         raw: dict[str, Finding | None] = {
             "power": worst(judge_power(power, now, th, tu, held), probes["power"]),
             "link": worst(judge_link(wifi, routes, now, th, tu, held), probes["link"]),
@@ -306,7 +308,6 @@ class HealthModel:
             for layer, tr in self._trackers.items()
         )
         states = {s.layer: s for s in statuses}
-        on_backup = routes is not None and routes.on_backup
         verdict_layer, verdict = self._verdict(states, on_backup)
 
         backup_series = [s for s in by_layer["backup"] if not s.stale(now)]
@@ -383,7 +384,9 @@ class HealthModel:
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _judge_layers(self, by_layer: dict[str, list[TargetSeries]], now: float) -> dict[str, Finding | None]:
+    def _judge_layers(
+        self, by_layer: dict[str, list[TargetSeries]], now: float, on_backup: bool
+    ) -> dict[str, Finding | None]:
         """Each layer's finding from its probes, walking the chain from the laptop outwards.
 
         A packet to CAD crosses every layer in turn, so when a layer's probes start failing, every
@@ -408,12 +411,35 @@ class HealthModel:
             if layer not in NETWORK_CHAIN:
                 continue
             finding = found[layer]
+            if finding is not None and finding.cause == "down" and not on_backup:
+                finding = found[layer] = self._unless_traffic_passes(layer, finding, by_layer, now)
             if finding is not None and finding.state == "failed":
                 explained = True
             elif all_failing(by_layer[layer], now) and self._recently_failing(by_layer[layer], now):
                 waiting = True
         self._home_side_attribution(found, by_layer, now)
         return found
+
+    def _unless_traffic_passes(
+        self, layer: str, finding: Finding, by_layer: dict[str, list[TargetSeries]], now: float
+    ) -> Finding:
+        """A layer is not down while probes that cross it get answers: its own probes missed a run
+        of rounds to loss (bursts on the home Wi-Fi), which is "losing packets", not "failed"."""
+        if finding.reason == CAD_REFUSED:
+            return finding  # the CAD port said no: that is an answer, not silence
+        live = [s for s in by_layer[layer] if not s.stale(now)]
+        starts = [t for t in (s.failed_since() for s in live) if t is not None]
+        if not starts:
+            return finding
+        since = min(starts)
+        at = NETWORK_CHAIN.index(layer)
+        # DNS is a side branch: CAD traffic does not cross the resolver.
+        behind = [b for b in NETWORK_CHAIN[at + 1 :] if not (layer == "dns" and b == "cad")]
+        crossing = [s for b in behind for s in by_layer[b] if s.target.path != "backup"]
+        if not any(s.answered_since(since) for s in crossing):
+            return finding
+        loss = loss_view(live, now - self.thresholds.loss_window)
+        return Finding("degraded", f"{SUBJECTS[layer]} losing packets ({pct(loss.ratio)})", "loss")
 
     def _recently_failing(self, series: list[TargetSeries], now: float) -> bool:
         """A layer's probes started failing lately (an older failure that never reached the fail

@@ -118,6 +118,16 @@ class TargetSeries:
             return 0, 0.0
         return len(starts), max(starts) - min(starts)
 
+    def failed_since(self) -> float | None:
+        """When the first round of the current run of failures began (None when the last worked)."""
+        if self.streak == 0 or not self.rounds:
+            return None
+        return min(r.began for r in itertools.islice(reversed(self.rounds), self.streak))
+
+    def answered_since(self, start: float) -> bool:
+        """A round that began at or after ``start`` was answered."""
+        return any(r.success and r.began >= start for r in reversed(self.rounds))
+
     def failing_for(self, now: float) -> float:
         """Seconds since the first round of the current run of failures (0 when the last round worked)."""
         return 0.0 if self.streak_start is None else now - self.streak_start

@@ -89,6 +89,7 @@ class Position:
     vpn_handshake_every: float | None = 120.0  # WireGuard rekey with traffic; None = no VPN facts
     history: list[Assessment] = field(default_factory=list)
     evaluate_every_probe: bool = False
+    unlucky: set[str] = field(default_factory=set)  # targets whose rounds all happen to be lost
     between: list[Assessment] = field(default_factory=list)  # the evaluations after each probe
     _jitter: dict[str, JitterEstimator] = field(default_factory=dict)
 
@@ -109,7 +110,7 @@ class Position:
     def probe(self, target: Target) -> ProbeResult:
         conds = self._through(target)
         base = BASE_RTT[layer_of(target)]
-        if any(c.down for c in conds):
+        if any(c.down for c in conds) or target.name in self.unlucky:
             reason = "timeout"
             return ProbeResult(False, reason, sent=target.count if target.kind == "icmp" else 1)
         if target.kind == "tcp" and any(c.refused for c in conds):

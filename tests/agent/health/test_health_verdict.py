@@ -253,3 +253,20 @@ def test_bufferbloat_is_named_at_the_isp_before_the_60_s_rtt_hold(position: Call
     assert "usually 15 ms" in run[-1].verdict
     assert {a.verdict_layer for a in run} <= {"none", "internet"}
     assert all(a.layer(name).state != "failed" for a in run for name in CHAIN)
+
+
+def test_a_layer_is_not_down_while_traffic_crosses_it(position: Callable[..., Position]) -> None:
+    """A burst of loss on the home Wi-Fi eats the router's one echo four rounds running while the
+    probes behind it (which cross the router) get answers: the router is not down, nobody is paged."""
+    pos = position()
+    pos.unlucky.add("gw")
+    run = pos.run(4)
+    pos.unlucky.clear()
+    run += pos.run(3)
+    assert all(a.layer(name).state != "failed" for a in run for name in CHAIN), [
+        (a.verdict_layer, a.verdict) for a in run
+    ]
+    # … and with nothing answering behind it, the same four rounds are an outage.
+    pos = position()
+    pos.cond("router").down = True
+    assert pos.run(4)[-1].layer("router").state == "failed"
