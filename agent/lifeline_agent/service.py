@@ -61,7 +61,7 @@ def open_spool(config: AgentConfig) -> SqliteSpool:
 
 STATUS_INTERVAL = 1.0
 # How often each source is read (seconds); everything else every second. While the netlink watcher
-# runs, a link, address or route change re-reads vpn, interfaces and routes at once, so their polls
+# runs, a link, address or route change re-reads vpn, interfaces, routes (and power) at once, so their polls
 # only catch what netlink does not announce (counters, handshakes) and can be slower. Should the
 # watcher stop, they go back to every second at their next read: never blind to a cut.
 SOURCE_INTERVALS = {"cellular": 5.0, "cad_sessions": 2.0}
@@ -458,7 +458,9 @@ class AgentService:
 
     async def _netlink_loop(self, stop: asyncio.Event) -> None:
         changed = self._net_changed = asyncio.Event()
-        routes = [s for s in self._build_sources() if s.name in ("vpn", "interfaces", "routes")]
+        # Power too: the mains going out takes the home router's switch (and the laptop's carrier)
+        # down in the same instant, and the verdict should say "power" from the first evaluation.
+        routes = [s for s in self._build_sources() if s.name in ("vpn", "interfaces", "routes", "power")]
         while not stop.is_set():
             waiter = asyncio.ensure_future(changed.wait())
             stopper = asyncio.ensure_future(stop.wait())
@@ -472,7 +474,8 @@ class AgentService:
             interfaces, self._net_interfaces = sorted(self._net_interfaces), set()
             # The kernel does not announce every route it drops: look again before judging.
             for source in routes:
-                await self._read(source)
+                if source.name != "power" or self.polled("power"):
+                    await self._read(source)
             self.rediscover()
             poked = self.scheduler.poke() if self.scheduler is not None else []
             log.info(

@@ -308,7 +308,8 @@ class HealthModel:
             for layer, tr in self._trackers.items()
         )
         states = {s.layer: s for s in statuses}
-        verdict_layer, verdict = self._verdict(states, on_backup)
+        power_out = power is not None and power.on_ac is False
+        verdict_layer, verdict = self._verdict(states, on_backup, power_out)
 
         backup_series = [s for s in by_layer["backup"] if not s.stale(now)]
         backup_state = states["backup"].state
@@ -538,7 +539,7 @@ class HealthModel:
         # Anything answering beyond the tunnel proves the tunnel carries traffic.
         return Finding("ok", "carries traffic (judged from the agency side)")
 
-    def _verdict(self, states: dict[str, LayerStatus], on_backup: bool) -> tuple[str, str]:
+    def _verdict(self, states: dict[str, LayerStatus], on_backup: bool, power_out: bool) -> tuple[str, str]:
         chain = [states[layer] for layer in CHAIN]
         failed = next((s for s in chain if s.state == "failed"), None)
         degraded = next((s for s in chain if s.state == "degraded"), None)
@@ -552,7 +553,11 @@ class HealthModel:
             cause = self._trackers[degraded.layer].cause
             # Loss or a weak radio earlier on the way explains the failure further along; the home
             # power going out explains the home network, router and ISP link going with it.
-            explains = cause in ("loss", "silent", "signal") or (cause == "power" and failed.layer in NETWORK)
+            # (Power only while the laptop is on battery now: once the mains are back, a layer
+            # still coming up is its own story, though "power" holds its recovery hold.)
+            explains = cause in ("loss", "silent", "signal") or (
+                cause == "power" and power_out and failed.layer in NETWORK
+            )
             if explains:
                 pick = degraded
         if pick is None and states["backup"].state in ("failed", "degraded"):
@@ -576,7 +581,7 @@ class HealthModel:
             text = f"{text}; {failed.reason}"
         if pick.layer == "backup":
             text = f"{text} — primary fine"
-        if pick.layer != "power" and states["power"].state in ("degraded", "failed"):
+        if pick.layer != "power" and power_out:
             text = f"{text} — on battery, home power out"
         if on_backup and pick.layer in NETWORK:
             text = f"{text} — running on the backup path"

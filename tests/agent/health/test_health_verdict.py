@@ -157,6 +157,17 @@ def test_home_power_out_names_power_not_the_dead_router(position: Callable[..., 
     assert run[-1].layer("router").state == "failed"
 
 
+def test_power_back_explains_nothing_while_its_state_recovers(position: Callable[..., Position]) -> None:
+    pos = position()
+    pos.facts["power"] = PowerFacts(on_ac=False, percent=90.0)
+    pos.cond("router").down = True
+    assert pos.run(6)[-1].verdict_layer == "power"
+    pos.facts["power"] = PowerFacts(on_ac=True, percent=90.0)  # mains back; the router still boots
+    a = pos.run(3)[-1]
+    assert a.layer("power").state == "degraded"  # a better state waits for the recovery hold …
+    assert a.verdict == "home router unreachable"  # … but no longer explains the router
+
+
 def test_on_battery_is_added_to_a_failure_it_does_not_explain(position: Callable[..., Position]) -> None:
     pos = position()
     pos.facts["power"] = PowerFacts(on_ac=False, percent=90.0)
