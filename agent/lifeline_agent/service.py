@@ -204,6 +204,11 @@ class AgentService:
                     self._trace_targets(),
                 )
         self.warner.update(assessment.warning)
+        if self.shipper is not None:
+            failed = {s.layer for s in assessment.layers if s.state == "failed"}
+            primary_down = not assessment.on_backup and bool(failed & {"link", "router", "internet"})
+            tunnel_down = not primary_down and bool(failed & {"vpn", "agency"})
+            self.shipper.paths.hint(primary_down, tunnel_down)
         if events:
             self.flush_now(priority=True)
         self._check_when_overdue()

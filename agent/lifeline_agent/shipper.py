@@ -158,6 +158,10 @@ class Paths:
         self._template = backoff
         self.bases = [ep.url for ep in collector.endpoints if not ep.public or collector.allow_public]
         self._via_backup = {ep.url: ep.via_backup for ep in collector.endpoints}
+        self._public = {ep.url for ep in collector.endpoints if ep.public}
+        # What the health model knows about the way out (see :meth:`hint`).
+        self.primary_down = False
+        self.tunnel_down = False
         self.current: Route | None = None  # the last route that delivered
         self._states: dict[tuple[str, str], RouteState] = {}
         self._backup: tuple[float, str] | None = None
@@ -196,13 +200,31 @@ class Paths:
             found = self._states[key] = RouteState(self._template.copy())
         return found
 
+    def hint(self, primary_down: bool, tunnel_down: bool) -> None:
+        """The health model's view: the home side of the primary path is down (link, router or
+        ISP failed), or the tunnel is (VPN or agency side failed while the internet works).
+        :meth:`order` then tries first the paths that avoid what is known broken, so a state
+        change does not first wait on a path the agent already knows is dead."""
+        self.primary_down, self.tunnel_down = primary_down, tunnel_down
+
+    def _avoids_known_breakage(self, route: Route) -> bool:
+        if self.primary_down and route.via != "backup":
+            return False
+        return not (self.tunnel_down and route.base not in self._public)
+
     def order(self, force: bool = False) -> list[Route]:
-        """Routes to try now: the one that worked last, then the rest by rank; cooling ones skipped."""
+        """Routes to try now: the one that worked last, then the rest by rank; cooling ones skipped.
+
+        Paths through what the health model knows is down go last (:meth:`hint`)."""
         now = self.clock.monotonic()
         routes = self.routes()
         current = self.current
-        if current is not None:
-            routes.sort(key=lambda r: (not (r.base == current.base and r.via == current.via), r.rank))
+
+        def key(r: Route) -> tuple[bool, bool, int]:
+            is_current = current is not None and (r.base, r.via) == (current.base, current.via)
+            return (not self._avoids_known_breakage(r), not is_current, r.rank)
+
+        routes.sort(key=key)
         return [r for r in routes if force or self.state(r).ready_at <= now]
 
     def earliest_ready(self) -> float:

@@ -167,6 +167,40 @@ def test_each_endpoint_is_tried_by_default_route_then_bound_to_the_backup_interf
         spool.close()
 
 
+def test_paths_through_what_the_health_model_knows_is_down_go_last(tmp_path: Path) -> None:
+    spool = SqliteSpool(str(tmp_path / "spool.db"))
+    try:
+        routes = route_file(tmp_path, ("eth0", 100), ("usb0", 600))
+        public = CollectorEndpoint("http://203.0.113.10", public=True)
+        shipper = make_shipper(
+            collector_section("http://10.20.0.1", public, allow_public=True), spool, route_file=routes
+        )
+        paths = shipper.paths
+
+        def order() -> list[tuple[str, str]]:
+            return [(r.base, r.via) for r in paths.order()]
+
+        assert order() == [
+            ("http://10.20.0.1", "default"),
+            ("http://10.20.0.1", "backup"),
+            ("http://203.0.113.10", "default"),
+            ("http://203.0.113.10", "backup"),
+        ]
+        paths.hint(primary_down=True, tunnel_down=False)  # the ISP is down: the hotspot first
+        assert order() == [
+            ("http://10.20.0.1", "backup"),
+            ("http://203.0.113.10", "backup"),
+            ("http://10.20.0.1", "default"),
+            ("http://203.0.113.10", "default"),
+        ]
+        paths.hint(primary_down=False, tunnel_down=True)  # the tunnel is down: the public endpoint first
+        assert order()[:2] == [("http://203.0.113.10", "default"), ("http://203.0.113.10", "backup")]
+        paths.hint(primary_down=False, tunnel_down=False)
+        assert order()[0] == ("http://10.20.0.1", "default")
+    finally:
+        spool.close()
+
+
 def test_requests_bound_to_an_interface_really_bind(
     collector: LoopbackCollector, spool: SqliteSpool, closed_port: int, caplog: pytest.LogCaptureFixture
 ) -> None:
