@@ -36,6 +36,8 @@ class Gateway:
     metric: int
 
 
+GATEWAY_BURST_MIN_INTERVAL = 0.6  # below this a burst and its timeout do not fit the interval
+
 def parse_proc_route(text: str) -> list[Gateway]:
     """Default routes with a gateway, lowest metric first (one per interface)."""
     found: dict[str, Gateway] = {}
@@ -89,14 +91,21 @@ def gateway_targets(config: AgentConfig, gateways: list[Gateway]) -> tuple[Targe
         if name in taken:
             continue
         taken.add(name)
+        interval = config.schedule.default_interval
+        # The first hop decides between "the home network loses packets" and everything further
+        # on, so it gets a burst of 3 echoes a round, as the CAD host does (a single echo a second
+        # is too thin to compare with the loss the probes behind it see); a LAN answers in ms.
+        burst = interval >= GATEWAY_BURST_MIN_INTERVAL
         out.append(
             Target(
                 name=name,
                 role="router",
                 kind="icmp",
                 host=gateway.address,
-                interval=config.schedule.default_interval,
-                timeout=min(1.0, config.schedule.default_interval),
+                interval=interval,
+                timeout=min(0.5, interval / 2) if burst else min(1.0, interval),
+                count=3 if burst else 1,
+                spacing=0.02,
                 path="primary" if index == 0 else "backup",
                 interface=gateway.interface,
                 discovered=True,

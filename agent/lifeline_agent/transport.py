@@ -7,7 +7,11 @@ default route says — the "last gasp" path when home broadband is dead. The opt
 ``socket_options`` are applied by httpcore only after the connection is made, so bound clients
 use ``BoundBackend``, a small httpcore network backend that binds first, then connects. Names
 resolved while the primary path worked are remembered, so a dead DNS path does not also take
-the backup path down.
+the backup path down; an address literal skips the resolver.
+
+Kept-alive connections are reused only while the collector surely still holds them
+(``KEEPALIVE_EXPIRY``, under uvicorn's 5 s), and a request that fails on a reused connection
+before any answer came is sent again on a fresh one (``AttemptTrace``).
 
 TLS comes from ``[collector]``: ``ca_file`` and, for mutual TLS, ``client_cert`` + ``client_key``,
 the same for every endpoint and every path. Failures are classified here (``network`` or ``tls``)
@@ -107,6 +111,18 @@ def bind_options(interface: str) -> list[tuple[int, int, bytes]]:
         raise OSError(f"binding to an interface ({interface}) is not supported on this system")
     return [(socket.SOL_SOCKET, SO_BINDTODEVICE, interface.encode() + b"\0")]
 
+
+# A connection idle this long is not reused. uvicorn (the collector) closes one idle for 5 s
+# (``timeout_keep_alive``), counting from when it sent the response, which the agent sees later:
+# reusing a connection near that age sends the request into a socket the server is closing, and
+# it fails with "Broken pipe" or "connection reset". 4 s leaves a second for that difference.
+KEEPALIVE_EXPIRY = 4.0
+KEEPALIVE_CONNECTIONS = 2
+# A request that failed on a reused connection before any answer is sent again, on a fresh one:
+# the server had closed the idle connection (a proxy with a shorter timeout, a restart, a NAT that
+# forgot it). Safe because ingest is idempotent (batches carry boot and sequence). Each failure
+# drops that connection, so one more try than the pool keeps reaches a new connection.
+STALE_RETRIES = KEEPALIVE_CONNECTIONS
 
 # What httpcore may pass as socket options (its own alias is private).
 SocketOption = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
@@ -215,6 +231,9 @@ class BoundBackend(httpcore.AsyncNetworkBackend):
         raise httpcore.ConnectError(_text(failure) if failure else f"no address for {host}") from failure
 
     async def _resolve(self, host: str, port: int, timeout: float | None) -> list[tuple[int, int, int, Any]]:
+        literal = _literal_address(host, port)
+        if literal is not None:  # an address needs no resolver (nor the executor thread it runs on)
+            return literal
         key = (host, port)
         try:
             infos = await asyncio.wait_for(
@@ -240,12 +259,28 @@ class BoundBackend(httpcore.AsyncNetworkBackend):
         await asyncio.sleep(seconds)
 
 
+def _literal_address(host: str, port: int) -> list[tuple[int, int, int, Any]] | None:
+    """``host`` as a connectable address when it is an IPv4/IPv6 literal, else None."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        address = (host, port) if family == socket.AF_INET else (host, port, 0, 0)
+        return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, address)]
+    return None
+
+
 class BoundHTTPTransport(httpx.AsyncHTTPTransport):
     """httpx's transport with its connection pool on ``BoundBackend`` ("" = the default route)."""
 
     def __init__(self, interface: str, context: ssl.SSLContext) -> None:
         super().__init__(verify=context, trust_env=False)
-        limits = httpx.Limits(max_connections=10, max_keepalive_connections=2, keepalive_expiry=5.0)
+        limits = httpx.Limits(
+            max_connections=10,
+            max_keepalive_connections=KEEPALIVE_CONNECTIONS,
+            keepalive_expiry=KEEPALIVE_EXPIRY,
+        )
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=context,
             max_connections=limits.max_connections,
@@ -253,6 +288,28 @@ class BoundHTTPTransport(httpx.AsyncHTTPTransport):
             keepalive_expiry=limits.keepalive_expiry,
             network_backend=BoundBackend(interface),
         )
+
+
+class AttemptTrace:
+    """httpcore's trace of one request: did it open a connection, did the response head arrive?"""
+
+    __slots__ = ("answered", "connected")
+
+    def __init__(self) -> None:
+        self.connected = False
+        self.answered = False
+
+    async def __call__(self, event: str, info: Mapping[str, Any]) -> None:
+        if event.startswith("connection.connect_tcp."):
+            self.connected = True
+        elif event == "http11.receive_response_headers.complete":
+            self.answered = True
+
+    def stale(self, exc: httpx.TransportError) -> bool:
+        """``exc`` came from a reused connection the server had closed: no new connection was made,
+        nothing was answered, and the failure is the socket's (not a timeout: the server may be busy)."""
+        closed = isinstance(exc, (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError))
+        return closed and not self.connected and not self.answered
 
 
 class HttpxTransport:
@@ -319,11 +376,22 @@ class HttpxTransport:
             client = self._client(url, interface)
         except OSError as exc:
             raise RetryableDelivery(url, f"cannot use interface {interface}: {_text(exc)}") from exc
-        try:
-            resp = await client.request(method, url, content=body, headers=dict(headers or {}))
-        except httpx.TransportError as exc:
-            raise RetryableDelivery(url, describe(exc, interface)) from exc
-        return Response(resp.status_code, resp.headers, resp.content)
+        attempt = 0
+        while True:
+            seen = AttemptTrace()
+            try:
+                resp = await client.request(
+                    method, url, content=body, headers=dict(headers or {}), extensions={"trace": seen}
+                )
+            except httpx.TransportError as exc:
+                if attempt < STALE_RETRIES and seen.stale(exc):
+                    attempt += 1
+                    log.debug(
+                        "%s %s: the server had closed the kept-alive connection (%s): again", method, url, exc
+                    )
+                    continue
+                raise RetryableDelivery(url, describe(exc, interface)) from exc
+            return Response(resp.status_code, resp.headers, resp.content)
 
     async def aclose(self) -> None:
         for client in [*self._clients.values(), *self._retired]:

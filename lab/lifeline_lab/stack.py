@@ -201,10 +201,10 @@ def agent_targets(
                            "path": "tunnel"})  # fmt: skip
     out = [{**common, **t} for t in targets]
     if interval >= 1.0 and timeout is None:
-        # At the production schedule, the bursts of deploy/agent.example.toml: 5 echoes to the
-        # internet host and 3 to the CAD host each round (loss is measured, not guessed from one
-        # echo a second), ICMP answered within 500 ms.
-        bursts = {"internet": 5, "cad-icmp": 3}
+        # At the production schedule, the bursts of deploy/agent.example.toml and of a discovered
+        # gateway: 3 echoes to the router, 5 to the internet host and 3 to the CAD host each round
+        # (loss is measured, not guessed from one echo a second), ICMP answered within 500 ms.
+        bursts = {"router": 3, "internet": 5, "cad-icmp": 3}  # the router as discovery probes it
         for t in out:
             if t["name"] in bursts:
                 t.update(count=bursts[t["name"]], spacing=0.02, timeout=0.5)

@@ -7,6 +7,7 @@ Parsing is done over plain data: a dumped nl80211 station reply, or the /proc te
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from lifeline_agent.sources.errors import SourceError, SourceParseError, SourceR
 from lifeline_agent.sources.registry import SourceSpec, register
 
 PROC_NET_WIRELESS = "/proc/net/wireless"
+SYS_CLASS_IEEE80211 = "/sys/class/ieee80211"  # one entry per radio (wiphy) cfg80211 knows
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,17 +133,16 @@ class Nl80211Backend:
             iw.close()
 
     def _dump(self) -> dict[str, list[dict[str, Any]]]:
-        try:
-            from pyroute2.netlink.exceptions import NetlinkError
-        except ImportError as exc:
-            raise SourceUnavailable("pyroute2 is not installed") from exc
         with self._lock:
             if self._iw is None:
                 try:
                     self._iw = self._open_iw()
-                except (NetlinkError, OSError) as exc:  # ENOENT: the kernel has no nl80211 family
+                except OSError as exc:  # ENOENT: the kernel has no nl80211 family
                     raise SourceUnavailable(f"nl80211 not available ({exc})") from exc
             iw = self._iw
+            # Imported only once a radio exists: pyroute2 costs ~8 MB that a laptop without Wi-Fi keeps.
+            from pyroute2.netlink.exceptions import NetlinkError
+
             try:
                 interfaces: dict[str, Any] = iw.get_interfaces_dict()
                 if not interfaces:
@@ -175,12 +176,27 @@ class Nl80211Backend:
         return out
 
 
-def _open_iw() -> Any:
+def _open_iw(radios: str = SYS_CLASS_IEEE80211) -> Any:
+    """pyroute2 ``IW``, imported only when the kernel lists a radio under ``radios``.
+
+    A generic netlink error becomes OSError (ENOENT: no nl80211 family) for ``_dump`` to report.
+    """
+    try:
+        with os.scandir(radios) as entries:
+            present = any(True for _ in entries)
+    except OSError:  # cfg80211 not loaded: the folder is absent
+        present = False
+    if not present:
+        raise SourceUnavailable(f"no wireless interface (no radio in {radios})")
     try:
         from pyroute2 import IW
+        from pyroute2.netlink.exceptions import NetlinkError
     except ImportError as exc:
         raise SourceUnavailable("pyroute2 is not installed") from exc
-    return IW()
+    try:
+        return IW()
+    except NetlinkError as exc:
+        raise OSError(exc.code, os.strerror(exc.code)) from exc
 
 
 class ProcBackend:

@@ -1,30 +1,43 @@
 """Link, address and route changes from the kernel the moment they happen (rtnetlink multicast).
 
-``NetlinkWatcher`` runs one thread that creates its pyroute2 socket, binds the link/address/route
-groups and calls ``get()`` on that same thread (pyroute2's sync API only delivers there). Each
-change becomes a ``NetlinkEvent`` handed to the callback, which the scheduler uses to re-probe at
-once. The kernel removes IPv4 routes on link-down without always saying so, so after every link
-event the watcher re-reads the routing table and reports routes that vanished or appeared
-(``synthesized=True``).
+``NetlinkWatcher`` subscribes a raw ``AF_NETLINK`` socket to the link, address and route groups
+(IPv4 and IPv6) and reads it on one thread. The datagrams are walked with ``struct`` by the same
+small reader the sources use (``sources._nla``, ``sources._netlink``) into the ``msg.dump()``
+shape ``event_from_message`` takes, so no pyroute2 is loaded (it cost ~8 MB of RSS; only a
+watcher of another named namespace, as in the lab tests, has pyroute2 open its socket). Each change
+becomes a ``NetlinkEvent`` handed to the callback, which the scheduler uses to re-probe at once.
+The kernel removes IPv4 routes on link-down without always saying so, so after every link event
+the watcher re-reads the routing table and reports routes that vanished or appeared
+(``synthesized=True``); it does the same for links and routes if the kernel says notifications
+were lost (``ENOBUFS``).
 
 The callback runs on the watcher thread: keep it short (enqueue, set an event) and do not raise.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import errno
 import logging
+import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lifeline_agent.sources._nla import as_int, attr
+from lifeline_agent.sources._netlink import (
+    RTM_GETROUTE,
+    RTMSG,
+    Netlink,
+    link_dump,
+    route_dump,
+)
+from lifeline_agent.sources._nla import as_int, attr, nla_text, split_attrs, split_messages
 from lifeline_agent.sources.base import SourceEvent
-from lifeline_agent.sources.errors import SourceUnavailable
+from lifeline_agent.sources.errors import SourceError, SourceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -140,20 +153,105 @@ def _route_event(
     )
 
 
+# --- raw rtnetlink multicast ---------------------------------------------------------------------------
+
+# The legacy group bit masks of <linux/rtnetlink.h> that bind() takes.
+RTMGRP_LINK = 0x1
+RTMGRP_IPV4_IFADDR = 0x10
+RTMGRP_IPV4_ROUTE = 0x40
+RTMGRP_IPV6_IFADDR = 0x100
+RTMGRP_IPV6_ROUTE = 0x400
+GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
+RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, RTM_DELROUTE = 16, 17, 20, 21, 24, 25
+MESSAGE_NAMES: dict[int, str] = {
+    RTM_NEWLINK: "RTM_NEWLINK",
+    RTM_DELLINK: "RTM_DELLINK",
+    RTM_NEWADDR: "RTM_NEWADDR",
+    RTM_DELADDR: "RTM_DELADDR",
+    RTM_NEWROUTE: "RTM_NEWROUTE",
+    RTM_DELROUTE: "RTM_DELROUTE",
+}
+IFADDRMSG = struct.Struct("=BBBBI")  # family, prefix length, flags, scope, index
+IFA_ADDRESS, IFA_LOCAL, IFA_LABEL = 1, 2, 3
+RECV = 1 << 16  # the kernel sends one message per multicast datagram (a link message is ~1.5 KB)
+RCVBUF = 1 << 20  # room for a burst (a dock, a VPN coming up) while the thread re-reads the routes
+
+
+def address_dump(payload: memoryview) -> dict[str, Any]:
+    """A raw RTM_NEWADDR/RTM_DELADDR → the ``msg.dump()`` shape of the attributes the watcher reads."""
+    family, prefixlen, flags, scope, index = IFADDRMSG.unpack_from(payload)
+    found = split_attrs(payload, IFADDRMSG.size)
+    attrs: list[list[Any]] = []
+    for code, name in ((IFA_ADDRESS, "IFA_ADDRESS"), (IFA_LOCAL, "IFA_LOCAL")):
+        if (value := found.get(code)) is not None and family in _FAMILIES:
+            attrs.append([name, socket.inet_ntop(family, bytes(value))])
+    if (label := found.get(IFA_LABEL)) is not None:
+        attrs.append(["IFA_LABEL", nla_text(label)])
+    return {
+        "family": family,
+        "prefixlen": prefixlen,
+        "flags": flags,
+        "scope": scope,
+        "index": index,
+        "attrs": attrs,
+    }
+
+
+def decode_message(kind: int, payload: memoryview) -> dict[str, Any] | None:
+    """One raw rtnetlink message → its ``msg.dump()`` shape with ``event`` set; None for other types.
+
+    Raises ValueError for a message too short for its header or with an address of the wrong size.
+    """
+    name = MESSAGE_NAMES.get(kind)
+    if name is None:
+        return None
+    try:
+        if kind in (RTM_NEWLINK, RTM_DELLINK):
+            dumped = link_dump(payload)
+        elif kind in (RTM_NEWADDR, RTM_DELADDR):
+            dumped = address_dump(payload)
+        else:
+            dumped = route_dump(payload)
+    except struct.error as exc:
+        raise ValueError(f"{name} of {len(payload)} bytes: {exc}") from exc
+    dumped["event"] = name
+    return dumped
+
+
+class _Tables(Netlink):
+    """Dumps of links and routes over one kept rtnetlink socket (inside ``netns`` if given)."""
+
+    def new_socket(self) -> socket.socket:
+        """A fresh, unbound rtnetlink socket in the same namespace (for the multicast subscription)."""
+        return self._open()
+
+    def link_dumps(self) -> list[dict[str, Any]]:
+        return self._dump_links()
+
+    def route_keys(self) -> set[RouteKey]:
+        every = RTMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0, 0, 0, 0, 0)
+        keys: set[RouteKey] = set()
+        for payload in self._dump(RTM_GETROUTE, every, "route dump"):
+            dumped = route_dump(payload)
+            if dumped["family"] in _FAMILIES and (key := route_key(dumped)) is not None:
+                keys.add(key)
+        return keys
+
+
 class NetlinkWatcher:
     """Watches rtnetlink on a dedicated thread; ``start()`` returns once subscribed.
 
-    The thread runs its own asyncio loop with pyroute2's ``AsyncIPRoute``: the sync API reads
-    several datagrams per call and queues them inside pyroute2, where ``select()`` cannot see them.
+    ``start()`` subscribes first and dumps the links and routes after, so no change falls between
+    the two; the thread then waits on the subscription and on a wake-up socket ``stop()`` writes to.
     """
 
     def __init__(self, callback: Callable[[NetlinkEvent], None], *, netns: str | None = None) -> None:
         self.callback = callback
         self.netns = netns
         self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
+        self._events: socket.socket | None = None
+        self._tables: _Tables | None = None
+        self._wake: tuple[socket.socket, socket.socket] | None = None
         self.error = ""
         self._names: dict[int, str] = {}
         self._links: dict[int, LinkStateKey] = {}
@@ -163,25 +261,42 @@ class NetlinkWatcher:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, timeout: float = 5.0) -> None:
-        if self._thread is not None:
+    def start(self) -> None:
+        """Subscribe, learn the current links and routes, start the thread; SourceUnavailable if
+        rtnetlink cannot be used (each datagram of the start-up dumps waits at most 2 s)."""
+        if self._thread is not None or self._events is not None:
             raise RuntimeError("watcher already started")
-        self._thread = threading.Thread(target=self._run, name="lifeline-netlink", daemon=True)
+        where = f" in netns {self.netns}" if self.netns else ""
+        tables = self._tables = _Tables(self.netns)
+        try:
+            events = self._events = tables.new_socket()
+            _enlarge_receive_buffer(events)
+            events.bind((0, GROUPS))
+            for dumped in tables.link_dumps():
+                index = as_int(dumped.get("index")) or 0
+                self._names[index] = str(attr(dumped, "IFLA_IFNAME") or "")
+                self._links[index] = link_state(dumped)
+            self._routes = tables.route_keys()
+            self._wake = socket.socketpair()
+        except (OSError, SourceError) as exc:
+            reason = exc.reason if isinstance(exc, SourceError) else (exc.strerror or str(exc))
+            self.error = f"netlink watcher{where}: {reason}"
+            self._close()
+            raise SourceUnavailable(self.error) from exc
+        self._thread = threading.Thread(
+            target=self._run, args=(events, self._wake[0]), name="lifeline-netlink", daemon=True
+        )
         self._thread.start()
-        if not self._ready.wait(timeout):
-            self.stop()
-            raise SourceUnavailable(f"netlink watcher did not subscribe within {timeout:g}s")
-        if self.error:
-            self.stop()
-            raise SourceUnavailable(self.error)
 
     def stop(self, timeout: float = 5.0) -> None:
-        loop, stopping = self._loop, self._stopping
-        if loop is not None and stopping is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop finished between the check and the call
-                loop.call_soon_threadsafe(stopping.set)
+        wake = self._wake
+        if wake is not None:
+            with contextlib.suppress(OSError):  # already closed: the thread has ended
+                wake[1].send(b"x")
         if self._thread is not None:
             self._thread.join(timeout)
+        if not self.running:
+            self._close()
 
     def __enter__(self) -> NetlinkWatcher:
         self.start()
@@ -190,80 +305,44 @@ class NetlinkWatcher:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        finally:
-            self._ready.set()
+    def _close(self) -> None:
+        for sock in (self._events, *(self._wake or ())):
+            if sock is not None:
+                sock.close()
+        self._events = None
+        self._wake = None
+        if self._tables is not None:
+            self._tables.close()
+            self._tables = None
 
-    def _open(self) -> Any:
-        from pyroute2 import AsyncIPRoute
-
-        return AsyncIPRoute(netns=self.netns, flags=0) if self.netns else AsyncIPRoute()
-
-    async def _main(self) -> None:
-        from pyroute2.netlink.exceptions import NetlinkError
-        from pyroute2.netlink.rtnl import (
-            RTMGRP_IPV4_IFADDR,
-            RTMGRP_IPV4_ROUTE,
-            RTMGRP_IPV6_IFADDR,
-            RTMGRP_IPV6_ROUTE,
-            RTMGRP_LINK,
-        )
-
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
-        events = dumps = None
-        try:
-            events, dumps = self._open(), self._open()
-            await events.bind(
-                groups=RTMGRP_LINK
-                | RTMGRP_IPV4_IFADDR
-                | RTMGRP_IPV6_IFADDR
-                | RTMGRP_IPV4_ROUTE
-                | RTMGRP_IPV6_ROUTE
-            )
-            async for m in await dumps.get_links():
-                self._names[m["index"]] = m.get_attr("IFLA_IFNAME")
-                self._links[m["index"]] = link_state(m.dump())
-            self._routes = await self._dump_routes(dumps)
-        except (NetlinkError, OSError) as exc:
-            self.error = f"netlink watcher{f' in netns {self.netns}' if self.netns else ''}: {exc}"
-            for sock in (events, dumps):
-                if sock is not None:
-                    sock.close()
-            return
-        self._ready.set()
-        pump = asyncio.ensure_future(self._pump(events, dumps))
-        stop = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({pump, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (pump, stop):
-                task.cancel()
-            await asyncio.gather(pump, stop, return_exceptions=True)
-            events.close()
-            dumps.close()
-        failure = pump.exception() if pump.done() and not pump.cancelled() else None
-        if failure is not None:
-            raise failure  # a bug in the handler or the callback: visible through threading.excepthook
-
-    async def _pump(self, events: Any, dumps: Any) -> None:
+    def _run(self, events: socket.socket, wake: socket.socket) -> None:
         while True:
-            async for m in events.get():
-                await self._handle(m.dump() | {"event": m.get("event")}, dumps)
+            readable, _, _ = select.select([events, wake], [], [])
+            if wake in readable:
+                return
+            try:
+                data = events.recv(RECV)
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:  # the kernel dropped notifications: look again
+                    log.warning("netlink notifications were lost (receive buffer full): re-reading")
+                    self._resync(time.time())
+                    continue
+                self.error = f"netlink watcher: {exc.strerror or exc}"
+                log.error("%s; no more link, address or route events", self.error)
+                return
+            self._datagram(data, time.time())
 
-    async def _dump_routes(self, dumps: Any) -> set[RouteKey]:
-        keys: set[RouteKey] = set()
-        for family in (socket.AF_INET, socket.AF_INET6):
-            async for m in await dumps.get_routes(family=family):
-                key = route_key(m.dump())
-                if key is not None:
-                    keys.add(key)
-        return keys
+    def _datagram(self, data: bytes, now: float) -> None:
+        try:
+            messages = [decode_message(kind, payload) for kind, _flags, _seq, payload in split_messages(data)]
+        except ValueError as exc:  # a truncated message: the kernel never sends one, so say so
+            log.warning("netlink: undecodable notification skipped: %s", exc)
+            return
+        for msg in messages:
+            if msg is not None:
+                self._handle(msg, now)
 
-    async def _handle(self, msg: dict[str, Any], dumps: Any) -> None:
-        now = time.time()
+    def _handle(self, msg: dict[str, Any], now: float) -> None:
         kind = msg.get("event")
         index = as_int(msg.get("index")) or 0
         if kind == "RTM_NEWLINK":
@@ -286,11 +365,61 @@ class NetlinkWatcher:
         self.callback(event)
         if event.kind == "link":
             # The kernel drops IPv4 routes on link-down without always announcing it: look.
-            current = await self._dump_routes(dumps)
-            for key in sorted(self._routes - current):
-                self.callback(_route_event(key, "removed", self._names, now, True))
-            for key in sorted(current - self._routes):
-                self.callback(_route_event(key, "added", self._names, now, True))
-            self._routes = current
+            self._compare_routes(now)
         if kind == "RTM_DELLINK":
             self._names.pop(index, None)
+
+    def _compare_routes(self, now: float) -> None:
+        """Report routes that appeared or vanished since the last look (``synthesized``)."""
+        assert self._tables is not None
+        try:
+            current = self._tables.route_keys()
+        except SourceError as exc:  # the next link event looks again
+            log.warning("netlink watcher: routes not re-read: %s", exc.reason)
+            return
+        for key in sorted(self._routes - current):
+            self.callback(_route_event(key, "removed", self._names, now, True))
+        for key in sorted(current - self._routes):
+            self.callback(_route_event(key, "added", self._names, now, True))
+        self._routes = current
+
+    def _resync(self, now: float) -> None:
+        """After lost notifications: report every link whose state changed, then the routes."""
+        assert self._tables is not None
+        try:
+            dumped = self._tables.link_dumps()
+        except SourceError as exc:
+            log.warning("netlink watcher: links not re-read: %s", exc.reason)
+            return
+        seen: set[int] = set()
+        for link in dumped:
+            index = as_int(link.get("index")) or 0
+            seen.add(index)
+            self._names[index] = str(attr(link, "IFLA_IFNAME") or self._names.get(index, ""))
+            state = link_state(link)
+            if self._links.get(index) != state:
+                self._links[index] = state
+                event = event_from_message(link | {"event": "RTM_NEWLINK"}, self._names, now)
+                if event is not None:
+                    self.callback(_synthesized(event))
+        for index in sorted(self._links.keys() - seen):
+            del self._links[index]
+            gone = {"event": "RTM_DELLINK", "index": index, "flags": 0, "attrs": []}
+            event = event_from_message(gone, self._names, now)
+            if event is not None:
+                self.callback(_synthesized(event))
+            self._names.pop(index, None)
+        self._compare_routes(now)
+
+
+def _synthesized(event: NetlinkEvent) -> NetlinkEvent:
+    return NetlinkEvent(event.kind, event.action, event.interface, event.attributes, event.ts, True)
+
+
+def _enlarge_receive_buffer(sock: socket.socket) -> None:
+    """Make room for bursts: SO_RCVBUFFORCE passes the system limit where the agent may (CAP_NET_ADMIN)."""
+    force = getattr(socket, "SO_RCVBUFFORCE", 33)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, force, RCVBUF)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)

@@ -177,3 +177,15 @@ def test_nl80211_without_the_kernel_family_is_unavailable() -> None:
     availability = WifiSource([Nl80211Backend(no_family)]).available()
     assert not availability.ok
     assert "nl80211 not available" in availability.reason
+
+
+def test_without_a_radio_nl80211_is_unavailable_before_pyroute2_is_asked(tmp_path: Path) -> None:
+    from lifeline_agent.sources.errors import SourceUnavailable
+    from lifeline_agent.sources.wifi import _open_iw
+
+    with pytest.raises(SourceUnavailable, match=r"no wireless interface \(no radio in .*\)"):
+        _open_iw(str(tmp_path))  # cfg80211 loaded, no wiphy
+    absent = str(tmp_path / "ieee80211")  # cfg80211 not loaded at all
+    availability = WifiSource([Nl80211Backend(lambda: _open_iw(absent))]).available()
+    assert not availability.ok
+    assert availability.reason == f"nl80211: no wireless interface (no radio in {absent})"
