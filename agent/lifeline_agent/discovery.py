@@ -38,6 +38,7 @@ class Gateway:
 
 GATEWAY_BURST_MIN_INTERVAL = 0.6  # below this a burst and its timeout do not fit the interval
 
+
 def parse_proc_route(text: str) -> list[Gateway]:
     """Default routes with a gateway, lowest metric first (one per interface)."""
     found: dict[str, Gateway] = {}
