@@ -103,6 +103,9 @@ class Run:
         return seen.most_common(1)[0][0] if seen else "none"
 
 
+WATCHED_LAYERS = ("router", "internet", "vpn", "cad")  # whose words --log prints as they change
+
+
 class Sampler:
     """Polls the agent's status.json for its verdict, and Prometheus for firing alerts."""
 
@@ -111,6 +114,7 @@ class Sampler:
         self.conventional = conventional
         self.interval = interval
         self.samples: list[tuple[float, str, str]] = []
+        self.layer_words: list[tuple[float, str]] = []  # (t, every layer's reason) when they change
         self.prometheus_firing: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="verdict-sampler", daemon=True)
@@ -127,7 +131,17 @@ class Sampler:
         while not self._stop.wait(self.interval):
             current = self.stack.assessment()
             if current is not None:
-                self.samples.append((time.time(), str(current["verdict_layer"]), str(current["verdict"])))
+                now = time.time()
+                self.samples.append((now, str(current["verdict_layer"]), str(current["verdict"])))
+                layers = current.get("layers")
+                if isinstance(layers, list):
+                    words = "; ".join(
+                        f"{item.get('layer')} {item.get('state')}: {item.get('reason')}"
+                        for item in layers
+                        if isinstance(item, dict) and item.get("layer") in WATCHED_LAYERS
+                    )
+                    if not self.layer_words or self.layer_words[-1][1] != words:
+                        self.layer_words.append((now, words))
             if self.conventional.firing():
                 self.prometheus_firing.append(time.time())
 
@@ -201,6 +215,7 @@ def run_one(
         ):
             time.sleep(0.5)
         run.verdicts = list(sampler.samples)
+        layer_words = list(sampler.layer_words)
         run.prometheus_firing = list(sampler.prometheus_firing)
     run.lifeline = lifeline.receiver.notifications(via=lifeline_via, since=started)
     run.conventional = lifeline.receiver.notifications(via=conventional_via, since=started)
@@ -214,6 +229,8 @@ def run_one(
         for n in run.lifeline:
             what = n.labels.get("layer") or n.labels.get("target") or ""
             emit(f"[{n.at - run.cut_at:+6.1f}s] {n.status} {n.name}/{what} ({n.severity})")
+        for t, words in layer_words:
+            emit(f"[{t - run.cut_at:+6.1f}s] layers {words}")
     run.pulls_link = any(s.impairment is not None and s.impairment.kind in NETLINK_KINDS for s in impairing)
     if run.pulls_link:
         cut_ms = int(run.cut_at * 1000) - 200
