@@ -15,17 +15,15 @@ from typing import Any
 
 import pytest
 
-from lifeline_lab import impair, scenario
+from lifeline_lab import scenario
 from lifeline_lab.stack import (
     LifelineStack,
     Notification,
-    WebhookReceiver,
     agent_targets,
     cad_losses,
-    healthy_fixtures,
     wait_until,
 )
-from lifeline_lab.testing import lab_fixture
+from lifeline_lab.testing import lab_fixture, lifeline_stack, repair_afterwards
 from lifeline_lab.topology import Lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.system, pytest.mark.slow]
@@ -36,26 +34,16 @@ INTERVAL = 1.0
 
 @pytest.fixture(scope="module")
 def stack(alert_lab: Lab) -> Iterator[LifelineStack]:
-    receiver = WebhookReceiver([alert_lab.ns("vpnhub")])
-    lifeline = LifelineStack(alert_lab, receiver)
-    try:
-        healthy_fixtures(alert_lab)
-        lifeline.start_collector()
+    with lifeline_stack(alert_lab) as lifeline:
         yield lifeline
-    finally:
-        lifeline.close()
-        receiver.close()
 
 
 @pytest.fixture
 def agent(stack: LifelineStack) -> Iterator[LifelineStack]:
-    stack.start_agent(agent_targets(interval=INTERVAL))
-    stack.wait_healthy()
-    try:
+    with repair_afterwards(stack):
+        stack.start_agent(agent_targets(interval=INTERVAL))
+        stack.wait_healthy()
         yield stack
-    finally:
-        impair.clear(stack.lab)
-        stack.stop_agent()
 
 
 def play(stack: LifelineStack, timeline: dict[str, Any]) -> float:
