@@ -150,6 +150,7 @@ class HealthModel:
         self._facts: dict[str, tuple[float, Facts]] = {}
         self._wifi_history: deque[tuple[float, float]] = deque()
         self._held = Held()
+        self._power_out_at: float | None = None  # the last time the laptop was on battery
         self._upstream_failing: dict[str, float] = {}  # layer → last time a layer before it was failing
         start = clock.monotonic()
         self._trackers = {layer: Hysteresis(since=start) for layer in LAYERS}
@@ -286,6 +287,12 @@ class HealthModel:
             if raw["power"].state == "ok" and home_down:
                 # Unplugged at the moment the home network went: the mains are out, not the cable.
                 raw["power"] = Finding("degraded", "on battery — home power out", "power")
+        if power is not None and power.on_ac is False:
+            self._power_out_at = now
+        elif raw["power"] is not None and raw["power"].state == "ok" and self._cut_by_power():
+            # The mains are back but the router is still booting: what it took down is still the
+            # power cut's doing, not a new failure of its own (and not worth a second page).
+            raw["power"] = Finding("degraded", "home power back, the home network still coming up", "power")
         changes: list[tuple[str, str, str]] = []
         for layer in LAYERS:
             if layer == "vpn" and raw["vpn"] is None:
@@ -309,7 +316,8 @@ class HealthModel:
         )
         states = {s.layer: s for s in statuses}
         power_out = power is not None and power.on_ac is False
-        verdict_layer, verdict = self._verdict(states, on_backup, power_out)
+        power_cut = power_out or self._cut_by_power()
+        verdict_layer, verdict = self._verdict(states, on_backup, power_out, power_cut)
 
         backup_series = [s for s in by_layer["backup"] if not s.stale(now)]
         backup_state = states["backup"].state
@@ -442,6 +450,14 @@ class HealthModel:
         loss = loss_view(live, now - self.thresholds.loss_window)
         return Finding("degraded", f"{SUBJECTS[layer]} losing packets ({pct(loss.ratio)})", "loss")
 
+    def _cut_by_power(self) -> bool:
+        """A layer of the home side failed while the mains were out and has not come back yet."""
+        out_at = self._power_out_at
+        return out_at is not None and any(
+            self._trackers[layer].state == "failed" and self._trackers[layer].since <= out_at
+            for layer in NETWORK
+        )
+
     def _recently_failing(self, series: list[TargetSeries], now: float) -> bool:
         """A layer's probes started failing lately (an older failure that never reached the fail
         hold — a slow probe interval — must not hold the layers behind it forever)."""
@@ -474,7 +490,10 @@ class HealthModel:
             # loss that led there (it answered in between) still belongs to the home network.
             live = [s for s in by_layer["router"] if not s.stale(now)]
             loss = loss_view(live, now - th.loss_window)
-            lossy = loss.ratio >= th.loss_degraded
+            # Partial loss: some echoes of a round lost, or loss in three bursts or more with
+            # answers between them (two outages in a minute are two outages, not a lossy link).
+            partial = loss.partial_seconds > 0 or loss.episodes >= 3
+            lossy = partial and loss.ratio >= th.loss_degraded
             if lossy and loss.sustained(tu.min_loss_rounds, tu.min_loss_episodes, tu.spike_max):
                 moved = Finding("degraded", f"{SUBJECTS['link']} losing packets ({pct(loss.ratio)})", "loss")
                 found["link"] = worst(found["link"], moved)
@@ -539,7 +558,9 @@ class HealthModel:
         # Anything answering beyond the tunnel proves the tunnel carries traffic.
         return Finding("ok", "carries traffic (judged from the agency side)")
 
-    def _verdict(self, states: dict[str, LayerStatus], on_backup: bool, power_out: bool) -> tuple[str, str]:
+    def _verdict(
+        self, states: dict[str, LayerStatus], on_backup: bool, power_out: bool, power_cut: bool
+    ) -> tuple[str, str]:
         chain = [states[layer] for layer in CHAIN]
         failed = next((s for s in chain if s.state == "failed"), None)
         degraded = next((s for s in chain if s.state == "degraded"), None)
@@ -553,10 +574,10 @@ class HealthModel:
             cause = self._trackers[degraded.layer].cause
             # Loss or a weak radio earlier on the way explains the failure further along; the home
             # power going out explains the home network, router and ISP link going with it.
-            # (Power only while the laptop is on battery now: once the mains are back, a layer
-            # still coming up is its own story, though "power" holds its recovery hold.)
+            # (Power only while the laptop is on battery, or for what failed while it was: once
+            # the mains are back, a layer that fails anew is its own story.)
             explains = cause in ("loss", "silent", "signal") or (
-                cause == "power" and power_out and failed.layer in NETWORK
+                cause == "power" and power_cut and failed.layer in NETWORK
             )
             if explains:
                 pick = degraded

@@ -157,15 +157,25 @@ def test_home_power_out_names_power_not_the_dead_router(position: Callable[..., 
     assert run[-1].layer("router").state == "failed"
 
 
-def test_power_back_explains_nothing_while_its_state_recovers(position: Callable[..., Position]) -> None:
+def test_what_the_power_cut_took_down_stays_its_doing_until_it_is_back(
+    position: Callable[..., Position],
+) -> None:
+    """The mains come back while the router still boots: still the power cut's doing (one page,
+    not a new "router" one); once the router is back, a new router failure is the router's."""
     pos = position()
     pos.facts["power"] = PowerFacts(on_ac=False, percent=90.0)
     pos.cond("router").down = True
     assert pos.run(6)[-1].verdict_layer == "power"
     pos.facts["power"] = PowerFacts(on_ac=True, percent=90.0)  # mains back; the router still boots
-    a = pos.run(3)[-1]
-    assert a.layer("power").state == "degraded"  # a better state waits for the recovery hold …
-    assert a.verdict == "home router unreachable"  # … but no longer explains the router
+    booting = pos.run(20)
+    assert {a.verdict_layer for a in booting} == {"power"}
+    assert booting[-1].verdict == "home power back, the home network still coming up; home router unreachable"
+    pos.cond("router").down = False
+    pos.run(25)  # the router answers again; every layer recovers after its hold
+    assert pos.history[-1].verdict == "healthy"
+    pos.cond("router").down = True  # a new failure, mains on all along
+    a = pos.run(5)[-1]
+    assert (a.verdict_layer, a.verdict) == ("router", "home router unreachable")
 
 
 def test_on_battery_is_added_to_a_failure_it_does_not_explain(position: Callable[..., Position]) -> None:
