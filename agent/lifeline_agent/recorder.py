@@ -32,16 +32,14 @@ class Recorder:
         self._samples: list[Sample] = []
         self._events: list[Event] = []
         self._latest: dict[SeriesKey, float] = {}
-        self._label_sets: dict[str, frozenset[str]] = {}  # a metric's declared labels, as a set
+        # Each metric's declared labels, as a set (built once: the catalog does not change).
+        self._label_sets = {name: frozenset(spec.labels) for name, spec in catalog.items()}
 
     def validate(self, name: str, labels: Mapping[str, str]) -> MetricSpec:
         spec = self._catalog.get(name)
         if spec is None:
             raise ValueError(f"metric {name!r} is not in the catalog")
-        declared = self._label_sets.get(name)
-        if declared is None:
-            declared = self._label_sets[name] = frozenset(spec.labels)
-        if labels.keys() != declared:
+        if labels.keys() != self._label_sets[name]:
             raise ValueError(f"metric {name!r} takes labels {sorted(spec.labels)}, got {sorted(labels)}")
         for key, value in labels.items():
             if not isinstance(value, str):

@@ -397,13 +397,7 @@ class Shipper:
                 self.paths.failed(route, _failure_text(exc, kind))
                 continue
             except RefusedDelivery as exc:
-                self._note_failure(exc)
-                self.paths.failed(
-                    route,
-                    f"collector refused the request (HTTP {exc.status}: {exc.reason}); batches kept, "
-                    f"not retried on this path for {self.refused_pause:.0f}s",
-                    cooldown=self.refused_pause,
-                )
+                self._refused(route, exc)
                 continue
             self.paths.succeeded(route)
             return Outcome(progressed=done > 0)
@@ -440,13 +434,7 @@ class Shipper:
                         self.paths.succeeded(route)
                         return Outcome(progressed=task.result() > 0)
                     if isinstance(exc, RefusedDelivery):
-                        self._note_failure(exc)
-                        self.paths.failed(
-                            route,
-                            f"collector refused the request (HTTP {exc.status}: {exc.reason}); batches"
-                            f" kept, not retried on this path for {self.refused_pause:.0f}s",
-                            cooldown=self.refused_pause,
-                        )
+                        self._refused(route, exc)
                     elif isinstance(exc, RetryableDelivery):
                         self.paths.failed(route, _failure_text(exc, self._note_failure(exc)))
                     else:
@@ -458,6 +446,16 @@ class Shipper:
         wait = self.paths.earliest_ready()
         self._blocked(wait)
         return Outcome(wait=max(wait, 0.01))
+
+    def _refused(self, route: Route, exc: RefusedDelivery) -> None:
+        """A 4xx the collector will answer again: keep the batches, rest this path a while."""
+        self._note_failure(exc)
+        self.paths.failed(
+            route,
+            f"collector refused the request (HTTP {exc.status}: {exc.reason}); batches kept, "
+            f"not retried on this path for {self.refused_pause:.0f}s",
+            cooldown=self.refused_pause,
+        )
 
     def _blocked(self, wait: float) -> None:
         if self._blocked_since is None:

@@ -35,6 +35,7 @@ import httpx
 from lifeline_agent import __version__
 from lifeline_agent.config import CollectorSection
 from lifeline_agent.errors import RetryableDelivery
+from lifeline_agent.probes.base import numeric_address
 
 log = logging.getLogger(__name__)
 
@@ -261,14 +262,12 @@ class BoundBackend(httpcore.AsyncNetworkBackend):
 
 def _literal_address(host: str, port: int) -> list[tuple[int, int, int, Any]] | None:
     """``host`` as a connectable address when it is an IPv4/IPv6 literal, else None."""
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-        except OSError:
-            continue
-        address = (host, port) if family == socket.AF_INET else (host, port, 0, 0)
-        return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, address)]
-    return None
+    numeric = numeric_address(host, socket.AF_UNSPEC)
+    if numeric is None:
+        return None
+    family = numeric[0]
+    address = (host, port) if family == socket.AF_INET else (host, port, 0, 0)
+    return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, address)]
 
 
 class BoundHTTPTransport(httpx.AsyncHTTPTransport):

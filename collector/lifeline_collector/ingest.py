@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from itertools import compress
@@ -31,17 +30,6 @@ from lifeline_collector.errors import StoreError
 from lifeline_collector.fleet import AgentView, Fleet, Point, SeriesKey, SeriesState
 from lifeline_collector.stats import Stats
 from lifeline_collector.store import AgentRow, BatchRow, SeqTotals, Store, labels_key
-from lifeline_wire import (
-    SCHEMA_VERSION,
-    Batch,
-    Envelope,
-    Event,
-    IngestResponse,
-    ItemResult,
-    WireError,
-    decode_envelope,
-    encode,
-)
 from lifeline_wire.catalog import CATALOG
 from lifeline_wire.catalog import collector as collector_catalog
 from lifeline_wire.schema import (
@@ -49,10 +37,20 @@ from lifeline_wire.schema import (
     MAX_EVENTS_PER_BATCH,
     MAX_LABELS,
     MAX_SAMPLES_PER_BATCH,
+    NON_FINITE,
+    SCHEMA_VERSION,
+    Batch,
+    Envelope,
+    Event,
     Identifier,
+    IngestResponse,
+    ItemResult,
     ItemStatus,
     NonFinite,
     TimestampMs,
+    WireError,
+    decode_envelope,
+    encode,
 )
 
 log = logging.getLogger("lifeline_collector.ingest")
@@ -134,7 +132,6 @@ _labels_decoder = msgspec.json.Decoder(
 _NAME = attrgetter("name")
 _LABELS = attrgetter("labels")
 _TS = attrgetter("ts_ms")
-_NON_FINITE: dict[str, float] = {"+Inf": math.inf, "-Inf": -math.inf, "NaN": math.nan}
 
 SERIES_INFO_CACHE_SIZE = 65_536
 _series_infos: dict[tuple[str, bytes], tuple[SeriesKey, dict[str, str]] | None] = {}
@@ -162,7 +159,7 @@ def _series_info(name: str, raw: bytes) -> tuple[SeriesKey, dict[str, str]] | No
 
 
 def _number(value: float | str) -> float:
-    return _NON_FINITE[value] if isinstance(value, str) else value
+    return NON_FINITE[value] if isinstance(value, str) else value
 
 
 @dataclass(slots=True)
@@ -211,7 +208,7 @@ def prepare_fast(agent: AgentRow, body: bytes) -> Pending | None:
         stamps = list(map(_TS, batch_samples))
         low, high = (min(stamps), max(stamps)) if stamps else (None, None)
         rows.append((index, BatchRow.make(batch, batch.samples, len(stamps), low, high)))
-        samples = batch_samples if index == 0 else samples + batch_samples
+        samples += batch_samples
     # Per sample only C loops (map, zip, sorted, dict) below; Python runs per series.
     keys = list(zip(map(_NAME, samples), map(bytes, map(_LABELS, samples)), strict=True))
     times = list(map(_TS, samples))

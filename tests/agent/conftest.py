@@ -13,9 +13,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+# Helper modules shared by the agent tests (importable as top-level modules under importlib mode).
+sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
 
 from lifeline_wire import Batch, IngestResponse, ItemResult, decode_envelope, encode
 

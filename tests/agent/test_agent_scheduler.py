@@ -163,13 +163,28 @@ def test_a_poked_target_goes_back_to_the_grid() -> None:
 
     async def main() -> None:
         scheduler = Scheduler(targets, runner, rng=random.Random(7))
+        ticks: list[float] = []  # every tick the scheduler chose, in order
+        choose = scheduler._tick
+
+        def recording(interval: float, after: float) -> float:
+            ticks.append(choose(interval, after))
+            return ticks[-1]
+
+        scheduler._tick = recording  # type: ignore[method-assign]
         task = asyncio.create_task(scheduler.run())
         await asyncio.sleep(0.05)
+        assert len(ticks) == 2
+        assert ticks[0] == ticks[1]
         probe.ran.clear()
         scheduler.poke(["a"])
         await asyncio.wait_for(probe.ran.wait(), timeout=10)
         await asyncio.sleep(0.05)
         assert probe.calls == 1  # only the poked target, once, then it waits for the shared tick
+        # … a tick of the same grid: whole intervals after the first, not "now + interval".
+        assert len(ticks) == 3
+        steps = (ticks[2] - ticks[0]) / 3600.0
+        assert steps >= 0
+        assert steps == pytest.approx(round(steps), abs=1e-9)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -22,7 +22,7 @@ CAD = {"target": "cad", "role": "cad", "path": "tunnel", "kind": "tcp"}
 AGENT = AgentRow("pos-1", "", "", MS, None, None, None)
 
 
-def body(*batches: Batch, agent: str = "pos-1", version: int = 1) -> bytes:
+def body(*batches: Batch, version: int = 1) -> bytes:
     return encode(Envelope(version=version, batches=list(batches), sent_ms=MS, site="north", position="1"))
 
 

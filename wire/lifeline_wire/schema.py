@@ -36,7 +36,7 @@ Identifier = Annotated[str, msgspec.Meta(pattern=ID_RE)]
 TimestampMs = Annotated[int, msgspec.Meta(ge=1_000_000_000_000, lt=10_000_000_000_000)]
 EventAttr = str | int | float | bool
 NonFinite = Literal["+Inf", "-Inf", "NaN"]
-_NON_FINITE: Final = {"+Inf": math.inf, "-Inf": -math.inf, "NaN": math.nan}
+NON_FINITE: Final = {"+Inf": math.inf, "-Inf": -math.inf, "NaN": math.nan}  # the wire's spellings
 
 # Sample names and label names are checked in ``Sample.__post_init__`` against the patterns above,
 # remembering the names that passed: a collector decodes ~340 samples per batch, thousands of
@@ -102,7 +102,7 @@ class Sample(msgspec.Struct, frozen=True, forbid_unknown_fields=True, array_like
     @property
     def number(self) -> float:
         """The value as a float, whatever its spelling on the wire."""
-        return _NON_FINITE[self.value] if isinstance(self.value, str) else float(self.value)
+        return NON_FINITE[self.value] if isinstance(self.value, str) else float(self.value)
 
 
 class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -214,11 +214,9 @@ class HealthModel:
         now = self.clock.monotonic()
         times = []
         for s in self._series.values():
-            last = s.last
-            if last is None or last.success or s.stale(now):
-                continue
-            due = last.began + s.target.interval + (s.target.count - 1) * s.target.spacing
-            times.append(due + overdue_margin(s, now, self.tuning) + 0.01)
+            at = None if s.stale(now) else s.overdue_at(overdue_margin(s, now, self.tuning))
+            if at is not None:
+                times.append(at + 0.01)
         return min(times, default=None)
 
     # --- output ------------------------------------------------------------------------------

@@ -107,16 +107,25 @@ class TargetSeries:
         timeout sooner. An answer resets it all.
         """
         last = self.last
-        if last is None or last.success or self.streak == 0:
+        overdue_at = self.overdue_at(margin)
+        if last is None or overdue_at is None:
             return 0, 0.0
         since = -math.inf if not_before is None else not_before
         starts = [r.began for r in itertools.islice(reversed(self.rounds), self.streak) if r.began >= since]
         due = last.began + self.target.interval
-        if now >= due + (self.target.count - 1) * self.target.spacing + margin and due >= since:
+        if now >= overdue_at and due >= since:
             starts.append(due)
         if not starts:
             return 0, 0.0
         return len(starts), max(starts) - min(starts)
+
+    def overdue_at(self, margin: float) -> float | None:
+        """While failing: when the round after the last one is ``margin`` past its due answer
+        (one interval after the last round began, plus its burst); None when the last worked."""
+        last = self.last
+        if last is None or last.success or self.streak == 0:
+            return None
+        return last.began + self.target.interval + (self.target.count - 1) * self.target.spacing + margin
 
     def failed_since(self) -> float | None:
         """When the first round of the current run of failures began (None when the last worked)."""

@@ -25,7 +25,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lifeline_agent.sources._netlink import (
@@ -401,19 +401,15 @@ class NetlinkWatcher:
                 self._links[index] = state
                 event = event_from_message(link | {"event": "RTM_NEWLINK"}, self._names, now)
                 if event is not None:
-                    self.callback(_synthesized(event))
+                    self.callback(replace(event, synthesized=True))
         for index in sorted(self._links.keys() - seen):
             del self._links[index]
             gone = {"event": "RTM_DELLINK", "index": index, "flags": 0, "attrs": []}
             event = event_from_message(gone, self._names, now)
             if event is not None:
-                self.callback(_synthesized(event))
+                self.callback(replace(event, synthesized=True))
             self._names.pop(index, None)
         self._compare_routes(now)
-
-
-def _synthesized(event: NetlinkEvent) -> NetlinkEvent:
-    return NetlinkEvent(event.kind, event.action, event.interface, event.attributes, event.ts, True)
 
 
 def _enlarge_receive_buffer(sock: socket.socket) -> None:

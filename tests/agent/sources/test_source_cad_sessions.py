@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from netlink_recordings import recorded_messages
 
-from lifeline_agent.sources._nla import split_messages
 from lifeline_agent.sources.cad_sessions import (
     SOCK_DIAG_BY_FAMILY,
     CadEndpoint,
@@ -68,16 +68,8 @@ def test_match_by_address_and_port(fixtures: Path) -> None:
 
 def _recorded(fixtures: Path, key: str) -> list[tuple[bytes, memoryview]]:
     """(the message with its header, payload) of each inet_diag_msg of a recorded dump."""
-    out = []
-    for datagram in json.loads((fixtures / "inet_diag_raw.json").read_text())[key]:
-        data = bytes.fromhex(datagram)
-        offset = 0
-        for kind, _flags, _seq, payload in split_messages(data):
-            length = 16 + len(payload)
-            if kind == SOCK_DIAG_BY_FAMILY:
-                out.append((data[offset : offset + length], payload))
-            offset += (length + 3) & ~3
-    return out
+    messages = recorded_messages(fixtures / "inet_diag_raw.json", key)
+    return [(message, payload) for kind, message, payload in messages if kind == SOCK_DIAG_BY_FAMILY]
 
 
 @pytest.mark.parametrize("key", ["inet", "inet6", "inet_unfiltered", "inet6_unfiltered"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import struct
 import subprocess
 from collections.abc import Callable
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from netlink_recordings import recorded_messages
 
 from lifeline_agent.sources._netlink import (
     RTM_NEWLINK,
@@ -36,16 +36,7 @@ from lifeline_agent.sources.errors import SourceReadError, SourceUnavailable
 
 
 def _recorded(fixtures: Path, key: str) -> list[tuple[int, bytes, memoryview]]:
-    """(type, the message with its header, payload) of each message of a recorded reply."""
-    out = []
-    for datagram in json.loads((fixtures / "rtnl_raw.json").read_text())[key]:
-        data = bytes.fromhex(datagram)
-        offset = 0
-        for kind, _flags, _seq, payload in split_messages(data):
-            length = 16 + len(payload)
-            out.append((kind, data[offset : offset + length], payload))
-            offset += (length + 3) & ~3
-    return out
+    return recorded_messages(fixtures / "rtnl_raw.json", key)
 
 
 def test_recorded_link_dump(fixtures: Path) -> None:

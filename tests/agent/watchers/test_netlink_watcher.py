@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from netlink_recordings import recorded_messages
 
-from lifeline_agent.sources._nla import split_messages
 from lifeline_agent.sources.errors import SourceUnavailable
 from lifeline_agent.watchers import netlink as netlink_module
 from lifeline_agent.watchers.netlink import (
@@ -30,20 +30,7 @@ RECORDED = json.loads((FIXTURES / "netlink_events.json").read_text())["messages"
 NAMES = {2: "lan0", 3: "eth0"}
 
 
-def _raw_recording() -> list[tuple[int, bytes, memoryview]]:
-    """(type, the message with its header, payload) of each message of the raw recording."""
-    out = []
-    for datagram in json.loads((FIXTURES / "netlink_raw.json").read_text())["datagrams"]:
-        data = bytes.fromhex(datagram)
-        offset = 0
-        for kind, _flags, _seq, payload in split_messages(data):
-            length = 16 + len(payload)
-            out.append((kind, data[offset : offset + length], payload))
-            offset += (length + 3) & ~3
-    return out
-
-
-RAW = _raw_recording()
+RAW = recorded_messages(FIXTURES / "netlink_raw.json", "datagrams")
 
 
 def test_recorded_messages_become_events() -> None:
