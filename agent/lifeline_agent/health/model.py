@@ -424,8 +424,52 @@ class HealthModel:
                 explained = True
             elif all_failing(by_layer[layer], now) and self._recently_failing(by_layer[layer], now):
                 waiting = True
+        if not on_backup:
+            self._dns_lost_with_the_path(found, by_layer, now)
         self._home_side_attribution(found, by_layer, now)
         return found
+
+    def _dns_lost_with_the_path(
+        self, found: dict[str, Finding | None], by_layer: dict[str, list[TargetSeries]], now: float
+    ) -> None:
+        """A resolver that misses a few queries in a row while the path to it loses packets is
+        losing packets, not down.
+
+        A DNS probe is one query a round: under 20 % round-trip loss three rounds in a row are lost
+        every minute or so, while the multi-echo probes on the same way merely lose some echoes. So
+        until the silence is long (the critical number of rounds), it is charged to the loss: to
+        the first layer on the way that loses packets, else to DNS as loss.
+        """
+        th = self.thresholds
+        finding = found["dns"]
+        if finding is None or not (finding.cause == "silent" or finding.state == "failed"):
+            return
+        live = [s for s in by_layer["dns"] if not s.stale(now)]
+        if not live or max(s.streak for s in live) >= th.lost_probes_critical:
+            return
+        if finding.reason == CAD_REFUSED:
+            return
+        # Loss on the way lately: any echo lost by the probes that share the way to the agency.
+        # (An outage further up is not loss: the silence is its echo, and the chain says so.)
+        start = now - self.tuning.recent
+        losing = {}
+        for layer in ("router", "internet", "vpn", "agency", "cad"):
+            if all_failing(by_layer[layer], now) or (found[layer] and found[layer].state == "failed"):
+                return
+            view = loss_view([s for s in by_layer[layer] if not s.stale(now)], start)
+            if view.lost:
+                losing[layer] = view.ratio
+        if not losing:
+            return
+        own = _loss_ratio(by_layer["dns"], now, th.loss_window)
+        found["dns"] = Finding("degraded", f"{SUBJECTS['dns']} losing packets ({pct(own)})", "loss")
+        first = next(iter(losing))
+        charged = {"router": "link"}.get(first, first)
+        current = found[charged]
+        lossy = losing[first] >= th.loss_degraded
+        if lossy and charged in ("link", "internet") and (current is None or current.state == "ok"):
+            text = f"{SUBJECTS[charged]} losing packets ({pct(losing[first])})"
+            found[charged] = Finding("degraded", text, "loss")
 
     def _unless_traffic_passes(
         self, layer: str, finding: Finding, by_layer: dict[str, list[TargetSeries]], now: float

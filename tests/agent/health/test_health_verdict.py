@@ -291,3 +291,29 @@ def test_a_layer_is_not_down_while_traffic_crosses_it(position: Callable[..., Po
     pos = position()
     pos.cond("router").down = True
     assert pos.run(4)[-1].layer("router").state == "failed"
+
+
+@pytest.mark.parametrize("seed", [31, 32, 33])
+def test_dns_queries_lost_to_a_lossy_home_link_are_loss_not_a_dns_outage(
+    position: Callable[..., Position], seed: int
+) -> None:
+    """A DNS probe is one query a round: as Wi-Fi loss climbs, three queries in a row get lost while
+    the multi-echo probes merely lose some echoes. That is packet loss, never "DNS not answering"
+    (the lab's gradual ramp paged "agency DNS: agency-dns not answering" before this rule)."""
+    pos = position(seed=seed)
+    run = []
+    for step in range(1, 9):
+        pos.cond("router").loss = 0.45 * step / 8
+        run += pos.run(5)
+    broken = [a for a in run if a.verdict_layer != "none"]
+    assert broken
+    assert all("packets" in a.verdict for a in broken), {a.verdict for a in broken}
+    assert all(a.layer("dns").state != "failed" for a in run)
+    # … while a resolver that stops answering on a clean path is still a DNS outage.
+    pos.clear()
+    pos.run(80)  # the loss has left the one-minute window
+    assert pos.history[-1].verdict == "healthy"
+    pos.cond("dns").down = True
+    a = pos.run(5)[-1]
+    assert (a.verdict_layer, a.verdict_state) == ("dns", "failed")
+    assert "not answering" in a.verdict
