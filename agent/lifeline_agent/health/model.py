@@ -454,7 +454,8 @@ class HealthModel:
         start = now - self.tuning.recent
         losing = {}
         for layer in ("router", "internet", "vpn", "agency", "cad"):
-            if all_failing(by_layer[layer], now) or (found[layer] and found[layer].state == "failed"):
+            ahead = found[layer]
+            if all_failing(by_layer[layer], now) or (ahead is not None and ahead.state == "failed"):
                 return
             view = loss_view([s for s in by_layer[layer] if not s.stale(now)], start)
             if view.lost:
