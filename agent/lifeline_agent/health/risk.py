@@ -112,7 +112,11 @@ def _loss(inp: RiskInputs, th: Thresholds, tu: Tuning) -> list[RiskPart]:
             parts.append(RiskPart(1.0, 0.0, f"the path to CAD is losing {pct(level)} of packets"))
         elif level > 0:
             parts.append(RiskPart(level / dead, INF, f"the path to CAD is losing {pct(level)} of packets"))
-    line = fit(loss_bins(inp.path, now - tu.trend_window, now))
+    # The trend is fitted on the seconds in which something came back: a second in which nothing
+    # did is an outage, judged by its length (``_outage``), and a two-second blackout at the end of
+    # the window would otherwise read as loss climbing to 100 % (a ramp loses *some* packets first).
+    bins = [b for b in loss_bins(inp.path, now - tu.trend_window, now) if b[1] < 1.0]
+    line = fit(bins)
     if (
         line is not None
         and window.sustained(tu.min_loss_rounds, tu.trend_min_episodes, tu.spike_max)

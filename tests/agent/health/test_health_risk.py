@@ -76,6 +76,28 @@ def test_steady_light_loss_is_watched_not_paged(position: Callable[..., Position
     assert all(a.layer("cad").reason.startswith("CAD connection losing packets (") for a in degraded)
 
 
+@pytest.mark.parametrize("seed", [17, 18, 19, 20])
+def test_a_short_blackout_after_loss_bursts_is_not_a_rising_loss_trend(
+    position: Callable[..., Position], seed: int
+) -> None:
+    """The lab's benign spikes: 2 s of 30 % loss, a 3 s loss burst, then a 2 s blackout on the home
+    Wi-Fi, all shorter than a CAD client's patience. Seconds in which nothing came back are an outage
+    (judged by its length), not loss climbing to 100 %: nobody is paged (the loss-spikes scenario
+    paged CadAtRisk "packet loss on the path to CAD rising (26 %, +1.2 %/s)" before this rule)."""
+    pos = position(seed=seed)
+    pos.run(10)
+    run = []
+    for loss, seconds in ((0.16, 2), (0.0, 8), (0.11, 3), (0.0, 12)):
+        pos.cond("router").loss = loss
+        run += pos.run(seconds)
+    pos.cond("router").down = True
+    run += pos.run(2)
+    pos.clear()
+    run += pos.run(15)
+    assert all(a.risk_band != "page" for a in run), [(a.risk_band, a.risk_reason) for a in run]
+    assert all(a.layer(name).state != "failed" for a in run for name in ("router", "internet", "cad"))
+
+
 def test_a_hard_cut_leaves_seconds(position: Callable[..., Position]) -> None:
     pos = position()
     pos.cond("router").down = True
