@@ -73,8 +73,11 @@ def _expire(future: asyncio.Future[bool]) -> None:
 class Scheduler:
     """Probes each target on its own loop; the target set may change while it runs (discovery).
 
-    Targets that share an interval share one random phase, so a round of all of them wakes the
-    event loop once rather than once per target.
+    Targets that share an interval share one random grid, on which they are spread evenly over the
+    interval: eight targets at 1 s probe every 125 ms in turn. The probes behind a layer all cross
+    it, so spread out they time a cut of that layer to a fraction of a second (the health model's
+    crossing hold) where rounds in lock step could only time it to a whole interval. Targets that
+    discovery adds later take a random place on the grid.
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class Scheduler:
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._running = False
         self._grid: dict[float, float] = {}  # interval → the monotonic time of one of its ticks
+        self._slot: dict[str, float] = {}  # target → its place on its interval's grid (0 ≤ slot < 1)
 
     @property
     def targets(self) -> tuple[Target, ...]:
@@ -114,12 +118,14 @@ class Scheduler:
         for target in removed:
             del self._targets[target.name]
             self._pokes.pop(target.name, None)
+            self._slot.pop(target.name, None)
             task = self._loops.pop(target.name, None)
             if task is not None:
                 task.cancel()
         for target in added:
             self._targets[target.name] = target
             self._pokes[target.name] = Wake()
+            self._slot[target.name] = self._rng.random()
             if self._running:
                 self._start(target, first=self.clock.monotonic())
         return added, removed
@@ -128,8 +134,16 @@ class Scheduler:
         """Probe until cancelled."""
         self._running = True
         try:
+            by_interval: dict[float, list[Target]] = {}
+            for target in self._targets.values():
+                by_interval.setdefault(target.interval, []).append(target)
+            for group in by_interval.values():
+                for k, target in enumerate(group):
+                    self._slot[target.name] = k / len(group)
             for target in list(self._targets.values()):
-                self._start(target, self._tick(target.interval, self.clock.monotonic()))
+                self._start(
+                    target, self._tick(target.interval, self.clock.monotonic(), self._slot[target.name])
+                )
             await asyncio.Event().wait()  # forever; the loops run as their own tasks
         finally:
             self._running = False
@@ -139,11 +153,13 @@ class Scheduler:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
 
-    def _tick(self, interval: float, after: float) -> float:
-        """The first tick of ``interval``'s grid at or after ``after`` (its phase drawn once, at random)."""
+    def _tick(self, interval: float, after: float, slot: float = 0.0) -> float:
+        """The first tick of ``interval``'s grid at or after ``after`` (its phase drawn once, at
+        random), ``slot`` of an interval along (a target's place on the grid)."""
         base = self._grid.get(interval)
         if base is None:
             base = self._grid[interval] = after + self._rng.uniform(0.0, interval)
+        base += slot * interval
         return base + math.ceil((after - base) / interval) * interval
 
     def _start(self, target: Target, first: float) -> None:
@@ -166,7 +182,8 @@ class Scheduler:
             await self.runner.run_once(target)
             # Back on the grid: the next tick at least half an interval after this round started
             # (a round that overran skips the ticks it missed rather than bunching them).
-            next_at = self._tick(interval, max(started + interval / 2, self.clock.monotonic()))
+            after = max(started + interval / 2, self.clock.monotonic())
+            next_at = self._tick(interval, after, self._slot.get(target.name, 0.0))
             await wake.sleep(next_at - self.clock.monotonic())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import re
 
@@ -127,15 +128,52 @@ def test_targets_of_one_interval_share_one_grid_of_ticks() -> None:
     scheduler = Scheduler((), runner, rng=random.Random(3))
     first = scheduler._tick(1.0, 100.0)
     assert 100.0 <= first < 101.0
-    # Every target of that interval is due at the same moments: one wake-up of the loop per tick.
+    # The grid is drawn once: the same moments for every later question.
     assert scheduler._tick(1.0, 100.0) == first
     assert scheduler._tick(1.0, first) == first
     assert scheduler._tick(1.0, first + 0.001) == pytest.approx(first + 1.0)
     assert scheduler._tick(1.0, first + 7.5) == pytest.approx(first + 8.0)
+    # A target's slot puts it that share of an interval along the same grid.
+    assert scheduler._tick(1.0, first, 0.25) == pytest.approx(first + 0.25)
+    assert scheduler._tick(1.0, first + 0.3, 0.25) == pytest.approx(first + 1.25)
     # Another interval draws a phase of its own.
     other = scheduler._tick(5.0, 100.0)
     assert 100.0 <= other < 105.0
     assert scheduler._tick(5.0, other + 0.1) == pytest.approx(other + 5.0)
+
+
+def test_targets_of_one_interval_take_turns_evenly_over_it() -> None:
+    """Eight targets at 1 s probe 125 ms apart, in turn: the probes crossing a layer time its cut
+    to a fraction of a second (the health model's crossing hold)."""
+    probe = CountingProbe()
+    runner = ProbeRunner(
+        Recorder(), registry={"counting": ProbeSpec("counting", probe, REGISTRY["tcp"].metrics, "")}
+    )
+    targets = tuple(
+        Target(name=f"t{i}", role="cad", kind="counting", host="x", interval=3600.0) for i in range(8)
+    )
+
+    async def main() -> list[float]:
+        scheduler = Scheduler(targets, runner, rng=random.Random(5))
+        firsts: list[float] = []
+        choose = scheduler._tick
+
+        def recording(interval: float, after: float, slot: float = 0.0) -> float:
+            firsts.append(choose(interval, after, slot))
+            return firsts[-1]
+
+        scheduler._tick = recording  # type: ignore[method-assign]
+        task = asyncio.create_task(scheduler.run())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return firsts
+
+    firsts = sorted(asyncio.run(main()))
+    assert len(firsts) == 8
+    gaps = [b - a for a, b in itertools.pairwise(firsts)]
+    assert gaps == pytest.approx([450.0] * 7)
 
 
 def test_a_wake_returns_at_its_time_or_at_once_when_poked() -> None:
@@ -166,15 +204,15 @@ def test_a_poked_target_goes_back_to_the_grid() -> None:
         ticks: list[float] = []  # every tick the scheduler chose, in order
         choose = scheduler._tick
 
-        def recording(interval: float, after: float) -> float:
-            ticks.append(choose(interval, after))
+        def recording(interval: float, after: float, slot: float = 0.0) -> float:
+            ticks.append(choose(interval, after, slot))
             return ticks[-1]
 
         scheduler._tick = recording  # type: ignore[method-assign]
         task = asyncio.create_task(scheduler.run())
         await asyncio.sleep(0.05)
         assert len(ticks) == 2
-        assert ticks[0] == ticks[1]
+        assert ticks[1] - ticks[0] == pytest.approx(1800.0)  # two targets: half an interval apart
         probe.ran.clear()
         scheduler.poke(["a"])
         await asyncio.wait_for(probe.ran.wait(), timeout=10)
@@ -182,7 +220,7 @@ def test_a_poked_target_goes_back_to_the_grid() -> None:
         assert probe.calls == 1  # only the poked target, once, then it waits for the shared tick
         # … a tick of the same grid: whole intervals after the first, not "now + interval".
         assert len(ticks) == 3
-        steps = (ticks[2] - ticks[0]) / 3600.0
+        steps = (ticks[2] - ticks[0]) / 3600.0  # "a" took the first slot
         assert steps >= 0
         assert steps == pytest.approx(round(steps), abs=1e-9)
         task.cancel()

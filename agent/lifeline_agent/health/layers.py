@@ -9,6 +9,7 @@ recovery holds live in the model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -69,6 +70,10 @@ class Tuning:
     """
 
     fail_hold: float = 2.0  # all probes of a layer failing this long (≥ 2 rounds) ⇒ failed
+    # … or the layer's probes and every probe whose packets cross it failing this long together
+    # (their rounds are spread over the interval, so together they time an outage to a fraction of
+    # a second; a little over the fail hold, so a 2 s blackout never reaches it)
+    crossing_hold: float = 2.1
     degrade_hold: float = 3.0  # a degraded condition must hold this long
     quality_hold: float = 15.0  # jitter, MOS, critical RTT and radio signal must hold this long
     recover_hold: float = 10.0  # a better state must hold this long before it is announced
@@ -151,6 +156,50 @@ def overdue_margin(series: TargetSeries, now: float, tu: Tuning) -> float:
     return min(series.target.timeout, wait)
 
 
+def crossing_outage(
+    own: Sequence[TargetSeries],
+    crossing: Sequence[TargetSeries],
+    now: float,
+    tu: Tuning,
+    not_before: float | None = None,
+) -> float:
+    """How long a layer's probes and those crossing it have all gone unanswered together (0: not).
+
+    A layer's own probes see a cut only once a round a second: its length is known to a second.
+    Every probe further along crosses the layer too, and their rounds fall elsewhere in the
+    interval, so together they say when the silence began and that it still holds to a fraction of
+    a second. Every own probe must be failing, and no probe crossing the layer may have been
+    answered since the silence began (a probe with no round since then says nothing).
+    """
+    if not own:
+        return 0.0
+    # The layer carried traffic when its own probes were last answered: only what failed after
+    # that is about this layer (a CAD server down for a minute says nothing about the tunnel).
+    answered = [t for t in (s.last_answered() for s in own) if t is not None]
+    after = max([*answered, -math.inf if not_before is None else not_before])
+    after = math.nextafter(after, math.inf) if answered else after
+    spans = []
+    for s in own:
+        bounds = s.outage_bounds(now, overdue_margin(s, now, tu), after)
+        if bounds is None:
+            return 0.0
+        spans.append(bounds)
+    first = min(b[1] for b in spans)
+    for s in crossing:
+        if s.stale(now) or s.last is None:
+            continue
+        if s.last.success:
+            if s.last.began >= first:
+                return 0.0  # answered since: traffic crosses the layer
+            continue
+        bounds = s.outage_bounds(now, overdue_margin(s, now, tu), after)
+        if bounds is not None:
+            spans.append(bounds)
+    if sum(b[0] for b in spans) < 3:
+        return 0.0
+    return max(b[2] for b in spans) - min(b[1] for b in spans)
+
+
 def judge_probes(
     layer: str,
     series: Sequence[TargetSeries],
@@ -159,11 +208,14 @@ def judge_probes(
     tu: Tuning,
     held: Held,
     not_before: float | None = None,
+    crossing: Sequence[TargetSeries] = (),
 ) -> Finding | None:
     """Judge a layer from its targets' recent rounds (None when no target reports).
 
     ``not_before``: failures before this moment are explained by a layer further up the chain
     (its probes were failing too), so they do not count towards this layer's fail hold.
+    ``crossing``: the probes of the layers behind this one whose packets cross it (they time a cut
+    together with the layer's own, see :func:`crossing_outage`).
     """
     live = [s for s in series if not s.stale(now)]
     echo = [s for s in live if s.target.kind == "icmp"]
@@ -180,6 +232,7 @@ def judge_probes(
     outages = [s.outage(now, overdue_margin(s, now, tu), not_before) for s in live]
     # (Rounds keep a grid, so spans are whole intervals give or take the scheduler's jitter.)
     cut = bool(live) and all(n >= 2 and span >= tu.fail_hold - 0.05 for n, span in outages)
+    cut = cut or crossing_outage(live, crossing, now, tu, not_before) >= tu.crossing_hold
     # For CAD the port is what matters: a host that pings but refuses the CAD port is down, and so
     # is one whose port has not answered for the critical number of rounds. A refusal is an answer
     # ("nothing listens"), not a silence that a 2 s spike could explain: two rounds in a row say it.

@@ -210,12 +210,13 @@ class HealthModel:
 
     def next_check(self) -> float | None:
         """When (monotonic) a failing target's next round becomes overdue, so an evaluation then
-        can see a cut before that round's timeout; None while nothing fails."""
+        can see a cut before that round's timeout; None while nothing is still to become overdue
+        (a round already overdue was counted by the evaluation that asks)."""
         now = self.clock.monotonic()
         times = []
         for s in self._series.values():
             at = None if s.stale(now) else s.overdue_at(overdue_margin(s, now, self.tuning))
-            if at is not None:
+            if at is not None and at + 0.01 > now:
                 times.append(at + 0.01)
         return min(times, default=None)
 
@@ -414,7 +415,8 @@ class HealthModel:
                 elif waiting:
                     self._upstream_failing[layer] = now
                 not_before = self._upstream_failing.get(layer)
-            found[layer] = judge_probes(layer, by_layer[layer], now, th, tu, held, not_before)
+            crossing = self._crossing(layer, by_layer, on_backup) if layer in NETWORK_CHAIN else []
+            found[layer] = judge_probes(layer, by_layer[layer], now, th, tu, held, not_before, crossing)
             if layer not in NETWORK_CHAIN:
                 continue
             finding = found[layer]
@@ -472,6 +474,17 @@ class HealthModel:
             text = f"{SUBJECTS[charged]} losing packets ({pct(losing[first])})"
             found[charged] = Finding("degraded", text, "loss")
 
+    @staticmethod
+    def _crossing(layer: str, by_layer: dict[str, list[TargetSeries]], on_backup: bool) -> list[TargetSeries]:
+        """The probes of the layers behind ``layer`` whose packets cross it on their way."""
+        at = NETWORK_CHAIN.index(layer)
+        # DNS is a side branch: CAD traffic does not cross the resolver.
+        behind = [b for b in NETWORK_CHAIN[at + 1 :] if not (layer == "dns" and b == "cad")]
+        # On the hotspot the tunnel no longer runs over the home network: only the ISP probe does.
+        if on_backup and layer in NETWORK:
+            return [s for b in behind for s in by_layer[b] if s.target.path == "primary"]
+        return [s for b in behind for s in by_layer[b] if s.target.path != "backup"]
+
     def _unless_traffic_passes(
         self, layer: str, finding: Finding, by_layer: dict[str, list[TargetSeries]], now: float
     ) -> Finding:
@@ -484,10 +497,7 @@ class HealthModel:
         if not starts:
             return finding
         since = min(starts)
-        at = NETWORK_CHAIN.index(layer)
-        # DNS is a side branch: CAD traffic does not cross the resolver.
-        behind = [b for b in NETWORK_CHAIN[at + 1 :] if not (layer == "dns" and b == "cad")]
-        crossing = [s for b in behind for s in by_layer[b] if s.target.path != "backup"]
+        crossing = self._crossing(layer, by_layer, on_backup=False)
         if not any(s.answered_since(since) for s in crossing):
             return finding
         loss = loss_view(live, now - self.thresholds.loss_window)

@@ -106,18 +106,28 @@ class TargetSeries:
         and no answer has come: a healthy path answers within a few RTTs, so a cut is seen a whole
         timeout sooner. An answer resets it all.
         """
+        bounds = self.outage_bounds(now, margin, not_before)
+        if bounds is None:
+            return 0, 0.0
+        n, first, last = bounds
+        return n, last - first
+
+    def outage_bounds(
+        self, now: float, margin: float, not_before: float | None = None
+    ) -> tuple[int, float, float] | None:
+        """The rounds of :meth:`outage` as (how many, first start, last start); None without any."""
         last = self.last
         overdue_at = self.overdue_at(margin)
         if last is None or overdue_at is None:
-            return 0, 0.0
+            return None
         since = -math.inf if not_before is None else not_before
         starts = [r.began for r in itertools.islice(reversed(self.rounds), self.streak) if r.began >= since]
         due = last.began + self.target.interval
         if now >= overdue_at and due >= since:
             starts.append(due)
         if not starts:
-            return 0, 0.0
-        return len(starts), max(starts) - min(starts)
+            return None
+        return len(starts), min(starts), max(starts)
 
     def overdue_at(self, margin: float) -> float | None:
         """While failing: when the round after the last one is ``margin`` past its due answer
@@ -132,6 +142,12 @@ class TargetSeries:
         if self.streak == 0 or not self.rounds:
             return None
         return min(r.began for r in itertools.islice(reversed(self.rounds), self.streak))
+
+    def last_answered(self) -> float | None:
+        """When the last answered round began (None when no round in memory was answered)."""
+        if self.streak >= len(self.rounds):
+            return None
+        return self.rounds[-1 - self.streak].began
 
     def answered_since(self, start: float) -> bool:
         """A round that began at or after ``start`` was answered."""

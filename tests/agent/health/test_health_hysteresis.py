@@ -176,3 +176,94 @@ def test_a_cut_is_seen_when_a_round_is_overdue_not_when_it_times_out(
     a = model.evaluate()
     assert a.layer("router").state == "failed"
     assert a.verdict == "home router unreachable"
+
+
+def _timed_outage(
+    build: Callable[..., Position], offset: float, length: float
+) -> tuple[float | None, list[str]]:
+    """Event-timed position: 7 targets at 1 s, their rounds spread evenly over the second (as the
+    scheduler spreads them), echoes observed when they come back or at their 0.8 s timeout,
+    the model evaluated at every observation and whenever it asks (``next_check``). The ISP link
+    goes silent at ``offset`` seconds into the measured minute for ``length`` seconds. Returns the
+    time from the cut to the internet layer being judged failed (None: never) and the verdict layers."""
+    import heapq
+
+    from lifeline_agent.config import Target
+    from lifeline_agent.probes.base import ProbeResult
+
+    names = [
+        Target("gw", "router", "icmp", "192.168.1.1", path="primary", timeout=0.8),
+        Target("isp", "internet", "icmp", "1.1.1.1", path="primary", timeout=0.8),
+        Target("vpn-gw", "vpn", "icmp", "10.8.0.1", path="tunnel", timeout=0.8),
+        Target("agency-core", "router", "icmp", "10.20.0.1", path="tunnel", timeout=0.8),
+        Target("agency-dns", "dns", "dns", "10.20.0.53", path="tunnel", timeout=0.8),
+        Target("cad-ping", "cad", "icmp", "10.30.0.10", path="tunnel", timeout=0.8),
+        Target("cad-port", "cad", "tcp", "10.30.0.10", path="tunnel", port=7000, timeout=0.8),
+    ]
+    # The scheduler's slots: k / 7 of the second; everything but the router probe crosses the ISP.
+    targets = [(t, k / len(names), t.name != "gw") for k, t in enumerate(names)]
+    pos = build([t for t, _, _ in targets], settle=0)
+    model, clock = pos.model, pos.clock
+    start = clock.monotonic()
+    cut_at, end_at = start + 40.0 + offset, start + 40.0 + offset + length
+    queue: list[tuple[float, int, str, int]] = []  # (time, order, what, target index)
+    for i, (_, phase, _) in enumerate(targets):
+        heapq.heappush(queue, (start + phase, i, "send", i))
+    failed_at, layers, n = None, [], len(targets)
+    checks: set[float] = set()
+    while queue:
+        t, _, what, i = heapq.heappop(queue)
+        if t > start + 70.0:
+            break
+        clock.advance(t - clock.monotonic())
+        target, _, behind_isp = targets[i]
+        if what == "send":
+            lost = behind_isp and cut_at <= t < end_at
+            heapq.heappush(queue, (t + (0.8 if lost else 0.01), n, "lost" if lost else "answer", i))
+            heapq.heappush(queue, (t + 1.0, n + 1, "send", i))
+            n += 2
+            continue
+        if what in ("lost", "answer"):
+            ok = what == "answer"
+            duration = 0.01 if ok else 0.8
+            model.observe_probe(
+                target,
+                ProbeResult(
+                    ok,
+                    "" if ok else "timeout",
+                    rtt_avg=0.01 if ok else None,
+                    sent=1,
+                    received=int(ok),
+                    duration=duration,
+                ),
+            )
+        a = model.evaluate()
+        layers.append(a.verdict_layer)
+        if failed_at is None and a.layer("internet").state == "failed":
+            failed_at = t
+        wake = model.next_check()
+        if wake is not None and wake > t and wake not in checks:  # as the service: one timer a time
+            checks.add(wake)
+            heapq.heappush(queue, (wake, n, "check", i))
+            n += 1
+    return (None if failed_at is None else failed_at - cut_at), layers
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.1, 0.2, 0.3, 0.45, 0.6, 0.7, 0.85, 0.95])
+def test_probes_crossing_a_layer_time_its_cut_to_a_fraction_of_a_second(
+    position: Callable[..., Position], offset: float
+) -> None:
+    """Every probe behind the ISP crosses it, and their rounds fall on four phases of the second, so
+    together they say a cut has lasted past the 2.1 s crossing hold within ~0.5 s of that moment —
+    not at the third round of the ISP's own probe (up to 3.2 s): the page can go out under 3 s."""
+    took, layers = _timed_outage(position, offset, 30.0)
+    assert took is not None
+    assert 2.1 <= took <= 2.65, took
+    assert {layer for layer in layers if layer != "none"} == {"internet"}
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.1, 0.3, 0.55, 0.8, 0.95])
+def test_a_two_second_blackout_is_never_a_cut(position: Callable[..., Position], offset: float) -> None:
+    """The same probes through a 2 s blackout (shorter than a CAD client's patience): not failed."""
+    took, _ = _timed_outage(position, offset, 2.0)
+    assert took is None
