@@ -293,15 +293,27 @@ class HealthModel:
             # power cut's doing, not a new failure of its own (and not worth a second page).
             raw["power"] = Finding("degraded", "home power back, the home network still coming up", "power")
         changes: list[tuple[str, str, str]] = []
+        released = False  # a failed layer on the way has served its recovery hold just now
         for layer in LAYERS:
             if layer == "vpn" and raw["vpn"] is None:
                 continue  # no evidence of its own: inferred below from the layers around it
             finding = raw.get(layer, probes[layer]) or Finding("unknown", "not measured")
-            previous = self._trackers[layer].state
-            if self._trackers[layer].update(
-                finding.state, finding.reason, now, tu.recover_hold, finding.cause
+            tracker = self._trackers[layer]
+            previous = tracker.state
+            hold = tu.recover_hold
+            if (
+                released
+                and layer in NETWORK_CHAIN
+                and previous == "failed"
+                and finding.state in ("ok", "degraded")
             ):
-                changes.append((layer, previous, self._trackers[layer].state))
+                # It went down with the layer ahead and answers again: it recovers with it, rather
+                # than a round later as the verdict ("CAD server not answering" for half a second).
+                hold = 0.0
+            if tracker.update(finding.state, finding.reason, now, hold, finding.cause):
+                changes.append((layer, previous, tracker.state))
+                if layer in NETWORK_CHAIN and previous == "failed" and tracker.state != "failed":
+                    released = True
         inferred = raw["vpn"] is None
         if inferred:
             finding = self._infer_vpn()
@@ -407,6 +419,7 @@ class HealthModel:
         found: dict[str, Finding | None] = {}
         waiting = False  # a layer further up is failing and not (yet) judged failed
         explained = False  # a layer further up is failed: failures behind it are its echo
+        recovered: float | None = None  # a failed layer further up answers again since then
         for layer in LAYERS:
             not_before = None
             if layer in NETWORK_CHAIN:
@@ -414,6 +427,12 @@ class HealthModel:
                     self._upstream_failing.pop(layer, None)
                 elif waiting:
                     self._upstream_failing[layer] = now
+                elif recovered is not None:
+                    # The layers behind it come back one probe round after another: a failure of
+                    # theirs counts only from the moment the layer ahead answered again.
+                    self._upstream_failing[layer] = max(
+                        self._upstream_failing.get(layer, recovered), recovered
+                    )
                 not_before = self._upstream_failing.get(layer)
             crossing = self._crossing(layer, by_layer, on_backup) if layer in NETWORK_CHAIN else []
             found[layer] = judge_probes(layer, by_layer[layer], now, th, tu, held, not_before, crossing)
@@ -426,6 +445,9 @@ class HealthModel:
                 explained = True
             elif all_failing(by_layer[layer], now) and self._recently_failing(by_layer[layer], now):
                 waiting = True
+            elif self._trackers[layer].state == "failed" and layer != "dns":  # (DNS: a side branch)
+                since = self._trackers[layer].better_since
+                recovered = max(recovered or -math.inf, now if since is None else since)
         if not on_backup:
             self._dns_lost_with_the_path(found, by_layer, now)
         self._home_side_attribution(found, by_layer, now)

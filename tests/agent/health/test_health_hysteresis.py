@@ -184,7 +184,7 @@ def _timed_outage(
     """Event-timed position: 7 targets at 1 s, their rounds spread evenly over the second (as the
     scheduler spreads them), echoes observed when they come back or at their 0.8 s timeout,
     the model evaluated at every observation and whenever it asks (``next_check``). The ISP link
-    goes silent at ``offset`` seconds into the measured minute for ``length`` seconds. Returns the
+    goes silent 40 s in, plus ``offset``, for ``length`` seconds. Returns the
     time from the cut to the internet layer being judged failed (None: never) and the verdict layers."""
     import heapq
 
@@ -213,7 +213,7 @@ def _timed_outage(
     checks: set[float] = set()
     while queue:
         t, _, what, i = heapq.heappop(queue)
-        if t > start + 70.0:
+        if t > start + 95.0:  # the cut, and 25 s of the repair after it
             break
         clock.advance(t - clock.monotonic())
         target, _, behind_isp = targets[i]
