@@ -5,9 +5,11 @@ batch is built by the agent's own code (``AgentService``'s runner, recorder, bat
 metrics) for one home position — 5 ICMP targets (one with a 5-echo burst) and a TCP CAD target,
 probed every second — so it carries the catalog series a real agent sends: 339 samples per 5 s
 batch; one batch in ten also carries the two ``probe.state_change`` events of a short internet
-outage. Requests go over real HTTP/1.1 keep-alive connections from an asyncio load generator
-(this process) that is open-loop: latency counts from the moment a batch was due, so a slow server
-is not hidden by a generator that waits for it.
+outage. The batch is in the wire's series form (version 2, what the agent cuts by default);
+``--sample-form`` makes the agent cut version 1 batches (one object per sample) instead, for a
+before/after comparison in the same run. Requests go over real HTTP/1.1 keep-alive connections
+from an asyncio load generator (this process) that is open-loop: latency counts from the moment a
+batch was due, so a slow server is not hidden by a generator that waits for it.
 
 Reference rows, same fleet and rate: Prometheus Pushgateway gets each batch as a text-format PUT of
 the agent's group (``/metrics/job/lifeline/agent/<id>``; it keeps one value per series and refuses
@@ -79,7 +81,7 @@ class _ManualClock:
         return self.now
 
 
-def agent_batches() -> tuple[object, object]:
+def agent_batches(series_form: bool = True) -> tuple[object, object]:
     """Two batches (plain, with events) cut by the agent's own code after 5 one-second rounds."""
     from lifeline_agent.config import parse
     from lifeline_agent.probes import REGISTRY, ProbeResult
@@ -167,7 +169,15 @@ def agent_batches() -> tuple[object, object]:
             clock.now = BASE_MS / 1000 + index
             await asyncio.gather(*(service.runner.run_once(t) for t in service.targets))
         clock.now = BASE_MS / 1000 + ROUNDS
-        batcher = Batcher(TEMPLATE_AGENT, TEMPLATE_BOOT, service.recorder, spool, clock, service._record_self)
+        batcher = Batcher(
+            TEMPLATE_AGENT,
+            TEMPLATE_BOOT,
+            service.recorder,
+            spool,
+            clock,
+            service._record_self,
+            series_form=series_form,
+        )
         return batcher.cut()[0]
 
     return asyncio.run(build(False)), asyncio.run(build(True))
@@ -204,17 +214,21 @@ def _number(value: object) -> str:
     return value if isinstance(value, str) else repr(float(value))  # type: ignore[arg-type]
 
 
-def templates() -> Templates:
-    from lifeline_wire import Batch, Envelope, encode
+def templates(series_form: bool = True) -> Templates:
+    from lifeline_wire import SCHEMA_VERSION, Batch, Envelope, encode
     from lifeline_wire.catalog import CATALOG
 
-    plain, eventful = agent_batches()
+    plain, eventful = agent_batches(series_form)
     assert isinstance(plain, Batch)
     assert isinstance(eventful, Batch)
 
     def envelope(batch: Batch) -> bytes:
         sent = Envelope(
-            version=1, batches=[batch], sent_ms=BASE_MS + 1000 * ROUNDS, site="bench", position="p"
+            version=SCHEMA_VERSION if series_form else 1,
+            batches=[batch],
+            sent_ms=BASE_MS + 1000 * ROUNDS,
+            site="bench",
+            position="p",
         )
         body = _markers(encode(sent))
         body = body.replace(f'"{TEMPLATE_AGENT}"'.encode(), b'"%(agent)s"')
@@ -223,7 +237,7 @@ def templates() -> Templates:
 
     # Pushgateway: the newest value of each series, typed, without timestamps (it refuses them).
     latest: dict[tuple[str, str], str] = {}
-    for sample in plain.samples:
+    for sample in plain.every_sample():
         latest[(sample.name, _label_text(sample.labels))] = _number(sample.value)
     lines: list[str] = []
     for name in sorted({n for n, _ in latest}):
@@ -234,7 +248,8 @@ def templates() -> Templates:
 
     # VictoriaMetrics: every sample with its millisecond timestamp, the agent as a label.
     vm_lines = [
-        f"{s.name}{_label_text(s.labels, AGENT_LABEL)} {_number(s.value)} {s.ts_ms}" for s in plain.samples
+        f"{s.name}{_label_text(s.labels, AGENT_LABEL)} {_number(s.value)} {s.ts_ms}"
+        for s in plain.every_sample()
     ]
     vm = ("\n".join(vm_lines) + "\n").encode()
     for k in range(ROUNDS + 1):
@@ -244,7 +259,7 @@ def templates() -> Templates:
         lifeline=(plain_body, envelope(eventful)),
         pushgateway=push,
         victoria=vm,
-        samples=len(plain.samples),
+        samples=plain.sample_count(),
         series=len(latest),
         events=len(eventful.events),
         body_bytes=len(plain_body),
@@ -611,6 +626,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="directory for py-spy collapsed stacks of the collector (collector-N.txt)",
     )
     parser.add_argument("--quick", action="store_true", help="20 and 100 agents, 2 s windows (smoke test)")
+    parser.add_argument(
+        "--sample-form", action="store_true", help="the agent cuts version 1 batches (one object per sample)"
+    )
     args = parser.parse_args(argv)
     sizes = [int(x) for x in args.agents.split(",") if x.strip()]
     if args.quick:
@@ -625,10 +643,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.sched_setaffinity(0, LOADGEN_CPUS)
 
     logging.getLogger("lifeline_agent").setLevel(logging.ERROR)  # the template's outage is staged
-    tpl = templates()
+    tpl = templates(series_form=not args.sample_form)
     print(f"# Collector ingest — {machine()}")
     print(
-        f"one batch per agent every {args.interval:g}s; {tpl.samples} samples ({tpl.series} series) and "
+        f"one batch per agent every {args.interval:g}s ({'sample' if args.sample_form else 'series'} form);"
+        f" {tpl.samples} samples ({tpl.series} series) and "
         f"{tpl.body_bytes} bytes of JSON per batch, {tpl.events} events in 1 batch of {EVENT_EVERY}; "
         f"{args.connections} keep-alive connections; {args.warmup:g}s warm-up, {args.window:g}s measured; "
         f"server pinned to CPU {sorted(cpus) if cpus else 'any'}, load generator to "

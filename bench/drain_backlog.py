@@ -102,7 +102,7 @@ def build_backlog(spool_path: Path, minutes: float, seed: int = 5) -> tuple[str,
     asyncio.run(run())
     items = spool.pending(1_000_000)
     spool.close()
-    return config.agent.id, len(items), sum(len(item.batch.samples) for item in items)
+    return config.agent.id, len(items), sum(item.batch.sample_count() for item in items)
 
 
 def drain(spool_path: Path, url: str, token: str, collector_pid: int) -> dict[str, float]:

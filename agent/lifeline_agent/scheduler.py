@@ -3,7 +3,9 @@
 ``Scheduler`` starts every target at a random offset within its interval (so a fleet does not
 probe in lock step) and keeps a fixed rate without drift, skipping rounds it could not start in
 time. ``Batcher`` turns what the recorder buffered into numbered batches and writes each to the
-spool before anyone may send it.
+spool before anyone may send it. A batch carries its samples grouped by series (the wire's
+``series`` form: each name and label set once, then every ``[ts_ms, value]`` point), which is what
+a collector decodes cheaply; every sample keeps its own timestamp and value.
 """
 
 from __future__ import annotations
@@ -21,10 +23,22 @@ from lifeline_agent.errors import SpoolError
 from lifeline_agent.recorder import Recorder
 from lifeline_agent.runner import ProbeRunner
 from lifeline_agent.spool import Spool
-from lifeline_wire import Batch
-from lifeline_wire.schema import MAX_EVENTS_PER_BATCH, MAX_SAMPLES_PER_BATCH
+from lifeline_wire import Batch, Sample, SeriesPoints
+from lifeline_wire.schema import MAX_EVENTS_PER_BATCH, MAX_SAMPLES_PER_BATCH, Point
 
 log = logging.getLogger(__name__)
+
+
+def group_by_series(samples: list[Sample]) -> list[SeriesPoints]:
+    """Samples grouped by series, series in the order first recorded, points in recorded order."""
+    grouped: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[dict[str, str], list[Point]]] = {}
+    for sample in samples:
+        key = (sample.name, tuple(sorted(sample.labels.items())))
+        entry = grouped.get(key)
+        if entry is None:
+            entry = grouped[key] = (sample.labels, [])
+        entry[1].append((sample.ts_ms, sample.value))
+    return [SeriesPoints(key[0], labels, points) for key, (labels, points) in grouped.items()]
 
 
 def new_boot_id() -> str:
@@ -199,6 +213,7 @@ class Batcher:
         clock: Clock | None = None,
         before_cut: Callable[[], None] | None = None,
         after_spool: Callable[[], None] | None = None,
+        series_form: bool = True,
     ) -> None:
         self.agent_id = agent_id
         self.boot_id = boot_id
@@ -207,6 +222,8 @@ class Batcher:
         self.clock = clock or SystemClock()
         self.before_cut = before_cut
         self.after_spool = after_spool
+        # False cuts version 1 batches (one object per sample), for collectors not upgraded yet.
+        self.series_form = series_form
         self.seq = 0
         self._lock = asyncio.Lock()
         # Batches cut but not yet spooled (the spool failed): retried first at the next flush.
@@ -227,9 +244,10 @@ class Batcher:
                     boot_id=self.boot_id,
                     seq=self.seq,
                     created_ms=now_ms(self.clock),
-                    samples=chunk_s,
+                    samples=[] if self.series_form else chunk_s,
                     events=chunk_e,
                     priority=priority,
+                    series=group_by_series(chunk_s) if self.series_form else [],
                 )
             )
             self.seq += 1

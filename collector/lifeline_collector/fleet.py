@@ -97,7 +97,7 @@ class Fleet:
         """
         pending: dict[SeriesKey, list[Point]] = {}
         for batch in batches:
-            for sample in batch.samples:
+            for sample in batch.every_sample():
                 key = (sample.name, labels_key(sample.labels))
                 pending.setdefault(key, []).append((sample.ts_ms, sample.number, sample.labels))
         return self.plan_points(agent, pending)

@@ -1,7 +1,8 @@
 """``POST /api/v1/ingest``: authenticate, bound, decode, validate per batch, store once, answer per item.
 
 The hot path: a fast decode that keeps each batch's samples as the JSON bytes sent (the store
-keeps them as one blob) and works out the newest sample of every series in C loops; requests
+keeps them as one blob) and works out the newest sample of every series in C loops (per series
+in the wire's series form: its name and labels come once, its points decode in C); requests
 that arrive together are committed together (``GroupCommit``), and each is answered only after
 its commit.
 
@@ -17,7 +18,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from itertools import compress
+from itertools import chain, compress
 from operator import attrgetter, itemgetter
 from typing import Annotated
 
@@ -38,7 +39,7 @@ from lifeline_wire.schema import (
     MAX_LABELS,
     MAX_SAMPLES_PER_BATCH,
     NON_FINITE,
-    SCHEMA_VERSION,
+    SUPPORTED_VERSIONS,
     Batch,
     Envelope,
     Event,
@@ -47,11 +48,14 @@ from lifeline_wire.schema import (
     ItemResult,
     ItemStatus,
     NonFinite,
+    Sample,
+    SeriesPoints,
     TimestampMs,
     WireError,
     decode_envelope,
     encode,
 )
+from lifeline_wire.schema import Point as WirePoint
 
 log = logging.getLogger("lifeline_collector.ingest")
 
@@ -68,23 +72,26 @@ _ADMISSIBLE = {name: frozenset(spec.labels) for name, spec in CATALOG.items() if
 def check_batch(index: int, batch: Batch) -> str | None:
     """Why a decoded batch breaks the catalog (unknown metric, undeclared label), or None."""
     admissible = _ADMISSIBLE
-    for sample in batch.samples:  # the hot path: one lookup and one subset test per sample
-        labels = admissible.get(sample.name)
-        if labels is None or not sample.labels.keys() <= labels:
+    for item in chain[Sample | SeriesPoints](batch.samples, batch.series):  # one lookup, one test each
+        allowed = admissible.get(item.name)
+        if allowed is None or not item.labels.keys() <= allowed:
             break
     else:
         return None
-    for number, sample in enumerate(batch.samples):  # something is wrong: name the first culprit
-        path = f"$.batches[{index}].samples[{number}]"
-        spec = CATALOG.get(sample.name)
+    # Something is wrong: name the first culprit.
+    places = [("samples", number, item.name, item.labels) for number, item in enumerate(batch.samples)]
+    places += [("series", number, item.name, item.labels) for number, item in enumerate(batch.series)]
+    for form, number, name, labels in places:
+        path = f"$.batches[{index}].{form}[{number}]"
+        spec = CATALOG.get(name)
         if spec is None:
-            return f"{path}.name: unknown metric {sample.name!r} (not in the catalog)"
-        if sample.name in COLLECTOR_ONLY:
-            return f"{path}.name: {sample.name} is exposed by the collector itself; agents may not send it"
-        for label in sample.labels:
+            return f"{path}.name: unknown metric {name!r} (not in the catalog)"
+        if name in COLLECTOR_ONLY:
+            return f"{path}.name: {name} is exposed by the collector itself; agents may not send it"
+        for label in labels:
             if label not in spec.labels:
-                allowed = ", ".join(spec.labels) or "none"
-                return f"{path}.labels.{label}: not a label of {sample.name} (allowed: {allowed})"
+                declared = ", ".join(spec.labels) or "none"
+                return f"{path}.labels.{label}: not a label of {name} (allowed: {declared})"
     return None
 
 
@@ -104,6 +111,12 @@ class _Sample(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False)
     labels: msgspec.Raw = msgspec.Raw(b"{}")
 
 
+class _Series(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    name: str
+    labels: msgspec.Raw = msgspec.Raw(b"{}")
+    points: Annotated[list[WirePoint], msgspec.Meta(max_length=MAX_SAMPLES_PER_BATCH)] = []
+
+
 class _Batch(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     agent_id: Identifier
     boot_id: Identifier
@@ -112,6 +125,7 @@ class _Batch(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     samples: msgspec.Raw = msgspec.Raw(b"[]")
     events: Annotated[list[Event], msgspec.Meta(max_length=MAX_EVENTS_PER_BATCH)] = []
     priority: bool = False
+    series: msgspec.Raw = msgspec.Raw(b"[]")
 
 
 class _Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
@@ -126,12 +140,16 @@ _envelope_decoder = msgspec.json.Decoder(_Envelope)
 _samples_decoder = msgspec.json.Decoder(
     Annotated[list[_Sample], msgspec.Meta(max_length=MAX_SAMPLES_PER_BATCH)]
 )
+_series_decoder = msgspec.json.Decoder(
+    Annotated[list[_Series], msgspec.Meta(max_length=MAX_SAMPLES_PER_BATCH)]
+)
 _labels_decoder = msgspec.json.Decoder(
     Annotated[dict[str, Annotated[str, msgspec.Meta(max_length=256)]], msgspec.Meta(max_length=MAX_LABELS)]
 )
 _NAME = attrgetter("name")
 _LABELS = attrgetter("labels")
 _TS = attrgetter("ts_ms")
+_POINTS = attrgetter("points")
 
 SERIES_INFO_CACHE_SIZE = 65_536
 _series_infos: dict[tuple[str, bytes], tuple[SeriesKey, dict[str, str]] | None] = {}
@@ -169,7 +187,8 @@ class Candidate:
     labels: dict[str, str]
     ts_ms: int
     value: float
-    points: list[tuple[int, float]] | None  # needed only to count a streak of zeros
+    # Needed only to count a streak of zeros; values as floats or as the wire spells them ("NaN").
+    points: Sequence[tuple[int, float | str]] | None
 
 
 @dataclass(slots=True)
@@ -197,39 +216,79 @@ def prepare_fast(agent: AgentRow, body: bytes) -> Pending | None:
     """A request decoded and checked the fast way, or None: then the strict path decides."""
     try:
         envelope = _envelope_decoder.decode(body)
-        decoded = [_samples_decoder.decode(batch.samples) for batch in envelope.batches]
+        decoded = [
+            (_samples_decoder.decode(batch.samples), _series_decoder.decode(batch.series))
+            for batch in envelope.batches
+        ]
     except msgspec.DecodeError:
         return None
-    if envelope.version != SCHEMA_VERSION or any(b.agent_id != agent.id for b in envelope.batches):
+    if envelope.version not in SUPPORTED_VERSIONS or any(b.agent_id != agent.id for b in envelope.batches):
         return None
     rows: list[tuple[int, BatchRow]] = []
-    samples: list[_Sample] = []
-    for index, (batch, batch_samples) in enumerate(zip(envelope.batches, decoded, strict=True)):
-        stamps = list(map(_TS, batch_samples))
-        low, high = (min(stamps), max(stamps)) if stamps else (None, None)
-        rows.append((index, BatchRow.make(batch, batch.samples, len(stamps), low, high)))
-        samples += batch_samples
-    # Per sample only C loops (map, zip, sorted, dict) below; Python runs per series.
-    keys = list(zip(map(_NAME, samples), map(bytes, map(_LABELS, samples)), strict=True))
-    times = list(map(_TS, samples))
-    # Newest first, equal times in the order sent (sorting keeps stability with reverse=True);
-    # walked oldest first, the last write per key is each series' newest sample.
-    oldest_first = sorted(range(len(samples)), key=times.__getitem__, reverse=True)[::-1]
-    newest = dict(zip(map(keys.__getitem__, oldest_first), oldest_first, strict=True))
+    # Each series' newest point (the first sent among equal times): walked in the order sent,
+    # a later point replaces it only if it is strictly newer.
+    newest: dict[tuple[str, bytes], WirePoint] = {}
+    parts: list[tuple[list[tuple[str, bytes]], list[_Sample], list[_Series]]] = []
+    for index, (batch, (samples, series)) in enumerate(zip(envelope.batches, decoded, strict=True)):
+        # Per sample and per point only C loops (map, zip, sorted, dict); Python runs per series.
+        times = list(map(_TS, samples))
+        counts: list[int] = []
+        stamps: list[int] = []  # the series' point times, series after series
+        if series:
+            counts = list(map(len, map(_POINTS, series)))
+            count = len(times) + sum(counts)
+            if not all(counts) or count > MAX_SAMPLES_PER_BATCH:
+                return None
+            stamps = list(map(_by_time, chain.from_iterable(map(_POINTS, series))))
+            low, high = min(stamps), max(stamps)
+            if times:
+                low, high = min(low, min(times)), max(high, max(times))
+            rows.append((index, BatchRow.make_series(batch, batch.samples, batch.series, count, low, high)))
+        elif times:
+            rows.append((index, BatchRow.make(batch, batch.samples, len(times), min(times), max(times))))
+        else:
+            rows.append((index, BatchRow.make(batch, batch.samples, 0, None, None)))
+        keys = list(zip(map(_NAME, samples), map(bytes, map(_LABELS, samples)), strict=True))
+        parts.append((keys, samples, series))
+        if samples:
+            # Newest first, equal times in the order sent (sorting keeps stability with
+            # reverse=True); walked oldest first, the last write per key is the one wanted.
+            oldest_first = sorted(range(len(samples)), key=times.__getitem__, reverse=True)[::-1]
+            for key, at in dict(zip(map(keys.__getitem__, oldest_first), oldest_first, strict=True)).items():
+                known = newest.get(key)
+                if known is None or times[at] > known[0]:
+                    newest[key] = (times[at], samples[at].value)
+        end = 0
+        for entry, size in zip(series, counts, strict=True):
+            key = (entry.name, bytes(entry.labels))
+            start, end = end, end + size
+            own = stamps[start:end]
+            point = entry.points[own.index(max(own))]  # the first of the newest
+            known = newest.get(key)
+            if known is None or point[0] > known[0]:
+                newest[key] = point
     candidates: dict[SeriesKey, Candidate] = {}
-    zeros: dict[tuple[str, bytes], list[tuple[int, float]]] = {}
-    for text_key, at in newest.items():
+    zeros: dict[tuple[str, bytes], Candidate] = {}
+    for text_key, (ts_ms, raw_value) in newest.items():
         info = _series_info(*text_key)
         if info is None or info[0] in candidates:  # refused, or one label set spelled two ways
             return None
-        value = _number(samples[at].value)
-        candidate = candidates[info[0]] = Candidate(info[1], times[at], value, None)
-        if value == 0:  # the streak of zeros needs every point of this series, in time order
-            candidate.points = zeros[text_key] = []
+        value = _number(raw_value)
+        candidate = candidates[info[0]] = Candidate(info[1], ts_ms, value, None)
+        if value == 0:  # the streak of zeros needs every point of this series
+            zeros[text_key] = candidate
     if zeros:
-        in_order = sorted(range(len(samples)), key=times.__getitem__)  # stable: ties as sent
-        for at in compress(in_order, map(zeros.__contains__, map(keys.__getitem__, in_order))):
-            zeros[keys[at]].append((times[at], _number(samples[at].value)))
+        timelines: dict[tuple[str, bytes], list[WirePoint]] = {key: [] for key in zeros}
+        for keys, samples, series in parts:  # gathered in the order sent, then sorted stably by time
+            for at in compress(range(len(samples)), map(zeros.__contains__, keys)):
+                timelines[keys[at]].append((samples[at].ts_ms, samples[at].value))
+            for entry in series:
+                timeline = timelines.get((entry.name, bytes(entry.labels)))
+                if timeline is not None:
+                    timeline += entry.points
+        for key, timeline in timelines.items():
+            timeline.sort(key=_by_time)
+            zeros[key].points = timeline
     return Pending(
         agent, envelope.site, envelope.position, envelope.sent_ms, [None] * len(rows), rows, candidates
     )
@@ -246,7 +305,7 @@ def prepare(agent: AgentRow, envelope: Envelope) -> Pending:
             results[index] = ItemResult(batch.boot_id, batch.seq, "rejected", reason)
             continue
         rows.append((index, BatchRow.of(batch)))
-        for sample in batch.samples:
+        for sample in batch.every_sample():
             key = (sample.name, labels_key(sample.labels))
             points.setdefault(key, []).append((sample.ts_ms, sample.number, sample.labels))
     candidates: dict[SeriesKey, Candidate] = {}
@@ -267,17 +326,19 @@ def plan(candidate: Candidate, current: SeriesState | None) -> SeriesState | Non
     if candidate.points is None:  # the newest value is not 0: no streak to count
         labels = dict(candidate.labels) if current is None else current.labels
         return SeriesState(labels, candidate.value, candidate.ts_ms, 0)
+    # The points end at the candidate (the newest, 0), so only the streak needs the walk (a few
+    # points a series: a plain loop is cheaper here than C calls with their set-up).
     points = iter(candidate.points)
     if current is None:  # the first point starts the series
-        ts_ms, value = next(points)
-        labels, streak = dict(candidate.labels), 1 if value == 0 else 0
+        ts_ms, first = next(points)
+        labels, streak = dict(candidate.labels), 1 if first == 0 else 0
     else:
-        labels, value, ts_ms, streak = current.labels, current.value, current.ts_ms, current.zero_streak
+        labels, ts_ms, streak = current.labels, current.ts_ms, current.zero_streak
     for at, number in points:
         if at > ts_ms:
-            streak = streak + 1 if number == 0 else 0
-            value, ts_ms = number, at
-    return SeriesState(labels, value, ts_ms, streak)
+            streak = streak + 1 if number == 0 else 0  # "NaN" and "+Inf" are not 0
+            ts_ms = at
+    return SeriesState(labels, candidate.value, candidate.ts_ms, streak)
 
 
 class Ingestor:
@@ -328,12 +389,6 @@ class Ingestor:
                         if state is not None:
                             updates[key] = state
                     mine.update(updates)
-                    writer.set_latest(
-                        [
-                            (writer.series_id(agent, *key), state.value, state.ts_ms, state.zero_streak)
-                            for key, state in updates.items()
-                        ]
-                    )
                 writer.touch_agent(
                     agent,
                     site=request.site,
@@ -342,6 +397,21 @@ class Ingestor:
                     clock_offset_ms=request.sent_ms - now_ms,
                 )
                 done.append((request, updates, writer.seq_totals(agent), new))
+            # Each agent's whole series state, one row per agent (not one per series).
+            for agent, mine in staged.items():
+                if mine:
+                    view = self.fleet.agents.get(agent)
+                    states = [
+                        (name, key, state.value, state.ts_ms, state.zero_streak)
+                        for name, series in (view.series.items() if view is not None else ())
+                        for key, state in series.items()
+                        if (name, key) not in mine
+                    ]
+                    states += [
+                        (name, key, state.value, state.ts_ms, state.zero_streak)
+                        for (name, key), state in mine.items()
+                    ]
+                    writer.set_agent_latest(agent, states)
         out: list[tuple[IngestResponse, Stored]] = []
         for request, updates, seq, new in done:
             view = self.fleet.apply(
@@ -440,9 +510,18 @@ def unauthorized() -> Response:
     )
 
 
+def header(request: Request, name: bytes) -> str:
+    """One request header (``name`` in lower case, as ASGI servers give them), or "": a scan of the
+    raw list, cheaper than building Starlette's ``Headers`` on the ingest path."""
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return ""
+
+
 async def read_body(request: Request, limit: int) -> bytes | None:
     """The body, or None once it is known to exceed ``limit`` (declared or counted)."""
-    declared = request.headers.get("content-length", "")
+    declared = header(request, b"content-length")
     if declared.isdigit() and int(declared) > limit:
         return None
     body = bytearray()
@@ -459,7 +538,7 @@ async def handle(
     limit: int,
     commit: Callable[[Pending], Awaitable[IngestResponse]],
 ) -> Response:
-    agent = store.agent_for_token(bearer_token(request.headers.get("authorization")))
+    agent = store.agent_for_token(bearer_token(header(request, b"authorization")))
     if agent is None:
         return unauthorized()
     body = await read_body(request, limit)

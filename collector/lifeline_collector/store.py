@@ -1,12 +1,19 @@
 """The collector's SQLite store (WAL): agents and their hashed tokens, batches with their samples,
 events, the latest value of every series, and the alert history.
 
-A batch is one row: its samples are one compact blob (the JSON array the agent sent, compressed
-with LZ4), not one indexed row per sample. ``batches`` has UNIQUE(agent, boot_id, seq), which is
+A batch is one row: its samples are one compact blob (the JSON the agent sent, compressed with
+LZ4), not one indexed row per sample. ``codec`` says which form: 1 the JSON array of samples (wire
+version 1), 2 ``[samples, series]`` (version 2's series form, kept as sent); ``unpack_samples``
+reads both into the same samples in the same order. ``batches`` has UNIQUE(agent, boot_id, seq), which is
 what makes a retried batch a no-op. Each sample still has its own number for the remote-write
 cursor: a batch holds the ``sample_count`` numbers from ``first_sample`` on, handed out in commit
 order from a counter in ``meta``. Ingest commits many requests in one transaction (``writer()``),
 and nothing is answered before that commit. Tokens are stored only as SHA-256 hashes.
+
+The latest value of every series of an agent is one row too (``agent_latest``: the agent's whole
+series state, msgpack + LZ4), rewritten once per commit that moves it, instead of one upserted
+row per series; a restarted collector reads it back exactly. Stores of schema 3 kept one
+``latest`` row per series: those rows are still read for agents without an ``agent_latest`` row.
 
 Schema 2 stored one row per sample in ``samples``; opening such a file converts it (``_migrate``)
 keeping every sample's number, so a remote-write cursor saved before stays valid.
@@ -35,10 +42,10 @@ from lifeline_collector.alerting.errors import UnknownAlertError, UnknownSilence
 from lifeline_collector.alerting.model import Alert, AlertState
 from lifeline_collector.alerting.silences import Ack, Matcher, Silence
 from lifeline_collector.errors import DuplicateAgentError, StoreError, UnknownAgentError
-from lifeline_wire import Batch, Event, Sample
+from lifeline_wire import Batch, Event, Sample, SeriesPoints
 from lifeline_wire.schema import MAX_SAMPLES_PER_BATCH
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
@@ -93,6 +100,10 @@ CREATE TABLE IF NOT EXISTS latest (
     value REAL,
     ts_ms INTEGER NOT NULL,
     zero_streak INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agent_latest (
+    agent TEXT PRIMARY KEY,
+    states BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
     agent TEXT NOT NULL,
@@ -158,6 +169,7 @@ _BATCH_COLUMNS = (
 )
 CODEC_NONE = 0  # no samples
 CODEC_JSON_LZ4 = 1  # the JSON array of wire samples, LZ4 block with its size in front
+CODEC_SERIES_LZ4 = 2  # JSON ``[samples, series]`` of a batch in the series form, LZ4 as above
 NEXT_SAMPLE = "next_sample"
 
 
@@ -283,7 +295,12 @@ class SeqTotals:
 
 _AGENT_COLUMNS = "id, site, position, created_ms, revoked_ms, last_seen_ms, clock_offset_ms"
 _samples_decoder = msgspec.json.Decoder(list[Sample])
+_both_decoder = msgspec.json.Decoder(tuple[list[Sample], list[SeriesPoints]])
 _encoder = msgspec.json.Encoder()
+# One agent's latest series: (name, labels_key, value, ts_ms, zero_streak) each (msgpack keeps NaN).
+LatestState = tuple[str, str, float, int, int]
+_states_encoder = msgspec.msgpack.Encoder()
+_states_decoder = msgspec.msgpack.Decoder(list[tuple[str, str, float, int, int]])
 
 
 def pack_samples(samples_json: bytes | memoryview | msgspec.Raw) -> bytes:
@@ -291,16 +308,30 @@ def pack_samples(samples_json: bytes | memoryview | msgspec.Raw) -> bytes:
     return bytes(cramjam.lz4.compress_block(samples_json))
 
 
+def pack_series(
+    samples_json: bytes | memoryview | msgspec.Raw, series_json: bytes | memoryview | msgspec.Raw
+) -> bytes:
+    """The blob of a batch in the series form (``CODEC_SERIES_LZ4``): ``[samples, series]`` as sent."""
+    return bytes(cramjam.lz4.compress_block(b"".join((b"[", samples_json, b",", series_json, b"]"))))
+
+
 def unpack_samples(codec: int, blob: bytes | None) -> list[Sample]:
-    """The samples of one stored batch, in the order the agent sent them."""
+    """The samples of one stored batch in their canonical order (``Batch.every_sample``): the
+    samples as sent, then each series' points, series by series. Sample numbers follow it."""
     if codec == CODEC_NONE or blob is None:
         return []
-    if codec != CODEC_JSON_LZ4:
+    if codec not in (CODEC_JSON_LZ4, CODEC_SERIES_LZ4):
         raise StoreError(f"unknown sample codec {codec} (a newer collector wrote this store?)")
     try:
-        return _samples_decoder.decode(bytes(cramjam.lz4.decompress_block(blob)))
+        text = bytes(cramjam.lz4.decompress_block(blob))
+        if codec == CODEC_JSON_LZ4:
+            return _samples_decoder.decode(text)
+        samples, series = _both_decoder.decode(text)
     except (cramjam.DecompressionError, msgspec.DecodeError) as exc:
         raise StoreError(f"a stored batch's samples are unreadable: {exc}") from None
+    for entry in series:
+        samples += entry.samples()
+    return samples
 
 
 class BatchHead(Protocol):
@@ -329,8 +360,34 @@ class BatchRow:
     sample_count: int
     min_ts: int | None
     max_ts: int | None
-    blob: bytes | None  # pack_samples() of the JSON array of samples; None without samples
+    blob: bytes | None  # pack_samples() or pack_series(), as ``codec`` says; None without samples
     events: Sequence[Event] = ()
+    codec: int = CODEC_JSON_LZ4
+
+    @classmethod
+    def make_series(
+        cls,
+        head: BatchHead,
+        samples_json: bytes | memoryview | msgspec.Raw,
+        series_json: bytes | memoryview | msgspec.Raw,
+        count: int,
+        min_ts: int | None,
+        max_ts: int | None,
+    ) -> BatchRow:
+        """From a batch in the series form, kept as the JSON sent (``CODEC_SERIES_LZ4``)."""
+        blob = pack_series(samples_json, series_json) if count else None
+        return cls(
+            head.boot_id,
+            head.seq,
+            head.created_ms,
+            head.priority,
+            count,
+            min_ts,
+            max_ts,
+            blob,
+            head.events,
+            CODEC_SERIES_LZ4,
+        )
 
     @classmethod
     def make(
@@ -350,6 +407,16 @@ class BatchRow:
 
     @classmethod
     def of(cls, batch: Batch) -> BatchRow:
+        if batch.series:
+            stamps = [sample.ts_ms for sample in batch.every_sample()]
+            return cls.make_series(
+                batch,
+                _encoder.encode(batch.samples),
+                _encoder.encode(batch.series),
+                len(stamps),
+                min(stamps, default=None),
+                max(stamps, default=None),
+            )
         stamps = [sample.ts_ms for sample in batch.samples]
         return cls.make(
             batch,
@@ -503,15 +570,25 @@ class Store:
     # --- reading back ------------------------------------------------------------------------
 
     def latest(self) -> list[LatestRow]:
-        """The newest value of every series (the fleet view at start); warms the series id cache,
-        so a restarted collector does not look up each known series again on its next batch."""
+        """The newest value of every series (the fleet view at start): each agent's
+        ``agent_latest`` row, or for an agent without one, its per-series ``latest`` rows (schema 3;
+        they also warm the series id cache)."""
+        out: list[LatestRow] = []
+        for agent, blob in self._query("SELECT agent, states FROM agent_latest"):
+            try:
+                states = _states_decoder.decode(bytes(cramjam.lz4.decompress_block(_blob(blob) or b"")))
+            except (cramjam.DecompressionError, msgspec.DecodeError) as exc:
+                raise StoreError(f"the latest values of agent {agent} are unreadable: {exc}") from None
+            out += [LatestRow(str(agent), *state) for state in states]
+        done = {row.agent for row in out}
         rows = self._query(
             "SELECT s.agent, s.name, s.labels, l.value, l.ts_ms, l.zero_streak, s.id"
             " FROM latest l JOIN series s ON s.id = l.series"
         )
-        out: list[LatestRow] = []
         for a, n, lk, v, ts, z, series in rows:
             row = LatestRow(str(a), str(n), str(lk), _float(v), _int(ts), _int(z))
+            if row.agent in done:
+                continue  # superseded by the agent's newer row
             self._series_ids.setdefault((row.agent, row.name, row.labels), _int(series))
             out.append(row)
         return out
@@ -524,7 +601,7 @@ class Store:
 
     def count(self, table: str, agent: str | None = None) -> int:
         """Rows in one table (tests and the CLI's listing)."""
-        if table not in ("batches", "samples", "events", "series", "alert_history"):
+        if table not in ("batches", "samples", "events", "series", "agent_latest", "alert_history"):
             raise ValueError(f"unknown table {table}")
         if table == "samples":  # kept per batch
             sql = "SELECT COALESCE(SUM(sample_count), 0) FROM batches"
@@ -856,7 +933,7 @@ class Writer:
                 row.sample_count,
                 row.min_ts,
                 row.max_ts,
-                CODEC_JSON_LZ4 if row.blob is not None else CODEC_NONE,
+                row.codec if row.blob is not None else CODEC_NONE,
                 row.blob,
             ),
         )
@@ -913,6 +990,15 @@ class Writer:
                 (agent, batch_id, event.type, event.ts_ms, json.dumps(event.attributes, sort_keys=True))
                 for event in events
             ],
+        )
+
+    def set_agent_latest(self, agent: str, states: Sequence[LatestState]) -> None:
+        """Every series of one agent as it stands after this transaction: one row per agent."""
+        blob = bytes(cramjam.lz4.compress_block(_states_encoder.encode(states)))
+        self._db.execute(
+            "INSERT INTO agent_latest (agent, states) VALUES (?, ?)"
+            " ON CONFLICT (agent) DO UPDATE SET states = excluded.states",
+            (agent, blob),
         )
 
     def set_latest(self, rows: Sequence[tuple[int, float, int, int]]) -> None:

@@ -83,7 +83,7 @@ def test_run_once_prints_the_batch(tmp_path: Path, tcp_listener: tuple[str, int]
     assert result.exit_code == 0, result.output
     batch = msgspec.json.decode(result.stdout, type=Batch)
     assert (batch.agent_id, batch.seq) == ("ws-3", 0)
-    success = [s for s in batch.samples if s.name == "lifeline_probe_success"]
+    success = [s for s in batch.every_sample() if s.name == "lifeline_probe_success"]
     assert [(s.labels["target"], s.value) for s in success] == [("cad", 1.0)]
     assert not (tmp_path / "spool.db").exists()
 

@@ -117,7 +117,7 @@ def test_agent_delivers_state_changes_first_and_spools_the_last_batch(
     assert any(e.type == "agent.stop" for b in everything for e in b.events)
     assert any(e.type == "agent.start" for b in everything for e in b.events)
 
-    success = [s for b in everything for s in b.samples if s.name == "lifeline_probe_success"]
+    success = [s for b in everything for s in b.every_sample() if s.name == "lifeline_probe_success"]
     assert {s.value for s in success} == {0.0, 1.0}
     assert all(s.labels == {"target": "cad", "role": "cad", "path": "auto", "kind": "tcp"} for s in success)
 
@@ -141,10 +141,10 @@ def test_once_probes_every_target_and_sends_nothing(tmp_path: Path, tcp_listener
     batch = asyncio.run(AgentService(config).once())
     assert batch.seq == 0
     assert batch.agent_id == "ws-7"
-    names = {s.name for s in batch.samples}
+    names = {s.name for s in batch.every_sample()}
     assert {"lifeline_probe_success", "lifeline_probe_rtt_seconds", "lifeline_agent_info"} <= names
     assert not (tmp_path / "spool.db").exists()
-    assert json.dumps(batch.samples[0].labels)
+    assert json.dumps(batch.every_sample()[0].labels)
 
 
 def test_the_spool_takes_both_bounds_from_the_config(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from lifeline_agent.config import AgentSection, CollectorEndpoint, CollectorSect
 from lifeline_agent.errors import RefusedDelivery, RetryableDelivery
 from lifeline_agent.shipper import Backoff, Shipper, parse_retry_after
 from lifeline_agent.spool import SqliteSpool
-from lifeline_wire import Batch, Sample
+from lifeline_wire import SCHEMA_VERSION, Batch, Sample
 
 TS = 1_800_000_000_000
 TOKEN = "secret-token-1"
@@ -214,7 +214,7 @@ def test_envelope_carries_site_and_position(collector: FakeCollector, spool: Sql
     fill(spool, 1)
     drain(make_shipper(collector.url, spool), spool)
     envelope = json.loads(seen[0])
-    assert (envelope["site"], envelope["position"], envelope["version"]) == ("north", "12", 1)
+    assert (envelope["site"], envelope["position"], envelope["version"]) == ("north", "12", SCHEMA_VERSION)
 
 
 def test_retry_after_parsing() -> None:

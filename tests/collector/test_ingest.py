@@ -120,10 +120,10 @@ async def test_batch_of_another_agent_is_403(app_client: tuple[httpx.AsyncClient
         (b"", 400, "$", "truncated"),
         (b"{not json}", 400, "$", "malformed"),
         (
-            b'{"version": 2, "batches": [], "sent_ms": 1700000000000}',
+            b'{"version": 3, "batches": [], "sent_ms": 1700000000000}',
             422,
             "$.version",
-            "unsupported schema version 2",
+            "unsupported schema version 3",
         ),
         (
             b'{"version": 1, "sent_ms": 1700000000000, "batches": [{"agent_id": "pos-12", "boot_id": "b",'

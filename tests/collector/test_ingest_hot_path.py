@@ -82,7 +82,12 @@ def test_ingest_stores_every_sample_once_with_one_series_each(tmp_path: Path) ->
         answer = collector.ingest(agent, envelope)
         assert [r.status for r in answer.results] == ["accepted"]
     assert collector.store.count("samples") == 20
-    assert collector.store.count("series") == 2
+    assert collector.store.count("series") == 0  # the latest values are one row per agent now
+    assert collector.store.count("agent_latest") == 1
+    assert sorted((r.name, r.ts_ms, r.zero_streak) for r in collector.store.latest()) == [
+        ("lifeline_probe_consecutive_failures", MS + 4000, 5),
+        ("lifeline_probe_success", MS + 4000, 0),
+    ]
     success = collector.fleet.agents["pos-1"].series["lifeline_probe_success"][labels_key(LABELS)]
     assert (success.value, success.ts_ms) == (1.0, MS + 4000)
     collector.store.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from collector_kit import T0, cad_round
 
+from lifeline_collector import store as store_module
 from lifeline_collector.errors import DuplicateAgentError, UnknownAgentError
 from lifeline_collector.store import Store, hash_token, labels_key
 from lifeline_wire import Batch, Sample
@@ -223,6 +224,6 @@ def test_a_schema_2_store_is_converted_keeping_every_sample_and_its_number(tmp_p
         assert again.count("samples") == 6
         tables = {str(r[0]) for r in again._query("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert "samples" not in tables
-        assert again._query("PRAGMA user_version")[0][0] == 3
+        assert again._query("PRAGMA user_version")[0][0] == store_module.SCHEMA_VERSION
     finally:
         again.close()

@@ -85,7 +85,7 @@ class HoldingProxy:
                 with proxy.lock:
                     proxy.arrivals += 1
                     for batch in envelope.batches:
-                        proxy.samples[(batch.boot_id, batch.seq)] = len(batch.samples)
+                        proxy.samples[(batch.boot_id, batch.seq)] = batch.sample_count()
                     before, hold = proxy.rng.uniform(0.0, 0.15), proxy.rng.uniform(0.0, 0.3)
                 time.sleep(before)  # a kill now: the collector has not seen the request
                 if _peer_gone(self.connection):

@@ -141,11 +141,11 @@ def test_errors_name_the_field(mutate: Any, path: str, reason_part: str) -> None
 
 
 def test_unknown_schema_version_is_named_even_when_fields_changed() -> None:
-    body = envelope_dict(version=2)
-    body["batches"][0]["new_field_of_v2"] = True
+    body = envelope_dict(version=3)
+    body["batches"][0]["new_field_of_v3"] = True
     error = _error_for(json.dumps(body).encode())
     assert error.path == "$.version"
-    assert "unsupported schema version 2" in error.reason
+    assert error.reason == "unsupported schema version 3 (this end speaks 1 and 2)"
 
 
 def test_truncated_json() -> None:

@@ -2,12 +2,14 @@
 
 from lifeline_wire.schema import (
     SCHEMA_VERSION,
+    SUPPORTED_VERSIONS,
     Batch,
     Envelope,
     Event,
     IngestResponse,
     ItemResult,
     Sample,
+    SeriesPoints,
     WireError,
     decode_envelope,
     decode_response,
@@ -16,12 +18,14 @@ from lifeline_wire.schema import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "SUPPORTED_VERSIONS",
     "Batch",
     "Envelope",
     "Event",
     "IngestResponse",
     "ItemResult",
     "Sample",
+    "SeriesPoints",
     "WireError",
     "decode_envelope",
     "decode_response",

@@ -1,4 +1,4 @@
-"""Wire contract v1: the batch an agent sends and the per-item answer the collector gives.
+"""Wire contract v2: the batch an agent sends and the per-item answer the collector gives.
 
 A batch is identified by (agent_id, boot_id, seq). ``seq`` only grows within one boot of the
 agent, so the collector can store each batch exactly once however often it is retried, and a
@@ -7,6 +7,13 @@ measurement was taken, never the time it was sent.
 
 Decoding is strict: unknown fields, wrong types and out-of-range values are rejected, and every
 error names the field as a JSON path (``$.batches[0].samples[3].value``).
+
+A batch carries its measurements in either of two forms, or both: ``samples`` (one object per
+sample, version 1) and ``series`` (version 2: one entry per series with its ``[ts_ms, value]``
+points, so the name and labels travel once per series, not once per sample). Both forms keep every
+sample's own timestamp and value; ``Batch.every_sample()`` reads a batch the same way whatever the
+form. A collector speaks both versions; an older collector refuses version 2, so collectors are
+upgraded before agents.
 """
 
 from __future__ import annotations
@@ -17,10 +24,11 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+SUPPORTED_VERSIONS: Final = frozenset({1, 2})  # version 1 has no ``series``; its batches stay valid
 
 MAX_BATCHES_PER_ENVELOPE: Final = 500
-MAX_SAMPLES_PER_BATCH: Final = 20_000
+MAX_SAMPLES_PER_BATCH: Final = 20_000  # samples and series points together
 MAX_EVENTS_PER_BATCH: Final = 2_000
 MAX_LABELS: Final = 16
 
@@ -96,13 +104,52 @@ class Sample(msgspec.Struct, frozen=True, forbid_unknown_fields=True, array_like
         if self.labels and not _good_label_names.issuperset(self.labels):
             _check_label_names(self.labels)
         if isinstance(self.value, float) and not math.isfinite(self.value):
-            spelled = "NaN" if math.isnan(self.value) else ("+Inf" if self.value > 0 else "-Inf")
-            msgspec.structs.force_setattr(self, "value", spelled)
+            msgspec.structs.force_setattr(self, "value", _spelled(self.value))
 
     @property
     def number(self) -> float:
         """The value as a float, whatever its spelling on the wire."""
         return NON_FINITE[self.value] if isinstance(self.value, str) else float(self.value)
+
+
+# One point of a series: ``[ts_ms, value]`` (an array, so msgspec decodes it in C).
+Point = tuple[TimestampMs, float | NonFinite]
+
+
+def _spelled(value: float) -> str:
+    return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
+
+
+class SeriesPoints(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The samples of one series in one batch: its name and labels once, then every point."""
+
+    name: Annotated[str, msgspec.Meta(extra_json_schema={"pattern": METRIC_NAME_RE})]
+    labels: Annotated[
+        dict[str, LabelValue],
+        msgspec.Meta(max_length=MAX_LABELS, extra_json_schema={"propertyNames": {"pattern": LABEL_NAME_RE}}),
+    ] = {}
+    points: Annotated[list[Point], msgspec.Meta(min_length=1, max_length=MAX_SAMPLES_PER_BATCH)] = []
+
+    def __post_init__(self) -> None:
+        if self.name not in _good_metric_names:
+            _check_name(self.name)
+        if self.labels and not _good_label_names.issuperset(self.labels):
+            _check_label_names(self.labels)
+        if not self.points:  # decoding enforces min_length; this catches a struct built in code
+            raise ValueError(f"{_FIELD_MARK}points: a series needs at least one point")
+        for _, value in self.points:
+            if isinstance(value, float) and not math.isfinite(value):
+                spelled = [
+                    (t, _spelled(v) if isinstance(v, float) and not math.isfinite(v) else v)
+                    for t, v in self.points
+                ]
+                msgspec.structs.force_setattr(self, "points", spelled)
+                break
+
+    def samples(self) -> list[Sample]:
+        """The points as samples, in the order sent (they share one labels dict: do not mutate)."""
+        name, labels = self.name, self.labels
+        return [Sample(name, value, ts_ms, labels) for ts_ms, value in self.points]
 
 
 class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -124,6 +171,31 @@ class Batch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     events: Annotated[list[Event], msgspec.Meta(max_length=MAX_EVENTS_PER_BATCH)] = []
     # True for batches that carry a state change: sent ahead of any backlog.
     priority: bool = False
+    # Version 2: the same kind of measurements grouped by series (see the module docstring).
+    series: Annotated[list[SeriesPoints], msgspec.Meta(max_length=MAX_SAMPLES_PER_BATCH)] = []
+
+    def __post_init__(self) -> None:
+        if self.series:
+            count = self.sample_count()
+            if count > MAX_SAMPLES_PER_BATCH:
+                raise ValueError(
+                    f"{_FIELD_MARK}series: at most {MAX_SAMPLES_PER_BATCH} samples per batch"
+                    f" (samples and series points together), got {count}"
+                )
+
+    def sample_count(self) -> int:
+        """How many samples the batch carries, in both forms."""
+        return len(self.samples) + sum(len(entry.points) for entry in self.series)
+
+    def every_sample(self) -> list[Sample]:
+        """Every sample of the batch in its canonical order: ``samples`` as sent, then each series'
+        points, series by series (the order the collector numbers them in)."""
+        if not self.series:
+            return self.samples
+        out = list(self.samples)
+        for entry in self.series:
+            out += entry.samples()
+        return out
 
 
 class Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -185,10 +257,10 @@ def decode_envelope(body: bytes) -> Envelope:
             version = _version_decoder.decode(body).version
         except msgspec.DecodeError:
             version = SCHEMA_VERSION
-        if version != SCHEMA_VERSION:
+        if version not in SUPPORTED_VERSIONS:
             raise _version_error(version) from None
         raise _wire_error(exc) from None
-    if envelope.version != SCHEMA_VERSION:
+    if envelope.version not in SUPPORTED_VERSIONS:
         raise _version_error(envelope.version)
     first = envelope.batches[0].agent_id
     for index, batch in enumerate(envelope.batches):
@@ -198,7 +270,8 @@ def decode_envelope(body: bytes) -> Envelope:
 
 
 def _version_error(version: int) -> WireError:
-    return WireError("$.version", f"unsupported schema version {version} (this end speaks {SCHEMA_VERSION})")
+    spoken = " and ".join(str(v) for v in sorted(SUPPORTED_VERSIONS))
+    return WireError("$.version", f"unsupported schema version {version} (this end speaks {spoken})")
 
 
 def decode_response(body: bytes) -> IngestResponse:

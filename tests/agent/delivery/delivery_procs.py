@@ -281,7 +281,12 @@ def spool_batches(path: Path) -> list[tuple[str, int, int, bool]]:
     # Read-write on purpose: after a kill -9 the WAL must be recovered to be read.
     with contextlib.closing(sqlite3.connect(path, timeout=10)) as db:
         rows = db.execute("SELECT boot_id, seq, priority, body FROM batches ORDER BY id").fetchall()
-    return [(str(b), int(s), len(json.loads(body)["samples"]), bool(p)) for b, s, p, body in rows]
+    return [(str(b), int(s), _sample_count(json.loads(body)), bool(p)) for b, s, p, body in rows]
+
+
+def _sample_count(batch: dict[str, Any]) -> int:
+    """Samples in a spooled batch, in either wire form (``samples``, or ``series`` points)."""
+    return len(batch.get("samples", [])) + sum(len(entry["points"]) for entry in batch.get("series", []))
 
 
 def status(workdir: Path) -> dict[str, Any]:

@@ -137,7 +137,7 @@ def test_cad_loss_is_judged_sent_at_once_warned_and_shown(
     assert str(event.attributes["reason"]).startswith("CAD server")
     verdicts = [e for b in fake_collector.batches for e in b.events if e.type == "health.verdict"]
     assert verdicts[-1].attributes["layer"] == "cad"
-    samples = {s.name for b in fake_collector.batches for s in b.samples}
+    samples = {s.name for b in fake_collector.batches for s in b.every_sample()}
     assert {"lifeline_layer_state", "lifeline_verdict_info", "lifeline_cad_risk_ratio"} <= samples
 
     # Providers: every source this machine has, plus netlink/traceroute/desktop, each 0 or 1 as it is.

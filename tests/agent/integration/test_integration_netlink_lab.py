@@ -166,7 +166,7 @@ desktop_notify = false
     rounds = [
         s
         for b in batches
-        for s in b.samples
+        for s in b.every_sample()
         if s.name == "lifeline_probe_success" and s.labels["target"] == "gw-eth0"
     ]
     assert rounds
