@@ -445,7 +445,10 @@ class HealthModel:
                 explained = True
             elif all_failing(by_layer[layer], now) and self._recently_failing(by_layer[layer], now):
                 waiting = True
-            elif self._trackers[layer].state == "failed" and layer != "dns":  # (DNS: a side branch)
+            elif finding is not None and self._trackers[layer].state == "failed" and layer != "dns":
+                # Its own probes answer again (a layer judged from facts alone, such as a link
+                # without carrier, has none: it says nothing about the probes behind it; DNS is a
+                # side branch).
                 since = self._trackers[layer].better_since
                 recovered = max(recovered or -math.inf, now if since is None else since)
         if not on_backup:

@@ -196,6 +196,21 @@ def test_running_on_the_backup_is_said(position: Callable[..., Position]) -> Non
     assert a.verdict.endswith("— running on the backup path")
 
 
+def test_a_dead_tunnel_over_the_hotspot_fails_while_the_cable_is_out(
+    position: Callable[..., Position],
+) -> None:
+    """The primary's link is down (no carrier: judged from facts, it has no probes of its own) and
+    the position moved to the hotspot, but the tunnel does not come up over it yet: CAD is lost, and
+    the layers behind must fail — a link held failed is not "the layer ahead answering again"
+    (the failover scenario paged only a warning for 12 s of lost CAD before this was right)."""
+    pos = position()
+    pos.facts["routes"] = RouteFacts("eth0", False, "usb0", True, on_backup=True)
+    pos.cond("vpn").down = True
+    a = pos.run(5)[-1]
+    assert a.layer("link").state == "failed"
+    assert a.layer("cad").state == "failed"
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("broken", ["router", "internet", "vpn"])
 def test_a_layer_behind_the_cut_is_never_judged_failed_first(
