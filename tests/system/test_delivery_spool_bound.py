@@ -49,6 +49,13 @@ def test_spool_bound_drops_the_oldest_counts_them_and_the_agent_carries_on(
         wait_for("the spool to drain", lambda: status(workdir)["spool"]["batches"] <= 1, timeout=120)
         assert agent.running(), agent.text()
         dropped = status(workdir)["spool"]["dropped"]
+
+        def reported() -> float:
+            rows = collector.samples("lifeline_agent_spool_dropped_batches_total")
+            return max((value for _labels, _ts, value, _received in rows), default=0.0)
+
+        # A drop during the drain is counted in a batch cut after it: wait for that batch.
+        wait_for("the drop count to reach the collector", lambda: reported() >= dropped, timeout=60)
     finally:
         agent.stop()
         collector.stop()
