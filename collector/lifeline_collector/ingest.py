@@ -232,22 +232,14 @@ def prepare_fast(agent: AgentRow, body: bytes) -> Pending | None:
     for index, (batch, (samples, series)) in enumerate(zip(envelope.batches, decoded, strict=True)):
         # Per sample and per point only C loops (map, zip, sorted, dict); Python runs per series.
         times = list(map(_TS, samples))
-        counts: list[int] = []
-        stamps: list[int] = []  # the series' point times, series after series
-        if series:
-            counts = list(map(len, map(_POINTS, series)))
-            count = len(times) + sum(counts)
-            if not all(counts) or count > MAX_SAMPLES_PER_BATCH:
-                return None
-            stamps = list(map(_by_time, chain.from_iterable(map(_POINTS, series))))
-            low, high = min(stamps), max(stamps)
-            if times:
-                low, high = min(low, min(times)), max(high, max(times))
-            rows.append((index, BatchRow.make_series(batch, batch.samples, batch.series, count, low, high)))
-        elif times:
-            rows.append((index, BatchRow.make(batch, batch.samples, len(times), min(times), max(times))))
-        else:
-            rows.append((index, BatchRow.make(batch, batch.samples, 0, None, None)))
+        counts = list(map(len, map(_POINTS, series)))
+        if not all(counts) or len(times) + sum(counts) > MAX_SAMPLES_PER_BATCH:
+            return None
+        stamps = list(map(_by_time, chain.from_iterable(map(_POINTS, series))))  # series after series
+        every = times + stamps
+        low, high = (min(every), max(every)) if every else (None, None)
+        series_json = batch.series if series else None
+        rows.append((index, BatchRow.make(batch, batch.samples, series_json, len(every), low, high)))
         keys = list(zip(map(_NAME, samples), map(bytes, map(_LABELS, samples)), strict=True))
         parts.append((keys, samples, series))
         if samples:

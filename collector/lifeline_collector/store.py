@@ -12,11 +12,12 @@ and nothing is answered before that commit. Tokens are stored only as SHA-256 ha
 
 The latest value of every series of an agent is one row too (``agent_latest``: the agent's whole
 series state, msgpack + LZ4), rewritten once per commit that moves it, instead of one upserted
-row per series; a restarted collector reads it back exactly. Stores of schema 3 kept one
-``latest`` row per series: those rows are still read for agents without an ``agent_latest`` row.
+row per series; a restarted collector reads it back exactly.
 
-Schema 2 stored one row per sample in ``samples``; opening such a file converts it (``_migrate``)
-keeping every sample's number, so a remote-write cursor saved before stays valid.
+Older files are converted when opened (``_migrate``): schema 2 stored one row per sample in
+``samples`` (each sample keeps its number, so a remote-write cursor saved before stays valid), and
+schemas 2 and 3 kept one ``latest`` row per series, keyed through a ``series`` table (they become
+each agent's ``agent_latest`` row, and both tables go).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from lifeline_collector.alerting.model import Alert, AlertState
 from lifeline_collector.alerting.silences import Ack, Matcher, Silence
 from lifeline_collector.errors import DuplicateAgentError, StoreError, UnknownAgentError
 from lifeline_wire import Batch, Event, Sample, SeriesPoints
-from lifeline_wire.schema import MAX_SAMPLES_PER_BATCH
+from lifeline_wire.schema import MAX_SAMPLES_PER_BATCH, every_sample
 
 SCHEMA_VERSION = 4
 
@@ -88,19 +89,6 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS series (
-    id INTEGER PRIMARY KEY,
-    agent TEXT NOT NULL,
-    name TEXT NOT NULL,
-    labels TEXT NOT NULL,
-    UNIQUE (agent, name, labels)
-);
-CREATE TABLE IF NOT EXISTS latest (
-    series INTEGER PRIMARY KEY,
-    value REAL,
-    ts_ms INTEGER NOT NULL,
-    zero_streak INTEGER NOT NULL
-);
 CREATE TABLE IF NOT EXISTS agent_latest (
     agent TEXT PRIMARY KEY,
     states BLOB NOT NULL
@@ -300,7 +288,7 @@ _encoder = msgspec.json.Encoder()
 # One agent's latest series: (name, labels_key, value, ts_ms, zero_streak) each (msgpack keeps NaN).
 LatestState = tuple[str, str, float, int, int]
 _states_encoder = msgspec.msgpack.Encoder()
-_states_decoder = msgspec.msgpack.Decoder(list[tuple[str, str, float, int, int]])
+_states_decoder = msgspec.msgpack.Decoder(list[LatestState])
 
 
 def pack_samples(samples_json: bytes | memoryview | msgspec.Raw) -> bytes:
@@ -329,9 +317,29 @@ def unpack_samples(codec: int, blob: bytes | None) -> list[Sample]:
         samples, series = _both_decoder.decode(text)
     except (cramjam.DecompressionError, msgspec.DecodeError) as exc:
         raise StoreError(f"a stored batch's samples are unreadable: {exc}") from None
-    for entry in series:
-        samples += entry.samples()
-    return samples
+    return every_sample(samples, series)
+
+
+def _set_agent_latest(db: sqlite3.Connection, agent: str, states: Sequence[LatestState]) -> None:
+    blob = bytes(cramjam.lz4.compress_block(_states_encoder.encode(states)))
+    db.execute(
+        "INSERT INTO agent_latest (agent, states) VALUES (?, ?)"
+        " ON CONFLICT (agent) DO UPDATE SET states = excluded.states",
+        (agent, blob),
+    )
+
+
+def _convert_latest_rows(db: sqlite3.Connection) -> None:
+    """Schemas 2 and 3 kept each series' newest value in its own ``latest`` row: they become one
+    ``agent_latest`` row per agent (an agent that already has one keeps it: it is newer)."""
+    rows = db.execute(
+        "SELECT s.agent, s.name, s.labels, l.value, l.ts_ms, l.zero_streak FROM latest l"
+        " JOIN series s ON s.id = l.series"
+        " WHERE s.agent NOT IN (SELECT agent FROM agent_latest) ORDER BY s.agent, s.id"
+    ).fetchall()
+    for agent, group in itertools.groupby(rows, key=lambda row: row[0]):
+        states = [(str(n), str(lk), _float(v), _int(ts), _int(z)) for _, n, lk, v, ts, z in group]
+        _set_agent_latest(db, str(agent), states)
 
 
 class BatchHead(Protocol):
@@ -365,17 +373,22 @@ class BatchRow:
     codec: int = CODEC_JSON_LZ4
 
     @classmethod
-    def make_series(
+    def make(
         cls,
         head: BatchHead,
         samples_json: bytes | memoryview | msgspec.Raw,
-        series_json: bytes | memoryview | msgspec.Raw,
+        series_json: bytes | memoryview | msgspec.Raw | None,
         count: int,
         min_ts: int | None,
         max_ts: int | None,
     ) -> BatchRow:
-        """From a batch in the series form, kept as the JSON sent (``CODEC_SERIES_LZ4``)."""
-        blob = pack_series(samples_json, series_json) if count else None
+        """From a batch (or the same fields of a faster decode) whose measurements are already
+        JSON: ingest keeps the bytes the agent sent — the samples array alone, or with the series
+        of the series form (``series_json``; then ``CODEC_SERIES_LZ4``)."""
+        if series_json is None:
+            blob, codec = (pack_samples(samples_json) if count else None), CODEC_JSON_LZ4
+        else:
+            blob, codec = (pack_series(samples_json, series_json) if count else None), CODEC_SERIES_LZ4
         return cls(
             head.boot_id,
             head.seq,
@@ -386,41 +399,16 @@ class BatchRow:
             max_ts,
             blob,
             head.events,
-            CODEC_SERIES_LZ4,
-        )
-
-    @classmethod
-    def make(
-        cls,
-        head: BatchHead,
-        samples_json: bytes | memoryview | msgspec.Raw,
-        count: int,
-        min_ts: int | None,
-        max_ts: int | None,
-    ) -> BatchRow:
-        """From a batch (or the same fields of a faster decode) whose samples are already JSON:
-        ingest keeps the bytes the agent sent."""
-        blob = pack_samples(samples_json) if count else None
-        return cls(
-            head.boot_id, head.seq, head.created_ms, head.priority, count, min_ts, max_ts, blob, head.events
+            codec,
         )
 
     @classmethod
     def of(cls, batch: Batch) -> BatchRow:
-        if batch.series:
-            stamps = [sample.ts_ms for sample in batch.every_sample()]
-            return cls.make_series(
-                batch,
-                _encoder.encode(batch.samples),
-                _encoder.encode(batch.series),
-                len(stamps),
-                min(stamps, default=None),
-                max(stamps, default=None),
-            )
-        stamps = [sample.ts_ms for sample in batch.samples]
+        stamps = [sample.ts_ms for sample in batch.every_sample()]
         return cls.make(
             batch,
             _encoder.encode(batch.samples),
+            _encoder.encode(batch.series) if batch.series else None,
             len(stamps),
             min(stamps, default=None),
             max(stamps, default=None),
@@ -445,27 +433,34 @@ class Store:
             raise StoreError(f"cannot open store {path}: {exc}") from None
         # One connection, used by the event loop; the lock guards tests and CLI use from threads.
         self._lock = threading.RLock()
-        self._series_ids: dict[tuple[str, str, str], int] = {}
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def _migrate(self) -> None:
-        """Schema 2 → 3: each batch's sample rows become its blob, every sample keeping its number."""
+        """Schema 2 → 3: each batch's sample rows become its blob, every sample keeping its number.
+        Schemas 2 and 3 → 4: the per-series ``latest`` rows become one ``agent_latest`` row per agent."""
         db = self._db
         columns = {str(row[1]) for row in db.execute("PRAGMA table_info(batches)")}
-        old = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'samples'").fetchone()
-        if old is None and all(name in columns for name, _ in _BATCH_COLUMNS):
+        tables = {str(row[0]) for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"samples", "series", "latest"} & tables and all(
+            name in columns for name, _ in _BATCH_COLUMNS
+        ):
             return
         db.execute("BEGIN IMMEDIATE")
         try:
             for name, declaration in _BATCH_COLUMNS:
                 if name not in columns:
                     db.execute(f"ALTER TABLE batches ADD COLUMN {name} {declaration}")
-            if old is not None:
+            if "samples" in tables:
                 _convert_sample_rows(db)
                 db.execute("DROP TABLE samples")
+            if "latest" in tables:
+                _convert_latest_rows(db)
+                db.execute("DROP TABLE latest")
+            if "series" in tables:
+                db.execute("DROP TABLE series")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -550,29 +545,18 @@ class Store:
     @contextlib.contextmanager
     def writer(self) -> Iterator[Writer]:
         """One transaction for everything it writes (ingest: one or many requests, a group commit)."""
-        added: list[tuple[str, str, str]] = []
         try:
             with self._tx() as db:
-                writer = Writer(db, self._series_ids, added)
+                writer = Writer(db)
                 yield writer
                 writer.finish()
         except sqlite3.Error as exc:
-            self._forget(added)
             raise StoreError(f"write failed: {exc}") from None
-        except BaseException:
-            self._forget(added)
-            raise
-
-    def _forget(self, keys: list[tuple[str, str, str]]) -> None:
-        for key in keys:
-            self._series_ids.pop(key, None)
 
     # --- reading back ------------------------------------------------------------------------
 
     def latest(self) -> list[LatestRow]:
-        """The newest value of every series (the fleet view at start): each agent's
-        ``agent_latest`` row, or for an agent without one, its per-series ``latest`` rows (schema 3;
-        they also warm the series id cache)."""
+        """The newest value of every series (the fleet view at start): each agent's ``agent_latest`` row."""
         out: list[LatestRow] = []
         for agent, blob in self._query("SELECT agent, states FROM agent_latest"):
             try:
@@ -580,17 +564,6 @@ class Store:
             except (cramjam.DecompressionError, msgspec.DecodeError) as exc:
                 raise StoreError(f"the latest values of agent {agent} are unreadable: {exc}") from None
             out += [LatestRow(str(agent), *state) for state in states]
-        done = {row.agent for row in out}
-        rows = self._query(
-            "SELECT s.agent, s.name, s.labels, l.value, l.ts_ms, l.zero_streak, s.id"
-            " FROM latest l JOIN series s ON s.id = l.series"
-        )
-        for a, n, lk, v, ts, z, series in rows:
-            row = LatestRow(str(a), str(n), str(lk), _float(v), _int(ts), _int(z))
-            if row.agent in done:
-                continue  # superseded by the agent's newer row
-            self._series_ids.setdefault((row.agent, row.name, row.labels), _int(series))
-            out.append(row)
         return out
 
     def seq_totals(self) -> dict[str, SeqTotals]:
@@ -601,7 +574,7 @@ class Store:
 
     def count(self, table: str, agent: str | None = None) -> int:
         """Rows in one table (tests and the CLI's listing)."""
-        if table not in ("batches", "samples", "events", "series", "agent_latest", "alert_history"):
+        if table not in ("batches", "samples", "events", "agent_latest", "alert_history"):
             raise ValueError(f"unknown table {table}")
         if table == "samples":  # kept per batch
             sql = "SELECT COALESCE(SUM(sample_count), 0) FROM batches"
@@ -884,15 +857,8 @@ class Store:
 class Writer:
     """The write side of one ingest transaction."""
 
-    def __init__(
-        self,
-        db: sqlite3.Connection,
-        series_ids: dict[tuple[str, str, str], int],
-        added: list[tuple[str, str, str]],
-    ) -> None:
+    def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
-        self._series_ids = series_ids
-        self._added = added
         self._next_sample: int | None = None  # read from meta at the first batch with samples
         self._numbered = False
 
@@ -964,25 +930,6 @@ class Writer:
             (min(low, seq), max(high, seq), jumps, agent, boot_id),
         )
 
-    def series_id(self, agent: str, name: str, labels: str) -> int:
-        key = (agent, name, labels)
-        found = self._series_ids.get(key)
-        if found is not None:
-            return found
-        # One statement for a new series (RETURNING); a series another process added needs the SELECT.
-        rows = self._db.execute(
-            "INSERT INTO series (agent, name, labels) VALUES (?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
-            key,
-        ).fetchall()
-        if not rows:
-            rows = self._db.execute(
-                "SELECT id FROM series WHERE agent = ? AND name = ? AND labels = ?", key
-            ).fetchall()
-        series = int(rows[0][0])
-        self._series_ids[key] = series
-        self._added.append(key)
-        return series
-
     def insert_events(self, agent: str, batch_id: int, events: Iterable[Event]) -> None:
         self._db.executemany(
             "INSERT INTO events (agent, batch, type, ts_ms, attributes) VALUES (?, ?, ?, ?, ?)",
@@ -994,21 +941,7 @@ class Writer:
 
     def set_agent_latest(self, agent: str, states: Sequence[LatestState]) -> None:
         """Every series of one agent as it stands after this transaction: one row per agent."""
-        blob = bytes(cramjam.lz4.compress_block(_states_encoder.encode(states)))
-        self._db.execute(
-            "INSERT INTO agent_latest (agent, states) VALUES (?, ?)"
-            " ON CONFLICT (agent) DO UPDATE SET states = excluded.states",
-            (agent, blob),
-        )
-
-    def set_latest(self, rows: Sequence[tuple[int, float, int, int]]) -> None:
-        """(series id, value, ts_ms, zero_streak) rows: the newest value of each touched series."""
-        self._db.executemany(
-            "INSERT INTO latest (series, value, ts_ms, zero_streak) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (series) DO UPDATE SET value = excluded.value, ts_ms = excluded.ts_ms,"
-            " zero_streak = excluded.zero_streak",
-            rows,
-        )
+        _set_agent_latest(self._db, agent, states)
 
     def touch_agent(
         self, agent: str, *, site: str, position: str, seen_ms: int, clock_offset_ms: int

@@ -143,37 +143,42 @@ def test_targets_of_one_interval_share_one_grid_of_ticks() -> None:
     assert scheduler._tick(5.0, other + 0.1) == pytest.approx(other + 5.0)
 
 
-def test_targets_of_one_interval_take_turns_evenly_over_it() -> None:
-    """Eight targets at 1 s probe 125 ms apart, in turn: the probes crossing a layer time its cut
-    to a fraction of a second (the health model's crossing hold)."""
+def _ticking(names: list[str], seed: int) -> tuple[Scheduler, CountingProbe, list[float]]:
+    """A scheduler of hourly counting targets, and the list of every tick it chooses, in order."""
     probe = CountingProbe()
     runner = ProbeRunner(
         Recorder(), registry={"counting": ProbeSpec("counting", probe, REGISTRY["tcp"].metrics, "")}
     )
     targets = tuple(
-        Target(name=f"t{i}", role="cad", kind="counting", host="x", interval=3600.0) for i in range(8)
+        Target(name=name, role="cad", kind="counting", host="x", interval=3600.0) for name in names
     )
+    scheduler = Scheduler(targets, runner, rng=random.Random(seed))
+    ticks: list[float] = []
+    choose = scheduler._tick
 
-    async def main() -> list[float]:
-        scheduler = Scheduler(targets, runner, rng=random.Random(5))
-        firsts: list[float] = []
-        choose = scheduler._tick
+    def recording(interval: float, after: float, slot: float = 0.0) -> float:
+        ticks.append(choose(interval, after, slot))
+        return ticks[-1]
 
-        def recording(interval: float, after: float, slot: float = 0.0) -> float:
-            firsts.append(choose(interval, after, slot))
-            return firsts[-1]
+    scheduler._tick = recording  # type: ignore[method-assign]
+    return scheduler, probe, ticks
 
-        scheduler._tick = recording  # type: ignore[method-assign]
+
+def test_targets_of_one_interval_take_turns_evenly_over_it() -> None:
+    """Eight targets at 1 s probe 125 ms apart, in turn: the probes crossing a layer time its cut
+    to a fraction of a second (the health model's crossing hold)."""
+    scheduler, _probe, firsts = _ticking([f"t{i}" for i in range(8)], seed=5)
+
+    async def main() -> None:
         task = asyncio.create_task(scheduler.run())
         await asyncio.sleep(0.05)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        return firsts
 
-    firsts = sorted(asyncio.run(main()))
+    asyncio.run(main())
     assert len(firsts) == 8
-    gaps = [b - a for a, b in itertools.pairwise(firsts)]
+    gaps = [b - a for a, b in itertools.pairwise(sorted(firsts))]
     assert gaps == pytest.approx([450.0] * 7)
 
 
@@ -192,24 +197,9 @@ def test_a_wake_returns_at_its_time_or_at_once_when_poked() -> None:
 
 
 def test_a_poked_target_goes_back_to_the_grid() -> None:
-    probe = CountingProbe()
-    runner = ProbeRunner(
-        Recorder(), registry={"counting": ProbeSpec("counting", probe, REGISTRY["tcp"].metrics, "")}
-    )
-    targets = tuple(
-        Target(name=name, role="cad", kind="counting", host="x", interval=3600.0) for name in ("a", "b")
-    )
+    scheduler, probe, ticks = _ticking(["a", "b"], seed=7)
 
     async def main() -> None:
-        scheduler = Scheduler(targets, runner, rng=random.Random(7))
-        ticks: list[float] = []  # every tick the scheduler chose, in order
-        choose = scheduler._tick
-
-        def recording(interval: float, after: float, slot: float = 0.0) -> float:
-            ticks.append(choose(interval, after, slot))
-            return ticks[-1]
-
-        scheduler._tick = recording  # type: ignore[method-assign]
         task = asyncio.create_task(scheduler.run())
         await asyncio.sleep(0.05)
         assert len(ticks) == 2

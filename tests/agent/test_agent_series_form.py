@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
-from lifeline_agent.config import AgentSection, CollectorEndpoint, CollectorSection
+from shipping import drain, make_shipper
+
 from lifeline_agent.recorder import Recorder
 from lifeline_agent.scheduler import Batcher, group_by_series
-from lifeline_agent.shipper import Backoff, Shipper
 from lifeline_agent.spool import MemorySpool, SqliteSpool
 from lifeline_wire import Batch, Sample, SeriesPoints
 
@@ -110,25 +109,7 @@ def test_version_1_batches_left_in_the_spool_still_ship_unchanged(
         record_rounds(recorder)
         asyncio.run(Batcher("ws-1", "new", recorder, spool).flush())
         assert spool.depth() == 2
-        shipper = Shipper(
-            AgentSection(id="ws-1", site="north", position="12"),
-            CollectorSection(endpoints=(CollectorEndpoint(fake_collector.url),), timeout=2.0),
-            spool,
-            "secret-token-1",
-            backoff=Backoff(initial=0.01, maximum=0.05),
-        )
-
-        async def ship() -> None:
-            stop = asyncio.Event()
-            task = asyncio.create_task(shipper.run(stop))
-            deadline = time.monotonic() + 20
-            while spool.depth() and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-            stop.set()
-            await task
-            await shipper.aclose()
-
-        asyncio.run(ship())
+        drain(make_shipper(fake_collector.url, spool), spool)
         assert spool.depth() == 0
         arrived = {batch.boot_id: batch for batch in fake_collector.batches}
         assert set(arrived) == {"old", "new"}

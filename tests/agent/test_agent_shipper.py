@@ -5,21 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from shipping import TOKEN, drain, make_shipper
 
-from lifeline_agent.config import AgentSection, CollectorEndpoint, CollectorSection
 from lifeline_agent.errors import RefusedDelivery, RetryableDelivery
-from lifeline_agent.shipper import Backoff, Shipper, parse_retry_after
+from lifeline_agent.shipper import Backoff, parse_retry_after
 from lifeline_agent.spool import SqliteSpool
 from lifeline_wire import SCHEMA_VERSION, Batch, Sample
 
 TS = 1_800_000_000_000
-TOKEN = "secret-token-1"
 # The fake collector and its Reply live in conftest.py (shared with the service tests).
 FakeCollector = Any
 Reply = Any
@@ -42,35 +40,6 @@ def fill(spool: SqliteSpool, count: int, boot: str = "boot1") -> list[tuple[str,
         sample = Sample(name="lifeline_probe_success", value=1.0, ts_ms=TS + seq, labels={})
         spool.append(Batch(agent_id="ws-1", boot_id=boot, seq=seq, created_ms=TS + seq, samples=[sample]))
     return [(boot, seq) for seq in range(count)]
-
-
-def make_shipper(url: str, spool: SqliteSpool, per_request: int = 50, refused_pause: float = 60.0) -> Shipper:
-    return Shipper(
-        AgentSection(id="ws-1", site="north", position="12"),
-        CollectorSection(
-            endpoints=(CollectorEndpoint(url),), timeout=2.0, max_batches_per_request=per_request
-        ),
-        spool,
-        TOKEN,
-        backoff=Backoff(initial=0.01, maximum=0.05),
-        refused_pause=refused_pause,
-    )
-
-
-def drain(shipper: Shipper, spool: SqliteSpool, limit: float = 20.0) -> None:
-    """Run the shipper loop until the spool is empty (the pytest timeout guards the limit)."""
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(shipper.run(stop))
-        deadline = time.monotonic() + limit
-        while spool.depth() and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        stop.set()
-        await task
-        await shipper.aclose()
-
-    asyncio.run(main())
 
 
 def test_per_item_results_accepted_duplicate_rejected(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.server
 import json
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,12 @@ import httpx
 from starlette.applications import Starlette
 
 from lifeline_collector.config import CollectorConfig, parse
+from lifeline_collector.ingest import Pending, prepare, prepare_fast
+from lifeline_collector.remote_write import DurableRemoteWriter, RemoteWriteConfig
 from lifeline_collector.service import Collector
-from lifeline_wire import Batch, Envelope, Sample, encode
+from lifeline_collector.store import AgentRow, unpack_samples
+from lifeline_wire import Batch, Envelope, Sample, decode_envelope, encode
+from lifeline_wire.schema import NON_FINITE
 
 T0 = 1_700_000_000.0  # the manual clock's start, seconds
 
@@ -136,3 +141,64 @@ def running_receiver() -> Iterator[Receiver]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def durable_config(url: str, cursor: Path, per_send: int = 4) -> RemoteWriteConfig:
+    """A durable remote-write config with short timers, for the tests that replay the store."""
+    return RemoteWriteConfig(
+        url=url,
+        timeout=2.0,
+        batch_wait=0.02,
+        min_backoff=0.01,
+        max_backoff=0.05,
+        max_samples_per_send=per_send,
+        cursor_file=str(cursor),
+    )
+
+
+def replay(writer: DurableRemoteWriter, drain_timeout: float = 10.0) -> None:
+    """Start a durable remote-writer and run it until what the store holds is sent (or the timeout)."""
+
+    async def main() -> None:
+        writer.start()
+        await writer.drain(drain_timeout)
+
+    asyncio.run(main())
+
+
+def _spelled(points: Sequence[tuple[int, float | str]] | None) -> list[tuple[int, str]] | None:
+    """Points with every value spelled one way (the fast path keeps the wire's "NaN")."""
+    if points is None:
+        return None
+    return [(ts, repr(NON_FINITE[v] if isinstance(v, str) else float(v))) for ts, v in points]
+
+
+def fast_agrees_with_strict(agent: AgentRow, sent: bytes) -> Pending:
+    """Decode a request the fast way and the strict way, check that they agree — each series'
+    newest value and zero-streak points, each batch row and its stored samples — and return the
+    fast one."""
+    fast = prepare_fast(agent, sent)
+    assert fast is not None
+    strict = prepare(agent, decode_envelope(sent))
+    assert fast.candidates.keys() == strict.candidates.keys()
+    for key, candidate in fast.candidates.items():
+        other = strict.candidates[key]
+        assert (candidate.ts_ms, candidate.labels, _spelled(candidate.points)) == (
+            other.ts_ms,
+            other.labels,
+            _spelled(other.points),
+        )
+        assert repr(candidate.value) == repr(other.value)
+    for (i, a), (j, b) in zip(fast.batches, strict.batches, strict=True):
+        assert (i, a.boot_id, a.seq, a.sample_count, a.min_ts, a.max_ts, a.events, a.codec) == (
+            j,
+            b.boot_id,
+            b.seq,
+            b.sample_count,
+            b.min_ts,
+            b.max_ts,
+            b.events,
+            b.codec,
+        )
+        assert unpack_samples(a.codec, a.blob) == unpack_samples(b.codec, b.blob)
+    return fast

@@ -6,18 +6,16 @@ from __future__ import annotations
 import asyncio
 import math
 import sqlite3
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from collector_kit import T0, make_config
+from collector_kit import T0, fast_agrees_with_strict, make_config
 
 from lifeline_collector.errors import StoreError
-from lifeline_collector.ingest import GroupCommit, Pending, Stored, prepare, prepare_fast
+from lifeline_collector.ingest import GroupCommit, Stored, prepare_fast
 from lifeline_collector.service import Collector
-from lifeline_collector.store import AgentRow, labels_key, unpack_samples
-from lifeline_wire import Batch, Envelope, Event, Sample, decode_envelope, encode
-from lifeline_wire.schema import NON_FINITE
+from lifeline_collector.store import AgentRow, labels_key
+from lifeline_wire import Batch, Envelope, Event, Sample, encode
 
 MS = int(T0 * 1000)
 CAD = {"target": "cad", "role": "cad", "path": "tunnel", "kind": "tcp"}
@@ -40,45 +38,10 @@ def rounds(seq: int, values: list[float], *, base: int = MS) -> Batch:
     return Batch(agent_id="pos-1", boot_id="b1", seq=seq, created_ms=base, samples=samples, events=events)
 
 
-def timeline(points: Sequence[tuple[int, float | str]] | None) -> list[tuple[int, str]] | None:
-    """Points with every value spelled one way (the fast path keeps the wire's "NaN")."""
-    if points is None:
-        return None
-    return [(ts, repr(NON_FINITE[v] if isinstance(v, str) else v)) for ts, v in points]
-
-
-def same(fast: Pending, strict: Pending) -> None:
-    assert fast.candidates.keys() == strict.candidates.keys()
-    for key, candidate in fast.candidates.items():
-        other = strict.candidates[key]
-        assert (candidate.ts_ms, candidate.labels, timeline(candidate.points)) == (
-            other.ts_ms,
-            other.labels,
-            timeline(other.points),
-        )
-        assert candidate.value == other.value or (math.isnan(candidate.value) and math.isnan(other.value))
-    for (i, a), (j, b) in zip(fast.batches, strict.batches, strict=True):
-        assert (i, a.boot_id, a.seq, a.sample_count, a.min_ts, a.max_ts, a.events) == (
-            j,
-            b.boot_id,
-            b.seq,
-            b.sample_count,
-            b.min_ts,
-            b.max_ts,
-            b.events,
-        )
-        assert encode(Envelope(1, [Batch("x", "x", 0, MS, samples=unpack_samples(1, a.blob))], MS)) == encode(
-            Envelope(1, [Batch("x", "x", 0, MS, samples=unpack_samples(1, b.blob))], MS)
-        )
-
-
 def test_fast_and_strict_decode_agree_on_series_zero_streaks_and_blobs() -> None:
     # Out of time order, two batches, zeros at the end, a series whose labels come in two orders.
     sent = body(rounds(1, [1.0, 0.0, 0.0], base=MS + 10_000), rounds(0, [0.0, 1.0, 0.0]))
-    fast = prepare_fast(AGENT, sent)
-    assert fast is not None
-    strict = prepare(AGENT, decode_envelope(sent))
-    same(fast, strict)
+    fast = fast_agrees_with_strict(AGENT, sent)
     success = fast.candidates[("lifeline_probe_success", labels_key(CAD))]
     assert (success.ts_ms, success.value) == (MS + 12_000, 0.0)
     assert success.points == [
@@ -94,9 +57,7 @@ def test_fast_and_strict_decode_agree_on_series_zero_streaks_and_blobs() -> None
 def test_equal_times_keep_the_first_sample_sent_like_the_strict_path() -> None:
     twice = [Sample("lifeline_probe_success", 1.0, MS, CAD), Sample("lifeline_probe_success", 0.0, MS, CAD)]
     sent = body(Batch(agent_id="pos-1", boot_id="b1", seq=0, created_ms=MS, samples=twice))
-    fast = prepare_fast(AGENT, sent)
-    assert fast is not None
-    same(fast, prepare(AGENT, decode_envelope(sent)))
+    fast = fast_agrees_with_strict(AGENT, sent)
     assert fast.candidates[("lifeline_probe_success", labels_key(CAD))].value == 1.0
 
 

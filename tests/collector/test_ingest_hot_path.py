@@ -13,7 +13,7 @@ from lifeline_collector import store as store_module
 from lifeline_collector.fleet import Fleet
 from lifeline_collector.ingest import check_batch
 from lifeline_collector.service import Collector
-from lifeline_collector.store import Store, labels_key
+from lifeline_collector.store import labels_key
 from lifeline_wire import Batch, Envelope, Sample
 
 MS = int(T0 * 1000)
@@ -82,8 +82,7 @@ def test_ingest_stores_every_sample_once_with_one_series_each(tmp_path: Path) ->
         answer = collector.ingest(agent, envelope)
         assert [r.status for r in answer.results] == ["accepted"]
     assert collector.store.count("samples") == 20
-    assert collector.store.count("series") == 0  # the latest values are one row per agent now
-    assert collector.store.count("agent_latest") == 1
+    assert collector.store.count("agent_latest") == 1  # the latest values: one row per agent
     assert sorted((r.name, r.ts_ms, r.zero_streak) for r in collector.store.latest()) == [
         ("lifeline_probe_consecutive_failures", MS + 4000, 5),
         ("lifeline_probe_success", MS + 4000, 0),
@@ -91,19 +90,3 @@ def test_ingest_stores_every_sample_once_with_one_series_each(tmp_path: Path) ->
     success = collector.fleet.agents["pos-1"].series["lifeline_probe_success"][labels_key(LABELS)]
     assert (success.value, success.ts_ms) == (1.0, MS + 4000)
     collector.store.close()
-
-
-def test_series_id_finds_a_series_another_connection_added(tmp_path: Path) -> None:
-    path = str(tmp_path / "store.db")
-    first, second = Store(path), Store(path)
-    try:
-        with first.writer() as writer:
-            made = writer.series_id("pos-1", "lifeline_probe_success", '{"target":"cad"}')
-        with second.writer() as writer:  # its cache is empty: the insert does nothing, the select finds it
-            found = writer.series_id("pos-1", "lifeline_probe_success", '{"target":"cad"}')
-            again = writer.series_id("pos-1", "lifeline_probe_success", '{"target":"cad"}')
-        assert made == found == again
-        assert second.count("series") == 1
-    finally:
-        first.close()
-        second.close()

@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-from collector_kit import T0, make_config, serving
+from collector_kit import T0, fast_agrees_with_strict, make_config, serving
 
 from lifeline_collector.app import create_app
 from lifeline_collector.clock import ManualClock
 from lifeline_collector.fleet import Fleet
-from lifeline_collector.ingest import Pending, prepare, prepare_fast
+from lifeline_collector.ingest import prepare, prepare_fast
 from lifeline_collector.service import Collector
 from lifeline_collector.store import (
     CODEC_JSON_LZ4,
@@ -56,40 +57,10 @@ def series_batch(seq: int, base: int = MS, *, cad: tuple[float, ...] = (1.0, 0.0
     )
 
 
-def spelled(points: object) -> object:
-    if points is None:
-        return None
-    return [(ts, repr(float(v) if not isinstance(v, str) else math.nan)) for ts, v in points]  # type: ignore[attr-defined]
-
-
-def agree(sent: bytes) -> Pending:
-    fast = prepare_fast(AGENT, sent)
-    assert fast is not None
-    strict = prepare(AGENT, decode_envelope(sent))
-    assert fast.candidates.keys() == strict.candidates.keys()
-    for key, candidate in fast.candidates.items():
-        other = strict.candidates[key]
-        assert (candidate.ts_ms, candidate.labels, spelled(candidate.points)) == (
-            other.ts_ms,
-            other.labels,
-            spelled(other.points),
-        )
-        assert repr(candidate.value) == repr(other.value)
-    for (i, a), (j, b) in zip(fast.batches, strict.batches, strict=True):
-        assert (i, a.seq, a.sample_count, a.min_ts, a.max_ts, a.codec) == (
-            j,
-            b.seq,
-            b.sample_count,
-            b.min_ts,
-            b.max_ts,
-            b.codec,
-        )
-        assert unpack_samples(a.codec, a.blob) == unpack_samples(b.codec, b.blob)
-    return fast
-
-
 def test_fast_and_strict_agree_on_the_series_form() -> None:
-    fast = agree(body(series_batch(1, MS + 10_000), series_batch(0, cad=(0.0, 1.0, 0.0))))
+    fast = fast_agrees_with_strict(
+        AGENT, body(series_batch(1, MS + 10_000), series_batch(0, cad=(0.0, 1.0, 0.0)))
+    )
     cad = fast.candidates[("lifeline_probe_success", labels_key(CAD))]
     assert (cad.ts_ms, cad.value) == (MS + 12_000, 0.0)
     assert [ts for ts, _ in cad.points or []] == [
@@ -122,7 +93,7 @@ def test_fast_and_strict_agree_when_both_forms_and_ties_mix() -> None:
         created_ms=MS,
         samples=[Sample("lifeline_probe_success", 0.0, MS + 2000, CAD)],
     )
-    fast = agree(body(both, old))
+    fast = fast_agrees_with_strict(AGENT, body(both, old))
     cad = fast.candidates[("lifeline_probe_success", labels_key(CAD))]
     assert cad.value == 1.0  # the first sent among equal times: the sample, sent before the series
     assert [row.codec for _, row in fast.batches] == [CODEC_SERIES_LZ4, CODEC_JSON_LZ4]
@@ -139,7 +110,7 @@ def test_fast_and_strict_agree_when_both_forms_and_ties_mix() -> None:
 
 def test_version_1_bodies_take_the_fast_path_unchanged() -> None:
     v1 = Batch(agent_id="pos-1", boot_id="b1", seq=0, created_ms=MS, samples=series_batch(0).every_sample())
-    fast = agree(body(v1, version=1))
+    fast = fast_agrees_with_strict(AGENT, body(v1, version=1))
     ((_, row),) = fast.batches
     assert row.codec == CODEC_JSON_LZ4
     assert unpack_samples(row.codec, row.blob) == v1.samples
@@ -234,7 +205,6 @@ def test_latest_values_survive_a_restart_from_one_row_per_agent(tmp_path: Path) 
     }
     assert before[("lifeline_probe_success", labels_key(CAD))][2:] == (MS + 5000, 5)
     assert collector.store.count("agent_latest") == 1
-    assert collector.store.count("series") == 0
     collector.store.close()
 
     again = Store(str(tmp_path / "collector.db"))
@@ -250,22 +220,39 @@ def test_latest_values_survive_a_restart_from_one_row_per_agent(tmp_path: Path) 
         again.close()
 
 
-def test_per_series_latest_rows_of_an_older_store_still_load(tmp_path: Path) -> None:
+def test_per_series_latest_rows_of_a_schema_3_store_become_one_row_per_agent(tmp_path: Path) -> None:
     path = str(tmp_path / "collector.db")
     store = Store(path)
+    with store.writer() as writer:  # pos-2 already has a row of its own: newer than its old rows
+        writer.set_agent_latest("pos-2", [("lifeline_probe_success", labels_key(ISP), 1.0, MS + 1, 0)])
+    store.close()
+    db = sqlite3.connect(path)  # the per-series tables of schema 3, as it wrote them
+    db.executescript(
+        """
+        CREATE TABLE series (id INTEGER PRIMARY KEY, agent TEXT NOT NULL, name TEXT NOT NULL,
+            labels TEXT NOT NULL, UNIQUE (agent, name, labels));
+        CREATE TABLE latest (series INTEGER PRIMARY KEY, value REAL, ts_ms INTEGER NOT NULL,
+            zero_streak INTEGER NOT NULL);
+        PRAGMA user_version = 3;
+        """
+    )
+    for number, agent in ((1, "pos-1"), (2, "pos-2")):
+        db.execute(
+            "INSERT INTO series VALUES (?, ?, 'lifeline_probe_success', ?)", (number, agent, labels_key(CAD))
+        )
+        db.execute("INSERT INTO latest VALUES (?, 0.0, ?, 3)", (number, MS))
+    db.commit()
+    db.close()
+    store = Store(path)
     try:
-        store.add_agent("pos-1", now_ms=MS)
-        store.add_agent("pos-2", now_ms=MS)
-        with store.writer() as writer:  # as schema 3 wrote them
-            for agent in ("pos-1", "pos-2"):
-                series = writer.series_id(agent, "lifeline_probe_success", labels_key(CAD))
-                writer.set_latest([(series, 0.0, MS, 3)])
-            writer.set_agent_latest("pos-2", [("lifeline_probe_success", labels_key(ISP), 1.0, MS + 1, 0)])
         rows = sorted((r.agent, r.labels, r.value, r.ts_ms, r.zero_streak) for r in store.latest())
         assert rows == [
-            ("pos-1", labels_key(CAD), 0.0, MS, 3),  # no newer row: the per-series one counts
-            ("pos-2", labels_key(ISP), 1.0, MS + 1, 0),  # the agent's row supersedes its old ones
+            ("pos-1", labels_key(CAD), 0.0, MS, 3),  # its per-series row, now in its agent row
+            ("pos-2", labels_key(ISP), 1.0, MS + 1, 0),  # the agent's own row wins over its old ones
         ]
+        assert store.count("agent_latest") == 2
+        tables = {str(r[0]) for r in store._query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert not {"series", "latest"} & tables
     finally:
         store.close()
 

@@ -41,6 +41,9 @@ def test_tokens_are_random_hashed_and_revocable(store: Store) -> None:
         store.revoke_agent("pos-1", now_ms=MS)
 
 
+LATEST_NAME = "lifeline_probe_success"
+
+
 def test_failed_request_writes_nothing(store: Store) -> None:
     store.add_agent("pos-1", now_ms=MS)
     batch = Batch(agent_id="pos-1", boot_id="b", seq=0, created_ms=MS, samples=cad_round(MS, True, 0))
@@ -49,23 +52,22 @@ def test_failed_request_writes_nothing(store: Store) -> None:
         with store.writer() as writer:
             batch_id = writer.insert_batch("pos-1", batch, MS)
             assert batch_id is not None
-            series = writer.series_id("pos-1", "lifeline_probe_success", labels_key(batch.samples[0].labels))
-            writer.set_latest([(series, 1.0, MS, 0)])
+            writer.set_agent_latest("pos-1", [(LATEST_NAME, labels_key(batch.samples[0].labels), 1.0, MS, 0)])
             raise RuntimeError("crash in the middle of a request")
 
     with pytest.raises(RuntimeError):
         crash_mid_request()
     assert store.count("batches") == 0
     assert store.count("samples") == 0
-    assert store.count("series") == 0
+    assert store.count("agent_latest") == 0
     assert store.latest() == []
     # ... and the retry after the failure is stored normally (no stale cached series id or number).
     with store.writer() as writer:
         batch_id = writer.insert_batch("pos-1", batch, MS)
         assert batch_id is not None
-        series = writer.series_id("pos-1", "lifeline_probe_success", labels_key(batch.samples[0].labels))
-        writer.set_latest([(series, 1.0, MS, 0)])
+        writer.set_agent_latest("pos-1", [(LATEST_NAME, labels_key(batch.samples[0].labels), 1.0, MS, 0)])
     assert store.count("samples") == 2
+    assert [(r.name, r.value) for r in store.latest()] == [(LATEST_NAME, 1.0)]
     assert [row[0] for row in store.samples_after(0, 10)] == [1, 2]
 
 
@@ -223,7 +225,8 @@ def test_a_schema_2_store_is_converted_keeping_every_sample_and_its_number(tmp_p
     try:
         assert again.count("samples") == 6
         tables = {str(r[0]) for r in again._query("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert "samples" not in tables
+        assert not {"samples", "series", "latest"} & tables  # per-sample and per-series rows are gone
+        assert [(r.name, r.ts_ms) for r in again.latest()] == [("lifeline_probe_success", MS + 2000)]
         assert again._query("PRAGMA user_version")[0][0] == store_module.SCHEMA_VERSION
     finally:
         again.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from typing import Annotated, Final, Literal
 
 import msgspec
@@ -188,14 +189,19 @@ class Batch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return len(self.samples) + sum(len(entry.points) for entry in self.series)
 
     def every_sample(self) -> list[Sample]:
-        """Every sample of the batch in its canonical order: ``samples`` as sent, then each series'
-        points, series by series (the order the collector numbers them in)."""
-        if not self.series:
-            return self.samples
-        out = list(self.samples)
-        for entry in self.series:
-            out += entry.samples()
-        return out
+        """Every sample of the batch in its canonical order (see :func:`every_sample`)."""
+        return every_sample(self.samples, self.series)
+
+
+def every_sample(samples: list[Sample], series: Sequence[SeriesPoints]) -> list[Sample]:
+    """A batch's samples in their canonical order: ``samples`` as sent, then each series' points,
+    series by series (the order the collector numbers them in, and stores them back in)."""
+    if not series:
+        return samples
+    out = list(samples)
+    for entry in series:
+        out += entry.samples()
+    return out
 
 
 class Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

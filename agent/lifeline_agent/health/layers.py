@@ -9,7 +9,6 @@ recovery holds live in the model.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -175,9 +174,8 @@ def crossing_outage(
         return 0.0
     # The layer carried traffic when its own probes were last answered: only what failed after
     # that is about this layer (a CAD server down for a minute says nothing about the tunnel).
-    answered = [t for t in (s.last_answered() for s in own) if t is not None]
-    after = max([*answered, -math.inf if not_before is None else not_before])
-    after = math.nextafter(after, math.inf) if answered else after
+    since = [t for t in (*(s.last_answered() for s in own), not_before) if t is not None]
+    after = max(since, default=None)
     spans = []
     for s in own:
         bounds = s.outage_bounds(now, overdue_margin(s, now, tu), after)

@@ -474,8 +474,6 @@ class HealthModel:
         live = [s for s in by_layer["dns"] if not s.stale(now)]
         if not live or max(s.streak for s in live) >= th.lost_probes_critical:
             return
-        if finding.reason == CAD_REFUSED:
-            return
         # Loss on the way lately: any echo lost by the probes that share the way to the agency.
         # (An outage further up is not loss: the silence is its echo, and the chain says so.)
         start = now - self.tuning.recent

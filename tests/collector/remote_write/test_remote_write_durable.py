@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from collector_kit import durable_config, replay
 
 from lifeline_collector.prompb import Labels
 from lifeline_collector.remote_write import (
     DurableRemoteWriter,
     FileCursor,
-    RemoteWriteConfig,
     series_labels,
 )
 
@@ -63,30 +63,13 @@ def store(tmp_path: Path) -> SqliteSamples:
     samples.close()
 
 
-def _config(url: str, cursor: Path) -> RemoteWriteConfig:
-    return RemoteWriteConfig(
-        url=url,
-        timeout=2.0,
-        batch_wait=0.02,
-        min_backoff=0.01,
-        max_backoff=0.05,
-        max_samples_per_send=4,
-        cursor_file=str(cursor),
-    )
-
-
-async def _run_once(writer: DurableRemoteWriter, drain_timeout: float = 10.0) -> None:
-    writer.start()
-    await writer.drain(drain_timeout)
-
-
 def test_restart_resumes_after_the_last_sample_sent(
     receiver: Receiver, store: SqliteSamples, tmp_path: Path
 ) -> None:
     cursor_path = tmp_path / "state" / "remote_write.cursor"
     first = store.add("pos-01", 10, T0)
-    writer = DurableRemoteWriter(_config(receiver.url, cursor_path), store)
-    asyncio.run(_run_once(writer))
+    writer = DurableRemoteWriter(durable_config(receiver.url, cursor_path), store)
+    replay(writer)
     sent = [s for r in receiver.requests for s in r.samples]
     assert sent == first
     assert max(len(r.samples) for r in receiver.requests) == 4  # max_samples_per_send
@@ -95,8 +78,8 @@ def test_restart_resumes_after_the_last_sample_sent(
     # "Restart": a new writer over the same store and cursor file sends only what is new.
     receiver.requests.clear()
     later = store.add("pos-02", 3, T0 + 60_000)
-    restarted = DurableRemoteWriter(_config(receiver.url, cursor_path), store)
-    asyncio.run(_run_once(restarted))
+    restarted = DurableRemoteWriter(durable_config(receiver.url, cursor_path), store)
+    replay(restarted)
     assert [s for r in receiver.requests for s in r.samples] == later
     assert cursor_path.read_text().strip() == "13"
     assert (restarted.stats.sent, restarted.stats.failed) == (3, 0)
@@ -107,14 +90,14 @@ def test_unsent_samples_wait_in_the_store_for_the_next_run(
 ) -> None:
     cursor_path = tmp_path / "remote_write.cursor"
     rows = store.add("pos-03", 6, T0)
-    down = DurableRemoteWriter(_config(unused_url, cursor_path), store)
-    asyncio.run(_run_once(down, drain_timeout=0.3))  # receiver unreachable the whole time
+    down = DurableRemoteWriter(durable_config(unused_url, cursor_path), store)
+    replay(down, drain_timeout=0.3)  # receiver unreachable the whole time
     assert down.stats.sent == 0
     assert down.stats.retries >= 1
     assert not cursor_path.exists()
 
-    up = DurableRemoteWriter(_config(receiver.url, cursor_path), store)
-    asyncio.run(_run_once(up))
+    up = DurableRemoteWriter(durable_config(receiver.url, cursor_path), store)
+    replay(up)
     assert [s for r in receiver.requests for s in r.samples] == rows
     assert cursor_path.read_text().strip() == "6"
 
@@ -122,7 +105,7 @@ def test_unsent_samples_wait_in_the_store_for_the_next_run(
 def test_wake_sends_samples_stored_while_running(
     receiver: Receiver, store: SqliteSamples, tmp_path: Path
 ) -> None:
-    config = _config(receiver.url, tmp_path / "cursor")
+    config = durable_config(receiver.url, tmp_path / "cursor")
 
     async def scenario() -> DurableRemoteWriter:
         writer = DurableRemoteWriter(config, store)
@@ -145,8 +128,8 @@ def test_rejected_samples_advance_the_cursor_and_are_counted(
     receiver.responder = lambda _request: (400, {}, "out of bounds")
     cursor_path = tmp_path / "cursor"
     store.add("pos-05", 1, T0)
-    writer = DurableRemoteWriter(_config(receiver.url, cursor_path), store)
-    asyncio.run(_run_once(writer))
+    writer = DurableRemoteWriter(durable_config(receiver.url, cursor_path), store)
+    replay(writer)
     assert len(receiver.requests) == 1
     assert (writer.stats.sent, writer.stats.failed) == (0, 1)
     assert cursor_path.read_text().strip() == "1"
