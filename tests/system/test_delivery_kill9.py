@@ -212,5 +212,7 @@ def test_repeated_kill_9_during_sends_loses_nothing_and_counts_nothing_twice(
     assert collector.query(
         "SELECT COUNT(*) FROM boots WHERE min_seq != 0 OR max_seq - min_seq + 1 != received"
     ) == [(0,)]
+    # The test measured something real: on average at least one probe result per start (a start
+    # lives 0.5-3 s with a probe every 100 ms; a slow machine spends part of that starting up).
     probes = collector.samples("lifeline_probe_success")
-    assert len(probes) >= 100  # the test measured something real
+    assert len(probes) >= KILLS
