@@ -9,15 +9,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from operator import itemgetter
+from typing import Final
 
-from lifeline_collector.store import AgentRow, SeqTotals, Store, labels_key
-from lifeline_wire import Batch
+from lifeline_collector.store import AgentRow, LatestState, SeqTotals, Store
 
 NO_GAPS = SeqTotals(0, 0)
-_by_time = itemgetter(0)
 SeriesKey = tuple[str, str]  # (metric name, labels_key)
-Point = tuple[int, float, dict[str, str]]  # (ts_ms, value, labels) of one sample
+# The metrics whose streak of zeros a rule reads (failed probe rounds in a row); for every other
+# series ``zero_streak`` stays 0, so ingest walks a series' points only where it matters.
+STREAK_METRICS: Final = frozenset({"lifeline_probe_success"})
 
 
 @dataclass(slots=True)
@@ -25,7 +25,18 @@ class SeriesState:
     labels: dict[str, str]
     value: float
     ts_ms: int
-    zero_streak: int  # samples in a row (by timestamp) whose value was 0: failed probe rounds
+    zero_streak: int  # samples in a row (by timestamp) whose value was 0 (``STREAK_METRICS`` only)
+
+
+@dataclass(frozen=True, slots=True)
+class Slots:
+    """An agent's series states in the order its batches list them (``keys``, one list per shape of
+    batch, kept by ingest), so a steady batch is planned without a lookup per series; ``others``
+    are the agent's series that batches of this shape do not carry, as stored rows."""
+
+    keys: list[SeriesKey]
+    states: list[SeriesState | None]
+    others: list[LatestState]
 
 
 @dataclass(slots=True)
@@ -37,6 +48,7 @@ class AgentView:
     clock_offset: float | None = None  # agent clock minus collector clock, seconds
     seq: SeqTotals = NO_GAPS
     series: dict[str, dict[str, SeriesState]] = field(default_factory=dict)
+    slots: Slots | None = None  # ``series`` as ingest last laid it out; dropped by other writes
 
     @property
     def display_name(self) -> str:
@@ -89,41 +101,41 @@ class Fleet:
             view = self.agents[row.id] = AgentView(row.id, row.site, row.position)
         return view
 
-    def plan(self, agent: str, batches: Iterable[Batch]) -> dict[SeriesKey, SeriesState]:
-        """The newest state of every series these batches touch, without changing the view.
-
-        Samples older than what is already known (backfill) are stored but do not move "latest";
-        newer ones are applied in timestamp order so the zero streak counts rounds, not arrivals.
-        """
-        pending: dict[SeriesKey, list[Point]] = {}
-        for batch in batches:
-            for sample in batch.every_sample():
-                key = (sample.name, labels_key(sample.labels))
-                pending.setdefault(key, []).append((sample.ts_ms, sample.number, sample.labels))
-        return self.plan_points(agent, pending)
-
-    def plan_points(self, agent: str, pending: dict[SeriesKey, list[Point]]) -> dict[SeriesKey, SeriesState]:
-        """``plan`` for points already grouped by series (ingest groups them while storing)."""
+    def slots(self, agent: str, keys: list[SeriesKey]) -> Slots:
+        """The agent's states laid out as ``keys`` (kept while only ``set_slots`` writes them)."""
         view = self.agents.get(agent)
-        known = view.series if view is not None else {}
-        out: dict[SeriesKey, SeriesState] = {}
-        for key, points in pending.items():
-            current = known.get(key[0], {}).get(key[1])
-            state = (
-                None
-                if current is None
-                else SeriesState(current.labels, current.value, current.ts_ms, current.zero_streak)
-            )
-            for ts_ms, value, labels in sorted(points, key=_by_time):
-                if state is None:
-                    state = SeriesState(dict(labels), value, ts_ms, 1 if value == 0 else 0)
-                elif ts_ms > state.ts_ms:
-                    state.zero_streak = state.zero_streak + 1 if value == 0 else 0
-                    state.value = value
-                    state.ts_ms = ts_ms
-            if state is not None and (current is None or state.ts_ms != current.ts_ms):
-                out[key] = state
-        return out
+        if view is None:
+            return Slots(keys, [None] * len(keys), [])
+        if view.slots is not None and view.slots.keys is keys:
+            return view.slots
+        series = view.series
+        states = [series.get(name, {}).get(key) for name, key in keys]
+        wanted = set(keys)
+        others = [
+            (name, key, state.value, state.ts_ms, state.zero_streak)
+            for name, by_labels in series.items()
+            for key, state in by_labels.items()
+            if (name, key) not in wanted
+        ]
+        view.slots = Slots(keys, states, others)
+        return view.slots
+
+    def set_slots(
+        self,
+        view: AgentView,
+        slots: Slots,
+        planned: list[SeriesState | None],
+        states: list[SeriesState | None],
+    ) -> None:
+        """Apply a committed plan made on ``slots`` (None: the series did not move)."""
+        series = view.series
+        for (name, key), state in zip(slots.keys, planned, strict=True):
+            if state is not None:
+                by_labels = series.get(name)
+                if by_labels is None:
+                    by_labels = series[name] = {}
+                by_labels[key] = state
+        view.slots = Slots(slots.keys, states, slots.others)
 
     def apply(
         self,
@@ -139,6 +151,8 @@ class Fleet:
         view = self.ensure(row)
         for (name, key), state in updates.items():
             view.series.setdefault(name, {})[key] = state
+        if updates:
+            view.slots = None  # laid out again by the next batch that uses it
         view.site = site or view.site
         view.position = position or view.position
         view.last_seen = seen

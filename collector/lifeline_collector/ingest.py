@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from itertools import chain, compress
-from operator import attrgetter, itemgetter
+from itertools import chain, compress, repeat
+from operator import and_, attrgetter, eq, getitem, gt, itemgetter, not_, or_
 from typing import Annotated
 
 import msgspec
@@ -28,9 +29,9 @@ from starlette.responses import Response
 
 from lifeline_collector.clock import Clock
 from lifeline_collector.errors import StoreError
-from lifeline_collector.fleet import AgentView, Fleet, Point, SeriesKey, SeriesState
+from lifeline_collector.fleet import STREAK_METRICS, AgentView, Fleet, SeriesKey, SeriesState, Slots
 from lifeline_collector.stats import Stats
-from lifeline_collector.store import AgentRow, BatchRow, SeqTotals, Store, labels_key
+from lifeline_collector.store import AgentRow, BatchRow, LatestState, SeqTotals, Store, labels_key
 from lifeline_wire.catalog import CATALOG
 from lifeline_wire.catalog import collector as collector_catalog
 from lifeline_wire.schema import (
@@ -63,6 +64,8 @@ UNAUTHORIZED_BODY = b'{"error":"invalid or missing token"}'
 COLLECTOR_ONLY = frozenset(spec.name for spec in collector_catalog.METRICS)
 _SYNTAX_REASONS = ("JSON is malformed", "Input data was truncated")
 _by_time = itemgetter(0)
+_by_value = itemgetter(1)
+NEVER = -1  # older than any timestamp: a series not seen yet
 
 
 # What an agent may send: metric name → the labels it may carry (collector-only metrics left out).
@@ -150,6 +153,8 @@ _NAME = attrgetter("name")
 _LABELS = attrgetter("labels")
 _TS = attrgetter("ts_ms")
 _POINTS = attrgetter("points")
+_VALUE = attrgetter("value")
+_STREAK = attrgetter("zero_streak")
 
 SERIES_INFO_CACHE_SIZE = 65_536
 _series_infos: dict[tuple[str, bytes], tuple[SeriesKey, dict[str, str]] | None] = {}
@@ -176,6 +181,32 @@ def _series_info(name: str, raw: bytes) -> tuple[SeriesKey, dict[str, str]] | No
     return info
 
 
+SHAPE_CACHE_SIZE = 65_536
+_shapes: dict[str, Shape] = {}  # agent id → the shape of its last batch in the series form
+
+
+def _shape(agent: str, series: list[_Series]) -> Shape | None:
+    """The shape of a batch's series (the agent's last one when they are the same), or None when a
+    series is refused or listed twice: then the general path decides."""
+    names = list(map(_NAME, series))
+    raws = list(map(bytes, map(_LABELS, series)))
+    shape = _shapes.get(agent)
+    if shape is not None and shape.names == names and shape.labels_raw == raws:
+        return shape
+    infos = list(map(_series_info, names, raws))
+    if None in infos:
+        return None
+    keys = [info[0] for info in infos if info is not None]
+    if len(set(keys)) != len(keys):
+        return None
+    labels = [dict(info[1]) for info in infos if info is not None]  # the agent's own copies
+    shape = Shape(names, raws, keys, labels, [name in STREAK_METRICS for name in names])
+    if len(_shapes) >= SHAPE_CACHE_SIZE:
+        _shapes.clear()
+    _shapes[agent] = shape
+    return shape
+
+
 def _number(value: float | str) -> float:
     return NON_FINITE[value] if isinstance(value, str) else value
 
@@ -192,6 +223,52 @@ class Candidate:
 
 
 @dataclass(slots=True)
+class Shape:
+    """The series of an agent's batch in the order it lists them, checked against the catalog once:
+    while the agent keeps sending the same series (its steady state) every batch reuses it."""
+
+    names: list[str]
+    labels_raw: list[bytes]  # as sent
+    keys: list[SeriesKey]
+    labels: list[dict[str, str]]
+    streaks: list[bool]  # whose zero streak is counted (``STREAK_METRICS``)
+
+    def rows(self, states: list[SeriesState | None]) -> list[LatestState]:
+        """The stored rows of ``states`` laid out in this shape (none of them None)."""
+        return list(
+            zip(
+                map(_by_time, self.keys),
+                map(_by_value, self.keys),
+                map(_VALUE, states),
+                map(_TS, states),
+                map(_STREAK, states),
+                strict=True,
+            )
+        )
+
+
+@dataclass(slots=True)
+class Columns:
+    """A batch in the series form only, laid out by its shape: each series' newest point (the first
+    sent among equal times) and all its points, for the few series whose streak needs them."""
+
+    shape: Shape
+    ts: list[int]
+    values: list[float]
+    points: list[list[WirePoint]]
+
+    def candidates(self) -> dict[SeriesKey, Candidate]:
+        shape = self.shape
+        out: dict[SeriesKey, Candidate] = {}
+        for key, labels, ts_ms, value, points, streak in zip(
+            shape.keys, shape.labels, self.ts, self.values, self.points, shape.streaks, strict=True
+        ):
+            timeline = sorted(points, key=_by_time) if streak and value == 0 else None
+            out[key] = Candidate(labels, ts_ms, value, timeline)
+        return out
+
+
+@dataclass(slots=True)
 class Pending:
     """One decoded and checked request, waiting for its commit."""
 
@@ -201,7 +278,16 @@ class Pending:
     sent_ms: int
     results: list[ItemResult | None]  # rejected batches are answered already
     batches: list[tuple[int, BatchRow]]  # (index in the envelope, row) of the valid batches
-    candidates: dict[SeriesKey, Candidate]
+    grouped: dict[SeriesKey, Candidate] | None  # each series' newest sample, or ``columns``
+    columns: Columns | None = None  # one batch in the series form (the steady state)
+
+    @property
+    def candidates(self) -> dict[SeriesKey, Candidate]:
+        """Each series' newest sample in this request."""
+        if self.grouped is None:
+            assert self.columns is not None
+            self.grouped = self.columns.candidates()
+        return self.grouped
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +310,10 @@ def prepare_fast(agent: AgentRow, body: bytes) -> Pending | None:
         return None
     if envelope.version not in SUPPORTED_VERSIONS or any(b.agent_id != agent.id for b in envelope.batches):
         return None
+    if len(envelope.batches) == 1 and decoded[0][1] and not decoded[0][0]:
+        steady = _prepare_columns(agent, envelope, decoded[0][1])
+        if steady is not None:
+            return steady
     rows: list[tuple[int, BatchRow]] = []
     # Each series' newest point (the first sent among equal times): walked in the order sent,
     # a later point replaces it only if it is strictly newer.
@@ -267,7 +357,7 @@ def prepare_fast(agent: AgentRow, body: bytes) -> Pending | None:
             return None
         value = _number(raw_value)
         candidate = candidates[info[0]] = Candidate(info[1], ts_ms, value, None)
-        if value == 0:  # the streak of zeros needs every point of this series
+        if value == 0 and text_key[0] in STREAK_METRICS:  # the streak of zeros needs every point
             zeros[text_key] = candidate
     if zeros:
         timelines: dict[tuple[str, bytes], list[WirePoint]] = {key: [] for key in zeros}
@@ -286,11 +376,56 @@ def prepare_fast(agent: AgentRow, body: bytes) -> Pending | None:
     )
 
 
+def _prepare_columns(agent: AgentRow, envelope: _Envelope, series: list[_Series]) -> Pending | None:
+    """One batch in the series form only (what an agent sends in its steady state), laid out by
+    its shape; C calls per series, no Python per point. None: the general fast path decides."""
+    points = list(map(_POINTS, series))
+    counts = list(map(len, points))
+    if not all(counts) or sum(counts) > MAX_SAMPLES_PER_BATCH:
+        return None
+    shape = _shape(agent.id, series)
+    if shape is None:
+        return None
+    stamps = [list(map(_by_time, own)) for own in points]
+    newest = list(map(max, stamps))
+    at = list(map(list.index, stamps, newest))  # the first of the newest
+    values: list[float] = list(map(_by_value, map(getitem, points, at)))
+    if str in set(map(type, values)):
+        values = list(map(_number, values))
+    batch = envelope.batches[0]
+    row = BatchRow.make(batch, batch.samples, batch.series, sum(counts), min(map(min, stamps)), max(newest))
+    columns = Columns(shape, newest, values, points)
+    return Pending(
+        agent, envelope.site, envelope.position, envelope.sent_ms, [None], [(0, row)], None, columns
+    )
+
+
+def plan_columns(columns: Columns, current: list[SeriesState | None]) -> list[SeriesState | None]:
+    """``plan`` for every series of a steady batch at once (``current`` laid out by its shape): a
+    series newer than known takes its newest value; only a series older than known (backfill) or
+    whose streak of zeros counts goes through ``plan`` on its own."""
+    shape = columns.shape
+    states: list[SeriesState | None] = list(
+        map(SeriesState, shape.labels, columns.values, columns.ts, repeat(0))
+    )
+    known = [NEVER if state is None else state.ts_ms for state in current]
+    newer = list(map(gt, columns.ts, known))
+    walks = map(and_, shape.streaks, map(eq, columns.values, repeat(0)))
+    for at in compress(range(len(states)), map(or_, map(not_, newer), walks)):
+        if not newer[at]:
+            states[at] = None  # backfill is stored, but does not move "latest"
+        else:
+            timeline = sorted(columns.points[at], key=_by_time)
+            candidate = Candidate(shape.labels[at], columns.ts[at], columns.values[at], timeline)
+            states[at] = plan(candidate, current[at])
+    return states
+
+
 def prepare(agent: AgentRow, envelope: Envelope) -> Pending:
     """A strictly decoded request, checked against the catalog batch by batch."""
     results: list[ItemResult | None] = [None] * len(envelope.batches)
     rows: list[tuple[int, BatchRow]] = []
-    points: dict[SeriesKey, list[Point]] = {}
+    points: dict[SeriesKey, list[tuple[int, float, dict[str, str]]]] = {}
     for index, batch in enumerate(envelope.batches):
         reason = check_batch(index, batch)
         if reason is not None:
@@ -305,7 +440,7 @@ def prepare(agent: AgentRow, envelope: Envelope) -> Pending:
         series.sort(key=_by_time)  # stable: equal times keep the order sent
         newest = series[-1][0]
         ts_ms, value, labels = next(point for point in series if point[0] == newest)
-        timeline = [(t, v) for t, v, _ in series] if value == 0 else None
+        timeline = [(t, v) for t, v, _ in series] if value == 0 and key[0] in STREAK_METRICS else None
         candidates[key] = Candidate(labels, ts_ms, value, timeline)
     return Pending(agent, envelope.site, envelope.position, envelope.sent_ms, results, rows, candidates)
 
@@ -355,6 +490,9 @@ class Ingestor:
         now = self.clock.now()
         now_ms = int(now * 1000)
         staged: dict[str, dict[SeriesKey, SeriesState]] = {}
+        # Agents whose one steady batch in this commit is planned by its shape (``plan_columns``).
+        laid_out: dict[str, tuple[Slots, list[SeriesState | None], list[SeriesState | None]]] = {}
+        alone = Counter(request.agent.id for request in requests)
         done: list[tuple[Pending, dict[SeriesKey, SeriesState], SeqTotals, list[tuple[str, int]]]] = []
         with self.store.writer() as writer:
             for request in requests:
@@ -369,7 +507,17 @@ class Ingestor:
                         if row.events:
                             writer.insert_events(agent, batch_id, row.events)
                 updates: dict[SeriesKey, SeriesState] = {}
-                if new:
+                columns = request.columns
+                if new and columns is not None and alone[agent] == 1:
+                    slots = self.fleet.slots(agent, columns.shape.keys)
+                    planned = plan_columns(columns, slots.states)
+                    now_states = [
+                        state if state is not None else kept
+                        for state, kept in zip(planned, slots.states, strict=True)
+                    ]
+                    laid_out[agent] = (slots, planned, now_states)
+                    writer.set_agent_latest(agent, slots.others + columns.shape.rows(now_states))
+                elif new:
                     view = self.fleet.agents.get(agent)
                     known = view.series if view is not None else {}
                     mine = staged.setdefault(agent, {})
@@ -415,6 +563,8 @@ class Ingestor:
                 clock_offset=(request.sent_ms - now_ms) / 1000,
                 seq=seq,
             )
+            if request.agent.id in laid_out:
+                self.fleet.set_slots(view, *laid_out[request.agent.id])
             answered = [result for result in request.results if result is not None]
             for result in answered:
                 self.stats.batch(result.status)

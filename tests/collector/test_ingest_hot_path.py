@@ -1,5 +1,5 @@
 """The ingest hot path after its optimisation: cached label keys, the catalog check's fast path,
-one grouping pass feeding ``Fleet.plan_points``, and ``series_id`` with RETURNING."""
+samples applied in time order, and one row per sample number."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from collector_kit import T0, make_config
 
 from lifeline_collector import store as store_module
-from lifeline_collector.fleet import Fleet
-from lifeline_collector.ingest import check_batch
+from lifeline_collector.fleet import SeriesState
+from lifeline_collector.ingest import check_batch, plan, prepare
 from lifeline_collector.service import Collector
-from lifeline_collector.store import labels_key
+from lifeline_collector.store import AgentRow, labels_key
 from lifeline_wire import Batch, Envelope, Sample
 
 MS = int(T0 * 1000)
@@ -53,18 +53,22 @@ def test_check_batch_names_the_first_bad_sample_after_good_ones() -> None:
     assert check_batch(0, batch(fewer)) is None
 
 
-def test_plan_and_plan_points_agree_on_order_backfill_and_zero_streaks() -> None:
+def test_samples_sent_out_of_time_order_apply_in_time_order() -> None:
     samples = [
         Sample("lifeline_probe_success", value, MS + 1000 * i, LABELS)
         for i, value in ((2, 0.0), (0, 1.0), (1, 0.0))
     ]
-    fleet = Fleet()
-    planned = fleet.plan("pos-1", [batch(*samples)])
+    agent = AgentRow("pos-1", "", "", MS, None, None, None)
+    pending = prepare(agent, Envelope(version=1, batches=[batch(*samples)], sent_ms=MS))
     key = ("lifeline_probe_success", labels_key(LABELS))
-    points = {key: [(s.ts_ms, s.number, s.labels) for s in samples]}
-    assert fleet.plan_points("pos-1", points) == planned
-    state = planned[key]
+    state = plan(pending.candidates[key], None)
+    assert state is not None
     assert (state.value, state.ts_ms, state.zero_streak) == (0.0, MS + 2000, 2)  # applied in time order
+    older = SeriesState(LABELS, 0.0, MS + 1000, 7)  # known up to the second round: the third adds one
+    state = plan(pending.candidates[key], older)
+    assert state is not None
+    assert (state.value, state.ts_ms, state.zero_streak) == (0.0, MS + 2000, 8)
+    assert plan(pending.candidates[key], SeriesState(LABELS, 1.0, MS + 2000, 0)) is None  # nothing newer
 
 
 def test_ingest_stores_every_sample_once_with_one_series_each(tmp_path: Path) -> None:
@@ -84,7 +88,7 @@ def test_ingest_stores_every_sample_once_with_one_series_each(tmp_path: Path) ->
     assert collector.store.count("samples") == 20
     assert collector.store.count("agent_latest") == 1  # the latest values: one row per agent
     assert sorted((r.name, r.ts_ms, r.zero_streak) for r in collector.store.latest()) == [
-        ("lifeline_probe_consecutive_failures", MS + 4000, 5),
+        ("lifeline_probe_consecutive_failures", MS + 4000, 0),  # zeros, but no rule reads its streak
         ("lifeline_probe_success", MS + 4000, 0),
     ]
     success = collector.fleet.agents["pos-1"].series["lifeline_probe_success"][labels_key(LABELS)]
