@@ -67,6 +67,7 @@ class Collector:
             self.clock,
             resend_interval=alerting.resend_interval,
             resolve_hold=alerting.resolve_hold,
+            quiet_for=alerting.silent_after,
             deliver=self.dispatcher.submit,
             record=self._record,
             correlator=FleetCorrelator(
@@ -124,13 +125,14 @@ class Collector:
     def tick(self) -> None:
         """Once per evaluate_interval: follow the agent registry, find silence, resend, prune."""
         version = self.store.data_version()
-        if version != self._data_version:  # another process (agents add/revoke) committed
+        changed = version != self._data_version
+        if changed:  # another process (agents add/revoke/rename) committed
             self._data_version = version
             self.fleet.sync_agents(self.store.agents())
             self.registry.load(
                 self.store.silences(since_ms=round(self.clock.now() * 1000)), self.store.acks()
             )
-        self.engine.evaluate_fleet(self.fleet.agents)
+        self.engine.evaluate_fleet(self.fleet.agents, full=changed)
         self.engine.tick()
         now = self.clock.now()
         if now - self._last_prune >= PRUNE_EVERY:

@@ -44,8 +44,15 @@ class AlertEngine:
         registry: Registry | None = None,
         on_status: Callable[[Alert, AlertStatus], None] = lambda alert, status: None,
         resolve_hold: float = 0.0,
+        quiet_for: float = 0.0,
     ) -> None:
         self.rules = tuple(rules)
+        # A position whose evaluation found nothing, with no alert and nothing lost towards a fleet
+        # incident, finds nothing again until it reports (an ingest evaluates it) or has not
+        # reported for ``quiet_for`` seconds (silence: the one finding that time alone brings), so
+        # the tick skips it. 0: the tick evaluates every position.
+        self.quiet_for = quiet_for
+        self._quiet: dict[str, float | None] = {}  # agent → its last_seen when found quiet
         self.clock = clock
         self.resend_interval = resend_interval
         self.stages = tuple(stages)
@@ -69,11 +76,17 @@ class AlertEngine:
         now = self.clock.now()
         changes: list[Change] = []
         sites: set[str] = set()
+        quiet = self._quiet
         for agent in agents:
             findings = [finding for rule in self.rules for finding in rule.evaluate(agent, now)]
             changes.extend(self.states.update(agent.id, findings, now))
             if self.correlator is not None:
                 sites |= self.correlator.observe(agent, now)
+            lost = self.correlator is not None and self.correlator.has_lost(agent.id)
+            if findings or lost or self.states.holds(agent.id):
+                quiet.pop(agent.id, None)
+            else:
+                quiet[agent.id] = agent.last_seen
         for scope in gone:
             changes.extend(self.states.update(scope, (), now))
             if self.correlator is not None:
@@ -96,11 +109,26 @@ class AlertEngine:
         self.notifications.process(changes, now)
         return changes
 
-    def evaluate_fleet(self, agents: dict[str, AgentView]) -> list[Change]:
+    def evaluate_fleet(self, agents: dict[str, AgentView], *, full: bool = False) -> list[Change]:
+        """Evaluate the positions whose findings may have changed since they were last evaluated
+        (``full``: every position, e.g. after their names or sites changed); revoked ones resolve."""
         known = {s for s in self.states.scopes() if not s.startswith(incidents.SCOPE_PREFIX)}
         if self.correlator is not None:
             known |= self.correlator.agents()
-        return self.evaluate(agents.values(), gone=sorted(known - set(agents)))
+        gone = sorted(known - set(agents))
+        for scope in gone:
+            self._quiet.pop(scope, None)
+        if full or not self.quiet_for:
+            return self.evaluate(agents.values(), gone=gone)
+        quiet, missing = self._quiet, object()
+        heard_after = self.clock.now() - self.quiet_for
+        due = [
+            agent
+            for agent in agents.values()
+            if quiet.get(agent.id, missing) != agent.last_seen
+            or (agent.last_seen is not None and agent.last_seen <= heard_after)
+        ]
+        return self.evaluate(due, gone=gone)
 
     def tick(self) -> None:
         """Silences that began or ended, repeats, escalation and keep-alive resends."""

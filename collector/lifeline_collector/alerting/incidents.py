@@ -96,6 +96,10 @@ class FleetCorrelator:
     def agents(self) -> set[str]:
         return set(self._site)
 
+    def has_lost(self, agent_id: str) -> bool:
+        """Whether the agent has lost something beyond its home (it may count towards an incident)."""
+        return agent_id in self._lost
+
     def observe(self, agent: AgentView, now: float) -> set[str]:
         """Update what ``agent`` has lost; returns the sites whose incidents need re-evaluating."""
         sites = {agent.site}

@@ -47,6 +47,10 @@ class AlertStates:
     def scopes(self) -> set[str]:
         return set(self._by_scope)
 
+    def holds(self, scope: str) -> bool:
+        """Whether ``scope`` has an alert (pending, firing, or firing through its resolve hold)."""
+        return scope in self._by_scope
+
     def restore(self, alerts: Iterable[Alert]) -> None:
         """Alerts that were active when the collector stopped (from the store) become active again,
         so a restart neither re-pages what already fired nor forgets an acknowledgement."""
