@@ -189,18 +189,20 @@ def _shape(agent: str, series: list[_Series]) -> Shape | None:
     """The shape of a batch's series (the agent's last one when they are the same), or None when a
     series is refused or listed twice: then the general path decides."""
     names = list(map(_NAME, series))
-    raws = list(map(bytes, map(_LABELS, series)))
+    raws = list(map(_LABELS, series))  # compared as Raw: no copy of each label text
     shape = _shapes.get(agent)
     if shape is not None and shape.names == names and shape.labels_raw == raws:
         return shape
-    infos = list(map(_series_info, names, raws))
+    texts = list(map(bytes, raws))
+    infos = list(map(_series_info, names, texts))
     if None in infos:
         return None
     keys = [info[0] for info in infos if info is not None]
     if len(set(keys)) != len(keys):
         return None
     labels = [dict(info[1]) for info in infos if info is not None]  # the agent's own copies
-    shape = Shape(names, raws, keys, labels, [name in STREAK_METRICS for name in names])
+    own = [msgspec.Raw(text) for text in texts]  # not views into the request body, kept for ever
+    shape = Shape(names, own, keys, labels, [name in STREAK_METRICS for name in names])
     if len(_shapes) >= SHAPE_CACHE_SIZE:
         _shapes.clear()
     _shapes[agent] = shape
@@ -228,7 +230,7 @@ class Shape:
     while the agent keeps sending the same series (its steady state) every batch reuses it."""
 
     names: list[str]
-    labels_raw: list[bytes]  # as sent
+    labels_raw: list[msgspec.Raw]  # as sent
     keys: list[SeriesKey]
     labels: list[dict[str, str]]
     streaks: list[bool]  # whose zero streak is counted (``STREAK_METRICS``)

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from lifeline_collector.alerting import incidents
+from lifeline_collector.alerting import health, incidents
 from lifeline_collector.alerting.model import Alert, AlertGroup
 from lifeline_collector.alerting.notifications import AlertStatus, Notifications
 from lifeline_collector.alerting.routing import Router
@@ -78,10 +78,11 @@ class AlertEngine:
         sites: set[str] = set()
         quiet = self._quiet
         for agent in agents:
-            findings = [finding for rule in self.rules for finding in rule.evaluate(agent, now)]
-            changes.extend(self.states.update(agent.id, findings, now))
-            if self.correlator is not None:
-                sites |= self.correlator.observe(agent, now)
+            with health.remembered():  # the rules and the correlator read the position's health once
+                findings = [finding for rule in self.rules for finding in rule.evaluate(agent, now)]
+                changes.extend(self.states.update(agent.id, findings, now))
+                if self.correlator is not None:
+                    sites |= self.correlator.observe(agent, now)
             lost = self.correlator is not None and self.correlator.has_lost(agent.id)
             if findings or lost or self.states.holds(agent.id):
                 quiet.pop(agent.id, None)

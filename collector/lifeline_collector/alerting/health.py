@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from lifeline_collector.fleet import AgentView, SeriesState
@@ -87,7 +88,31 @@ def _flag(agent: AgentView, name: str) -> bool | None:
     return None if value is None else value >= 0.5
 
 
+_remembered: dict[int, Health] | None = None
+
+
+@contextmanager
+def remembered() -> Iterator[None]:
+    """Within this block ``read_health`` reads each position once (the rules and the fleet
+    correlator each ask for it); the views must not change inside it."""
+    global _remembered
+    outer, _remembered = _remembered, {}
+    try:
+        yield
+    finally:
+        _remembered = outer
+
+
 def read_health(agent: AgentView) -> Health:
+    if _remembered is not None:
+        known = _remembered.get(id(agent))
+        if known is None:
+            known = _remembered[id(agent)] = _read_health(agent)
+        return known
+    return _read_health(agent)
+
+
+def _read_health(agent: AgentView) -> Health:
     layers: dict[str, str] = {}
     for state in agent.named("lifeline_layer_state"):
         layer = state.labels.get("layer", "")

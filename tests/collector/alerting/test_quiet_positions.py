@@ -12,9 +12,10 @@ from pathlib import Path
 
 from alerting_kit import T0, Position, make_config
 
+from lifeline_collector.alerting import health
 from lifeline_collector.alerting.rules import Finding
 from lifeline_collector.clock import ManualClock
-from lifeline_collector.fleet import AgentView
+from lifeline_collector.fleet import AgentView, SeriesState
 from lifeline_collector.service import Collector
 
 
@@ -100,3 +101,15 @@ def test_skipping_quiet_positions_changes_no_alert_and_asks_fewer(tmp_path: Path
     assert fading == list(range(fading[0], 60))
     assert ("PositionSilent", "pos-3", "firing") in {(n, scope, s) for _, n, scope, s in skipped}
     assert sum(map(len, asked)) < sum(map(len, asked_all)) / 2
+
+
+def test_health_is_read_once_per_block_and_afresh_after_it() -> None:
+    view = AgentView("pos-1")
+    layer = {"layer": "vpn"}
+    view.series["lifeline_layer_state"] = {'{"layer":"vpn"}': SeriesState(layer, 0.0, 1, 0)}
+    with health.remembered():
+        first = health.read_health(view)
+        view.series["lifeline_layer_state"]['{"layer":"vpn"}'] = SeriesState(layer, 2.0, 2, 0)
+        assert health.read_health(view) is first  # one reading per block: the rules share it
+        assert first.state("vpn") == "ok"
+    assert health.read_health(view).state("vpn") == "failed"  # outside the block: read afresh
