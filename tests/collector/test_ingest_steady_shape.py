@@ -160,3 +160,28 @@ def test_a_streak_of_zeros_runs_across_steady_batches_and_stops_at_the_first_suc
     assert streak() == (1.0, 0)
     assert streak("lifeline_probe_loss_ratio") == (0.0, 0)  # only probe success counts a streak
     made.store.close()
+
+
+def test_positions_sending_the_same_series_share_a_shape_not_their_values(tmp_path: Path) -> None:
+    made = collector(tmp_path / "c")
+    made.store.add_agent("pos-2", site="north", now_ms=MS)
+    made.fleet.sync_agents(made.store.agents())
+    labels = {"target": "cad", "role": "cad", "kind": "tcp"}
+    pendings = []
+    for agent, value in zip(made.store.agents(), (1.0, 0.0), strict=True):
+        series = [SeriesPoints("lifeline_probe_success", labels, [(MS, value)])]
+        batch = Batch(agent_id=agent.id, boot_id="b1", seq=0, created_ms=MS, series=series)
+        pending = prepare_fast(agent, body(batch))
+        assert pending is not None
+        assert pending.columns is not None
+        pendings.append(pending)
+    assert pendings[0].columns is not None
+    assert pendings[1].columns is not None
+    assert pendings[0].columns.shape is pendings[1].columns.shape
+    made.ingestor.commit(pendings)
+    states = {
+        agent: [(s.value, s.zero_streak) for s in view.series["lifeline_probe_success"].values()]
+        for agent, view in made.fleet.agents.items()
+    }
+    assert states == {"pos-1": [(1.0, 0)], "pos-2": [(0.0, 1)]}
+    made.store.close()
