@@ -183,34 +183,30 @@ def _series_info(name: str, raw: bytes) -> tuple[SeriesKey, dict[str, str]] | No
 
 SHAPE_CACHE_SIZE = 65_536
 _shapes: dict[str, Shape] = {}  # agent id → the shape of its last batch in the series form
-_shared_shapes: dict[tuple[tuple[str, ...], tuple[bytes, ...]], Shape] = {}  # content → shape
+_label_texts: dict[bytes, msgspec.Raw] = {}  # one copy of each label text the fleet sends
 
 
 def _shape(agent: str, series: list[_Series]) -> Shape | None:
     """The shape of a batch's series (the agent's last one when they are the same), or None when a
-    series is refused or listed twice: then the general path decides. Positions configured alike
-    send the same series, so agents share one shape (and its label dicts) per distinct content."""
+    series is refused or listed twice: then the general path decides. What positions have in
+    common (names, label texts and dicts, series keys) is one object for all of them."""
     names = list(map(_NAME, series))
     raws = list(map(_LABELS, series))  # compared as Raw: no copy of each label text
     shape = _shapes.get(agent)
     if shape is not None and shape.names == names and shape.labels_raw == raws:
         return shape
     texts = list(map(bytes, raws))
-    content = (tuple(names), tuple(texts))
-    shape = _shared_shapes.get(content)
-    if shape is None:
-        infos = list(map(_series_info, names, texts))
-        if None in infos:
-            return None
-        keys = [info[0] for info in infos if info is not None]
-        if len(set(keys)) != len(keys):
-            return None
-        labels = [dict(info[1]) for info in infos if info is not None]
-        own = [msgspec.Raw(text) for text in texts]  # not views into a request body: kept for long
-        shape = Shape(names, own, keys, labels, [name in STREAK_METRICS for name in names])
-        if len(_shared_shapes) >= SHAPE_CACHE_SIZE:
-            _shared_shapes.clear()
-        _shared_shapes[content] = shape
+    infos = list(map(_series_info, names, texts))
+    if None in infos:
+        return None
+    keys = [info[0] for info in infos if info is not None]
+    if len(set(keys)) != len(keys):
+        return None
+    if len(_label_texts) >= SHAPE_CACHE_SIZE:
+        _label_texts.clear()
+    own = [_label_texts.setdefault(text, msgspec.Raw(text)) for text in texts]  # not body views
+    labels = [info[1] for info in infos if info is not None]  # never changed: shared
+    shape = Shape([key[0] for key in keys], own, keys, labels, [name in STREAK_METRICS for name in names])
     if len(_shapes) >= SHAPE_CACHE_SIZE:
         _shapes.clear()
     _shapes[agent] = shape

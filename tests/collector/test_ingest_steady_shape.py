@@ -162,7 +162,7 @@ def test_a_streak_of_zeros_runs_across_steady_batches_and_stops_at_the_first_suc
     made.store.close()
 
 
-def test_positions_sending_the_same_series_share_a_shape_not_their_values(tmp_path: Path) -> None:
+def test_positions_sending_the_same_series_share_its_labels_not_their_values(tmp_path: Path) -> None:
     made = collector(tmp_path / "c")
     made.store.add_agent("pos-2", site="north", now_ms=MS)
     made.fleet.sync_agents(made.store.agents())
@@ -177,7 +177,9 @@ def test_positions_sending_the_same_series_share_a_shape_not_their_values(tmp_pa
         pendings.append(pending)
     assert pendings[0].columns is not None
     assert pendings[1].columns is not None
-    assert pendings[0].columns.shape is pendings[1].columns.shape
+    first, second = pendings[0].columns.shape, pendings[1].columns.shape
+    assert first.labels[0] is second.labels[0]  # one label dict for the fleet
+    assert first.labels_raw[0] is second.labels_raw[0]
     made.ingestor.commit(pendings)
     states = {
         agent: [(s.value, s.zero_streak) for s in view.series["lifeline_probe_success"].values()]
