@@ -154,6 +154,7 @@ _LABELS = attrgetter("labels")
 _TS = attrgetter("ts_ms")
 _POINTS = attrgetter("points")
 _VALUE = attrgetter("value")
+_KEY_NAME, _KEY_LABELS = itemgetter(0), itemgetter(1)  # of a SeriesKey
 _STREAK = attrgetter("zero_streak")
 
 SERIES_INFO_CACHE_SIZE = 65_536
@@ -243,8 +244,8 @@ class Shape:
         """The stored rows of ``states`` laid out in this shape (none of them None)."""
         return list(
             zip(
-                map(_by_time, self.keys),
-                map(_by_value, self.keys),
+                map(_KEY_NAME, self.keys),
+                map(_KEY_LABELS, self.keys),
                 map(_VALUE, states),
                 map(_TS, states),
                 map(_STREAK, states),

@@ -151,6 +151,8 @@ class HealthModel:
         self._wifi_history: deque[tuple[float, float]] = deque()
         self._held = Held()
         self._power_out_at: float | None = None  # the last time the laptop was on battery
+        self._on_backup = False  # at the last evaluation
+        self._failed_back_at: float | None = None  # when traffic last moved from the backup back home
         self._upstream_failing: dict[str, float] = {}  # layer → last time a layer before it was failing
         start = clock.monotonic()
         self._trackers = {layer: Hysteresis(since=start) for layer in LAYERS}
@@ -273,6 +275,13 @@ class HealthModel:
         )
 
         on_backup = routes is not None and routes.on_backup
+        if self._on_backup and not on_backup:
+            self._failed_back_at = now
+        self._on_backup = on_backup
+        # The home side failed while the backup carried the position, and the system has just
+        # moved traffic back: it answers again, so it recovers without the hold (the hold is for
+        # one good round in the middle of an outage; here the outage was not carrying CAD).
+        failed_back = self._failed_back_at is not None and now - self._failed_back_at <= 2 * tu.recover_hold
         probes = self._judge_layers(by_layer, now, on_backup)
         raw: dict[str, Finding | None] = {
             "power": worst(judge_power(power, now, th, tu, held), probes["power"]),
@@ -310,6 +319,13 @@ class HealthModel:
                 # It went down with the layer ahead and answers again: it recovers with it, rather
                 # than a round later as the verdict ("CAD server not answering" for half a second).
                 hold = 0.0
+            if (
+                failed_back
+                and layer in NETWORK
+                and previous == "failed"
+                and finding.state in ("ok", "degraded")
+            ):
+                hold = 0.0  # not "home network down" for the hold after failing back from the hotspot
             if tracker.update(finding.state, finding.reason, now, hold, finding.cause):
                 changes.append((layer, previous, tracker.state))
                 if layer in NETWORK_CHAIN and previous == "failed" and tracker.state != "failed":

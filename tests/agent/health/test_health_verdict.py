@@ -332,3 +332,43 @@ def test_dns_queries_lost_to_a_lossy_home_link_are_loss_not_a_dns_outage(
     a = pos.run(5)[-1]
     assert (a.verdict_layer, a.verdict_state) == ("dns", "failed")
     assert "not answering" in a.verdict
+
+
+def test_failing_back_from_the_hotspot_is_not_a_home_network_outage(
+    position: Callable[..., Position],
+) -> None:
+    """The primary drops and the system moves traffic to the hotspot: the home side is failed, CAD
+    runs over the backup. When the primary returns and traffic moves back, the home side answers at
+    once — the position must not read "home network down" (critical, a page) for the recovery hold
+    while everything answers (the failover and power-loss lab scenarios paged at fail-back)."""
+    pos = position()
+    pos.facts["routes"] = RouteFacts("wlan0", False, "usb0", True, on_backup=True)
+    pos.unlucky = {"gw", "isp"}  # the primary path's own probes get nothing back
+    a = pos.run(20)[-1]
+    assert a.on_backup
+    assert [s.layer for s in a.layers if s.state == "failed"] == ["link", "router", "internet"]
+    assert a.layer("cad").state == "ok"
+    assert a.verdict.endswith("— running on the backup path")
+    pos.facts["routes"] = RouteFacts("wlan0", True, "usb0", True, on_backup=False)
+    pos.unlucky = set()
+    back = pos.run(12)
+    assert [s.layer for s in back[0].layers if s.state == "failed"] == []
+    assert all(a.verdict_state != "failed" for a in back)
+
+
+def test_a_home_outage_without_the_hotspot_still_serves_its_recovery_hold(
+    position: Callable[..., Position],
+) -> None:
+    """The same outage with no failover (the position was cut off): one good round is not a
+    recovery, the home side stays failed for the hold after it answers again."""
+    pos = position()
+    pos.facts["routes"] = RouteFacts("wlan0", False, "usb0", True, on_backup=False)
+    pos.cond("router").down = True
+    assert pos.run(10)[-1].layer("link").state == "failed"
+    pos.facts["routes"] = RouteFacts("wlan0", True, "usb0", True, on_backup=False)
+    pos.cond("router").down = False
+    back = pos.run(14)
+    hold = Tuning().recover_hold
+    failed = [a for a in back if a.layer("link").state == "failed" or a.layer("router").state == "failed"]
+    assert len(failed) >= hold - 1  # held for (about) the recovery hold: not released at once
+    assert back[-1].verdict_state == "ok"
