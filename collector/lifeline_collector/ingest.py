@@ -332,11 +332,12 @@ def prepare_fast(agent: AgentRow, body: bytes) -> Pending | None:
         counts = list(map(len, map(_POINTS, series)))
         if not all(counts) or len(times) + sum(counts) > MAX_SAMPLES_PER_BATCH:
             return None
-        stamps = list(map(_by_time, chain.from_iterable(map(_POINTS, series))))  # series after series
-        every = times + stamps
-        low, high = (min(every), max(every)) if every else (None, None)
+        stamps, latest, latest_points = _newest_points(list(map(_POINTS, series)))
+        every = len(times) + sum(counts)
+        low = min(chain(times, map(min, stamps))) if every else None
+        high = max(chain(times, latest)) if every else None
         series_json = batch.series if series else None
-        rows.append((index, BatchRow.make(batch, batch.samples, series_json, len(every), low, high)))
+        rows.append((index, BatchRow.make(batch, batch.samples, series_json, every, low, high)))
         keys = list(zip(map(_NAME, samples), map(bytes, map(_LABELS, samples)), strict=True))
         parts.append((keys, samples, series))
         if samples:
@@ -347,12 +348,8 @@ def prepare_fast(agent: AgentRow, body: bytes) -> Pending | None:
                 known = newest.get(key)
                 if known is None or times[at] > known[0]:
                     newest[key] = (times[at], samples[at].value)
-        end = 0
-        for entry, size in zip(series, counts, strict=True):
+        for entry, point in zip(series, latest_points, strict=True):
             key = (entry.name, bytes(entry.labels))
-            start, end = end, end + size
-            own = stamps[start:end]
-            point = entry.points[own.index(max(own))]  # the first of the newest
             known = newest.get(key)
             if known is None or point[0] > known[0]:
                 newest[key] = point
@@ -383,6 +380,17 @@ def prepare_fast(agent: AgentRow, body: bytes) -> Pending | None:
     )
 
 
+def _newest_points(
+    points: list[list[WirePoint]],
+) -> tuple[list[list[int]], list[int], list[WirePoint]]:
+    """Per series: its point times, its newest time and its newest point (the first sent among
+    equal times) — C calls per series, none per point."""
+    stamps = [list(map(_by_time, own)) for own in points]
+    newest = list(map(max, stamps))
+    at = list(map(list.index, stamps, newest))
+    return stamps, newest, list(map(getitem, points, at))
+
+
 def _prepare_columns(agent: AgentRow, envelope: _Envelope, series: list[_Series]) -> Pending | None:
     """One batch in the series form only (what an agent sends in its steady state), laid out by
     its shape; C calls per series, no Python per point. None: the general fast path decides."""
@@ -393,10 +401,8 @@ def _prepare_columns(agent: AgentRow, envelope: _Envelope, series: list[_Series]
     shape = _shape(agent.id, series)
     if shape is None:
         return None
-    stamps = [list(map(_by_time, own)) for own in points]
-    newest = list(map(max, stamps))
-    at = list(map(list.index, stamps, newest))  # the first of the newest
-    values: list[float] = list(map(_by_value, map(getitem, points, at)))
+    stamps, newest, latest = _newest_points(points)
+    values: list[float] = list(map(_by_value, latest))
     if str in set(map(type, values)):
         values = list(map(_number, values))
     batch = envelope.batches[0]

@@ -83,6 +83,20 @@ def _api(base: str, path: str, body: Any = None) -> Any:
     return json.loads(raw) if raw else None
 
 
+def _settled(
+    base: str, key: Callable[[dict[str, Any]], tuple[str, ...]], expected: dict[Any, str]
+) -> dict[Any, dict[str, Any]]:
+    """Alertmanager's alerts by ``key`` once their states are ``expected``, or as they are after
+    20 s. It marks a target suppressed only once its inhibitor has seen the source alert, which
+    can come after the targets are processed, so the marks are read until they settle."""
+    deadline = time.monotonic() + 20
+    while True:
+        alerts = {key(a): a for a in _api(base, "/api/v2/alerts")}
+        if {k: a["status"]["state"] for k, a in alerts.items()} == expected or time.monotonic() > deadline:
+            return alerts
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def alertmanager(tmp_path: Path, free_port: Callable[[], int]) -> Iterator[str]:
     """A real Alertmanager on loopback running the shipped config, no cluster."""
@@ -150,19 +164,10 @@ def test_fleet_incident_mutes_position_pages_of_its_site_only(alertmanager: str)
         ("PositionSilent", "pos-2"): "suppressed",
         ("CadTargetUnreachable", "pos-9"): "active",
     }
-    # Alertmanager marks inhibited alerts once its inhibitor has seen the source alert, which can
-    # come after the targets are processed: wait for the marks to settle, then compare.
-    deadline = time.monotonic() + 20
-    while True:
-        alerts = {
-            (a["labels"]["alertname"], a["labels"].get("agent", "")): a
-            for a in _api(alertmanager, "/api/v2/alerts")
-        }
-        states = {key: a["status"]["state"] for key, a in alerts.items()}
-        if states == expected or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert states == expected
+    alerts = _settled(
+        alertmanager, lambda a: (a["labels"]["alertname"], a["labels"].get("agent", "")), expected
+    )
+    assert {key: a["status"]["state"] for key, a in alerts.items()} == expected
     fleet = alerts[("FleetIncident", "")]["fingerprint"]
     assert alerts[("CadTargetUnreachable", "pos-1")]["status"]["inhibitedBy"] == [fleet]
     # Routing as amtool said: the site's supervisors and IT staff.
@@ -280,19 +285,14 @@ def test_collector_fleet_incidents_mute_only_what_they_explain(alertmanager: str
         # A silent-positions incident does not explain a reporting position's broken router.
         ("PositionLayerFailed", "east-3", "router", "critical"): "active",
     }
-    # Inhibition marks settle after the alerts are processed (see above): wait, then compare.
-    deadline = time.monotonic() + 20
-    while True:
-        states = {
-            (
-                a["labels"]["alertname"],
-                a["labels"].get("agent") or a["labels"]["cause"],
-                a["labels"].get("layer", ""),
-                a["labels"]["severity"],
-            ): a["status"]["state"]
-            for a in _api(alertmanager, "/api/v2/alerts")
-        }
-        if states == expected or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert states == expected
+    settled = _settled(
+        alertmanager,
+        lambda a: (
+            a["labels"]["alertname"],
+            a["labels"].get("agent") or a["labels"]["cause"],
+            a["labels"].get("layer", ""),
+            a["labels"]["severity"],
+        ),
+        expected,
+    )
+    assert {key: a["status"]["state"] for key, a in settled.items()} == expected

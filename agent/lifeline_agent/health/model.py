@@ -309,23 +309,15 @@ class HealthModel:
             finding = raw.get(layer, probes[layer]) or Finding("unknown", "not measured")
             tracker = self._trackers[layer]
             previous = tracker.state
-            hold = tu.recover_hold
-            if (
-                released
-                and layer in NETWORK_CHAIN
-                and previous == "failed"
-                and finding.state in ("ok", "degraded")
-            ):
-                # It went down with the layer ahead and answers again: it recovers with it, rather
-                # than a round later as the verdict ("CAD server not answering" for half a second).
-                hold = 0.0
-            if (
-                failed_back
-                and layer in NETWORK
-                and previous == "failed"
-                and finding.state in ("ok", "degraded")
-            ):
-                hold = 0.0  # not "home network down" for the hold after failing back from the hotspot
+            # A failed layer that answers again recovers without the hold when it went down with
+            # the layer ahead (it recovers with it, not a round later as the verdict: "CAD server
+            # not answering" for half a second), or when it is the home side and traffic has just
+            # moved back from the hotspot (not "home network down" for the hold).
+            answering = previous == "failed" and finding.state in ("ok", "degraded")
+            at_once = answering and (
+                (released and layer in NETWORK_CHAIN) or (failed_back and layer in NETWORK)
+            )
+            hold = 0.0 if at_once else tu.recover_hold
             if tracker.update(finding.state, finding.reason, now, hold, finding.cause):
                 changes.append((layer, previous, tracker.state))
                 if layer in NETWORK_CHAIN and previous == "failed" and tracker.state != "failed":
