@@ -116,14 +116,18 @@ def test_a_gradual_ramp_warns_before_cad_is_lost_then_pages(agent: LifelineStack
     fired = agent.receiver.notifications(since=started, status="firing")
     lost = cad_losses(agent.lab, started)
     assert lost, "the ramp is meant to cost the CAD session"
-    # The prediction was paged before the CAD simulator lost its session.
     # The prediction was paged before the CAD simulator lost its session (the CAD probes' own
-    # page may come first or later: 3 failed rounds in a row happen under heavy loss too).
+    # page may come first or later: 3 failed rounds in a row happen under heavy loss too). Random
+    # loss makes the agent's trend visible at different levels: early enough for a time to loss
+    # ("will likely lose CAD within 15 s"), or already past what CAD survives ("is losing CAD
+    # now", once the few seconds in which a hard cut would have been named failed are over).
     warnings = [n for n in fired if n.name == "CadAtRisk"]
     assert warnings, [key(n) for n in fired]
     first = warnings[0]
     assert first.at < lost[0], (first.at - started, lost[0] - started)
-    assert first.annotations["summary"].startswith("Position 12 (north) will likely lose CAD within ")
+    assert first.annotations["summary"].startswith(
+        ("Position 12 (north) will likely lose CAD within ", "Position 12 (north) is losing CAD now — ")
+    ), first.annotations["summary"]
     # … naming what the agent saw (its loss trend, or the home network once that is judged lossy).
     assert "packet" in first.annotations["summary"], first.annotations["summary"]
     # No "lost CAD" page before the prediction.

@@ -107,12 +107,23 @@ def sources_since(collector: Collector, since_ms: int) -> set[str]:
 
 
 def around_since(collector: Collector, received: int, since_ms: int) -> set[str]:
-    """Client addresses of requests accepted within a second of ``received`` and after ``since_ms``."""
-    return {
-        addr
-        for when, addr in accepted_requests(collector)
-        if when >= since_ms and abs(when - received) <= 1000
-    }
+    """Client addresses of requests accepted around ``received`` (from a second before to two
+    after) and after ``since_ms``.
+
+    The collector stores a batch before it answers, and uvicorn writes the access-log line as the
+    answer starts: the line of the batch the store already shows may still be on its way (on a
+    loaded machine, a while), so this waits (up to 10 s) for at least one.
+    """
+
+    def around() -> set[str]:
+        return {
+            addr
+            for when, addr in accepted_requests(collector)
+            if when >= since_ms and -1000 <= when - received <= 2000
+        }
+
+    wait_for("the access-log line of the stored batch", lambda: bool(around()), 10)
+    return around()
 
 
 def state_change(collector: Collector, state: str, since_ms: int) -> tuple[int, int, bool] | None:

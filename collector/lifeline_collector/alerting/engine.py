@@ -16,7 +16,7 @@ from lifeline_collector.alerting import health, incidents
 from lifeline_collector.alerting.model import Alert, AlertGroup
 from lifeline_collector.alerting.notifications import AlertStatus, Notifications
 from lifeline_collector.alerting.routing import Router
-from lifeline_collector.alerting.rules import Rule
+from lifeline_collector.alerting.rules import Rule, Waiting
 from lifeline_collector.alerting.silences import Registry
 from lifeline_collector.alerting.state import AlertStates, Change
 from lifeline_collector.clock import Clock
@@ -47,10 +47,12 @@ class AlertEngine:
         quiet_for: float = 0.0,
     ) -> None:
         self.rules = tuple(rules)
-        # A position whose evaluation found nothing, with no alert and nothing lost towards a fleet
-        # incident, finds nothing again until it reports (an ingest evaluates it) or has not
-        # reported for ``quiet_for`` seconds (silence: the one finding that time alone brings), so
-        # the tick skips it. 0: the tick evaluates every position.
+        self._waiting = tuple(rule for rule in self.rules if isinstance(rule, Waiting))
+        # A position whose evaluation found nothing, with no alert, nothing lost towards a fleet
+        # incident and no rule counting down a grace for it (``Waiting``), finds nothing again
+        # until it reports (an ingest evaluates it) or has not reported for ``quiet_for`` seconds
+        # (silence: the one finding that time alone brings), so the tick skips it. 0: the tick
+        # evaluates every position.
         self.quiet_for = quiet_for
         self._quiet: dict[str, float | None] = {}  # agent → its last_seen when found quiet
         self.clock = clock
@@ -84,7 +86,8 @@ class AlertEngine:
                 if self.correlator is not None:
                     sites |= self.correlator.observe(agent, now)
             lost = self.correlator is not None and self.correlator.has_lost(agent.id)
-            if findings or lost or self.states.holds(agent.id):
+            waiting = any(rule.waiting(agent.id) for rule in self._waiting)
+            if findings or lost or waiting or self.states.holds(agent.id):
                 quiet.pop(agent.id, None)
             else:
                 quiet[agent.id] = agent.last_seen

@@ -62,36 +62,50 @@ class CadAtRisk:
     name = "CadAtRisk"
 
     # A prediction worth a page leaves the supervisor time to act. With less than this left and no
-    # warning out yet, it is a hard cut in progress: PositionLayerFailed names it a second later,
+    # warning out yet, it is a hard cut in progress: PositionLayerFailed names it within seconds,
     # and one page ("lost CAD — home router unreachable") beats two.
     min_lead = 3.0
+    # … unless no layer fails for this long after: then the path is dying without being cut (a
+    # rising loss that the agent's trend saw late, past the level CAD survives), no other alert
+    # will say so until CAD is gone, and the supervisor hears "is losing CAD now" at once.
+    cut_grace = 4.0
 
     def __init__(self, bands: RiskBands, public_url: str, hold: float = 0.0) -> None:
         self.bands = bands
         self.public_url = public_url
         self.hold = hold
         self._warned: set[str] = set()  # positions this rule found at risk at its last evaluation
+        # position → when it was first found at risk with too little lead (its grace running)
+        self._too_late: dict[str, float] = {}
+
+    def waiting(self, scope: str) -> bool:
+        """True while a position's finding may change with time alone (its grace is running)."""
+        return scope in self._too_late
 
     def evaluate(self, agent: AgentView, now: float) -> Iterator[Finding]:
-        findings = list(self._evaluate(agent))
+        findings, waiting = self._evaluate(agent, now)
         if findings:
             self._warned.add(agent.id)
         else:
             self._warned.discard(agent.id)
+        if not waiting:
+            self._too_late.pop(agent.id, None)
         yield from findings
 
-    def _evaluate(self, agent: AgentView) -> Iterator[Finding]:
+    def _evaluate(self, agent: AgentView, now: float) -> tuple[list[Finding], bool]:
+        """The findings, and whether the position is in its grace (nothing yet, maybe soon)."""
         health = read_health(agent)
         risk, ttl = health.risk, health.time_to_loss
         if risk is None or ttl is None or risk < self.bands.warn or not math.isfinite(ttl):
-            return
+            return [], False
         if health.first_failed() is not None:
-            return  # already lost: PositionLayerFailed says so
-        if ttl < self.min_lead and agent.id not in self._warned:
-            return
+            return [], False  # already lost: PositionLayerFailed says so
+        late = ttl < self.min_lead and agent.id not in self._warned
+        if late and now - self._too_late.setdefault(agent.id, now) < self.cut_grace:
+            return [], True
         cause = cause_text(agent, health)
         backup = health.backup_phrase()
-        if ttl < 1.0:
+        if ttl < 1.0 or late:
             # The agent already sees CAD going (its layer has not yet held long enough to be judged
             # failed): "within 0 s" would read as a glitch, so say what is happening.
             summary = f"{agent.display_name} is losing CAD now — {cause}; {backup}."
@@ -106,12 +120,13 @@ class CadAtRisk:
             " switch to it now."
         )
         link = position_link(self.public_url, agent)
-        yield _finding(
-            agent, agent_labels(agent, self.name, "warning"), summary, description, link, self.hold
-        )
+        findings = [
+            _finding(agent, agent_labels(agent, self.name, "warning"), summary, description, link, self.hold)
+        ]
         if risk >= self.bands.page or ttl <= self.bands.page_time_to_loss:
             labels = agent_labels(agent, self.name, "critical")
-            yield _finding(agent, labels, summary, description, link, self.hold)
+            findings.append(_finding(agent, labels, summary, description, link, self.hold))
+        return findings, False
 
 
 class PositionLayerFailed:

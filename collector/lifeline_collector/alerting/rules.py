@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from lifeline_collector.alerting.model import Finding
 from lifeline_collector.fleet import AgentView
@@ -17,6 +17,14 @@ class Rule(Protocol):
     name: str
 
     def evaluate(self, agent: AgentView, now: float) -> Iterable[Finding]: ...
+
+
+@runtime_checkable
+class Waiting(Protocol):
+    """A rule whose finding for a position can change with time alone (a grace it counts down),
+    so the alert tick must not skip that position as quiet while ``waiting`` says so."""
+
+    def waiting(self, scope: str) -> bool: ...
 
 
 def agent_labels(agent: AgentView, alertname: str, severity: str) -> dict[str, str]:

@@ -10,6 +10,7 @@ from typing import NamedTuple
 import pytest
 from alerting_kit import INF, Position, Recorder, collector, judgement, probe_round, states
 
+from lifeline_collector.alerting.judgement import CadAtRisk
 from lifeline_collector.alerting.model import Alert, AlertState
 from lifeline_collector.clock import ManualClock
 from lifeline_collector.service import Collector
@@ -133,11 +134,46 @@ def test_risk_with_no_time_left_says_cad_is_going_now(scene: Scene) -> None:
 
 def test_a_hard_cut_is_not_paged_as_a_prediction(scene: Scene) -> None:
     position = scene.position("12", healthy_first=True)
-    # No warning before: the risk jumps to certain with no time left. PositionLayerFailed will name
+    # No warning before: the risk jumps to certain with no time left. PositionLayerFailed names
     # the broken layer a moment later; a "losing CAD within 0 s" page first would be a second page.
     degrading(position, risk=1.0, ttl=0, loss=1.0)
+    scene.clock.advance(2)
+    scene.service.tick()
     assert scene.rec.pages("CadAtRisk") == []
     assert scene.active("CadAtRisk") == []
+    layer_failed(position, "vpn", "VPN tunnel down", priority=True)
+    scene.clock.advance(CadAtRisk.cut_grace)
+    scene.service.tick()
+    assert [g.alerts[0].name for g in scene.rec.delivered] == ["PositionLayerFailed"]
+
+
+def test_a_dying_path_no_layer_names_is_paged_once_the_cut_grace_is_over(scene: Scene) -> None:
+    # Loss rising so fast that the agent's trend saw it only past the level CAD survives: certain
+    # loss, no time left, and yet no layer judged failed (some packets still come back). After the
+    # grace in which a hard cut would have been named, the supervisor hears it — from the 1 s tick,
+    # before the position's next report.
+    position = scene.position("12", healthy_first=True)
+    degrading(position, risk=1.0, ttl=0, loss=0.55)
+    for _ in range(int(CadAtRisk.cut_grace) - 1):
+        scene.clock.advance(1)
+        scene.service.tick()
+        assert scene.rec.pages("CadAtRisk") == []
+    scene.clock.advance(1)
+    scene.service.tick()
+    (page,) = scene.rec.pages("CadAtRisk")  # the critical one; it inhibits the warning
+    assert page.alerts[0].severity == "critical"
+    assert page.alerts[0].annotations["summary"] == (
+        "Position 12 (north) is losing CAD now — VPN tunnel losing packets (loss 55 %); hotspot ready."
+    )
+    # A grace is counted once per episode: healthy again, then the same again waits again.
+    scene.clock.advance(1)
+    position.healthy()
+    scene.clock.advance(1)
+    degrading(position, risk=1.0, ttl=2, loss=0.6)
+    scene.clock.advance(1)
+    scene.service.tick()
+    firing = [a for a in scene.active("CadAtRisk") if a.state is AlertState.FIRING]
+    assert firing == []
 
 
 def test_stable_position_with_high_risk_but_infinite_time_is_not_paged(scene: Scene) -> None:
