@@ -86,6 +86,7 @@ class Tuning:
     trend_window: float = 30.0  # least-squares window of the trends
     trend_min_points: int = 10  # one-second bins a trend needs
     trend_min_episodes: int = 3  # separate loss bursts before a loss trend is believed
+    trend_hold: float = 2.0  # … and a rising loss trend must hold this long before it counts
     cad_loss_dead: float = 0.5  # sustained loss at which CAD is assumed lost
     cad_outage_dead: float = 5.0  # seconds of total loss at which CAD is assumed lost
     rtt_dead: float = 2.0  # RTT at which CAD sessions freeze (TCP timers fire, RDP stalls)

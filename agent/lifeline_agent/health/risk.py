@@ -72,7 +72,7 @@ def combine(parts: Sequence[RiskPart], tu: Tuning) -> RiskPart:
 def assess(inp: RiskInputs, th: Thresholds, tu: Tuning, held: Held) -> RiskPart:
     parts = [
         _outage(inp, tu),
-        *_loss(inp, th, tu),
+        *_loss(inp, th, tu, held),
         _rtt(inp, th, tu),
         _quality(inp, th, tu, held),
         _handshake(inp, th, tu),
@@ -100,7 +100,7 @@ def _outage(inp: RiskInputs, tu: Tuning) -> RiskPart | None:
     return None
 
 
-def _loss(inp: RiskInputs, th: Thresholds, tu: Tuning) -> list[RiskPart]:
+def _loss(inp: RiskInputs, th: Thresholds, tu: Tuning, held: Held) -> list[RiskPart]:
     now, dead = inp.now, tu.cad_loss_dead
     window = loss_view(inp.path, now - tu.trend_window)
     recent = loss_view(inp.path, now - tu.recent)
@@ -117,12 +117,16 @@ def _loss(inp: RiskInputs, th: Thresholds, tu: Tuning) -> list[RiskPart]:
     # the window would otherwise read as loss climbing to 100 % (a ramp loses *some* packets first).
     bins = [b for b in loss_bins(inp.path, now - tu.trend_window, now) if b[1] < 1.0]
     line = fit(bins)
-    if (
+    trend = (
         line is not None
         and window.sustained(tu.min_loss_rounds, tu.trend_min_episodes, tu.spike_max)
         and line.rising(tu.trend_min_points)
         and line.level >= th.loss_degraded
-    ):
+    )
+    # One evaluation's fit over a burst is not a trend (the loss-spikes scenario paged "rising"
+    # from a single evaluation in a 3 s burst): the rise must show for ``trend_hold`` first.
+    trend_for = held.update("risk:loss_trend", trend, now)
+    if line is not None and trend and trend_for >= tu.trend_hold:
         level = min(1.0, line.level)
         ttl = max(0.0, (dead - level) / line.slope)
         parts.append(

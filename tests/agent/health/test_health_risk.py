@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
-from lifeline_agent.config import Target
+from lifeline_agent.config import Target, Thresholds
 from lifeline_agent.health import PowerFacts, RouteFacts, VpnFacts, WifiFacts
+from lifeline_agent.health.hysteresis import Held
 from lifeline_agent.health.layers import Tuning
-from lifeline_agent.health.risk import RiskPart, combine, ttl_risk
+from lifeline_agent.health.risk import RiskInputs, RiskPart, _loss, combine, ttl_risk
+from lifeline_agent.health.series import Round, TargetSeries
 from lifeline_agent.probes.stats import mos
 
 Position = Any
@@ -218,3 +220,40 @@ def test_single_echo_path_is_supported(position: Callable[..., Position]) -> Non
     pos.cond("cad").down = True
     a = pos.run(3)[-1]
     assert (a.verdict_layer, a.verdict, a.risk) == ("cad", "CAD server not answering", 1.0)
+
+
+def _rising_loss_series(now: float, seconds: int = 30) -> TargetSeries:
+    """A CAD echo target, 5 echoes a second, losing more every second: 0 → ~40 % over ``seconds``,
+    with an answered round between the lossy ones (separate loss episodes)."""
+    series = TargetSeries(Target("cad-icmp", "cad", "icmp", "10.20.0.5", path="tunnel", count=5), keep=120.0)
+    for i in range(seconds):
+        t = now - seconds + i + 1
+        lost = 0 if i % 3 == 0 else round(2.0 * i / seconds)
+        series.add(Round(t, lost < 5, "", 5, lost, 0.02 if lost < 5 else None, 0.001))
+    return series
+
+
+def test_a_loss_trend_counts_once_it_has_held_for_the_trend_hold() -> None:
+    """One evaluation's fit over a burst is not a trend: the rising-loss part (and the time to loss
+    it gives) appears only once the rise has shown for ``Tuning.trend_hold``."""
+    tu, th, held = Tuning(), Thresholds(), Held()
+    now = 1000.0
+
+    def loss_parts(at: float) -> list[RiskPart]:
+        inp = RiskInputs(at, [_rising_loss_series(at)], "", "", 0.0, None, None, True, None, (), None, False)
+        return [
+            p
+            for p in _loss(inp, th, tu, held)
+            if p.reason.startswith("packet loss on the path to CAD rising")
+        ]
+
+    assert loss_parts(now) == []  # the rise is seen for the first time: not yet
+    assert loss_parts(now + tu.trend_hold / 2) == []
+    (part,) = loss_parts(now + tu.trend_hold)
+    assert math.isfinite(part.ttl)
+    assert part.risk > 0.0
+    # Held continuously: it stays; one evaluation without it starts the hold again.
+    assert loss_parts(now + tu.trend_hold + 1)
+    quiet = RiskInputs(now + tu.trend_hold + 2, [], "", "", 0.0, None, None, True, None, (), None, False)
+    assert _loss(quiet, th, tu, held) == []
+    assert loss_parts(now + tu.trend_hold + 3) == []
