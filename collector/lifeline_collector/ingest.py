@@ -329,11 +329,12 @@ def prepare_fast(agent: AgentRow, body: bytes) -> Pending | None:
     for index, (batch, (samples, series)) in enumerate(zip(envelope.batches, decoded, strict=True)):
         # Per sample and per point only C loops (map, zip, sorted, dict); Python runs per series.
         times = list(map(_TS, samples))
-        counts = list(map(len, map(_POINTS, series)))
-        if not all(counts) or len(times) + sum(counts) > MAX_SAMPLES_PER_BATCH:
-            return None
-        stamps, latest, latest_points = _newest_points(list(map(_POINTS, series)))
+        points = list(map(_POINTS, series))
+        counts = list(map(len, points))
         every = len(times) + sum(counts)
+        if not all(counts) or every > MAX_SAMPLES_PER_BATCH:
+            return None
+        stamps, latest, latest_points = _newest_points(points)
         low = min(chain(times, map(min, stamps))) if every else None
         high = max(chain(times, latest)) if every else None
         series_json = batch.series if series else None

@@ -7,13 +7,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from series_kit import series_of
 
 from lifeline_agent.config import Target, Thresholds
 from lifeline_agent.health import PowerFacts, RouteFacts, VpnFacts, WifiFacts
 from lifeline_agent.health.hysteresis import Held
 from lifeline_agent.health.layers import Tuning
 from lifeline_agent.health.risk import RiskInputs, RiskPart, _loss, combine, ttl_risk
-from lifeline_agent.health.series import Round, TargetSeries
+from lifeline_agent.health.series import TargetSeries
 from lifeline_agent.probes.stats import mos
 
 Position = Any
@@ -225,12 +226,8 @@ def test_single_echo_path_is_supported(position: Callable[..., Position]) -> Non
 def _rising_loss_series(now: float, seconds: int = 30) -> TargetSeries:
     """A CAD echo target, 5 echoes a second, losing more every second: 0 → ~40 % over ``seconds``,
     with an answered round between the lossy ones (separate loss episodes)."""
-    series = TargetSeries(Target("cad-icmp", "cad", "icmp", "10.20.0.5", path="tunnel", count=5), keep=120.0)
-    for i in range(seconds):
-        t = now - seconds + i + 1
-        lost = 0 if i % 3 == 0 else round(2.0 * i / seconds)
-        series.add(Round(t, lost < 5, "", 5, lost, 0.02 if lost < 5 else None, 0.001))
-    return series
+    losses = [0 if i % 3 == 0 else round(2.0 * i / seconds) for i in range(seconds)]
+    return series_of(losses, 5, start=now - seconds + 1)
 
 
 def test_a_loss_trend_counts_once_it_has_held_for_the_trend_hold() -> None:

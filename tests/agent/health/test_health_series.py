@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from series_kit import series_of
 
 from lifeline_agent.config import Target
 from lifeline_agent.health import layer_of
@@ -33,11 +34,7 @@ def test_fit_does_not_believe_noise() -> None:
 
 def _series(pattern: str, sent: int = 1) -> TargetSeries:
     """One round a second: '.' all echoes back, 'x' all lost, 'p' one echo lost."""
-    s = TargetSeries(Target("t", "cad", "icmp", "10.0.0.1", count=sent), keep=120.0)
-    for i, c in enumerate(pattern):
-        lost = {".": 0, "x": sent, "p": 1}[c]
-        s.add(Round(float(i), lost < sent, "timeout" if lost == sent else "", sent, lost, None, None))
-    return s
+    return series_of([{".": 0, "x": sent, "p": 1}[c] for c in pattern], sent)
 
 
 def test_loss_view_tells_a_burst_from_sustained_loss() -> None:
