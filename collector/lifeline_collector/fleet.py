@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from lifeline_collector.store import AgentRow, LatestState, SeqTotals, Store
+from lifeline_wire import BeatDigest
 
 NO_GAPS = SeqTotals(0, 0)
 SeriesKey = tuple[str, str]  # (metric name, labels_key)
@@ -49,12 +50,28 @@ class AgentView:
     seq: SeqTotals = NO_GAPS
     series: dict[str, dict[str, SeriesState]] = field(default_factory=dict)
     slots: Slots | None = None  # ``series`` as ingest last laid it out; dropped by other writes
+    # Heartbeats (written by the receiver thread; each field is replaced whole, so a reader on the
+    # event loop sees either the old or the new value). None until a valid beat since this start.
+    last_beat: float | None = None  # collector clock of the last valid heartbeat
+    beat: BeatDigest | None = None  # the digest that beat carried
+    # path name ("tunnel", "backup", "public") -> collector clock of the last valid beat over it;
+    # a new path replaces the dict (never grows it in place) so readers can iterate it safely.
+    beat_paths: dict[str, float] = field(default_factory=dict)
+    beat_interval: float | None = None  # seconds between beats, as the agent announces it
 
     @property
     def display_name(self) -> str:
         """How a supervisor names the position: "Position 12 (north)"."""
         who = f"Position {self.position}" if self.position else f"Agent {self.id}"
         return f"{who} ({self.site})" if self.site else who
+
+    @property
+    def last_heard(self) -> float | None:
+        """The later of the last batch and the last heartbeat (None if neither came)."""
+        seen, beat = self.last_seen, self.last_beat
+        if seen is None:
+            return beat
+        return seen if beat is None or seen >= beat else beat
 
     def named(self, name: str) -> Iterator[SeriesState]:
         yield from self.series.get(name, {}).values()
