@@ -2,10 +2,16 @@
 
 HTTP semantics follow Alertmanager's notifier: 2xx done (per-item results decide what is
 deleted); 408, 429, 5xx and network errors retried with exponential backoff and jitter,
-honouring ``Retry-After``; 413 splits the envelope; 400/422 split down to the one bad batch,
-which is dropped and counted; 401/403 and other 4xx keep everything, are not retried on that
-path for ``refused_pause`` and are logged with the collector's ``error``/``field`` reason.
-A batch leaves the spool only when the collector has it or has refused that very batch.
+honouring ``Retry-After``; 401/403 and other 4xx keep everything, are not retried on that path
+for ``refused_pause`` and are logged with the collector's ``error``/``field`` reason.
+
+A batch leaves the spool only when the collector's own answer — the wire's ``IngestResponse``,
+decoded strictly — names that very batch (accepted, duplicate or rejected). Anything else in the
+path can answer too: a proxy's 422, a firewall's HTML, another service's JSON. Such an answer
+proves nothing about any one batch, so it deletes nothing, whatever its status. 400, 413 and 422
+without a per-batch answer split the envelope (the halves that go through are delivered; a
+refusal of the whole request, which splitting does not change, stops the splitting after one
+half each level) and what is still refused stays spooled and waits ``refused_pause`` on that path.
 
 **Paths.** ``[collector].endpoints`` is an ordered list; public ones count only with
 ``allow_public``. Each endpoint is tried over the default route, then (``via_backup``) bound to
@@ -45,7 +51,7 @@ from lifeline_agent.transport import (
     failure_kind,
     ssl_context,
 )
-from lifeline_wire import SCHEMA_VERSION, Envelope, WireError, decode_response, encode
+from lifeline_wire import SCHEMA_VERSION, Envelope, IngestResponse, WireError, decode_response, encode
 
 __all__ = [
     "FAILURE_REASONS",
@@ -74,6 +80,9 @@ PRIORITY_RETRY_GAP = 1.0  # a priority batch forces an attempt at most this ofte
 # after the previous one unless that one answered (RFC 8305's connection attempt delay).
 PRIORITY_STAGGER = 0.25
 DISCOVERY_TTL = 5.0  # the backup interface is looked up again after this long
+# Answers that may mean "this part of the request is bad": without a per-batch answer the
+# envelope is split so the batches that go through are not held back by one that does not.
+SPLIT_STATUSES = frozenset({400, 413, 422})
 # Closed set of failure reasons (label values of lifeline_agent_send_failures_total).
 FAILURE_REASONS = ("network", "tls", "throttled", "server", "auth", "invalid", "too_large", "bad_response")
 
@@ -544,8 +553,10 @@ class Shipper:
         done = await self._deliver(url, items, interface)
         return done > 0
 
-    async def _deliver(self, url: str, items: list[Spooled], interface: str = "") -> int:
-        """Deliver ``items``; return how many left the spool. Raises DeliveryError subclasses."""
+    async def _deliver(self, url: str, items: list[Spooled], interface: str = "", split: bool = True) -> int:
+        """Deliver ``items``; return how many left the spool. Raises DeliveryError subclasses.
+
+        ``split=False`` sends ``items`` as one request even when a 400/413/422 would split it."""
         envelope = Envelope(
             version=SCHEMA_VERSION,
             batches=[item.batch for item in items],
@@ -557,22 +568,22 @@ class Shipper:
         response = await self.transport.post(url, encode(envelope), headers, interface)
         status = response.status
         if 200 <= status < 300:
-            return await self._apply_results(url, items, response.body)
-        reason = _reason_text(response.body)
-        if status == 413 or status in (400, 422):
-            if len(items) > 1:
-                self.stats.failures["too_large" if status == 413 else "invalid"] += 1
-                half = len(items) // 2
-                bind(log, endpoint=url, status=status).info(
-                    "splitting %d batches into %d + %d: %s", len(items), half, len(items) - half, reason
+            answer = lifeline_answer(response.body)
+            if answer is None:
+                raise RetryableDelivery(
+                    url, "malformed response (not a Lifeline answer); batches kept", status
                 )
-                first = await self._deliver(url, items[:half], interface)
-                return first + await self._deliver(url, items[half:], interface)
-            # One batch the collector will never take: keeping it would block every later one.
-            item = items[0]
-            self._reject([item], f"HTTP {status}: {reason}")
-            await asyncio.to_thread(self.spool.ack, [item.key])
-            return 1
+            return await self._apply_results(url, items, answer, status)
+        if status in SPLIT_STATUSES:
+            answer = lifeline_answer(response.body)
+            if answer is not None:  # the collector itself answered per batch
+                return await self._apply_results(url, items, answer, status)
+            reason = _reason_text(response.body)
+            if len(items) > 1 and split:
+                self.stats.failures["too_large" if status == 413 else "invalid"] += 1
+                return await self._split(url, items, interface, status, reason)
+            raise RefusedDelivery(url, f"{reason} (no per-batch answer)", status)
+        reason = _reason_text(response.body)
         if status in (408, 429) or status >= 500:
             retry_after = parse_retry_after(response.headers.get("retry-after"), self.clock.time())
             raise RetryableDelivery(url, reason, status, retry_after)
@@ -580,14 +591,38 @@ class Shipper:
             raise RefusedDelivery(url, reason, status)
         raise RetryableDelivery(url, f"unexpected answer: {reason}", status)
 
-    async def _apply_results(self, url: str, items: list[Spooled], body: bytes) -> int:
+    async def _split(self, url: str, items: list[Spooled], interface: str, status: int, reason: str) -> int:
+        """Deliver ``items`` in two halves after the whole was refused without a per-batch answer.
+
+        When the first half is refused as a whole, the second goes unsplit: if it is refused too,
+        the refusal is about every request (a proxy, a limit on the agent), not one batch, and
+        trying each batch alone would only multiply requests. Raises RefusedDelivery when nothing
+        got through; what got through is kept delivered either way."""
+        half = len(items) // 2
+        bind(log, endpoint=url, status=status).debug(
+            "splitting %d batches into %d + %d: %s", len(items), half, len(items) - half, reason
+        )
         try:
-            results = decode_response(body).results
-        except WireError as exc:
-            raise RetryableDelivery(url, f"malformed response ({exc}); batches kept", 200) from exc
+            done = await self._deliver(url, items[:half], interface)
+        except RefusedDelivery:
+            return await self._deliver(url, items[half:], interface, split=False)
+        try:
+            return done + await self._deliver(url, items[half:], interface)
+        except RefusedDelivery as exc:
+            if not done:
+                raise
+            bind(log, endpoint=url, status=exc.status).debug(
+                "%d batches refused after %d went through: %s", len(items) - half, done, exc.reason
+            )
+            return done
+
+    async def _apply_results(
+        self, url: str, items: list[Spooled], answer: IngestResponse, status: int
+    ) -> int:
+        """Delete the batches the answer names; the others stay. Raises when it names none."""
         by_id = {(item.batch.boot_id, item.batch.seq): item for item in items}
         acked: list[int] = []
-        for result in results:
+        for result in answer.results:
             item = by_id.pop((result.boot_id, result.seq), None)
             if item is None:
                 continue
@@ -604,7 +639,9 @@ class Shipper:
                 "collector answered for %d of %d batches; the rest stay spooled", len(acked), len(items)
             )
         if not acked:
-            raise RetryableDelivery(url, "the collector acknowledged none of the batches", 200)
+            if status >= 400:
+                raise RefusedDelivery(url, "the collector's answer names none of the batches", status)
+            raise RetryableDelivery(url, "the collector acknowledged none of the batches", status)
         return len(acked)
 
     def _reject(self, items: list[Spooled], reason: str) -> None:
@@ -649,6 +686,14 @@ class Shipper:
 
     async def aclose(self) -> None:
         await self.transport.aclose()
+
+
+def lifeline_answer(body: bytes) -> IngestResponse | None:
+    """The collector's per-batch answer in ``body``, decoded strictly; None for anything else."""
+    try:
+        return decode_response(body)
+    except WireError:
+        return None
 
 
 def _failure_text(exc: RetryableDelivery, kind: str) -> str:

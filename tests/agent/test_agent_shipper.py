@@ -15,7 +15,7 @@ from shipping import TOKEN, drain, make_shipper
 from lifeline_agent.errors import RefusedDelivery, RetryableDelivery
 from lifeline_agent.shipper import Backoff, parse_retry_after
 from lifeline_agent.spool import SqliteSpool
-from lifeline_wire import SCHEMA_VERSION, Batch, Sample
+from lifeline_wire import SCHEMA_VERSION, Batch, IngestResponse, ItemResult, Sample, encode
 
 TS = 1_800_000_000_000
 # The fake collector and its Reply live in conftest.py (shared with the service tests).
@@ -92,18 +92,47 @@ def test_413_splits_until_it_fits(collector: FakeCollector, spool: SqliteSpool) 
     assert [len(batch_ids) for _t, batch_ids, _a in collector.requests] == [7, 3, 1, 2, 4, 2, 2]
 
 
-def test_single_batch_413_is_dropped_and_counted(collector: FakeCollector, spool: SqliteSpool) -> None:
+def test_single_batch_413_without_a_per_batch_answer_is_kept(
+    collector: FakeCollector, spool: SqliteSpool
+) -> None:
     ids = fill(spool, 3)
     collector.script = [
         lambda batch_ids: collector.Reply(413, b"too large") if ids[0] in batch_ids else None
     ] * 10
-    shipper = make_shipper(collector.url, spool, per_request=1)
-    drain(shipper, spool)
+    shipper = make_shipper(collector.url, spool, per_request=2)
+    ship_rounds(shipper, 3)
+    # [0, 1] → 413 → 0 refused, 1 stored; [0, 2] → 0 refused, 2 stored; [0] refused: the path rests.
+    sent = [batch_ids for _t, batch_ids, _a in collector.requests]
+    assert sent == [ids[:2], ids[:1], ids[1:2], [ids[0], ids[2]], ids[:1], ids[2:], ids[:1]]
     assert collector.stored == ids[1:]
+    assert spool.depth() == 1
+    assert shipper.stats.rejected == 0
+
+
+def test_422_with_a_per_batch_answer_deletes_only_the_batch_it_names(
+    collector: FakeCollector, spool: SqliteSpool
+) -> None:
+    ids = fill(spool, 4)
+    bad = ids[2]
+
+    def answer(batch_ids: list[tuple[str, int]]) -> Any:
+        results = [
+            ItemResult(b, s, "rejected", "samples[0].value: must be finite") if (b, s) == bad else None
+            for b, s in batch_ids
+        ]
+        body = encode(IngestResponse(results=[r for r in results if r is not None]))
+        return collector.Reply(422, body)
+
+    collector.script = [answer]
+    shipper = make_shipper(collector.url, spool)
+    drain(shipper, spool)
+    assert sorted(collector.stored) == [i for i in ids if i != bad]
     assert shipper.stats.rejected == 1
 
 
-def test_422_isolates_the_bad_batch(collector: FakeCollector, spool: SqliteSpool) -> None:
+def test_422_in_the_collectors_error_form_isolates_the_bad_batch_and_keeps_it(
+    collector: FakeCollector, spool: SqliteSpool
+) -> None:
     ids = fill(spool, 4)
     bad = ids[2]
     collector.script = [
@@ -112,9 +141,52 @@ def test_422_isolates_the_bad_batch(collector: FakeCollector, spool: SqliteSpool
         )
     ] * 10
     shipper = make_shipper(collector.url, spool)
-    drain(shipper, spool)
+    ship_rounds(shipper, 2)
     assert sorted(collector.stored) == [i for i in ids if i != bad]
-    assert shipper.stats.rejected == 1
+    assert spool.depth() == 1  # the error form names a field, not a batch: nothing is deleted
+    assert shipper.stats.rejected == 0
+
+
+FOREIGN_ANSWERS = [
+    (422, b"<html><body><h1>422 Unprocessable Entity</h1>blocked by policy</body></html>"),
+    (422, b'{"error": "request blocked by web application firewall", "field": "body"}'),
+    (422, b'{"results": [], "blocked": true}'),
+    (400, b"Bad Request"),
+    (413, b"<html>413 Request Entity Too Large</html>"),
+    (422, b""),
+]
+
+
+@pytest.mark.parametrize(("status", "body"), FOREIGN_ANSWERS)
+def test_a_proxy_refusing_everything_deletes_nothing(
+    collector: FakeCollector, spool: SqliteSpool, caplog: pytest.LogCaptureFixture, status: int, body: bytes
+) -> None:
+    fill(spool, 16)
+    collector.script = [lambda _ids: collector.Reply(status, body)] * 1000
+    shipper = make_shipper(collector.url, spool, refused_pause=3600.0)
+    with caplog.at_level(logging.WARNING, logger="lifeline_agent.shipper"):
+        outcomes = ship_rounds(shipper, 3)
+    assert spool.depth() == 16
+    assert collector.stored == []
+    assert shipper.stats.rejected == 0
+    assert not any(o.progressed for o in outcomes)
+    assert all(o.wait > 3000 for o in outcomes)  # the path rests; nothing is sent again soon
+    # 16, then 8 → 4 → 2 → 1 refused with their other halves sent whole: 1 + 2·4 requests.
+    assert len(collector.requests) == 9
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2  # the refused path, and no path left: each said once
+    assert not any("deleted" in r.getMessage() for r in caplog.records)
+
+
+def ship_rounds(shipper: Any, rounds: int) -> list[Any]:
+    """``rounds`` calls of ship_pending, one after the other (no waiting between them)."""
+
+    async def main() -> list[Any]:
+        out = [await shipper.ship_pending() for _ in range(rounds)]
+        await shipper.aclose()
+        return out
+
+    return asyncio.run(main())
 
 
 def test_401_is_not_retried_and_keeps_everything(collector: FakeCollector, spool: SqliteSpool) -> None:
