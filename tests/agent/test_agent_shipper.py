@@ -59,6 +59,28 @@ def test_per_item_results_accepted_duplicate_rejected(
     assert collector.requests[0][2] == f"Bearer {TOKEN}"
 
 
+def test_batches_the_answer_does_not_name_stay_spooled(collector: FakeCollector, spool: SqliteSpool) -> None:
+    ids = fill(spool, 5)
+    answered = {ids[0], ids[3]}
+
+    def partial(batch_ids: list[tuple[str, int]]) -> Any:
+        # The collector took only some (a group commit cut short, a replica that holds part):
+        # it names those, and the others must be sent again, not deleted.
+        results = [ItemResult(b, s, "accepted") for b, s in batch_ids if (b, s) in answered]
+        collector.stored.extend(key for key in batch_ids if key in answered)
+        return collector.Reply(200, encode(IngestResponse(results=results)))
+
+    collector.script = [partial]
+    shipper = make_shipper(collector.url, spool)
+    (first,) = ship_rounds(shipper, 1)
+    assert first.progressed
+    left = [(item.batch.boot_id, item.batch.seq) for item in spool.pending(10)]
+    assert left == [ids[1], ids[2], ids[4]]
+    drain(shipper, spool)
+    assert sorted(collector.stored) == ids  # every batch arrived, none twice
+    assert shipper.stats.sent == 5
+
+
 def test_500_then_200_retries_and_loses_nothing(collector: FakeCollector, spool: SqliteSpool) -> None:
     ids = fill(spool, 3)
     collector.script = [lambda _ids: collector.Reply(500, b"database is locked")]
