@@ -3,6 +3,12 @@
 Every sample must name a metric of ``lifeline_wire.catalog.CATALOG`` with exactly its declared
 labels: anything else is a bug in the agent and raises ValueError at the call site, long before a
 collector could reject it. The latest value of every series is kept for the local /metrics.
+
+Some labels state a fact that changes (the verdict's words, the interface's path, the modem's
+radio technology) rather than name a thing: ``FACT_LABELS``. A sample with a new fact replaces
+the series that carried the old one, so /metrics shows only the current one; for an ``info``
+metric the replaced series is also sent once at 0, so the collector, which keeps the latest value
+of every label set it was sent, stops reading the old fact as true.
 """
 
 from __future__ import annotations
@@ -16,6 +22,34 @@ from lifeline_wire.catalog import CATALOG, MetricSpec
 
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 EventAttr = str | int | float | bool
+
+
+# Metrics whose other labels are facts about the thing these labels name: only one label set per
+# thing is current. (Labels absent here identify a series on their own, as usual.)
+FACT_LABELS: dict[str, tuple[str, ...]] = {
+    "lifeline_agent_info": (),
+    "lifeline_verdict_info": (),
+    "lifeline_cellular_signal_quality_ratio": ("modem",),
+    "lifeline_interface_up": ("interface",),
+    "lifeline_interface_carrier_changes_total": ("interface",),
+    "lifeline_interface_errors_total": ("interface", "direction"),
+    "lifeline_interface_drops_total": ("interface", "direction"),
+    "lifeline_interface_bytes_total": ("interface", "direction"),
+    "lifeline_vpn_up": ("interface",),
+    "lifeline_vpn_interface_up": ("interface",),
+    "lifeline_vpn_handshake_age_seconds": ("interface",),
+    "lifeline_vpn_bytes_total": ("interface", "direction"),
+}
+
+
+def _check_fact_labels(catalog: Mapping[str, MetricSpec]) -> None:
+    for name, identity in FACT_LABELS.items():
+        spec = catalog.get(name)
+        if spec is None or not set(identity) < set(spec.labels):
+            raise ValueError(f"FACT_LABELS[{name!r}] must name a catalog metric and some of its labels")
+
+
+_check_fact_labels(CATALOG)
 
 
 def series_key(name: str, labels: Mapping[str, str]) -> SeriesKey:
@@ -32,6 +66,8 @@ class Recorder:
         self._samples: list[Sample] = []
         self._events: list[Event] = []
         self._latest: dict[SeriesKey, float] = {}
+        # (metric, identity label values) -> the series that carries the current fact
+        self._current: dict[tuple[str, tuple[str, ...]], SeriesKey] = {}
         # Each metric's declared labels, as a set (built once: the catalog does not change).
         self._label_sets = {name: frozenset(spec.labels) for name, spec in catalog.items()}
 
@@ -50,16 +86,32 @@ class Recorder:
         self, name: str, value: float, labels: Mapping[str, str] | None = None, ts_ms: int | None = None
     ) -> None:
         labels = dict(labels or {})
-        self.validate(name, labels)
+        spec = self.validate(name, labels)
         sample = Sample(name=name, value=float(value), ts_ms=ts_ms or now_ms(self._clock), labels=labels)
+        key = series_key(name, labels)
+        identity = FACT_LABELS.get(name)
         with self._lock:
+            if identity is not None:
+                thing = (name, tuple(labels[label] for label in identity))
+                replaced = self._current.get(thing)
+                self._current[thing] = key
+                if replaced is not None and replaced != key:
+                    self._latest.pop(replaced, None)
+                    if spec.type == "info":  # the old fact no longer holds: say so once
+                        self._samples.append(Sample(name, 0.0, sample.ts_ms, dict(replaced[1])))
             self._samples.append(sample)
-            self._latest[series_key(name, labels)] = float(value)
+            self._latest[key] = float(value)
 
     def forget(self, name: str, labels: Mapping[str, str]) -> None:
         """Drop a series from /metrics (e.g. the RTT of a target that stopped answering)."""
+        key = series_key(name, labels)
+        identity = FACT_LABELS.get(name)
         with self._lock:
-            self._latest.pop(series_key(name, labels), None)
+            self._latest.pop(key, None)
+            if identity is not None:
+                thing = (name, tuple(labels[label] for label in identity if label in labels))
+                if self._current.get(thing) == key:
+                    del self._current[thing]
 
     def event(
         self, type_: str, attributes: Mapping[str, EventAttr] | None = None, ts_ms: int | None = None

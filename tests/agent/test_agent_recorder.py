@@ -49,3 +49,67 @@ def test_latest_keeps_last_value_and_forget_drops_a_series() -> None:
     assert rec.latest() == {series_key("lifeline_probe_success", LABELS): 0.0}
     rec.forget("lifeline_probe_success", LABELS)
     assert rec.latest() == {}
+
+
+def verdict(layer: str, words: str) -> dict[str, str]:
+    return {"layer": layer, "verdict": words}
+
+
+def test_a_new_verdict_replaces_the_old_one_and_the_old_one_is_sent_at_zero() -> None:
+    rec = Recorder()
+    first, second = verdict("none", "no measurements yet"), verdict("none", "healthy")
+    third = verdict("internet", "home internet losing packets")
+    rec.sample("lifeline_verdict_info", 1, first, ts_ms=1_000)
+    rec.sample("lifeline_verdict_info", 1, second, ts_ms=2_000)
+    rec.sample("lifeline_verdict_info", 1, second, ts_ms=3_000)  # the same verdict again: no zero
+    rec.sample("lifeline_verdict_info", 1, third, ts_ms=4_000)
+    assert rec.latest() == {series_key("lifeline_verdict_info", third): 1.0}
+    samples, _ = rec.drain()
+    sent = [(s.labels["verdict"], s.value, s.ts_ms) for s in samples]
+    assert sent == [
+        ("no measurements yet", 1.0, 1_000),
+        ("no measurements yet", 0.0, 2_000),
+        ("healthy", 1.0, 2_000),
+        ("healthy", 1.0, 3_000),
+        ("healthy", 0.0, 4_000),
+        ("home internet losing packets", 1.0, 4_000),
+    ]
+    # What a store keeping the newest value per label set ends up with: one verdict at 1.
+    newest = {tuple(sorted(s.labels.items())): s.value for s in samples}
+    assert sorted(newest.values()) == [0.0, 0.0, 1.0]
+
+
+def test_a_verdict_that_comes_back_replaces_the_one_in_between() -> None:
+    rec = Recorder()
+    healthy, lossy = verdict("none", "healthy"), verdict("internet", "home internet losing packets")
+    for labels in (healthy, lossy, healthy):
+        rec.sample("lifeline_verdict_info", 1, labels)
+    assert rec.latest() == {series_key("lifeline_verdict_info", healthy): 1.0}
+    samples, _ = rec.drain()
+    assert [(s.labels["verdict"], s.value) for s in samples][-2:] == [
+        ("home internet losing packets", 0.0),
+        ("healthy", 1.0),
+    ]
+
+
+def test_a_changed_fact_label_on_a_gauge_replaces_the_series_without_a_made_up_zero() -> None:
+    rec = Recorder()
+    rec.sample("lifeline_cellular_signal_quality_ratio", 0.8, {"modem": "0", "access_technology": "lte"})
+    rec.sample("lifeline_cellular_signal_quality_ratio", 0.5, {"modem": "0", "access_technology": "3g"})
+    rec.sample("lifeline_cellular_signal_quality_ratio", 0.6, {"modem": "1", "access_technology": "lte"})
+    assert rec.latest() == {
+        series_key("lifeline_cellular_signal_quality_ratio", {"modem": "0", "access_technology": "3g"}): 0.5,
+        series_key("lifeline_cellular_signal_quality_ratio", {"modem": "1", "access_technology": "lte"}): 0.6,
+    }
+    samples, _ = rec.drain()
+    assert [s.value for s in samples] == [0.8, 0.5, 0.6]  # a signal quality of 0 was never measured
+
+
+def test_an_interface_that_changes_path_keeps_one_series_per_direction() -> None:
+    rec = Recorder()
+    for path in ("primary", "backup"):
+        for direction in ("rx", "tx"):
+            labels = {"interface": "wlan0", "path": path, "direction": direction}
+            rec.sample("lifeline_interface_bytes_total", 10, labels)
+    assert sorted(dict(labels)["direction"] for _name, labels in rec.latest()) == ["rx", "tx"]
+    assert {dict(labels)["path"] for _name, labels in rec.latest()} == {"backup"}
