@@ -343,6 +343,7 @@ class Shipper:
         self._wake = asyncio.Event()
         self._last_forced = -PRIORITY_RETRY_GAP
         self._blocked_since: float | None = None
+        self._paths_shown: set[tuple[str, str]] = set()
 
     def endpoints(self) -> list[str]:
         """Ingest URLs in the order they are tried (public ones only with allow_public)."""
@@ -675,13 +676,19 @@ class Shipper:
     # -- self metrics ---------------------------------------------------------------------------
 
     def live_values(self) -> dict[SeriesKey, float]:
-        """The path in use: ``lifeline_agent_delivery_path_info{endpoint, path}`` 1, the others 0."""
+        """The path in use: ``lifeline_agent_delivery_path_info{endpoint, path}`` 1, the others 0.
+
+        A path shown once stays listed (at 0) when it goes away (the backup interface unplugged):
+        these values are also recorded and sent, and a path left at its last value of 1 would
+        read as in use for as long as the agent runs."""
         current = self.paths.current
+        in_use = (current.base, current.via) if current is not None else None
+        listed = {(route.base, route.via) for route in self.paths.routes()}
+        self._paths_shown |= listed
         values: dict[SeriesKey, float] = {}
-        for route in self.paths.routes():
-            in_use = current is not None and (current.base, current.via) == (route.base, route.via)
-            key = series_key("lifeline_agent_delivery_path_info", {"endpoint": route.base, "path": route.via})
-            values[key] = 1.0 if in_use else 0.0
+        for base, via in sorted(self._paths_shown):
+            key = series_key("lifeline_agent_delivery_path_info", {"endpoint": base, "path": via})
+            values[key] = 1.0 if (base, via) == in_use and (base, via) in listed else 0.0
         return values
 
     async def aclose(self) -> None:

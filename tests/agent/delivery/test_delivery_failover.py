@@ -259,3 +259,32 @@ def test_live_values_name_the_path_in_use(
         series_key(info, {"endpoint": down, "path": "default"}): 0.0,
         series_key(info, {"endpoint": collector.url, "path": "default"}): 1.0,
     }
+
+
+class SteppedClock:
+    """Wall and monotonic time that move only when the test says."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def time(self) -> float:
+        return 1_800_000_000.0 + self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_path_that_goes_away_is_no_longer_shown_in_use(tmp_path: Path, spool: SqliteSpool) -> None:
+    clock = SteppedClock()
+    routes = route_file(tmp_path, ("eth0", 100), ("usb0", 600))
+    shipper = make_shipper(collector_section("http://a.example"), spool, route_file=routes, clock=clock)
+    backup = next(r for r in shipper.paths.routes() if r.via == "backup")
+    shipper.paths.succeeded(backup)  # delivering over the hotspot
+    info = "lifeline_agent_delivery_path_info"
+    in_use = series_key(info, {"endpoint": "http://a.example", "path": "backup"})
+    assert shipper.live_values()[in_use] == 1.0
+    route_file(tmp_path, ("eth0", 100))  # the hotspot is unplugged
+    clock.now += 60.0  # past the backup interface's look-up interval
+    assert [r.via for r in shipper.paths.routes()] == ["default"]
+    # Still listed, at 0: the recorded copy of the series must not keep reading 1.
+    assert shipper.live_values()[in_use] == 0.0
