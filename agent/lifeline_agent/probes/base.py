@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from lifeline_agent.clock import Clock
 from lifeline_agent.config import Target
+from lifeline_agent.probes import stats
 from lifeline_wire.catalog import CATALOG, MetricSpec
 
 # Why a probe round failed. Closed on purpose: these are label and attribute values.
@@ -68,7 +69,7 @@ class ProbeResult:
 
     @property
     def loss(self) -> float:
-        return 0.0 if self.sent == 0 else (self.sent - self.received) / self.sent
+        return stats.loss_ratio(self.sent, self.received)
 
 
 @dataclass(frozen=True, slots=True)

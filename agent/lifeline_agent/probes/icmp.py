@@ -115,29 +115,78 @@ def open_socket(interface: str = "") -> tuple[socket.socket, bool]:
 
 
 @dataclass(slots=True)
-class _Burst:
-    """State of one round: send times by sequence, RTTs as replies arrive, the first error."""
+class EchoLedger:
+    """Which echoes of one round came back: the received count and loss the probe reports.
 
-    sock: socket.socket
-    raw: bool
+    Pure bookkeeping, fed with the sequence numbers sent and the messages received, so the loss
+    is tested without sockets or root. An answer counts once, for an echo of this round, from the
+    address probed (and, on a raw socket that sees every echo on the host, with our id)."""
+
     address: str
     ident: int
+    raw: bool
     first_seq: int
     count: int
+    sent: set[int] = field(default_factory=set)
+    rtts: dict[int, float] = field(default_factory=dict)
+
+    def seq(self, index: int) -> int:
+        return (self.first_seq + index) & 0xFFFF
+
+    def ours(self, message: IcmpMessage | None, source: str) -> bool:
+        """True for a reply from the target, or an error, about an echo still unanswered."""
+        if message is None or (self.raw and message.ident != self.ident):
+            return False
+        if message.seq not in self.sent or message.seq in self.rtts:
+            return False
+        return message.type != ECHO_REPLY or source == self.address
+
+    def answer(self, seq: int, rtt: float) -> None:
+        self.rtts[seq] = rtt
+
+    @property
+    def complete(self) -> bool:
+        return len(self.rtts) == self.count
+
+    def result(self, error: str, detail: str, socket_kind: str) -> ProbeResult:
+        """The round as the probe reports it: ``count`` sent, the answered ones received."""
+        ordered = tuple(self.rtts.get(self.seq(i)) for i in range(self.count))
+        summary = stats.summarize(ordered)
+        if summary is None:
+            return ProbeResult(False, error or "timeout", sent=self.count, rtts=ordered, detail=detail)
+        received = len(self.rtts)
+        return ProbeResult(
+            True,
+            rtt_min=summary.min,
+            rtt_avg=summary.avg,
+            rtt_max=summary.max,
+            sent=self.count,
+            received=received,
+            rtts=ordered,
+            detail=f"{received}/{self.count} replies from {self.address} ({socket_kind} socket)",
+        )
+
+
+@dataclass(slots=True)
+class _Burst:
+    """One round on a socket: send times by sequence, the ledger of answers, the first error."""
+
+    sock: socket.socket
+    ledger: EchoLedger
     sent_mono: dict[int, int] = field(default_factory=dict)
     sent_real: dict[int, int] = field(default_factory=dict)
-    rtts: dict[int, float] = field(default_factory=dict)
     error: str = ""
     detail: str = ""
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def send(self, index: int) -> None:
-        seq = (self.first_seq + index) & 0xFFFF
-        packet = echo_request(self.ident, seq)
+        seq = self.ledger.seq(index)
+        packet = echo_request(self.ledger.ident, seq)
+        self.ledger.sent.add(seq)
         self.sent_real[seq] = time.time_ns()
         self.sent_mono[seq] = time.monotonic_ns()
         try:
-            self.sock.sendto(packet, (self.address, 0))
+            self.sock.sendto(packet, (self.ledger.address, 0))
         except OSError as exc:
             # A blackhole route makes sendto fail with EINVAL: there is no way out.
             reason = "no_route" if exc.errno == errno.EINVAL else reason_for_errno(exc.errno)
@@ -153,22 +202,18 @@ class _Burst:
                 self._fail(reason_for_errno(exc.errno), f"recvmsg: {exc.strerror}")
                 continue
             recv_mono = time.monotonic_ns()
-            message = parse_icmp(data, raw=self.raw)
-            if message is None or (self.raw and message.ident != self.ident):
-                continue
-            if message.seq not in self.sent_mono or message.seq in self.rtts:
+            message = parse_icmp(data, raw=self.ledger.raw)
+            if message is None or not self.ledger.ours(message, source[0]):
                 continue
             if message.type == ECHO_REPLY:
-                if source[0] != self.address:  # a reply from someone else is not ours
-                    continue
-                self.rtts[message.seq] = self._rtt(message.seq, recv_mono, ancdata)
+                self.ledger.answer(message.seq, self._rtt(message.seq, recv_mono, ancdata))
             elif message.type == DEST_UNREACHABLE:
                 self._fail("no_route" if message.code == 0 else "unreachable", f"ICMP from {source[0]}")
             else:
                 self._fail("ttl_exceeded", f"ICMP time exceeded from {source[0]}")
-        if not self.raw:
+        if not self.ledger.raw:
             self._drain_errors()
-        if len(self.rtts) == self.count:
+        if self.ledger.complete:
             self.done.set()
 
     def _drain_errors(self) -> None:
@@ -225,7 +270,8 @@ async def run(target: Target, ctx: ProbeContext) -> ProbeResult:
         return ProbeResult(False, reason, detail=f"socket: {exc.strerror} ({target.interface or 'any'})")
     # The kernel replaces the id of a datagram socket; a raw socket needs one that is ours.
     ident = int.from_bytes(os.urandom(2), "big")
-    burst = _Burst(sock, raw, address, ident, int.from_bytes(os.urandom(2), "big"), target.count)
+    ledger = EchoLedger(address, ident, raw, int.from_bytes(os.urandom(2), "big"), target.count)
+    burst = _Burst(sock, ledger)
     loop = asyncio.get_running_loop()
     ctx.logger.debug("icmp burst", extra={"address": address, "raw_socket": raw, "count": target.count})
     with sock:
@@ -241,27 +287,8 @@ async def run(target: Target, ctx: ProbeContext) -> ProbeResult:
                     await burst.done.wait()
         finally:
             loop.remove_reader(sock.fileno())
-    ordered = [burst.rtts.get((burst.first_seq + i) & 0xFFFF) for i in range(target.count)]
-    summary = stats.summarize(ordered)
-    received = len(burst.rtts)
-    if summary is None:
-        return ProbeResult(
-            False,
-            burst.error or "timeout",
-            sent=target.count,
-            rtts=tuple(ordered),
-            detail=burst.detail or f"no reply from {address} within {target.timeout:g}s",
-        )
-    return ProbeResult(
-        True,
-        rtt_min=summary.min,
-        rtt_avg=summary.avg,
-        rtt_max=summary.max,
-        sent=target.count,
-        received=received,
-        rtts=tuple(ordered),
-        detail=f"{received}/{target.count} replies from {address} ({'raw' if raw else 'datagram'} socket)",
-    )
+    no_reply = burst.detail or f"no reply from {address} within {target.timeout:g}s"
+    return ledger.result(burst.error, no_reply, "raw" if raw else "datagram")
 
 
 SPEC = register(

@@ -159,3 +159,65 @@ def test_every_other_reply_dropped_is_half_loss(netns_probe: NetnsProbe, group_r
     assert (result["sent"], result["received"]) == (6, 3)
     got = [r is not None for r in result["rtts"]]
     assert got == [True, False, True, False, True, False]
+
+
+def _reply(ident: int, seq: int) -> bytes:
+    """An echo reply as a raw socket reads it: an IPv4 header, then ICMP."""
+    return bytes([0x45]) + b"\0" * 19 + struct.pack("!BBHHH", icmp.ECHO_REPLY, 0, 0, ident, seq) + b"x" * 8
+
+
+def _unreachable(ident: int, seq: int) -> bytes:
+    quoted = bytes([0x45]) + b"\0" * 19 + icmp.echo_request(ident, seq)[:8]
+    return bytes([0x45]) + b"\0" * 19 + struct.pack("!BBHI", icmp.DEST_UNREACHABLE, 1, 0, 0) + quoted
+
+
+def _replay(ledger: icmp.EchoLedger, received: list[tuple[bytes, str]]) -> None:
+    """Feed a recorded round to the ledger the way the probe's reader does."""
+    for index in range(ledger.count):
+        ledger.sent.add(ledger.seq(index))
+    for rtt_ms, (data, source) in enumerate(received, start=1):
+        message = icmp.parse_icmp(data, raw=ledger.raw)
+        if message is not None and ledger.ours(message, source) and message.type == icmp.ECHO_REPLY:
+            ledger.answer(message.seq, rtt_ms / 1000)
+
+
+def test_loss_counts_each_echo_of_the_round_once_from_the_target() -> None:
+    """What the probe reports as received and lost, from a recorded round (no root needed)."""
+    target, ident = "10.0.0.1", 0xBEEF
+    ledger = icmp.EchoLedger(target, ident, raw=True, first_seq=0xFFFD, count=6)  # wraps after 3
+    _replay(
+        ledger,
+        [
+            (_reply(ident, 0xFFFD), target),
+            (_reply(ident, 0xFFFD), target),  # a duplicate (a looping or duplicating link)
+            (_reply(ident, 0xFFFE), "10.0.0.9"),  # someone else's reply with our numbers
+            (_reply(0x1111, 0xFFFF), target),  # another ping on this host (a raw socket sees all)
+            (_reply(ident, 3), target),  # an echo this round never sent
+            (_reply(ident, 0), target),  # after the wrap
+            (_unreachable(ident, 1), "192.168.1.1"),  # an error is no reply
+            (b"\x45" + b"\0" * 10, target),  # truncated
+            (_reply(ident, 2), target),
+        ],
+    )
+    result = ledger.result("", "no reply", "raw")
+    assert (result.sent, result.received) == (6, 3)
+    assert result.loss == 0.5
+    assert [rtt is not None for rtt in result.rtts] == [True, False, False, True, False, True]
+    assert result.success
+    assert result.rtt_min == 0.001
+
+
+def test_a_datagram_socket_ignores_the_id_the_kernel_rewrote() -> None:
+    ledger = icmp.EchoLedger("10.0.0.1", 0xBEEF, raw=False, first_seq=10, count=2)
+    reply = struct.pack("!BBHHH", icmp.ECHO_REPLY, 0, 0, 0x0042, 10) + b"x" * 8
+    _replay(ledger, [(reply, "10.0.0.1")])
+    result = ledger.result("", "no reply", "datagram")
+    assert (result.sent, result.received, result.loss) == (2, 1, 0.5)
+
+
+def test_a_round_without_replies_is_total_loss_with_the_first_error() -> None:
+    ledger = icmp.EchoLedger("10.0.0.1", 1, raw=True, first_seq=0, count=4)
+    _replay(ledger, [(_unreachable(1, 0), "192.168.1.1")])
+    result = ledger.result("unreachable", "ICMP from 192.168.1.1", "raw")
+    assert not result.success
+    assert (result.reason, result.sent, result.received, result.loss) == ("unreachable", 4, 0, 1.0)
