@@ -13,7 +13,7 @@ documented ``group_wait: 30s`` — all three in the laptop namespace, so their s
 never cross an impairment (their best case). Each scenario run gets a fresh agent and a fresh
 Prometheus and Alertmanager; the CAD simulator's log is the ground truth of when CAD was lost.
 
-Figures (nothing is asserted; the README quotes the table):
+Figures (nothing is asserted; docs/benchmarks.md quotes the table):
 
 - detection latency: hard cuts (scenarios that expect a page and a CAD loss, not the ramp):
   the scenario's first step → the first critical notification at the webhook;

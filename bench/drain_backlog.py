@@ -10,7 +10,7 @@ serve``, SQLite store) starts, and the agent's real Shipper drains the spool to 
 the example's ``max_batches_per_request``.
 
 Reported: time to drain, batches/s, samples/s, the collector's CPU while draining (utime + stime
-from ``/proc/<pid>/stat``) and the shipper's own CPU. Goal (issue 5): drained in under 60 s.
+from ``/proc/<pid>/stat``) and the shipper's own CPU. Goal: drained in under 60 s.
 
     .venv/bin/python bench/drain_backlog.py              # a 30-minute outage
     .venv/bin/python bench/drain_backlog.py --minutes 120

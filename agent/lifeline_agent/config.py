@@ -1,7 +1,8 @@
 """The agent's TOML config, validated once at start into frozen dataclasses.
 
-Every problem is reported together with its dotted key path; unknown keys are errors. Defaults
-come from ``../shared/domain.md`` and every threshold can be overridden per site.
+Every problem is reported together with its dotted key path; unknown keys are errors. The
+threshold defaults follow public guidance (ITU-T G.114 and G.107, WireGuard's key lifetime, LTE
+vendor bands; docs/configuration.md) and every one can be overridden per site.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ class ProvidersSection:
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """Degraded / critical bands from domain.md; overridable per site in [thresholds]."""
+    """Degraded / critical bands of the health model; overridable per site in [thresholds]."""
 
     rtt_degraded: float = 0.150
     rtt_critical: float = 0.300

@@ -3,7 +3,7 @@
 The runner, not the probe, measures duration, keeps the per-target state across rounds (RFC 3550
 jitter, consecutive failures, cumulative counters), and is the one place that catches any
 exception a probe raises, so a bug in one probe never stops the agent. Other modules subscribe to
-every result (the health model of issues 4 and 6 hangs there).
+every result (the health model hangs there).
 """
 
 from __future__ import annotations

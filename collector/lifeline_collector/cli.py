@@ -325,6 +325,6 @@ def alerts_ack(fingerprint: str, by: str, comment: str, config_path: str) -> Non
 @main.command()
 def quickstart() -> None:
     """Start a collector and an agent on this machine (what `make run` does)."""
-    from lifeline_collector import quickstart as module  # the lead's module; imported only when used
+    from lifeline_collector import quickstart as module  # imported only when used
 
     module.main()

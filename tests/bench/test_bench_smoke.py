@@ -1,6 +1,6 @@
 """Each benchmark script runs at its smoke-test size and prints its tables, so bench/ cannot rot.
 
-No timing is asserted: the figures belong in the README, not in a test.
+No timing is asserted: the figures belong in docs/benchmarks.md, not in a test.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """bench/detection.py runs at its smoke-test size (--quick) and prints its table, so it cannot rot.
 
-No figure is asserted: detection latency, lead time and false pages belong in the README.
+No figure is asserted: detection latency, lead time and false pages belong in docs/benchmarks.md.
 """
 
 from __future__ import annotations

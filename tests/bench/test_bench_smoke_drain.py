@@ -1,6 +1,6 @@
 """bench/drain_backlog.py runs at its smoke-test size (a 1-minute outage) and prints its table.
 
-No timing is asserted: the figures belong in the README, not in a test.
+No timing is asserted: the figures belong in docs/benchmarks.md, not in a test.
 """
 
 from __future__ import annotations

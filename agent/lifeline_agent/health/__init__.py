@@ -1,4 +1,4 @@
-"""The agent's health model (issues 4 and 6): per-layer state, verdict, risk and time to loss.
+"""The agent's health model: per-layer state, verdict, risk and time to loss.
 
 Pure decision logic over probe results and local facts with an injected clock; the scheduler feeds
 it and ships what it says. See :mod:`lifeline_agent.health.model` for the API.

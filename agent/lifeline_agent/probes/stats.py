@@ -1,6 +1,6 @@
 """Pure arithmetic over probe results: RTT summary, RFC 3550 jitter, loss, and MOS (E-model).
 
-No sockets and no clocks here, so every formula is unit-tested with the values from domain.md.
+No sockets and no clocks here, so every formula is unit-tested with published reference values.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def jitter(rtts: Iterable[float | None]) -> float:
 
 
 def r_factor(rtt_ms: float, jitter_ms: float, loss_percent: float) -> float:
-    """Simplified ITU-T G.107 E-model R from round-trip time, jitter and loss (domain.md)."""
+    """Simplified ITU-T G.107 E-model R from round-trip time, jitter and loss."""
     effective = rtt_ms + 2.0 * jitter_ms + 10.0
     r = 93.2 - effective / 40.0 if effective < 160.0 else 93.2 - (effective - 120.0) / 10.0
     r -= 2.5 * loss_percent

@@ -1,4 +1,4 @@
-"""The spool's bounds, its corrupt-file handling and its bounded memory fallback (issue 5)."""
+"""The spool's bounds, its corrupt-file handling and its bounded memory fallback."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Each area declares its metrics beside the code that emits them, in its own module here (so the
 collector can validate and expose them without importing the agent). The union below is the one
-list that validation, exposition, dashboards tests and the README read.
+list that validation, exposition and the dashboard tests read.
 """
 
 from __future__ import annotations
