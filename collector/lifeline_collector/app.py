@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ from lifeline_collector.clock import Clock
 from lifeline_collector.config import CollectorConfig
 from lifeline_collector.fleet import AgentView
 from lifeline_collector.service import Collector
+from lifeline_collector.store import hash_token
 
 
 def _version() -> str:
@@ -49,6 +51,26 @@ async def ingest_endpoint(request: Request) -> Response:
         request, service.store, service.config.server.max_body_bytes, committer.submit
     )
     service.stats.request(response.status_code)
+    return response
+
+
+async def heartbeat_endpoint(request: Request) -> Response:
+    """The calling agent's heartbeat key (its token proves who it is), the UDP port and interval."""
+    service = _service(request)
+    token = ingest.bearer_token(ingest.header(request, b"authorization"))
+    agent = service.store.agent_for_token(token)
+    if agent is None:
+        return ingest.unauthorized()
+    offer = service.heartbeats.offer(agent, hash_token(token))
+    if offer is None:
+        return ingest.error_response(404, "heartbeats are off on this collector")
+    body = {
+        "key": base64.b64encode(offer.key).decode("ascii"),
+        "port": offer.port,
+        "interval": offer.interval,
+    }
+    response = json_response(body)
+    response.headers["Cache-Control"] = "no-store"
     return response
 
 
@@ -139,6 +161,7 @@ def create_app(config: CollectorConfig, *, clock: Clock | None = None, ticker: b
     app = CollectorApp(
         routes=[
             Route(INGEST_PATH, ingest_endpoint, methods=["POST"]),
+            Route("/api/v1/heartbeat", heartbeat_endpoint, methods=["POST"]),
             Route("/api/v1/alerts", alerts_api.list_alerts, methods=["GET"]),
             Route("/api/v1/alerts/{fingerprint}/ack", alerts_api.acknowledge, methods=["POST"]),
             Route("/api/v1/silences", alerts_api.list_silences, methods=["GET"]),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lifeline_collector.alerting.routing import Route, read_routes
+from lifeline_collector.heartbeat import HeartbeatConfig, read_heartbeat
 from lifeline_collector.notify import REGISTRY, NotifierConfig
 from lifeline_collector.remote_write import RemoteWriteConfig, read_remote_write
 from lifeline_wire.tomlcfg import ConfigError, Section, build, load_toml
@@ -108,6 +109,7 @@ class CollectorConfig:
     routes: tuple[Route, ...] = ()
     api: ApiSection = ApiSection()
     remote_write: RemoteWriteConfig = RemoteWriteConfig()  # noqa: RUF009 - frozen, shared safely
+    heartbeat: HeartbeatConfig = HeartbeatConfig()
     source: str = "(defaults)"
 
 
@@ -250,6 +252,7 @@ def _root(root: Section) -> CollectorConfig:
     routes = read_routes(root, [n.name for n in notifiers])
     api = _api(root.table("api"))
     remote_write = read_remote_write(root.table("remote_write"))
+    heartbeat = read_heartbeat(root.table("heartbeat"), split_listen)
     if remote_write.enabled and not remote_write.cursor_file:
         # Durable by default: a restart resumes from the last sample sent instead of losing the queue.
         remote_write = replace(
@@ -264,6 +267,7 @@ def _root(root: Section) -> CollectorConfig:
         routes=routes,
         api=api,
         remote_write=remote_write,
+        heartbeat=heartbeat,
     )
 
 

@@ -30,6 +30,15 @@ def document(version: str) -> dict[str, Any]:
         },
         "required": ["error"],
     }
+    components["HeartbeatOffer"] = {
+        "type": "object",
+        "properties": {
+            "key": {"type": "string", "format": "byte", "description": "HMAC-SHA256 key (base64)"},
+            "port": {"type": "integer", "minimum": 1, "maximum": 65535, "description": "UDP port"},
+            "interval": {"type": "number", "exclusiveMinimum": 0, "description": "Seconds between beats"},
+        },
+        "required": ["key", "port", "interval"],
+    }
     components["Matcher"] = {
         "type": "object",
         "properties": {
@@ -118,6 +127,22 @@ def document(version: str) -> dict[str, Any]:
                         "413": _error("Body larger than server.max_body_bytes: split the batches"),
                         "422": _error("JSON that breaks the contract; field names the bad field"),
                         "503": _error("Store unavailable: retry after Retry-After seconds"),
+                    },
+                }
+            },
+            "/api/v1/heartbeat": {
+                "post": {
+                    "summary": "The calling agent's heartbeat key, the UDP port and the beat interval",
+                    "description": "The key authenticates the agent's UDP heartbeats (docs/heartbeat.md); "
+                    "it changes when the agent's token is re-issued and is kept in memory only.",
+                    "security": [{"agentToken": []}],
+                    "responses": {
+                        "200": {
+                            "description": "Where and how to send heartbeats (Cache-Control: no-store)",
+                            "content": {_JSON: {"schema": {"$ref": "#/components/schemas/HeartbeatOffer"}}},
+                        },
+                        "401": _error("Missing or invalid token"),
+                        "404": _error("Heartbeats are off on this collector"),
                     },
                 }
             },

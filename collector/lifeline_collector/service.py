@@ -17,9 +17,10 @@ from lifeline_collector.alerting.rules import CadTargetUnreachable, PositionSile
 from lifeline_collector.alerting.silences import Ack, Matcher, Registry, Silence
 from lifeline_collector.alerting.state import Change
 from lifeline_collector.clock import Clock, SystemClock
-from lifeline_collector.config import CollectorConfig
+from lifeline_collector.config import CollectorConfig, split_listen
 from lifeline_collector.errors import StoreError
 from lifeline_collector.fleet import Fleet
+from lifeline_collector.heartbeat import Heartbeats, listen_address
 from lifeline_collector.ingest import Ingestor
 from lifeline_collector.notify import REGISTRY, Notifier, NotifyContext
 from lifeline_collector.notify.dispatch import Dispatcher
@@ -93,6 +94,15 @@ class Collector:
             self.remote_writer = DurableRemoteWriter(config.remote_write, self.store)
             writer = self.remote_writer
             self.ingestor.on_stored.append(lambda _stored: writer.wake())
+        self.heartbeats = Heartbeats(
+            config.heartbeat,
+            listen_address(config.heartbeat.listen or config.server.listen, split_listen),
+            config.store.path,
+            self.fleet,
+            self.clock,
+            self.heard,
+        )
+        self.heartbeats.refresh(self.store.token_hashes())
         self._data_version = self.store.data_version()
         self._last_prune = self.clock.now()
         self._ticker: asyncio.Task[None] | None = None
@@ -102,6 +112,7 @@ class Collector:
         self.dispatcher.start()
         if self.remote_writer is not None:
             self.remote_writer.start()
+        self.heartbeats.start()
         if ticker:
             self._ticker = asyncio.create_task(self._tick_loop(), name="alert-tick")
             self._ticker.add_done_callback(_report_crash)
@@ -111,6 +122,7 @@ class Collector:
             self._ticker.cancel()
             await asyncio.gather(self._ticker, return_exceptions=True)
             self._ticker = None
+        self.heartbeats.stop()
         await self.dispatcher.stop()
         if self.remote_writer is not None:
             await self.remote_writer.drain()
@@ -122,6 +134,10 @@ class Collector:
         self.engine.evaluate([stored.agent])
         return response
 
+    def heard(self, agent_id: str) -> None:
+        """A valid heartbeat from ``agent_id`` after a gap (or its first since start). Called from
+        the heartbeat receiver's thread: hand work to the event loop, never block here."""
+
     def tick(self) -> None:
         """Once per evaluate_interval: follow the agent registry, find silence, resend, prune."""
         version = self.store.data_version()
@@ -129,6 +145,7 @@ class Collector:
         if changed:  # another process (agents add/revoke/rename) committed
             self._data_version = version
             self.fleet.sync_agents(self.store.agents())
+            self.heartbeats.refresh(self.store.token_hashes())
             self.registry.load(
                 self.store.silences(since_ms=round(self.clock.now() * 1000)), self.store.acks()
             )

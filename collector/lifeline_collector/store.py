@@ -527,6 +527,13 @@ class Store:
         rows = self._query(f"SELECT {_AGENT_COLUMNS} FROM agents WHERE id = ?", (agent_id,))  # noqa: S608
         return AgentRow(*rows[0]) if rows else None  # type: ignore[arg-type]
 
+    def token_hashes(self) -> list[tuple[str, str]]:
+        """(id, token hash) of every active agent: what its heartbeat key is derived from."""
+        rows = self._query(
+            "SELECT id, token_hash FROM agents WHERE revoked_ms IS NULL AND token_hash IS NOT NULL"
+        )
+        return [(str(agent_id), str(token_hash)) for agent_id, token_hash in rows]
+
     def agent_for_token(self, token: str) -> AgentRow | None:
         """The active agent holding ``token``, or None. The hash comparison is constant-time."""
         if not token:

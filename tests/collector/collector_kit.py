@@ -52,6 +52,8 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> CollectorConfig:
     data: dict[str, Any] = {
         "store": {"path": str(tmp_path / "collector.db")},
         "alerting": {"resolve_hold": "0s"},
+        # Any free UDP port: tests (and engineers) running side by side must not share 8480.
+        "heartbeat": {"listen": "127.0.0.1:0"},
     }
     for name, values in sections.items():
         if name == "notifiers":
