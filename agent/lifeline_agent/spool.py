@@ -14,7 +14,9 @@ When the file cannot be written (disk full, I/O error, a directory that cannot b
 spool keeps new batches in a bounded memory fallback, still sends them, and moves them to disk
 once it can write again. A corrupt file (not a database, failed integrity check, truncated) is
 renamed aside to ``<path>.corrupt-<unix time>``, whatever can still be read from it is salvaged,
-and a fresh spool starts: the agent carries on.
+and a fresh spool starts: the agent carries on. A batch the agent cannot decode any more (written
+by an older agent, before the contract grew a limit it breaks) would stop every later one: it is
+moved to the file's ``unreadable`` table, counted in ``unreadable`` and logged, never deleted.
 
 ``Spool`` is the seam: ``SqliteSpool`` is the real one, ``MemorySpool`` keeps batches in memory
 (``run --once``, tests); one test suite runs against both.
@@ -204,6 +206,7 @@ class SqliteSpool:
         # Keys handed out for memory batches that were since moved to disk: memory key → disk key.
         self._moved: dict[SpoolKey, SpoolKey] = {}
         self.set_aside: list[str] = []  # files renamed aside as corrupt (for status and tests)
+        self.unreadable = 0  # batches moved to the 'unreadable' table since this spool was opened
         self.salvaged = 0
         with self._lock:
             self._open()
@@ -249,6 +252,16 @@ class SqliteSpool:
                        size INTEGER NOT NULL,
                        body BLOB NOT NULL,
                        UNIQUE (boot_id, seq))"""
+            )
+            db.execute(
+                """CREATE TABLE IF NOT EXISTS unreadable (
+                       id INTEGER PRIMARY KEY AUTOINCREMENT,
+                       boot_id TEXT NOT NULL,
+                       seq INTEGER NOT NULL,
+                       created_ms INTEGER NOT NULL,
+                       body BLOB NOT NULL,
+                       reason TEXT NOT NULL,
+                       parked_ms INTEGER NOT NULL)"""
             )
             db.execute("CREATE INDEX IF NOT EXISTS batches_send_order ON batches (priority DESC, id)")
             db.execute("CREATE INDEX IF NOT EXISTS batches_created ON batches (created_ms)")
@@ -466,10 +479,7 @@ class SqliteSpool:
             db = self._db
             if db is not None:
                 try:
-                    rows = db.execute(
-                        "SELECT id, body, size FROM batches ORDER BY priority DESC, id LIMIT ?", (limit,)
-                    ).fetchall()
-                    out = [Spooled(int(k), _batch_decoder.decode(body), int(size)) for k, body, size in rows]
+                    out = self._readable(db, limit)
                 except sqlite3.Error as exc:
                     if is_corrupt(exc):
                         self._replace_corrupt(str(exc))
@@ -485,12 +495,58 @@ class SqliteSpool:
         out: list[Spooled] = []
         if db is not None:
             with contextlib.suppress(sqlite3.Error):
-                rows = db.execute(
-                    "SELECT id, body, size FROM batches ORDER BY priority DESC, id LIMIT ?", (limit,)
-                ).fetchall()
-                out = [Spooled(int(k), _batch_decoder.decode(body), int(size)) for k, body, size in rows]
+                out = self._readable(db, limit)
         merged = out + self._memory.ordered(limit)
         return sorted(merged, key=lambda item: not item.batch.priority)[:limit]
+
+    def _readable(self, db: sqlite3.Connection, limit: int) -> list[Spooled]:
+        """The next ``limit`` batches in send order; ones that no longer decode are set aside."""
+        while True:
+            rows = db.execute(
+                "SELECT id, body, size FROM batches ORDER BY priority DESC, id LIMIT ?", (limit,)
+            ).fetchall()
+            out: list[Spooled] = []
+            unreadable: list[tuple[int, str]] = []
+            for key, body, size in rows:
+                try:
+                    out.append(Spooled(int(key), _batch_decoder.decode(body), int(size)))
+                except msgspec.DecodeError as exc:  # ValidationError is one too
+                    unreadable.append((int(key), str(exc)))
+            if not unreadable:
+                return out
+            self._set_unreadable_aside(db, unreadable)
+
+    def _set_unreadable_aside(self, db: sqlite3.Connection, unreadable: list[tuple[int, str]]) -> None:
+        parked_ms = now_ms(self.clock)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for key, reason in unreadable:
+                row = db.execute(
+                    "DELETE FROM batches WHERE id = ? RETURNING boot_id, seq, created_ms, size, body", (key,)
+                ).fetchone()
+                if row is None:
+                    continue
+                boot_id, seq, created_ms, size, body = row
+                db.execute(
+                    "INSERT INTO unreadable (boot_id, seq, created_ms, body, reason, parked_ms)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (boot_id, seq, created_ms, body, reason, parked_ms),
+                )
+                self._bytes -= int(size)
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            self._rollback(db)
+            self._recount()
+            raise
+        self.unreadable += len(unreadable)
+        log.error(
+            "spool %s: %d batches cannot be read back by this agent (%s); kept in the file's "
+            "'unreadable' table and not sent, so later batches are not held up",
+            self.path,
+            len(unreadable),
+            unreadable[0][1],
+            extra={"spool": self.path},
+        )
 
     def ack(self, keys: list[SpoolKey]) -> None:
         if not keys:

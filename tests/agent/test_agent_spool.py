@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -168,3 +169,32 @@ def test_kill_9_mid_append_keeps_every_committed_batch(tmp_path: Path) -> None:
     # Nothing half-written: every stored batch decodes, and they are contiguous from 0.
     assert stored == list(range(len(stored)))
     assert len(stored) >= 40
+
+
+def test_a_batch_that_no_longer_decodes_is_set_aside_not_deleted_and_holds_nothing_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = str(tmp_path / "spool.db")
+    spool = SqliteSpool(path)
+    spool.append(batch(0))
+    # Built in memory nothing checks a label value's length; reading it back, the contract does
+    # (as for a batch an older agent wrote before the contract grew that limit).
+    long_label = Sample(name="lifeline_probe_success", value=1.0, ts_ms=TS, labels={"target": "x" * 300})
+    spool.append(Batch(agent_id="ws-1", boot_id="boot1", seq=1, created_ms=TS + 1, samples=[long_label]))
+    spool.append(batch(2))
+    with caplog.at_level(logging.ERROR, logger="lifeline_agent.spool"):
+        assert seqs(spool) == [0, 2]
+        assert seqs(spool) == [0, 2]
+    assert spool.unreadable == 1
+    assert spool.depth() == 2
+    assert len([r for r in caplog.records if "cannot be read back" in r.getMessage()]) == 1
+    spool.close()
+    with sqlite3.connect(path) as db:
+        kept = db.execute("SELECT boot_id, seq, reason FROM unreadable").fetchall()
+    assert [(boot, seq) for boot, seq, _reason in kept] == [("boot1", 1)]
+    assert "samples[0].labels" in kept[0][2]
+    reopened = SqliteSpool(path)
+    try:
+        assert seqs(reopened) == [0, 2]
+    finally:
+        reopened.close()
