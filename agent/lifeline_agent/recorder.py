@@ -13,12 +13,30 @@ of every label set it was sent, stops reading the old fact as true.
 
 from __future__ import annotations
 
+import math
+import re
 import threading
 from collections.abc import Mapping
+
+import msgspec
 
 from lifeline_agent.clock import Clock, SystemClock, now_ms
 from lifeline_wire import Event, Sample
 from lifeline_wire.catalog import CATALOG, MetricSpec
+from lifeline_wire.schema import LABEL_NAME_RE
+
+_LABEL_NAME = re.compile(LABEL_NAME_RE)
+
+
+def _event_type_pattern() -> str:
+    """The pattern the wire declares for ``Event.type`` (read from the schema, not copied)."""
+    for field in msgspec.inspect.type_info(Event).fields:  # type: ignore[union-attr]
+        if field.name == "type" and isinstance(field.type, msgspec.inspect.StrType) and field.type.pattern:
+            return field.type.pattern
+    raise RuntimeError("the wire's Event.type declares no pattern")
+
+
+_EVENT_TYPE = re.compile(_event_type_pattern())
 
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 EventAttr = str | int | float | bool
@@ -116,7 +134,18 @@ class Recorder:
     def event(
         self, type_: str, attributes: Mapping[str, EventAttr] | None = None, ts_ms: int | None = None
     ) -> Event:
-        event = Event(type=type_, ts_ms=ts_ms or now_ms(self._clock), attributes=dict(attributes or {}))
+        """Record an event. A type or attribute name the contract refuses is a bug (ValueError
+        here); a measured float that is not finite travels as the wire spells it ("+Inf"), since
+        JSON has no infinity and one ``null`` would make the whole batch unreadable."""
+        if _EVENT_TYPE.match(type_) is None:
+            raise ValueError(f"event type {type_!r} does not match {_EVENT_TYPE.pattern!r}")
+        attrs = dict(attributes or {})
+        for key, value in attrs.items():
+            if _LABEL_NAME.match(key) is None:
+                raise ValueError(f"event {type_!r} attribute name {key!r} does not match {LABEL_NAME_RE!r}")
+            if isinstance(value, float) and not math.isfinite(value):
+                attrs[key] = "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
+        event = Event(type=type_, ts_ms=ts_ms or now_ms(self._clock), attributes=attrs)
         with self._lock:
             self._events.append(event)
         return event

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
+import msgspec
 import pytest
 
 from lifeline_agent.recorder import Recorder, series_key
+from lifeline_wire import Batch, encode
 
 LABELS = {"target": "cad", "role": "cad", "path": "tunnel", "kind": "tcp"}
 
@@ -113,3 +117,31 @@ def test_an_interface_that_changes_path_keeps_one_series_per_direction() -> None
             rec.sample("lifeline_interface_bytes_total", 10, labels)
     assert sorted(dict(labels)["direction"] for _name, labels in rec.latest()) == ["rx", "tx"]
     assert {dict(labels)["path"] for _name, labels in rec.latest()} == {"backup"}
+
+
+def test_a_non_finite_event_attribute_travels_as_the_wire_spells_it() -> None:
+    rec = Recorder()
+    rec.event("health.risk", {"risk": math.nan, "time_to_loss": math.inf, "drift": -math.inf, "rtt": 0.5})
+    batch = Batch(agent_id="ws-1", boot_id="b", seq=0, created_ms=1_800_000_000_000, events=rec.drain()[1])
+    # JSON has no infinity: a float would be encoded as null, and the batch could not be read back.
+    decoded = msgspec.json.decode(encode(batch), type=Batch)
+    assert decoded.events[0].attributes == {
+        "risk": "NaN",
+        "time_to_loss": "+Inf",
+        "drift": "-Inf",
+        "rtt": 0.5,
+    }
+
+
+@pytest.mark.parametrize(
+    ("type_", "attributes", "message"),
+    [
+        ("Health Risk", {}, "event type"),
+        ("health.risk", {"time-to-loss": 1}, "attribute name"),
+    ],
+)
+def test_an_event_the_contract_refuses_is_a_bug(type_: str, attributes: dict[str, int], message: str) -> None:
+    rec = Recorder()
+    with pytest.raises(ValueError, match=message):
+        rec.event(type_, attributes)
+    assert rec.pending() == 0
