@@ -53,6 +53,10 @@ class VpnFacts:
     kind: str = ""  # wireguard, openvpn, tun, ppp …
     up: bool | None = None
     handshake_age: float | None = None  # seconds; math.inf = never; None = not applicable
+    # Bytes received from and sent to the peer (WireGuard, OpenVPN): received bytes that stop
+    # growing while sent bytes grow say nothing comes back through the tunnel. None: not exposed.
+    rx_bytes: float | None = None
+    tx_bytes: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,8 @@ _FIELDS: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
         "kind": ("text", ("vpn_type", "type")),
         "up": ("flag", ()),
         "handshake_age": ("number", ("handshake_age_seconds", "latest_handshake_age")),
+        "rx_bytes": ("number", ()),
+        "tx_bytes": ("number", ()),
     },
     "routes": {
         "primary_interface": ("text", ()),
@@ -203,7 +209,12 @@ def _from_tunnels(state: object) -> tuple[Facts | None, tuple[str, ...]]:
         up = False
     elif up is None and isinstance(link_up, bool):
         up = link_up
-    return VpnFacts(True, record.interface, record.kind, up, record.handshake_age), problems
+    return (
+        VpnFacts(
+            True, record.interface, record.kind, up, record.handshake_age, record.rx_bytes, record.tx_bytes
+        ),
+        problems,
+    )
 
 
 def _from_interfaces(state: object) -> tuple[Facts | None, tuple[str, ...]]:

@@ -9,6 +9,7 @@ recovery holds live in the model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -59,6 +60,12 @@ FAILED = {
 }
 CAD_REFUSED = "CAD server refusing connections"
 VPN_INFERRED = "VPN tunnel down (home VPN router)"
+# Why the hotspot cannot carry the position, in the words the page, board and warning use.
+HOTSPOT_NO_INTERNET = "hotspot not ready: hotspot has no internet"
+HOTSPOT_UNREACHABLE = "hotspot not ready: hotspot off or out of reach"
+HOTSPOT_OFF = "hotspot not ready: hotspot off or unplugged"
+# Roles of backup-path targets that answer from the hotspot itself (the rest are reached through it).
+HOTSPOT_ROLES = ("link", "router")
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +215,7 @@ def judge_probes(
     held: Held,
     not_before: float | None = None,
     crossing: Sequence[TargetSeries] = (),
+    loss_since: float | None = None,
 ) -> Finding | None:
     """Judge a layer from its targets' recent rounds (None when no target reports).
 
@@ -215,6 +223,8 @@ def judge_probes(
     (its probes were failing too), so they do not count towards this layer's fail hold.
     ``crossing``: the probes of the layers behind this one whose packets cross it (they time a cut
     together with the layer's own, see :func:`crossing_outage`).
+    ``loss_since``: loss before this moment is left out (an outage that is over and was reported
+    as one is not packet loss of the path that came back).
     """
     live = [s for s in series if not s.stale(now)]
     echo = [s for s in live if s.target.kind == "icmp"]
@@ -243,7 +253,7 @@ def judge_probes(
     failed = cut or refused or port_dead
 
     silent = [s for s in live if s.streak >= th.lost_probes_degraded and failing_for(s) > 0]
-    loss = loss_view(live, now - th.loss_window)
+    loss = loss_view(live, max(now - th.loss_window, loss_since or -math.inf))
     lossy = loss.ratio >= th.loss_degraded and loss.sustained(
         tu.min_loss_rounds, tu.min_loss_episodes, tu.spike_max
     )
@@ -376,10 +386,10 @@ def judge_backup_facts(
 ) -> Finding | None:
     findings: list[Finding | None] = []
     if routes is not None and routes.backup_interface and routes.backup_up is False:
-        findings.append(Finding("failed", f"backup interface down ({routes.backup_interface})"))
+        findings.append(Finding("failed", f"{HOTSPOT_OFF} ({routes.backup_interface} down)"))
     if cellular is not None:
         if cellular.connected is False:
-            findings.append(Finding("failed", "hotspot modem not connected"))
+            findings.append(Finding("failed", "hotspot not ready: hotspot has no mobile connection"))
         weak = [
             f"{label} {dbm(value, unit)}"
             for label, value, limit, unit in (
@@ -393,7 +403,7 @@ def judge_backup_facts(
             findings.append(Finding("degraded", f"hotspot signal weak ({', '.join(weak)})"))
     if wifi is not None and wifi.path == "backup":
         if not wifi.connected:
-            findings.append(Finding("failed", "hotspot Wi-Fi disconnected"))
+            findings.append(Finding("failed", "hotspot not ready: hotspot Wi-Fi disconnected (hotspot off?)"))
         elif wifi.signal_dbm is not None and wifi.signal_dbm < th.wifi_rssi_critical:
             findings.append(Finding("degraded", f"hotspot Wi-Fi weak ({dbm(wifi.signal_dbm)})"))
     return worst(*findings)

@@ -39,6 +39,9 @@ from lifeline_agent.health.layers import (
     CAD_REFUSED,
     CHAIN,
     FAILED,
+    HOTSPOT_NO_INTERNET,
+    HOTSPOT_ROLES,
+    HOTSPOT_UNREACHABLE,
     LAYERS,
     SUBJECTS,
     TUNNEL_SIDE,
@@ -58,7 +61,7 @@ from lifeline_agent.health.layers import (
     worst,
 )
 from lifeline_agent.health.risk import RiskInputs, assess
-from lifeline_agent.health.series import Round, TargetSeries, loss_view
+from lifeline_agent.health.series import REFUSED, Round, TargetSeries, loss_view
 from lifeline_wire.catalog.health import STATES
 from lifeline_wire.schema import Event, EventAttr, Sample
 
@@ -67,6 +70,12 @@ NETWORK = ("link", "router", "internet")
 NO_DATA = "no measurements yet"
 NETWORK_CHAIN = CHAIN[1:]  # everything a packet crosses (power is not on the way)
 _NUMBERS = re.compile(r"\s*\([^()]*\d[^()]*\)")
+# Bytes a silent tunnel's peer still sends now and then (a handshake response is 92, a keepalive
+# 32): received bytes growing by more than this since a silence began mean data came back.
+RX_CHATTER = 256
+# Silence behind a layer ahead that still answers, with at least this share of its packets lost
+# since the silence began, is loss (the burst eats every probe of a round or two), not an outage …
+LOSSY_AHEAD = 0.2
 
 
 class ProbeOutcome(Protocol):
@@ -154,6 +163,8 @@ class HealthModel:
         self._on_backup = False  # at the last evaluation
         self._failed_back_at: float | None = None  # when traffic last moved from the backup back home
         self._upstream_failing: dict[str, float] = {}  # layer → last time a layer before it was failing
+        # (monotonic time, bytes received, bytes sent) of the VPN's counters, when it exposes them
+        self._counters: deque[tuple[float, float, float]] = deque()
         start = clock.monotonic()
         self._trackers = {layer: Hysteresis(since=start) for layer in LAYERS}
         self._band = BandTracker(self.tuning.bands)
@@ -170,6 +181,8 @@ class HealthModel:
         sent = max(0, result.sent)
         received = min(max(0, result.received), sent)
         lost = sent - received
+        if result.reason in REFUSED:
+            lost = 0  # a refusal is an answer: the packets got there and back
         if sent == 0 and not result.success:
             sent, lost = 1, 1  # a round that could not even send lost what it meant to send
         now = self.clock.monotonic()
@@ -208,6 +221,10 @@ class HealthModel:
                 self._wifi_history.append((now, record.signal_dbm))
             while self._wifi_history and self._wifi_history[0][0] < now - self.tuning.trend_window:
                 self._wifi_history.popleft()
+        if isinstance(record, VpnFacts) and record.rx_bytes is not None and record.tx_bytes is not None:
+            self._counters.append((now, record.rx_bytes, record.tx_bytes))
+            while len(self._counters) > 2 and self._counters[1][0] < now - self._keep:
+                self._counters.popleft()
         return problems
 
     def next_check(self) -> float | None:
@@ -260,6 +277,10 @@ class HealthModel:
         by_layer: dict[str, list[TargetSeries]] = {layer: [] for layer in LAYERS}
         for series in self._series.values():
             by_layer.setdefault(layer_of(series.target), []).append(series)
+        # A VPN target probed outside the tunnel is the concentrator's public address: its answers
+        # say the internet reaches the concentrator, not that the tunnel carries anything.
+        by_layer["endpoint"] = [s for s in by_layer["vpn"] if s.target.path == "primary"]
+        by_layer["vpn"] = [s for s in by_layer["vpn"] if s.target.path != "primary"]
 
         power = self._fact("power", PowerFacts, now)
         wifi = self._fact("wifi", WifiFacts, now)
@@ -282,13 +303,15 @@ class HealthModel:
         # moved traffic back: it answers again, so it recovers without the hold (the hold is for
         # one good round in the middle of an outage; here the outage was not carrying CAD).
         failed_back = self._failed_back_at is not None and now - self._failed_back_at <= 2 * tu.recover_hold
-        probes = self._judge_layers(by_layer, now, on_backup)
+        probes = self._judge_layers(by_layer, now, on_backup, routes)
         raw: dict[str, Finding | None] = {
             "power": worst(judge_power(power, now, th, tu, held), probes["power"]),
             "link": worst(judge_link(wifi, routes, now, th, tu, held), probes["link"]),
             "vpn": worst(judge_vpn(vpn, tunnel_ok, th), probes["vpn"]),
             "backup": worst(judge_backup_facts(cellular, wifi, routes, th), probes["backup"]),
         }
+        if raw["vpn"] is not None and not on_backup:
+            raw["vpn"] = worst(raw["vpn"], self._tunnel_silent(probes, by_layer, now, vpn))
         if power is not None and power.on_ac is False and raw["power"] is not None:
             home_down = routes is not None and routes.primary_up is False
             home_down = home_down or any(all_failing(by_layer[layer], now) for layer in NETWORK)
@@ -342,7 +365,11 @@ class HealthModel:
         backup_state = states["backup"].state
         backup_ready = None if backup_state == "unknown" else backup_state != "failed"
         rtts = [r for r in (s.recent_rtt(now, tu.recent) for s in backup_series) if r is not None]
-        backup_loss = loss_view(backup_series, now - th.loss_window) if backup_series else None
+        backup_loss = (
+            loss_view(backup_series, max(now - th.loss_window, _back_at(backup_series)))
+            if backup_series
+            else None
+        )
 
         first_failed = next((s for s in statuses if s.layer in NETWORK_CHAIN and s.state == "failed"), None)
         failed_layer = first_failed.layer if first_failed else ""
@@ -413,7 +440,11 @@ class HealthModel:
     # --- internals ---------------------------------------------------------------------------
 
     def _judge_layers(
-        self, by_layer: dict[str, list[TargetSeries]], now: float, on_backup: bool
+        self,
+        by_layer: dict[str, list[TargetSeries]],
+        now: float,
+        on_backup: bool,
+        routes: RouteFacts | None = None,
     ) -> dict[str, Finding | None]:
         """Each layer's finding from its probes, walking the chain from the laptop outwards.
 
@@ -442,6 +473,9 @@ class HealthModel:
                         self._upstream_failing.get(layer, recovered), recovered
                     )
                 not_before = self._upstream_failing.get(layer)
+            if layer == "backup":
+                found[layer] = self._judge_backup(by_layer[layer], now, routes)
+                continue
             crossing = self._crossing(layer, by_layer, on_backup) if layer in NETWORK_CHAIN else []
             found[layer] = judge_probes(layer, by_layer[layer], now, th, tu, held, not_before, crossing)
             if layer not in NETWORK_CHAIN:
@@ -449,6 +483,8 @@ class HealthModel:
             finding = found[layer]
             if finding is not None and finding.cause == "down" and not on_backup:
                 finding = found[layer] = self._unless_traffic_passes(layer, finding, by_layer, now)
+            if finding is not None and finding.cause == "down" and not on_backup:
+                finding = found[layer] = self._unless_lossy_ahead(layer, finding, by_layer, now)
             if finding is not None and finding.state == "failed":
                 explained = True
             elif all_failing(by_layer[layer], now) and self._recently_failing(by_layer[layer], now):
@@ -511,6 +547,8 @@ class HealthModel:
         at = NETWORK_CHAIN.index(layer)
         # DNS is a side branch: CAD traffic does not cross the resolver.
         behind = [b for b in NETWORK_CHAIN[at + 1 :] if not (layer == "dns" and b == "cad")]
+        if layer in NETWORK:
+            behind.append("endpoint")  # the concentrator's public address is reached over the home
         # On the hotspot the tunnel no longer runs over the home network: only the ISP probe does.
         if on_backup and layer in NETWORK:
             return [s for b in behind for s in by_layer[b] if s.target.path == "primary"]
@@ -533,6 +571,132 @@ class HealthModel:
             return finding
         loss = loss_view(live, now - self.thresholds.loss_window)
         return Finding("degraded", f"{SUBJECTS[layer]} losing packets ({pct(loss.ratio)})", "loss")
+
+    def _unless_lossy_ahead(
+        self, layer: str, finding: Finding, by_layer: dict[str, list[TargetSeries]], now: float
+    ) -> Finding:
+        """Silence behind layers that keep answering but lose a good share of their packets is a
+        loss burst eating every probe of a round or two, not an outage — until it has lasted as
+        long as a CAD session survives silence (``Tuning.cad_outage_dead``): a 4 s burst of 40 %
+        loss each way is ridden out, a path dying under loss is not."""
+        if finding.reason == CAD_REFUSED:
+            return finding
+        live = [s for s in by_layer[layer] if not s.stale(now)]
+        starts = [t for t in (s.failed_since() for s in live) if t is not None]
+        if not starts or now - min(starts) >= self.tuning.cad_outage_dead:
+            return finding
+        since = min(starts)
+        at = NETWORK_CHAIN.index(layer)
+        ahead = [
+            group
+            for b in NETWORK_CHAIN[:at]
+            if b != "dns"
+            for group in [[s for s in by_layer[b] if not s.stale(now) and s.target.path != "backup"]]
+            if group
+        ]
+        # Every layer ahead must keep answering: one gone silent is a cut there, not loss here.
+        if not ahead or not all(any(s.answered_since(since) for s in group) for group in ahead):
+            return finding
+        if max(loss_view(group, since).ratio for group in ahead) < LOSSY_AHEAD:
+            return finding
+        loss = loss_view(live, now - self.thresholds.loss_window)
+        return Finding("degraded", f"{SUBJECTS[layer]} losing packets ({pct(loss.ratio)})", "loss")
+
+    def _tunnel_receiving(self, since: float, now: float) -> bool | None:
+        """Whether the tunnel's peer sent data since ``since``, from the VPN's byte counters: True
+        when the received bytes grew by more than handshakes and keepalives account for, False when
+        they did not while sent bytes grew (for 2 s at least), None when the counters cannot say."""
+        before = [c for c in self._counters if c[0] <= since]
+        if not before or not self._counters:
+            return None
+        _, rx0, tx0 = before[-1]
+        t1, rx1, tx1 = self._counters[-1]
+        if rx1 < rx0 or tx1 < tx0 or now - t1 > self.tuning.facts_stale:
+            return None  # counters reset (the tunnel restarted) or no longer read
+        if rx1 - rx0 > RX_CHATTER:
+            return True
+        return False if tx1 > tx0 and t1 - since >= 2.0 else None
+
+    def _tunnel_silent(
+        self,
+        found: dict[str, Finding | None],
+        by_layer: dict[str, list[TargetSeries]],
+        now: float,
+        vpn: VpnFacts | None,
+    ) -> Finding | None:
+        """The tunnel's own finding when a layer behind it is judged failed for silence.
+
+        Silence of the agency network, DNS or CAD is theirs only when the tunnel demonstrably
+        carries traffic: another target inside it answered since the silence began, a port refused
+        (a refusal comes back through the tunnel), or the VPN's counters show data received. Else
+        nothing comes back through the tunnel: the tunnel's failure when the evidence says so (the
+        concentrator stopped answering at its public address; a probe of the tunnel's own far end;
+        no reply and no new handshake for longer than WireGuard takes to retry one), otherwise the
+        tunnel's or the first layer behind it — and the verdict names both.
+        """
+        behind = ("agency", "dns", "cad")
+        first = next((b for b in behind if (f := found[b]) is not None and f.state == "failed"), None)
+        if first is None or (found[first] or Finding("ok", "")).reason == CAD_REFUSED:
+            return None
+        if any((f := found[b]) is not None and f.state == "failed" for b in NETWORK):
+            return None  # cut on the home side: the chain names it
+        starts = [t for t in (s.failed_since() for s in by_layer[first] if not s.stale(now)) if t is not None]
+        if not starts:
+            return None
+        since = min(starts)
+        inside = [s for layer in TUNNEL_SIDE for s in by_layer[layer] if not s.stale(now)]
+        if any(s.answered_since(since) for s in inside):
+            return None
+        if any(r.reason in REFUSED for s in inside for r in s.since(since)):
+            return None
+        receiving = self._tunnel_receiving(since, now)
+        if receiving:
+            return None
+        endpoint = [s for s in by_layer["endpoint"] if not s.stale(now) and s.last_answered() is not None]
+        if endpoint and not any(s.answered_since(since) for s in endpoint):
+            return Finding(
+                "failed", f"{FAILED['vpn']} (the concentrator does not answer at its public address)", "down"
+            )
+        answers = " (the concentrator answers at its public address)" if endpoint else ""
+        silent_for = now - since
+        # WireGuard retries a handshake once it has heard nothing for 15 s while sending: a
+        # concentrator that still serves the tunnel completes it, so none since says the tunnel.
+        no_handshake = (
+            receiving is False
+            and silent_for >= 20.0
+            and vpn is not None
+            and vpn.handshake_age is not None
+            and vpn.handshake_age >= silent_for
+        )
+        if no_handshake or any(not s.stale(now) for s in by_layer["vpn"]):
+            return Finding("failed", f"{FAILED['vpn']} — nothing comes back through it{answers}", "down")
+        probed = [b for b in behind if any(not s.stale(now) for s in by_layer[b])]
+        other = "CAD server" if probed == ["cad"] else "agency network"
+        return Finding(
+            "failed", f"VPN tunnel or {other} down — nothing comes back through the tunnel{answers}", "down"
+        )
+
+    def _judge_backup(
+        self, series: list[TargetSeries], now: float, routes: RouteFacts | None
+    ) -> Finding | None:
+        """The backup path, judged as the primary is (the same holds) by what matters: whether it
+        reaches beyond the hotspot. A hotspot that answers while nothing answers through it has no
+        internet; one that answers nothing is off or out of reach."""
+        th, tu, held = self.thresholds, self.tuning, self._held
+        live = [s for s in series if not s.stale(now)]
+        near = [s for s in live if s.target.role in HOTSPOT_ROLES]
+        far = [s for s in live if s.target.role not in HOTSPOT_ROLES]
+        loss_since = _back_at(live)
+        finding = judge_probes("backup", far or near, now, th, tu, held, loss_since=loss_since)
+        if finding is None or finding.state != "failed":
+            return finding
+        near_answers = any(s.last is not None and s.last.success for s in near)
+        link_up = routes is not None and routes.backup_interface != "" and routes.backup_up is True
+        if far and (near_answers or (not near and link_up)):
+            return Finding("failed", HOTSPOT_NO_INTERNET, "down")
+        if near or far:
+            return Finding("failed", HOTSPOT_UNREACHABLE if near else FAILED["backup"], "down")
+        return finding
 
     def _cut_by_power(self) -> bool:
         """A layer of the home side failed while the mains were out and has not come back yet."""
@@ -757,6 +921,11 @@ def _echo_quality(series: list[TargetSeries], now: float, span: float) -> tuple[
     rtts = [r for r in (s.recent_rtt(now, span) for s in live) if r is not None]
     jitters = [j for j in (s.recent_jitter(now, span) for s in live) if j is not None]
     return max(rtts, default=None), max(jitters, default=None)
+
+
+def _back_at(series: list[TargetSeries]) -> float:
+    """When the last of these targets answered again after an outage (-inf: none did)."""
+    return max((s.back_at for s in series if s.back_at is not None), default=-math.inf)
 
 
 def _with_warning(a: Assessment) -> Assessment:

@@ -71,10 +71,15 @@ class TargetSeries:
         self.rounds: deque[Round] = deque()
         self.streak = 0  # failed rounds in a row
         self.streak_start: float | None = None  # when the first of them was observed
+        # When the target first answered after an outage (two or more rounds lost in a row): the
+        # outage is reported as such, so loss counted for a path that is back starts here.
+        self.back_at: float | None = None
 
     def add(self, r: Round) -> None:
         self.rounds.append(r)
         if r.success:
+            if self.streak >= 2:
+                self.back_at = r.began
             self.streak, self.streak_start = 0, None
         else:
             if self.streak == 0:

@@ -87,6 +87,11 @@ class Position:
     conds: dict[str, Cond] = field(default_factory=dict)
     facts: dict[str, object] = field(default_factory=dict)
     vpn_handshake_every: float | None = 120.0  # WireGuard rekey with traffic; None = no VPN facts
+    counters: bool = False  # the VPN facts carry byte counters (the peer sends while the tunnel carries)
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    last_handshake: float = 0.0
+    last_rx: float = 0.0
     history: list[Assessment] = field(default_factory=list)
     evaluate_every_probe: bool = False
     unlucky: set[str] = field(default_factory=set)  # targets whose rounds all happen to be lost
@@ -103,9 +108,19 @@ class Position:
         layer = layer_of(target)
         if layer == "backup":
             return [self.cond("backup")]
+        # The concentrator's box, when a test breaks it (only then: each condition draws noise).
+        box = [self.conds["concentrator"]] if "concentrator" in self.conds else []
+        if layer == "vpn" and target.path == "primary":
+            # The concentrator's public address: over the home side to the concentrator's box.
+            return [self.cond(name) for name in CHAIN[1 : CHAIN.index("internet") + 1]] + box
         depth = CHAIN.index(layer)
         # DNS is a side branch: CAD traffic to an address does not pass through the resolver.
-        return [self.cond(name) for name in CHAIN[1 : depth + 1] if name != "dns" or layer == "dns"]
+        conds = [self.cond(name) for name in CHAIN[1 : depth + 1] if name != "dns" or layer == "dns"]
+        return [*conds, *box] if depth >= CHAIN.index("vpn") else conds
+
+    def tunnel_carries(self) -> bool:
+        names = ("link", "router", "internet", "vpn", "concentrator")
+        return not any(self.conds[name].down for name in names if name in self.conds)
 
     def probe(self, target: Target) -> ProbeResult:
         conds = self._through(target)
@@ -152,8 +167,28 @@ class Position:
         for source, record in self.facts.items():
             self.model.observe_facts(source, record)
         if self.vpn_handshake_every is not None and "vpn" not in self.facts:
-            age = self.clock.monotonic() % self.vpn_handshake_every
-            self.model.observe_facts("vpn", VpnFacts(True, "wg0", "wireguard", True, age))
+            if not self.counters:
+                age = self.clock.monotonic() % self.vpn_handshake_every
+                self.model.observe_facts("vpn", VpnFacts(True, "wg0", "wireguard", True, age))
+            else:
+                now = self.clock.monotonic()
+                self.tx_bytes += 600
+                if self.tunnel_carries():
+                    # Data comes back while anything beyond the concentrator answers (CAD alone
+                    # down: the rest still replies). Handshakes complete while it serves the
+                    # tunnel: every 2 minutes, and 15 s after the peer last sent data (WireGuard
+                    # retries a handshake when it hears nothing back while sending).
+                    if not self.cond("agency").down:
+                        self.rx_bytes += 600
+                        self.last_rx = now
+                    quiet = now - self.last_rx >= 15.0 and now - self.last_handshake >= 15.0
+                    if quiet or now - self.last_handshake >= self.vpn_handshake_every:
+                        self.last_handshake = now
+                        self.rx_bytes += 92
+                facts = VpnFacts(
+                    True, "wg0", "wireguard", True, now - self.last_handshake, self.rx_bytes, self.tx_bytes
+                )
+                self.model.observe_facts("vpn", facts)
         self.clock.advance(0.2)
         assessment = self.model.evaluate()
         self.history.append(assessment)
@@ -177,6 +212,7 @@ def make_position(
     thresholds: Thresholds | None = None,
     vpn_facts: bool = True,
     position: str = "12",
+    counters: bool = False,
 ) -> Position:
     clock = FakeClock()
     model = HealthModel(thresholds or Thresholds(), clock, position=position)
@@ -186,7 +222,9 @@ def make_position(
         targets if targets is not None else laptop_vpn_targets(),
         random.Random(seed),
         vpn_handshake_every=120.0 if vpn_facts else None,
+        counters=counters,
     )
+    pos.last_handshake = pos.last_rx = clock.monotonic()
     pos.facts["power"] = PowerFacts(on_ac=True, percent=100.0)
     pos.facts["routes"] = RouteFacts("wlan0", True, "usb0", True, on_backup=False)
     pos.facts["wifi"] = WifiFacts("wlan0", True, -55.0, 300e6)

@@ -194,7 +194,7 @@ def test_risk_parts_combine_to_the_largest_with_the_soonest_relevant_ttl() -> No
     [(50, 10, 0.5, 4.34), (150, 30, 1, 4.05), (200, 40, 2, 3.65), (250, 50, 5, 2.93)],
 )
 def test_mos_sample_values(rtt_ms: float, jitter_ms: float, loss_pct: float, expected: float) -> None:
-    """The E-model the health model uses (probes.stats.mos), with domain.md's sample values."""
+    """The E-model the health model uses (probes.stats.mos), with published sample values."""
     assert mos(rtt_ms / 1000, jitter_ms / 1000, loss_pct / 100) == pytest.approx(expected, abs=0.005)
 
 
@@ -212,7 +212,8 @@ def test_assessment_carries_mos_per_path(position: Callable[..., Position]) -> N
 
 
 def test_single_echo_path_is_supported(position: Callable[..., Position]) -> None:
-    """A minimal config (router + one CAD ping) still judges a hard cut of CAD."""
+    """A minimal config (router + one CAD ping) still judges a hard cut on the way to CAD. With
+    nothing else inside the tunnel, the silence cannot be told from a dead tunnel: it names both."""
     targets = [
         Target("gw", "router", "icmp", "192.168.1.1"),
         Target("cad", "cad", "icmp", "10.30.0.10", path="tunnel"),
@@ -220,7 +221,11 @@ def test_single_echo_path_is_supported(position: Callable[..., Position]) -> Non
     pos = position(targets)
     pos.cond("cad").down = True
     a = pos.run(3)[-1]
-    assert (a.verdict_layer, a.verdict, a.risk) == ("cad", "CAD server not answering", 1.0)
+    assert (a.verdict_layer, a.verdict, a.risk) == (
+        "vpn",
+        "VPN tunnel or CAD server down — nothing comes back through the tunnel",
+        1.0,
+    )
 
 
 def _rising_loss_series(now: float, seconds: int = 30) -> TargetSeries:

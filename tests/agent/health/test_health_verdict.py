@@ -73,7 +73,7 @@ CASES = [
     ),
     ("link", _fact("wifi", WifiFacts("wlan0", True, -78.0)), "Wi-Fi signal weak (−78 dBm)"),
     ("link", _fact("routes", RouteFacts("eth0", False, "usb0", True)), "home network link down (eth0)"),
-    ("backup", _break_probes("backup", "down"), "backup path (hotspot) not ready — primary fine"),
+    ("backup", _break_probes("backup", "down"), "hotspot not ready: hotspot has no internet — primary fine"),
 ]
 
 
