@@ -103,6 +103,18 @@ class CollectorSection:
 
 
 @dataclass(frozen=True, slots=True)
+class HeartbeatSection:
+    """The UDP heartbeat that lets the collector notice within seconds that no path is left."""
+
+    enabled: bool = True
+    interval: float | None = None  # None: as the collector says (its [heartbeat] interval, 250 ms)
+    copies: int = 1  # datagrams per beat and path (each its own counter), sent back to back
+    # Paths other than the primary one beat this often while the primary path works (a hotspot
+    # is often metered), and every interval once the health model says home or tunnel is down.
+    fallback_interval: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class SpoolSection:
     path: str = ""  # "" = <state_dir>/spool.db
     max_bytes: int = DEFAULT_SPOOL_BYTES
@@ -179,6 +191,7 @@ class AgentConfig:
     agent: AgentSection
     targets: tuple[Target, ...] = ()
     collector: CollectorSection = CollectorSection()
+    heartbeat: HeartbeatSection = HeartbeatSection()
     spool: SpoolSection = SpoolSection()
     metrics: MetricsSection = MetricsSection()
     schedule: ScheduleSection = ScheduleSection()
@@ -276,6 +289,20 @@ def _collector(sec: Section) -> CollectorSection:
     return out
 
 
+def _heartbeat(sec: Section) -> HeartbeatSection:
+    interval = sec.duration("interval", 0.25, min=0.05, max=10.0) if sec.has("interval") else None
+    out = HeartbeatSection(
+        enabled=sec.flag("enabled", True),
+        interval=interval,
+        copies=sec.integer("copies", 1, min=1, max=5),
+        fallback_interval=sec.duration("fallback_interval", 1.0, min=0.05, max=60.0),
+    )
+    if interval is not None and out.fallback_interval < interval:
+        sec.error("fallback_interval", f"must not be shorter than interval ({interval:g}s)")
+    sec.finish()
+    return out
+
+
 def _thresholds(sec: Section) -> Thresholds:
     defaults = Thresholds()
     values: dict[str, Any] = {}
@@ -357,6 +384,7 @@ def _read(root: Section) -> AgentConfig:
         prov.error("fixture_file", 'is required when a provider is "fixture"')
     prov.finish()
     collector = _collector(root.table("collector"))
+    heartbeat = _heartbeat(root.table("heartbeat"))
     public = [i for i, ep in enumerate(collector.endpoints) if ep.public]
     if public and not collector.allow_public:
         root.problems.add(
@@ -368,6 +396,7 @@ def _read(root: Section) -> AgentConfig:
         agent=agent,
         targets=targets,
         collector=collector,
+        heartbeat=heartbeat,
         spool=spool,
         metrics=metrics,
         schedule=schedule,

@@ -87,6 +87,10 @@ class FleetCollector:
         for code, count in sorted(stats.requests.items()):
             _add(requests, {"code": code}, float(count))
         yield requests[0]
+        beats = _family(CATALOG["lifeline_collector_heartbeats_total"])
+        for result, count in self.collector.heartbeats.receiver.counts.items():
+            _add(beats, {"result": result}, float(count))
+        yield beats[0]
         engine = self.collector.engine
         names = {rule.name for rule in engine.rules}
         if engine.correlator is not None:

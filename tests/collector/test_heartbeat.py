@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from collector_kit import make_config, serving
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lifeline_collector.app import create_app
 from lifeline_collector.clock import ManualClock
 from lifeline_collector.config import parse
 from lifeline_collector.fleet import AgentView, Fleet
@@ -195,7 +197,7 @@ def test_master_secret_is_created_private_and_reused(tmp_path: Path) -> None:
 
 
 def test_config_errors_name_the_key() -> None:
-    with pytest.raises(ValueError) as caught:
+    with pytest.raises(ValueError, match="heartbeat") as caught:
         parse({"heartbeat": {"listen": "nowhere", "interval": "1ms", "source_rate": 0, "bogus": 1}})
     text = str(caught.value)
     for key in ("heartbeat.listen", "heartbeat.interval", "heartbeat.source_rate", "heartbeat.bogus"):
@@ -220,3 +222,19 @@ def test_server_feeds_the_receiver_over_a_real_socket() -> None:
     assert h.receiver.counts["ok"] == 3
     assert h.receiver.counts["malformed"] == 1
     assert h.fleet.agents["pos-12"].last_beat == clock.now()
+
+
+@pytest.mark.anyio
+async def test_outcomes_are_counted_on_metrics(tmp_path: Path) -> None:
+    app = create_app(make_config(tmp_path), ticker=False)
+    service = app.state.collector
+    async with serving(app) as client:
+        token = service.store.add_agent("pos-12", now_ms=1)
+        offer = await client.post("/api/v1/heartbeat", headers={"Authorization": f"Bearer {token}"})
+        assert offer.status_code == 200
+        assert offer.headers["Cache-Control"] == "no-store"
+        assert token not in offer.text
+        service.heartbeats.receiver.handle(b"junk", "10.1.1.1")
+        text = (await client.get("/metrics")).text
+    assert 'lifeline_collector_heartbeats_total{result="malformed"} 1.0' in text
+    assert 'lifeline_collector_heartbeats_total{result="ok"} 0.0' in text

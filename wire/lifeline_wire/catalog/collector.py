@@ -41,6 +41,13 @@ METRICS: tuple[MetricSpec, ...] = (
     ),
     MetricSpec("lifeline_ingest_requests_total", "counter", "Ingest requests by HTTP status code", ("code",)),
     MetricSpec(
+        "lifeline_collector_heartbeats_total",
+        "counter",
+        "Heartbeat datagrams received, by result (ok, malformed, unknown_agent, bad_mac, stale, replay,"
+        " rate_limited)",
+        ("result",),
+    ),
+    MetricSpec(
         "lifeline_alerts_active",
         "gauge",
         "Alerts currently active by name, site and state (pending, firing)",
