@@ -390,6 +390,10 @@ class HttpxTransport:
                     )
                     continue
                 raise RetryableDelivery(url, describe(exc, interface)) from exc
+            except httpx.DecodingError as exc:
+                # Something answered with a body its own Content-Encoding cannot undo: not the
+                # collector's answer. Retried like any failed attempt, so it cannot stop delivery.
+                raise RetryableDelivery(url, f"an answer that cannot be decoded: {exc}") from exc
             return Response(resp.status_code, resp.headers, resp.content)
 
     async def aclose(self) -> None:

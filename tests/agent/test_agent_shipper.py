@@ -200,6 +200,19 @@ def test_a_proxy_refusing_everything_deletes_nothing(
     assert not any("deleted" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize("status", [200, 422, 502])
+def test_an_answer_that_cannot_be_decoded_is_retried_and_does_not_stop_delivery(
+    collector: FakeCollector, spool: SqliteSpool, status: int
+) -> None:
+    ids = fill(spool, 3)
+    broken = collector.Reply(status, b"not gzip at all", {"Content-Encoding": "gzip"})
+    collector.script = [lambda _ids: broken] * 2
+    shipper = make_shipper(collector.url, spool)
+    drain(shipper, spool)  # the loop carries on past the answers it cannot read
+    assert collector.stored == ids
+    assert len(collector.requests) == 3
+
+
 def ship_rounds(shipper: Any, rounds: int) -> list[Any]:
     """``rounds`` calls of ship_pending, one after the other (no waiting between them)."""
 
