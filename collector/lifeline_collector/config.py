@@ -68,7 +68,10 @@ DEFAULT_HOLDS: dict[str, float] = {
 @dataclass(frozen=True, slots=True)
 class AlertingSection:
     cad_failures: int = 4  # failed rounds in a row of a role="cad" target before paging (a 2 s blip fails 3)
-    silent_after: float = 15.0
+    silent_after: float = 15.0  # batch-based silence: agents that never sent this collector a heartbeat
+    # No heartbeat over any path this long: silent (agents that speak heartbeats, every 0.25 s).
+    heartbeat_silent_after: float = 2.5
+    silence_check_interval: float = 0.2  # how often deadlines of silence are checked
     evaluate_interval: float = 1.0
     resend_interval: float = 60.0
     risk_warn: float = 0.5  # lifeline_cad_risk_ratio at which CadAtRisk fires (warning)
@@ -149,6 +152,10 @@ def _store(section: Section) -> StoreSection:
 def _alerting(section: Section) -> AlertingSection:
     cad_failures = section.integer("cad_failures", 4, min=1, max=1000)
     silent_after = section.duration("silent_after", 15.0, min=1.0, max=86400.0)
+    heartbeat_silent_after = section.duration("heartbeat_silent_after", 2.5, min=0.5, max=3600.0)
+    if heartbeat_silent_after > silent_after:
+        section.error("heartbeat_silent_after", f"must not be longer than silent_after ({silent_after:g}s)")
+    silence_check_interval = section.duration("silence_check_interval", 0.2, min=0.05, max=10.0)
     evaluate_interval = section.duration("evaluate_interval", 1.0, min=0.1, max=60.0)
     resend_interval = section.duration("resend_interval", 60.0, min=1.0, max=86400.0)
     if evaluate_interval > silent_after:
@@ -177,6 +184,8 @@ def _alerting(section: Section) -> AlertingSection:
     return AlertingSection(
         cad_failures=cad_failures,
         silent_after=silent_after,
+        heartbeat_silent_after=heartbeat_silent_after,
+        silence_check_interval=silence_check_interval,
         evaluate_interval=evaluate_interval,
         resend_interval=resend_interval,
         risk_warn=risk_warn,

@@ -8,6 +8,7 @@ import logging
 from lifeline_collector.alerting import operator
 from lifeline_collector.alerting.engine import AlertEngine
 from lifeline_collector.alerting.errors import UnknownAlertError
+from lifeline_collector.alerting.heard import SilenceWatch
 from lifeline_collector.alerting.incidents import FleetCorrelator, FleetPolicy
 from lifeline_collector.alerting.judgement import CadAtRisk, FailoverNotReady, PositionLayerFailed, RiskBands
 from lifeline_collector.alerting.model import Alert
@@ -53,10 +54,17 @@ class Collector:
         holds = alerting.holds
         now = self.clock.now()
         self.registry = Registry(self.store.silences(since_ms=round(now * 1000)), self.store.acks())
+        self.position_silent = PositionSilent(
+            alerting.silent_after, public_url, started_at=now, heartbeat_after=alerting.heartbeat_silent_after
+        )
+        # Positions turning silent are found from a heap of deadlines, not a sweep of the fleet.
+        self.silence = SilenceWatch(self.position_silent.policy)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._silence_task: asyncio.Task[None] | None = None
         self.engine = AlertEngine(
             [
                 CadTargetUnreachable(alerting.cad_failures, public_url),
-                PositionSilent(alerting.silent_after, public_url, started_at=now),
+                self.position_silent,
                 CadAtRisk(
                     RiskBands(alerting.risk_warn, alerting.risk_page, alerting.page_time_to_loss),
                     public_url,
@@ -80,12 +88,14 @@ class Collector:
                 ),
                 public_url,
                 holds["FleetIncident"],
+                self.position_silent.policy,
             ),
             router=Router(config.routes),
             registry=self.registry,
             on_status=self._status,
         )
         self._restore()
+        self.silence.watch_all(self.fleet.agents.values())
         self.ingestor = Ingestor(self.store, self.fleet, self.stats, self.clock)
         self.remote_writer: DurableRemoteWriter | None = None
         if config.remote_write.enabled:
@@ -113,15 +123,23 @@ class Collector:
         if self.remote_writer is not None:
             self.remote_writer.start()
         self.heartbeats.start()
+        self._loop = asyncio.get_running_loop()
         if ticker:
             self._ticker = asyncio.create_task(self._tick_loop(), name="alert-tick")
             self._ticker.add_done_callback(_report_crash)
+            self._silence_task = asyncio.create_task(self._silence_loop(), name="silence-check")
+            self._silence_task.add_done_callback(_report_crash)
 
     async def stop(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
             await asyncio.gather(self._ticker, return_exceptions=True)
             self._ticker = None
+        if self._silence_task is not None:
+            self._silence_task.cancel()
+            await asyncio.gather(self._silence_task, return_exceptions=True)
+            self._silence_task = None
+        self._loop = None
         self.heartbeats.stop()
         await self.dispatcher.stop()
         if self.remote_writer is not None:
@@ -132,11 +150,33 @@ class Collector:
         """Store a request and evaluate that agent's alerts at once (no waiting for the tick)."""
         response, stored = self.ingestor.ingest(agent, envelope)
         self.engine.evaluate([stored.agent])
+        self.silence.watch(stored.agent)
         return response
 
     def heard(self, agent_id: str) -> None:
         """A valid heartbeat from ``agent_id`` after a gap (or its first since start). Called from
         the heartbeat receiver's thread: hand work to the event loop, never block here."""
+        loop = self._loop
+        if loop is None:  # not serving (tests drive the collector by hand): on this thread
+            self.heard_now(agent_id)
+        else:
+            loop.call_soon_threadsafe(self.heard_now, agent_id)
+
+    def heard_now(self, agent_id: str) -> None:
+        """On the event loop: watch the agent's silence from its new beat, and re-evaluate it at
+        once if it holds an alert (a silent position heard again)."""
+        agent = self.fleet.agents.get(agent_id)
+        if agent is None:
+            return
+        self.silence.watch(agent)
+        if self.engine.states.holds(agent_id):
+            self.engine.evaluate([agent])
+
+    def check_silence(self) -> None:
+        """Evaluate the positions whose silence began since the last check."""
+        due = self.silence.due(self.clock.now(), self.fleet.agents.get)
+        if due:
+            self.engine.evaluate(due)
 
     def tick(self) -> None:
         """Once per evaluate_interval: follow the agent registry, find silence, resend, prune."""
@@ -149,6 +189,9 @@ class Collector:
             self.registry.load(
                 self.store.silences(since_ms=round(self.clock.now() * 1000)), self.store.acks()
             )
+        if changed:
+            self.silence.watch_all(self.fleet.agents.values())
+        self.check_silence()
         self.engine.evaluate_fleet(self.fleet.agents, full=changed)
         self.engine.tick()
         now = self.clock.now()
@@ -166,6 +209,16 @@ class Collector:
                 self.tick()
             except StoreError as exc:
                 log.error("alert evaluation skipped: %s", exc)
+
+    async def _silence_loop(self) -> None:
+        # Sub-second: a total cut must page within ~3 s, and the tick runs once a second.
+        interval = self.config.alerting.silence_check_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.check_silence()
+            except StoreError as exc:
+                log.error("silence check skipped: %s", exc)
 
     # --- operators: silences and acknowledgements ----------------------------------------------
 
@@ -227,6 +280,11 @@ class Collector:
             log.error("active alerts not restored: %s", exc)
             return
         self.engine.states.restore(alert for alert, _status in saved)
+        alerts = [alert for alert, _status in saved]
+        self.engine.outages.restore(alerts)
+        # A silence that paged before the restart goes on until the position is heard again.
+        paged = [alert for alert in alerts if alert.fired_at is not None]
+        self.position_silent.restored.update(a.scope for a in paged if a.name == PositionSilent.name)
         for alert, status in saved:
             notified_at = status.get("notified_at")
             receivers = status.get("receivers")

@@ -12,8 +12,8 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from lifeline_collector.alerting import health, incidents
-from lifeline_collector.alerting.model import Alert, AlertGroup
+from lifeline_collector.alerting import health, incidents, outage
+from lifeline_collector.alerting.model import Alert, AlertGroup, AlertState
 from lifeline_collector.alerting.notifications import AlertStatus, Notifications
 from lifeline_collector.alerting.routing import Router
 from lifeline_collector.alerting.rules import Rule, Waiting
@@ -62,6 +62,7 @@ class AlertEngine:
         self.record = record
         self.correlator = correlator
         self.states = AlertStates(resolve_hold)
+        self.outages = outage.Outages(self.states)
         self.notifications = Notifications(
             self.states,
             resend_interval=resend_interval,
@@ -82,7 +83,10 @@ class AlertEngine:
         for agent in agents:
             with health.remembered():  # the rules and the correlator read the position's health once
                 findings = [finding for rule in self.rules for finding in rule.evaluate(agent, now)]
-                changes.extend(self.states.update(agent.id, findings, now))
+                findings = self.outages.fold(agent, findings, now)
+                changes.extend(
+                    self._outage_changes(agent.id, self.states.update(agent.id, findings, now), now)
+                )
                 if self.correlator is not None:
                     sites |= self.correlator.observe(agent, now)
             lost = self.correlator is not None and self.correlator.has_lost(agent.id)
@@ -92,13 +96,16 @@ class AlertEngine:
             else:
                 quiet[agent.id] = agent.last_seen
         for scope in gone:
-            changes.extend(self.states.update(scope, (), now))
+            changes.extend(self._outage_changes(scope, self.states.update(scope, (), now), now))
+            self.outages.forget(scope)
             if self.correlator is not None:
                 sites |= self.correlator.forget(scope)
         if self.correlator is not None:
             for site in sorted(sites):
                 findings = self.correlator.findings(site, now)
                 changes.extend(self.states.update(incidents.scope_of(site), findings, now))
+        updates = self._outage_updates(changes)
+        changes.extend(Change(alert, AlertState.FIRING) for alert in updates)
         for stage in self.stages:
             changes = stage(changes, now)
         for change in changes:
@@ -111,7 +118,31 @@ class AlertEngine:
             )
             self.record(change)
         self.notifications.process(changes, now)
+        for alert in updates:
+            self.notifications.refresh(alert, now)
         return changes
+
+    def _outage_changes(self, scope: str, changes: list[Change], now: float) -> list[Change]:
+        """A resolved outage lead carries the outage's story; a lead gone closes its outage."""
+        out = [
+            Change(self.outages.finish(c.alert, now), c.previous)
+            if c.alert.state is AlertState.RESOLVED
+            else c
+            for c in changes
+        ]
+        self.outages.settle_scope(scope, now)
+        return out
+
+    def _outage_updates(self, changes: list[Change]) -> list[Alert]:
+        """Firing outage leads whose sentence or story changed (not otherwise changed just now):
+        recorded, and re-sent to notifiers that keep alerts current (Alertmanager), never paged."""
+        changed = {change.alert.fingerprint for change in changes}
+        out: list[Alert] = []
+        for fp in sorted(self.outages.updated() - changed):
+            alert = self.states.get(fp)
+            if alert is not None and alert.state is AlertState.FIRING:
+                out.append(alert)
+        return out
 
     def evaluate_fleet(self, agents: dict[str, AgentView], *, full: bool = False) -> list[Change]:
         """Evaluate the positions whose findings may have changed since they were last evaluated

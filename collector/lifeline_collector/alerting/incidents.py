@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from lifeline_collector.alerting.health import AGENCY_SIDE, failing_dependencies, read_health
+from lifeline_collector.alerting.heard import SilencePolicy, last_heard
 from lifeline_collector.alerting.model import Finding, fingerprint
 from lifeline_collector.fleet import AgentView
 
@@ -58,12 +59,13 @@ def scope_of(site: str) -> str:
     return SCOPE_PREFIX + site
 
 
-def lost_dependencies(agent: AgentView, now: float, silent_after: float) -> dict[Key, float | None]:
+def lost_dependencies(agent: AgentView, now: float, silence: SilencePolicy) -> dict[Key, float | None]:
     """What this position has lost beyond its home → when it started (None: not known, use now)."""
-    if agent.last_seen is None:
+    heard = last_heard(agent)
+    if heard is None:
         return {}
-    if now - agent.last_seen >= silent_after:
-        return {(SILENT, "collector"): agent.last_seen}
+    if silence.silent(agent, now):
+        return {(SILENT, "collector"): heard}
     health = read_health(agent)
     home_side_failed = health.first_failed(("link", "router", "internet")) is not None
     layer = health.first_failed(AGENCY_SIDE)
@@ -82,8 +84,12 @@ class _Incident:
 class FleetCorrelator:
     name = NAME
 
-    def __init__(self, policy: FleetPolicy, public_url: str, hold: float = 0.0) -> None:
+    def __init__(
+        self, policy: FleetPolicy, public_url: str, hold: float = 0.0, silence: SilencePolicy | None = None
+    ) -> None:
         self.policy = policy
+        # Silence as PositionSilent judges it (heartbeats, or batches for older agents).
+        self.silence = silence or SilencePolicy(policy.silent_after, policy.silent_after)
         self.public_url = public_url
         self.hold = hold
         self._lost: dict[str, dict[Key, float]] = {}  # agent → what it lost → since (collector clock)
@@ -113,7 +119,7 @@ class FleetCorrelator:
         self._site[agent.id] = agent.site
         self._names[agent.id] = agent.display_name
         before = self._lost.get(agent.id, {})
-        found = lost_dependencies(agent, now, self.policy.silent_after)
+        found = lost_dependencies(agent, now, self.silence)
         now_lost = {key: before.get(key, now if since is None else since) for key, since in found.items()}
         if now_lost:
             self._lost[agent.id] = now_lost

@@ -223,6 +223,15 @@ class Notifications:
             delivery.last_refresh = now
             self.deliver(group_of(alert, resend=True, receivers=delivery.receivers))
 
+    def refresh(self, alert: Alert, now: float) -> None:
+        """A paged alert's wording changed (an outage moved on): notifiers that keep alerts current
+        (Alertmanager) get it now, as a resend of the same alert; nobody is paged again."""
+        delivery = self._deliveries.get(alert.fingerprint)
+        if delivery is None or delivery.notified_at is None or self.status(alert, now).muted:
+            return
+        delivery.last_refresh = now
+        self.deliver(group_of(alert, resend=True, receivers=delivery.receivers, reason="update"))
+
     def _report(self, alert: Alert, status: AlertStatus, delivery: _Delivery) -> None:
         if status != delivery.reported:
             before, delivery.reported = delivery.reported, status
