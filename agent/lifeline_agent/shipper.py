@@ -344,6 +344,7 @@ class Shipper:
         self._last_forced = -PRIORITY_RETRY_GAP
         self._blocked_since: float | None = None
         self._paths_shown: set[tuple[str, str]] = set()
+        self._last_crash = ""
 
     def endpoints(self) -> list[str]:
         """Ingest URLs in the order they are tried (public ones only with allow_public)."""
@@ -367,6 +368,13 @@ class Shipper:
                     outcome = await self.ship_pending(force=force)
                 except SpoolError as exc:
                     log.error("spool failed: %s", exc)
+                    await _sleep_unless(stop, self.backoff.next())
+                    continue
+                except Exception as exc:
+                    # Broad on purpose: nothing supervises this task, so a bug that escapes one
+                    # round would end delivery, silently, for as long as the agent runs while the
+                    # spool fills. The round is logged with its traceback and tried again later.
+                    self._crashed(exc)
                     await _sleep_unless(stop, self.backoff.next())
                     continue
                 force = False
@@ -466,6 +474,15 @@ class Shipper:
             f"not retried on this path for {self.refused_pause:.0f}s",
             cooldown=self.refused_pause,
         )
+
+    def _crashed(self, exc: Exception) -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        self.stats.last_error = text
+        if text != self._last_crash:
+            log.error(
+                "a delivery round failed unexpectedly (a bug); batches kept, trying again", exc_info=exc
+            )
+        self._last_crash = text
 
     def _blocked(self, wait: float) -> None:
         if self._blocked_since is None:

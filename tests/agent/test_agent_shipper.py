@@ -308,3 +308,26 @@ def test_backoff_grows_is_capped_and_honours_retry_after() -> None:
     assert backoff.next(retry_after=30.0) == 30.0
     backoff.reset()
     assert backoff.next() <= 1.0
+
+
+def test_a_round_that_raises_unexpectedly_does_not_end_delivery(
+    collector: FakeCollector, spool: SqliteSpool, caplog: pytest.LogCaptureFixture
+) -> None:
+    ids = fill(spool, 2)
+    shipper = make_shipper(collector.url, spool)
+    real_pending = spool.pending
+    failures = iter([RuntimeError("a bug"), RuntimeError("a bug")])
+
+    def flaky(limit: int) -> Any:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return real_pending(limit)
+
+    spool.pending = flaky  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="lifeline_agent.shipper"):
+        drain(shipper, spool)
+    assert collector.stored == ids
+    crashes = [r for r in caplog.records if "failed unexpectedly" in r.getMessage()]
+    assert len(crashes) == 1  # the same failure again is not logged again
+    assert crashes[0].exc_info is not None
