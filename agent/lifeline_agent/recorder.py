@@ -30,7 +30,8 @@ _LABEL_NAME = re.compile(LABEL_NAME_RE)
 
 def _event_type_pattern() -> str:
     """The pattern the wire declares for ``Event.type`` (read from the schema, not copied)."""
-    for field in msgspec.inspect.type_info(Event).fields:  # type: ignore[union-attr]
+    info = msgspec.inspect.type_info(Event)
+    for field in info.fields if isinstance(info, msgspec.inspect.StructType) else ():
         if field.name == "type" and isinstance(field.type, msgspec.inspect.StrType) and field.type.pattern:
             return field.type.pattern
     raise RuntimeError("the wire's Event.type declares no pattern")
@@ -130,6 +131,16 @@ class Recorder:
                 thing = (name, tuple(labels[label] for label in identity if label in labels))
                 if self._current.get(thing) == key:
                     del self._current[thing]
+
+    def forget_target(self, target: str) -> None:
+        """Drop every series of a probe target that is no longer probed (a gateway of a network
+        the laptop left): its last values would otherwise stay on /metrics for as long as the
+        agent runs, reading as current."""
+        with self._lock:
+            for key in [key for key in self._latest if ("target", target) in key[1]]:
+                del self._latest[key]
+            for thing in [thing for thing, key in self._current.items() if ("target", target) in key[1]]:
+                del self._current[thing]
 
     def event(
         self, type_: str, attributes: Mapping[str, EventAttr] | None = None, ts_ms: int | None = None

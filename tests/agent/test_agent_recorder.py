@@ -145,3 +145,13 @@ def test_an_event_the_contract_refuses_is_a_bug(type_: str, attributes: dict[str
     with pytest.raises(ValueError, match=message):
         rec.event(type_, attributes)
     assert rec.pending() == 0
+
+
+def test_a_target_no_longer_probed_leaves_the_page() -> None:
+    rec = Recorder()
+    gone = {"target": "gateway-192.168.1.1", "role": "router", "path": "primary", "kind": "icmp"}
+    rec.sample("lifeline_probe_success", 1, gone)
+    rec.sample("lifeline_probe_rtt_seconds", 0.002, {**gone, "stat": "avg"})
+    rec.sample("lifeline_probe_success", 1, LABELS)
+    rec.forget_target("gateway-192.168.1.1")
+    assert rec.latest() == {series_key("lifeline_probe_success", LABELS): 1.0}
