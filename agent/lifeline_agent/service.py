@@ -418,6 +418,7 @@ class AgentService:
         for target in removed:
             if target.name not in {t.name for t in wanted}:
                 self.health.forget_target(target.name)
+                self.recorder.forget_target(target.name)
         if added or removed:
             log.info(
                 "targets changed: +%s -%s",
