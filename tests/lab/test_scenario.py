@@ -24,6 +24,9 @@ REQUIRED = {
     "cad-server-down",
     "agency-dns-down",
     "home-power-loss",
+    "total-cut",
+    "blackout-2s-survived",
+    "loss-40-burst-survived",
 }
 
 
@@ -39,7 +42,14 @@ def test_shipped_scenarios_load_with_an_expectation(name: str) -> None:
 
 
 def test_survivable_scenarios_expect_no_page() -> None:
-    for name in ("bufferbloat-survived", "loss-spikes-survived", "lte-fade-backup", "agency-dns-down"):
+    for name in (
+        "bufferbloat-survived",
+        "loss-spikes-survived",
+        "lte-fade-backup",
+        "agency-dns-down",
+        "blackout-2s-survived",
+        "loss-40-burst-survived",
+    ):
         sc = scenario.load(name)
         assert not sc.expect.cad_lost
         assert not sc.expect.page
