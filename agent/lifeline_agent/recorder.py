@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import msgspec
 
@@ -87,6 +87,7 @@ class Recorder:
         self._latest: dict[SeriesKey, float] = {}
         # (metric, identity label values) -> the series that carries the current fact
         self._current: dict[tuple[str, tuple[str, ...]], SeriesKey] = {}
+        self._groups: dict[str, set[SeriesKey]] = {}  # group -> the series of its last reading
         # Each metric's declared labels, as a set (built once: the catalog does not change).
         self._label_sets = {name: frozenset(spec.labels) for name, spec in catalog.items()}
 
@@ -120,6 +121,22 @@ class Recorder:
                         self._samples.append(Sample(name, 0.0, sample.ts_ms, dict(replaced[1])))
             self._samples.append(sample)
             self._latest[key] = float(value)
+
+    def sample_group(
+        self, group: str, samples: Iterable[tuple[str, float, Mapping[str, str]]], ts_ms: int | None = None
+    ) -> None:
+        """Record one complete reading of ``group`` (a source): a series its last reading had and
+        this one lacks (the battery's time left once on mains, the Wi-Fi signal once disconnected,
+        everything after a failed read) leaves /metrics instead of showing its last value as now."""
+        keys: set[SeriesKey] = set()
+        for name, value, labels in samples:
+            self.sample(name, value, labels, ts_ms)
+            keys.add(series_key(name, labels))
+        with self._lock:
+            gone = self._groups.get(group, set()) - keys
+            self._groups[group] = keys
+        for name, labels in gone:
+            self.forget(name, dict(labels))
 
     def forget(self, name: str, labels: Mapping[str, str]) -> None:
         """Drop a series from /metrics (e.g. the RTT of a target that stopped answering)."""

@@ -324,8 +324,9 @@ class AgentService:
 
     def _apply(self, name: str, reading: Reading[Any]) -> None:
         ts = now_ms(self.clock)
-        for sample in reading.samples:
-            self.recorder.sample(sample.name, sample.value, sample.labels, ts)
+        self.recorder.sample_group(
+            f"source:{name}", [(s.name, s.value, s.labels) for s in reading.samples], ts
+        )
         for event in reading.events:
             self.recorder.event(event.type, event.attributes, ts)
         previous = self._source_errors.get(name, "")

@@ -155,3 +155,21 @@ def test_a_target_no_longer_probed_leaves_the_page() -> None:
     rec.sample("lifeline_probe_success", 1, LABELS)
     rec.forget_target("gateway-192.168.1.1")
     assert rec.latest() == {series_key("lifeline_probe_success", LABELS): 1.0}
+
+
+def test_a_series_a_source_stops_reporting_leaves_the_page() -> None:
+    rec = Recorder()
+    on_battery = [
+        ("lifeline_power_on_ac", 0.0, {}),
+        ("lifeline_battery_ratio", 0.8, {}),
+        ("lifeline_battery_time_left_seconds", 5400.0, {}),
+    ]
+    rec.sample_group("source:power", on_battery)
+    rec.sample("lifeline_probe_success", 1, LABELS)  # not the source's: untouched
+    rec.sample_group("source:power", [("lifeline_power_on_ac", 1.0, {}), ("lifeline_battery_ratio", 0.8, {})])
+    assert series_key("lifeline_battery_time_left_seconds", {}) not in rec.latest()  # no time left on mains
+    assert rec.latest()[series_key("lifeline_power_on_ac", {})] == 1.0
+    rec.sample_group("source:power", [])  # a failed read: nothing is known now
+    assert rec.latest() == {series_key("lifeline_probe_success", LABELS): 1.0}
+    samples, _ = rec.drain()
+    assert len(samples) == 6  # everything measured was sent; only the page forgets
