@@ -21,6 +21,7 @@ import logging
 import os
 import secrets
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -30,7 +31,21 @@ from typing import Final
 from lifeline_collector.clock import Clock
 from lifeline_collector.fleet import Fleet
 from lifeline_collector.store import AgentRow
-from lifeline_wire.heartbeat import KEY_SIZE, MAX_SIZE, BeatError, decode, peek_agent, verify
+from lifeline_wire import BeatDigest
+from lifeline_wire.heartbeat import (
+    BEAT_VERSION,
+    HEADER_SIZE,
+    KEY_SIZE,
+    MAC_SIZE,
+    MAGIC,
+    MAX_SIZE,
+    MIN_SIZE,
+    PATHS,
+    BeatError,
+    decode,
+    mac,
+    peek_agent,
+)
 from lifeline_wire.tomlcfg import ConfigError, Section
 
 log = logging.getLogger(__name__)
@@ -43,7 +58,11 @@ RETIRED_BOOTS: Final = 4  # older boots of one agent remembered (their beats are
 # shorter than any silence threshold, and at most one call per agent a second however it beats.
 HEARD_GAP: Final = 1.0
 RECEIVE_BUFFER: Final = 4 * 1024 * 1024  # ~40,000 beats: a GIL pause of a second loses nothing
-MAX_SOURCES: Final = 100_000  # distinct source addresses tracked per rate window
+_PREFIX: Final = MAGIC + bytes((BEAT_VERSION,))
+_ID_START: Final = HEADER_SIZE + 1
+_COUNTER_SENT: Final = struct.Struct("!QQ")  # at offset 5, as lifeline_wire.heartbeat lays it out
+SO_RCVBUFFORCE: Final = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; typeshed lacks it
+MAX_SOURCES: Final = 100_000  # distinct rejected source addresses tracked per second
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +72,10 @@ class HeartbeatConfig:
     secret_file: str = ""  # "" = next to the store (``<store path>.heartbeat-secret``)
     interval: float = 0.25  # the beat interval agents are told to use (unless they set their own)
     max_clock_skew: float = 60.0  # a beat sent further than this from now (agent clock) is stale
-    source_rate: int = 200  # datagrams a second one source address may send before the rest drop
+    # Rejected datagrams a second one source address may send before the rest of that second's
+    # datagrams from it are dropped unexamined. Valid beats never count: many agents may share
+    # one address (a NAT, a VPN concentrator that translates), and their beats must all pass.
+    source_rejects: int = 100
 
 
 def listen_address(listen: str, split_listen: Callable[[str], tuple[str, int]]) -> tuple[str, int]:
@@ -77,9 +99,9 @@ def read_heartbeat(section: Section, split_listen: Callable[[str], tuple[str, in
     secret_file = section.text("secret_file", default.secret_file)
     interval = section.duration("interval", default.interval, min=0.05, max=10.0)
     skew = section.duration("max_clock_skew", default.max_clock_skew, min=1.0, max=86400.0)
-    rate = section.integer("source_rate", default.source_rate, min=1, max=1_000_000)
+    rejects = section.integer("source_rejects", default.source_rejects, min=1, max=1_000_000)
     section.finish()
-    return HeartbeatConfig(enabled, listen, secret_file, interval, skew, rate)
+    return HeartbeatConfig(enabled, listen, secret_file, interval, skew, rejects)
 
 
 def secret_path(config: HeartbeatConfig, store_path: str) -> str:
@@ -123,24 +145,43 @@ def agent_key(master: bytes, agent_id: str, token_hash: str) -> bytes:
     return hmac.digest(master, message, hashlib.sha256)
 
 
-class _Boot:
-    """Replay state of one agent: its current boot, the newest counter per path, older boots."""
+class _Agent:
+    """One agent as the receiver knows it: key, replay state, and the last digest it decoded."""
 
-    __slots__ = ("boot", "counters", "last_sent_ms", "retired")
+    __slots__ = (
+        "boot",
+        "counters",
+        "digest",
+        "id",
+        "interval",
+        "key",
+        "last_sent_ms",
+        "retired",
+        "sig",
+        "sig_boot",
+    )
 
-    def __init__(self, boot: str, sent_ms: int, retired: tuple[str, ...]) -> None:
-        self.boot = boot
-        self.counters: dict[str, int] = {}
-        self.last_sent_ms = sent_ms
-        self.retired = retired
+    def __init__(self, agent_id: str, key: bytes) -> None:
+        self.id = agent_id
+        self.key = key
+        # The bytes of the last beat that are not counter, send time or path (boot id, digest,
+        # interval) and what they decoded to: a steady agent's beats are checked, not re-parsed.
+        self.sig = b""
+        self.sig_boot = ""
+        self.digest: BeatDigest | None = None
+        self.interval = 0.0
+        self.boot = ""  # the current boot ("" until the first valid beat)
+        self.counters: dict[str, int] = {}  # path -> newest counter of this boot
+        self.last_sent_ms = 0
+        self.retired: tuple[str, ...] = ()  # earlier boots: their beats are replays
 
 
 class BeatReceiver:
     """Judges one datagram at a time and applies the valid ones to the fleet view.
 
     Thread-safe against the event loop by construction: it only replaces whole fields of an
-    ``AgentView`` (and whole dicts), and reads ``keys``/``fleet.agents`` that the loop replaces or
-    edits one key at a time."""
+    ``AgentView`` (and whole dicts), and reads ``fleet.agents``, which the loop edits one key at a
+    time; the key table is replaced whole."""
 
     def __init__(
         self,
@@ -149,98 +190,121 @@ class BeatReceiver:
         on_heard: Callable[[str], None] | None = None,
         *,
         max_clock_skew: float = 60.0,
-        source_rate: int = 200,
+        source_rejects: int = 100,
         heard_gap: float = HEARD_GAP,
     ) -> None:
         self.fleet = fleet
         self.clock = clock
         self.on_heard = on_heard
         self.max_skew_ms = max_clock_skew * 1000
-        self.source_rate = source_rate
+        self.source_rejects = source_rejects
         self.heard_gap = heard_gap
-        self.keys: Mapping[str, bytes] = {}
         self.counts: dict[str, int] = dict.fromkeys(RESULTS, 0)
-        self._boots: dict[str, _Boot] = {}
-        self._window = 0  # the current rate window (whole seconds of the clock)
-        self._sources: dict[str, int] = {}
+        self._agents: dict[bytes, _Agent] = {}  # by the agent id's bytes, as the datagram holds it
+        self._window = 0  # the current second of the clock
+        self._rejects: dict[str, int] = {}  # source address -> datagrams rejected this second
+
+    @property
+    def keys(self) -> dict[str, bytes]:
+        return {agent.id: agent.key for agent in self._agents.values()}
 
     def set_keys(self, keys: Mapping[str, bytes]) -> None:
-        """Replace the key table (the registry changed); state of agents that left is dropped."""
-        self.keys = dict(keys)
-        for gone in [agent for agent in self._boots if agent not in self.keys]:
-            self._boots.pop(gone, None)
+        """Replace the key table (the registry changed). An agent whose key is unchanged keeps its
+        replay state; a new key (a new token) starts afresh; agents that left are forgotten."""
+        known = self._agents
+        table: dict[bytes, _Agent] = {}
+        for agent_id, key in keys.items():
+            ident = agent_id.encode()
+            agent = known.get(ident)
+            table[ident] = agent if agent is not None and agent.key == key else _Agent(agent_id, key)
+        self._agents = table
 
     def add_key(self, agent_id: str, key: bytes) -> None:
         """Learn one agent's key (it just asked for it, possibly before the registry sync)."""
-        if self.keys.get(agent_id) != key:
-            self.keys = {**self.keys, agent_id: key}
-            self._boots.pop(agent_id, None)  # a new token: its beats start a fresh window
+        ident = agent_id.encode()
+        agent = self._agents.get(ident)
+        if agent is None or agent.key != key:
+            self._agents = {**self._agents, ident: _Agent(agent_id, key)}
 
     def handle(self, data: bytes, source: str) -> str:
-        """Judge and apply one datagram from ``source`` (an address); return the result counted."""
-        result = self._judge(data, source)
-        self.counts[result] += 1
-        return result
+        """Judge and apply one datagram from ``source`` (an address); return the result counted.
 
-    def _judge(self, data: bytes, source: str) -> str:
+        A source that keeps sending what is rejected (a flood, a replay, a misconfigured peer)
+        is cut off for the rest of the second, so it cannot spend the receiver's time on MACs."""
         now = self.clock.now()
         window = int(now)
         if window != self._window:
             self._window = window
-            self._sources = {}
-        sent = self._sources.get(source, 0)
-        if sent >= self.source_rate or (not sent and len(self._sources) >= MAX_SOURCES):
-            return "rate_limited"
-        self._sources[source] = sent + 1
-        try:
-            agent_id = peek_agent(data)
-        except BeatError:
+            self._rejects = {}
+        rejects = self._rejects.get(source, 0)
+        if rejects >= self.source_rejects:
+            result = "rate_limited"
+        else:
+            result = self._judge(data, now)
+            if result != "ok" and (rejects or len(self._rejects) < MAX_SOURCES):
+                self._rejects[source] = rejects + 1
+        self.counts[result] += 1
+        return result
+
+    def _judge(self, data: bytes, now: float) -> str:
+        size = len(data)
+        if size < MIN_SIZE or size > MAX_SIZE or data[:3] != _PREFIX:
             return "malformed"
-        key = self.keys.get(agent_id)
-        if key is None:
+        id_end = _ID_START + data[HEADER_SIZE]
+        agent = self._agents.get(data[_ID_START:id_end])
+        if agent is None:
+            try:
+                peek_agent(data)
+            except BeatError:
+                return "malformed"
             return "unknown_agent"
-        if not verify(data, key):
+        if not hmac.compare_digest(mac(agent.key, memoryview(data)[:-MAC_SIZE]), data[-MAC_SIZE:]):
             return "bad_mac"
-        try:
-            beat = decode(data)
-        except BeatError:
+        sig = data[4:5] + data[21:HEADER_SIZE] + data[id_end:-MAC_SIZE]
+        if sig != agent.sig:
+            try:
+                beat = decode(data)
+            except BeatError:
+                return "malformed"
+            agent.sig, agent.sig_boot = sig, beat.boot_id
+            agent.digest, agent.interval = beat.digest, beat.interval
+        boot_id = agent.sig_boot
+        path_code = data[3]
+        counter, sent_ms = _COUNTER_SENT.unpack_from(data, 5)
+        if path_code >= len(PATHS) or sent_ms >= 2**63:
             return "malformed"
-        view = self.fleet.agents.get(agent_id)
+        path = PATHS[path_code]
+        view = self.fleet.agents.get(agent.id)
         if view is None:
             return "unknown_agent"
         offset_ms = 0.0 if view.clock_offset is None else view.clock_offset * 1000
-        if abs(beat.sent_ms - offset_ms - now * 1000) > self.max_skew_ms:
+        if abs(sent_ms - offset_ms - now * 1000) > self.max_skew_ms:
             return "stale"
-        state = self._boots.get(agent_id)
-        if state is None:
-            state = self._boots[agent_id] = _Boot(beat.boot_id, beat.sent_ms, ())
-        elif beat.boot_id != state.boot:
+        if boot_id != agent.boot:
             # A new boot starts after the last beat of the one before; anything else is old.
-            if beat.boot_id in state.retired or beat.sent_ms <= state.last_sent_ms:
+            if agent.boot and (boot_id in agent.retired or sent_ms <= agent.last_sent_ms):
                 return "replay"
-            retired = (*state.retired, state.boot)[-RETIRED_BOOTS:]
-            state = self._boots[agent_id] = _Boot(beat.boot_id, beat.sent_ms, retired)
-        newest = state.counters.get(beat.path)
-        if newest is not None and beat.counter <= newest:
+            if agent.boot:
+                agent.retired = (*agent.retired, agent.boot)[-RETIRED_BOOTS:]
+            agent.boot, agent.counters = boot_id, {}
+        newest = agent.counters.get(path)
+        if newest is not None and counter <= newest:
             return "replay"
-        if newest is None:
-            state.counters = {**state.counters, beat.path: beat.counter}
-        else:
-            state.counters[beat.path] = beat.counter
-        if beat.sent_ms > state.last_sent_ms:
-            state.last_sent_ms = beat.sent_ms
+        agent.counters[path] = counter
+        if sent_ms > agent.last_sent_ms:
+            agent.last_sent_ms = sent_ms
         previous = view.last_beat
         paths = view.beat_paths
-        if beat.path in paths:
-            paths[beat.path] = now
+        if path in paths:
+            paths[path] = now
         else:
-            view.beat_paths = {**paths, beat.path: now}
-        if view.beat != beat.digest:
-            view.beat = beat.digest
-        view.beat_interval = beat.interval
+            view.beat_paths = {**paths, path: now}
+        if view.beat is not agent.digest:
+            view.beat = agent.digest
+        view.beat_interval = agent.interval
         view.last_beat = now
         if self.on_heard is not None and (previous is None or now - previous > self.heard_gap):
-            self.on_heard(agent_id)
+            self.on_heard(agent.id)
         return "ok"
 
 
@@ -268,8 +332,11 @@ class HeartbeatServer:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            with contextlib.suppress(OSError):  # the kernel caps it at net.core.rmem_max
+            # Past net.core.rmem_max (often 208 KiB, ~250 beats) only with CAP_NET_ADMIN: try both.
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
             sock.bind((self.host, self.port))
         except OSError:
             sock.close()
@@ -354,7 +421,7 @@ class Heartbeats:
             clock,
             on_heard,
             max_clock_skew=config.max_clock_skew,
-            source_rate=config.source_rate,
+            source_rejects=config.source_rejects,
         )
         self.fleet = fleet
         self.server: HeartbeatServer | None = None

@@ -54,7 +54,7 @@ class Harness:
         self.heard: list[str] = []
         for agent in agents:
             self.fleet.agents[agent] = AgentView(agent)
-        self.receiver = BeatReceiver(self.fleet, self.clock, self.heard.append, source_rate=1000)
+        self.receiver = BeatReceiver(self.fleet, self.clock, self.heard.append)
         self.receiver.set_keys(keys_for(MASTER, [(a, f"hash-{a}") for a in agents]))
 
     def key(self, agent: str) -> bytes:
@@ -130,6 +130,20 @@ def test_an_older_boot_is_not_accepted_after_a_newer_one() -> None:
     assert h.send(beat(1, boot="third", sent=T0 + 0.5)) == "replay"
 
 
+def test_the_decoded_digest_and_boot_follow_each_beat() -> None:
+    h = Harness("pos-12")
+    view = h.fleet.agents["pos-12"]
+    assert h.send(beat(1, boot="a", sent=T0 - 3600)) == "stale"  # decoded, then refused
+    assert h.send(beat(2, boot="a")) == "ok"  # same bytes but the send time: taken as boot "a"
+    assert h.send(beat(3, boot="b", sent=T0 + 1)) == "ok"  # a restart
+    assert h.send(beat(4, boot="a", sent=T0 + 2)) == "replay"  # "a" is over
+    failing = BeatDigest("cad", "failed", 1.0, 0.0, False, False)
+    assert h.send(beat(5, boot="b", sent=T0 + 1, digest=failing)) == "ok"
+    assert view.beat == failing
+    assert h.send(beat(6, boot="b", sent=T0 + 1)) == "ok"
+    assert view.beat == DIGEST
+
+
 def test_send_time_far_from_now_is_stale() -> None:
     h = Harness("pos-12")
     assert h.send(beat(1, sent=T0 - 3600)) == "stale"
@@ -145,14 +159,23 @@ def test_revoked_agents_key_is_gone() -> None:
     assert h.send(beat(1)) == "unknown_agent"
 
 
-def test_one_source_cannot_flood() -> None:
+def test_a_source_sending_rejects_is_cut_off_for_the_second() -> None:
     h = Harness("pos-12")
-    h.receiver.source_rate = 3
-    results = [h.send(beat(n), source="10.9.9.9") for n in range(1, 6)]
-    assert results == ["ok", "ok", "ok", "rate_limited", "rate_limited"]
-    assert h.send(beat(10), source="10.0.0.2") == "ok"  # another source is unaffected
+    h.receiver.source_rejects = 3
+    junk = [h.receiver.handle(b"junk", "10.9.9.9") for _ in range(4)]
+    assert junk == ["malformed", "malformed", "malformed", "rate_limited"]
+    assert h.send(beat(1), source="10.9.9.9") == "rate_limited"  # unexamined, even a valid one
+    assert h.send(beat(2), source="10.0.0.2") == "ok"  # another source is unaffected
     h.clock.advance(1.0)
-    assert h.send(beat(11), source="10.9.9.9") == "ok"  # the next second
+    assert h.send(beat(3), source="10.9.9.9") == "ok"  # the next second
+
+
+def test_valid_beats_from_one_address_are_never_limited() -> None:
+    agents = [f"pos-{i}" for i in range(50)]
+    h = Harness(*agents)
+    h.receiver.source_rejects = 3
+    results = {h.send(beat(n, agent=agent), source="192.0.2.1") for n in (1, 2, 3) for agent in agents}
+    assert results == {"ok"}  # 150 beats from behind one NAT in one second
 
 
 @settings(max_examples=300, deadline=None)
@@ -198,9 +221,9 @@ def test_master_secret_is_created_private_and_reused(tmp_path: Path) -> None:
 
 def test_config_errors_name_the_key() -> None:
     with pytest.raises(ValueError, match="heartbeat") as caught:
-        parse({"heartbeat": {"listen": "nowhere", "interval": "1ms", "source_rate": 0, "bogus": 1}})
+        parse({"heartbeat": {"listen": "nowhere", "interval": "1ms", "source_rejects": 0, "bogus": 1}})
     text = str(caught.value)
-    for key in ("heartbeat.listen", "heartbeat.interval", "heartbeat.source_rate", "heartbeat.bogus"):
+    for key in ("heartbeat.listen", "heartbeat.interval", "heartbeat.source_rejects", "heartbeat.bogus"):
         assert key in text
 
 

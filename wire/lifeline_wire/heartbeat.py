@@ -30,7 +30,6 @@ constant time (:func:`verify`) and only then decodes the rest (:func:`decode`).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import math
 import re
@@ -57,6 +56,7 @@ _ON_BACKUP: Final = 0x01
 _BACKUP_KNOWN: Final = 0x02
 _BACKUP_READY: Final = 0x04
 _FLAG_BITS: Final = _ON_BACKUP | _BACKUP_KNOWN | _BACKUP_READY
+HEADER_SIZE: Final = _HEADER.size  # the agent id's length byte follows the fixed header
 MIN_SIZE: Final = _HEADER.size + 3 + MAC_SIZE
 # Three identifiers of at most 64 bytes each: anything longer is not a beat.
 MAX_SIZE: Final = _HEADER.size + 3 * (1 + 64) + MAC_SIZE
@@ -96,8 +96,9 @@ class Heartbeat:
     digest: BeatDigest
 
 
-def _mac(key: bytes, signed: bytes | memoryview) -> bytes:
-    return hmac.digest(key, signed, hashlib.sha256)[:MAC_SIZE]
+def mac(key: bytes, signed: bytes | memoryview) -> bytes:
+    """The truncated HMAC-SHA256 of ``signed`` (the digest named by string: OpenSSL's one-shot path)."""
+    return hmac.digest(key, signed, "sha256")[:MAC_SIZE]
 
 
 def _ident(value: str, field: str) -> bytes:
@@ -155,7 +156,7 @@ def encode(beat: Heartbeat, key: bytes) -> bytes:
             layer,
         )
     )
-    return signed + _mac(key, signed)
+    return signed + mac(key, signed)
 
 
 def _finite_ms(seconds: float, field: str) -> int:
@@ -202,7 +203,7 @@ def verify(data: bytes, key: bytes) -> bool:
     """True when the datagram's MAC is ``key``'s (compared in constant time)."""
     if len(data) < MIN_SIZE:
         return False
-    return hmac.compare_digest(_mac(key, memoryview(data)[:-MAC_SIZE]), data[-MAC_SIZE:])
+    return hmac.compare_digest(mac(key, memoryview(data)[:-MAC_SIZE]), data[-MAC_SIZE:])
 
 
 def decode(data: bytes) -> Heartbeat:
