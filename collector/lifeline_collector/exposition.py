@@ -91,6 +91,10 @@ class FleetCollector:
         for result, count in self.collector.heartbeats.receiver.counts.items():
             _add(beats, {"result": result}, float(count))
         yield beats[0]
+        beat_paths = _family(CATALOG["lifeline_collector_heartbeat_paths_total"])
+        for path, count in self.collector.heartbeats.receiver.paths.items():
+            _add(beat_paths, {"path": path}, float(count))
+        yield beat_paths[0]
         engine = self.collector.engine
         names = {rule.name for rule in engine.rules}
         if engine.correlator is not None:

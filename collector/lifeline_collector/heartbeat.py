@@ -200,6 +200,7 @@ class BeatReceiver:
         self.source_rejects = source_rejects
         self.heard_gap = heard_gap
         self.counts: dict[str, int] = dict.fromkeys(RESULTS, 0)
+        self.paths: dict[str, int] = dict.fromkeys(PATHS, 0)  # valid beats by the path they took
         self._agents: dict[bytes, _Agent] = {}  # by the agent id's bytes, as the datagram holds it
         self._window = 0  # the current second of the clock
         self._rejects: dict[str, int] = {}  # source address -> datagrams rejected this second
@@ -291,6 +292,7 @@ class BeatReceiver:
         if newest is not None and counter <= newest:
             return "replay"
         agent.counters[path] = counter
+        self.paths[path] += 1
         if sent_ms > agent.last_sent_ms:
             agent.last_sent_ms = sent_ms
         previous = view.last_beat

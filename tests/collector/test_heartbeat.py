@@ -93,6 +93,7 @@ def test_paths_are_tracked_separately() -> None:
     h.clock.advance(1)
     h.send(beat(2, path="backup", sent=T0 + 1))
     assert h.fleet.agents["pos-12"].beat_paths == {"tunnel": T0, "backup": T0 + 1}
+    assert h.receiver.paths == {"tunnel": 1, "backup": 1, "public": 0}
 
 
 def test_another_agents_key_is_a_bad_mac() -> None:
@@ -261,3 +262,4 @@ async def test_outcomes_are_counted_on_metrics(tmp_path: Path) -> None:
         text = (await client.get("/metrics")).text
     assert 'lifeline_collector_heartbeats_total{result="malformed"} 1.0' in text
     assert 'lifeline_collector_heartbeats_total{result="ok"} 0.0' in text
+    assert 'lifeline_collector_heartbeat_paths_total{path="backup"} 0.0' in text

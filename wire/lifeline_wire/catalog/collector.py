@@ -48,6 +48,12 @@ METRICS: tuple[MetricSpec, ...] = (
         ("result",),
     ),
     MetricSpec(
+        "lifeline_collector_heartbeat_paths_total",
+        "counter",
+        "Valid heartbeats by the path they took (tunnel, backup, public)",
+        ("path",),
+    ),
+    MetricSpec(
         "lifeline_alerts_active",
         "gauge",
         "Alerts currently active by name, site and state (pending, firing)",

@@ -1,0 +1,41 @@
+"""bench/heartbeat.py runs at its smoke-test size and prints its tables.
+
+No timing is asserted: the figures belong in docs/heartbeat.md, not in a test.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+pytestmark = [pytest.mark.system, pytest.mark.slow]
+
+
+def test_heartbeat_bench_prints_its_tables() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "heartbeat.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    out = result.stdout
+    assert "### Collector receiving heartbeats" in out
+    assert "| agents | beats/s sent | collector CPU % | CPU % per 1,000 agents | dropped % |" in out
+    assert re.search(r"^\| 200 +\| 800 +\|", out, re.MULTILINE), out
+    assert "largest fleet measured with < 1 % of beats dropped on one core:" in out
+    assert "### Receiver shapes in one process" in out
+    for shape in ("thread", "asyncio"):
+        assert re.search(rf"^\| {shape} +\| 2,000 +\|", out, re.MULTILINE), out
+    agent = re.search(r"^\| 5 +\| (\d+) +\| (\d+) +\| [0-9.]+ +\|$", out, re.MULTILINE)
+    assert agent is not None, out
+    # 5 s of the tunnel path at 250 ms and a fallback path every second: about 25 datagrams.
+    assert int(agent.group(1)) >= 15
+    assert int(agent.group(2)) == 0
