@@ -94,7 +94,15 @@ class Tuning:
     trend_min_points: int = 10  # one-second bins a trend needs
     trend_min_episodes: int = 3  # separate loss bursts before a loss trend is believed
     trend_hold: float = 2.0  # … and a rising loss trend must hold this long before it counts
-    cad_loss_dead: float = 0.5  # sustained loss at which CAD is assumed lost
+    trend_onset_gap: float = 5.0  # a run of loss begins after this long without a lost packet
+    # A loss trend's slope must stand this many standard errors out of the noise (2 read a steady
+    # 20 % each way as rising in 1 of 30 simulated minutes; a ramp's is clear of 2.5 as soon).
+    trend_sigmas: float = 2.5
+    # Sustained loss in each direction at which CAD is assumed lost (0.5: 75 % of round trips): a
+    # CAD client gives up after ~5 s without an answer, which under loss takes several
+    # retransmissions of one segment lost in a row; at 50 % each way that happens within seconds.
+    cad_loss_dead: float = 0.5
+    level_risk_max: float = 0.7  # a loss level alone (no rising trend) stays below the page band
     cad_outage_dead: float = 5.0  # seconds of total loss at which CAD is assumed lost
     rtt_dead: float = 2.0  # RTT at which CAD sessions freeze (TCP timers fire, RDP stalls)
     wifi_dead_dbm: float = -85.0  # Wi-Fi signal at which the association drops
@@ -386,7 +394,7 @@ def judge_backup_facts(
 ) -> Finding | None:
     findings: list[Finding | None] = []
     if routes is not None and routes.backup_interface and routes.backup_up is False:
-        findings.append(Finding("failed", f"{HOTSPOT_OFF} ({routes.backup_interface} down)"))
+        findings.append(Finding("failed", f"{HOTSPOT_OFF}: {routes.backup_interface} down"))
     if cellular is not None:
         if cellular.connected is False:
             findings.append(Finding("failed", "hotspot not ready: hotspot has no mobile connection"))

@@ -390,6 +390,7 @@ class HealthModel:
                 wifi_history=tuple(self._wifi_history),
                 cellular=cellular,
                 on_backup=on_backup,
+                home=[] if on_backup else self._home_series(by_layer, now, path),
             ),
             th,
             tu,
@@ -855,6 +856,18 @@ class HealthModel:
         if on_backup and pick.layer in NETWORK:
             text = f"{text} — running on the backup path"
         return pick.layer, text
+
+    @staticmethod
+    def _home_series(
+        by_layer: dict[str, list[TargetSeries]], now: float, path: list[TargetSeries]
+    ) -> list[TargetSeries]:
+        """The echo probes of the home side on the primary path, unless they are the path."""
+        return [
+            s
+            for layer in ("router", "internet")
+            for s in by_layer[layer]
+            if s.target.kind == "icmp" and s.target.path != "backup" and not s.stale(now) and s not in path
+        ]
 
     def _path_series(self, by_layer: dict[str, list[TargetSeries]], now: float) -> list[TargetSeries]:
         """The targets whose probes travel the way CAD traffic does: the deepest layers probed."""

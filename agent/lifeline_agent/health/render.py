@@ -18,13 +18,25 @@ HEADLINES = {"ok": "OK", "degraded": "DEGRADED", "failed": "FAILING"}
 
 
 def time_words(seconds: float) -> str:
+    """A time left, rounded as a person says it: "a few seconds", "about 25 s", "about 2 min".
+
+    Never "now": a time left is only asked for while there is some (callers say "now" themselves).
+    """
     if not math.isfinite(seconds):
         return "no loss expected"
-    if seconds < 1:
-        return "now"
+    if seconds < 10:
+        return "a few seconds"
+    if seconds < 55:
+        return f"about {5 * round(seconds / 5):.0f} s"
     if seconds < 90:
-        return f"about {seconds:.0f} s"
-    return f"about {seconds / 60:.0f} min"
+        return "about a minute"
+    return f"about {round(seconds / 60):.0f} min"
+
+
+def _why_not_ready(a: Assessment) -> str:
+    """Why the hotspot cannot take over, as a clause ("" when the reason is not known)."""
+    prefix = "hotspot not ready: "
+    return f" ({a.backup_reason.removeprefix(prefix)})" if a.backup_reason.startswith(prefix) else ""
 
 
 def local_warning(a: Assessment) -> str | None:
@@ -36,11 +48,15 @@ def local_warning(a: Assessment) -> str | None:
             "Plug in if you can, or call the floor."
         )
     failing = a.verdict_layer in CHAIN and a.verdict_state == "failed"
-    at_risk = a.risk_band in ("warn", "page")
+    # The band is held for a while after the risk has gone (so it does not flap); with nothing at
+    # risk any more there is nothing to tell the dispatcher ("at risk — stable").
+    at_risk = a.risk_band in ("warn", "page") and a.risk_reason != "stable"
     if not failing and not at_risk:
         return None
     if failing:
         lead, what = "Your CAD connection is failing", a.verdict
+    elif math.isfinite(a.time_to_loss) and a.time_to_loss < 1:
+        lead, what = "Your CAD connection is failing now", a.risk_reason
     elif math.isfinite(a.time_to_loss):
         lead, what = f"Your CAD connection may fail within {time_words(a.time_to_loss)}", a.risk_reason
     else:
@@ -50,7 +66,7 @@ def local_warning(a: Assessment) -> str | None:
     elif a.backup_ready is True:
         action = "Switch to the hotspot or call the floor."
     elif a.backup_ready is False:
-        action = "The hotspot is not ready either — call the floor now."
+        action = f"The hotspot is not ready either{_why_not_ready(a)} — call the floor now."
     else:
         action = "Switch to your hotspot if you have one, or call the floor."
     return f"{lead} — {what}. {action}"
@@ -80,7 +96,9 @@ def render_status(a: Assessment) -> str:
         headline = HEADLINES.get(a.verdict_state, "UNKNOWN")
     lines = [title, "", f"CAD connection: {headline} — {a.verdict}"]
     risk = f"Risk of losing CAD soon: {a.risk * 100:.0f} %"
-    if math.isfinite(a.time_to_loss):
+    if math.isfinite(a.time_to_loss) and a.time_to_loss < 1:
+        risk += f", being lost now ({a.risk_reason})"
+    elif math.isfinite(a.time_to_loss):
         risk += f", expected within {time_words(a.time_to_loss)} ({a.risk_reason})"
     elif a.risk > 0:
         risk += f" ({a.risk_reason})"

@@ -53,6 +53,9 @@ class RiskInputs:
     wifi_history: Sequence[tuple[float, float]]  # (monotonic time, dBm) of the primary Wi-Fi
     cellular: CellularFacts | None
     on_backup: bool
+    # The home side's probes (router, ISP) when they travel with CAD's packets: loss that starts at
+    # home reaches them as much as the probes to CAD, so they add to the evidence of its trend.
+    home: Sequence[TargetSeries] = ()
 
 
 def ttl_risk(ttl: float, horizon: float) -> float:
@@ -100,6 +103,16 @@ def _outage(inp: RiskInputs, tu: Tuning) -> RiskPart | None:
     return None
 
 
+def each_way(ratio: float) -> float:
+    """The loss in each direction that gives this round-trip loss, if both directions lose alike.
+
+    Impairments act per direction, so a loss that rises evenly in each direction compounds into a
+    round-trip loss that rises fast at first and slowly later: a straight line through the round
+    trip over-states how soon it gets worse. Trends are fitted, and CAD's limit set, per direction.
+    """
+    return 1.0 - math.sqrt(max(0.0, 1.0 - min(1.0, ratio)))
+
+
 def _loss(inp: RiskInputs, th: Thresholds, tu: Tuning, held: Held) -> list[RiskPart]:
     now, dead = inp.now, tu.cad_loss_dead
     window = loss_view(inp.path, now - tu.trend_window)
@@ -108,35 +121,65 @@ def _loss(inp: RiskInputs, th: Thresholds, tu: Tuning, held: Held) -> list[RiskP
     sustained = window.sustained(tu.min_loss_rounds, tu.min_loss_episodes, tu.spike_max)
     if sustained and recent.sent:
         level = recent.ratio
-        if level >= dead:
-            parts.append(RiskPart(1.0, 0.0, f"the path to CAD is losing {pct(level)} of packets"))
+        words = f"the path to CAD is losing {pct(level)} of packets"
+        if each_way(level) >= dead:
+            parts.append(RiskPart(1.0, 0.0, words))
         elif level > 0:
-            parts.append(RiskPart(level / dead, INF, f"the path to CAD is losing {pct(level)} of packets"))
+            # A loss level that holds is a quality problem CAD rides out (its retransmissions get
+            # through): worth a warning, never a page that claims CAD will be lost.
+            parts.append(RiskPart(min(each_way(level) / dead, tu.level_risk_max), INF, words))
     # The trend is fitted on the seconds in which something came back: a second in which nothing
     # did is an outage, judged by its length (``_outage``), and a two-second blackout at the end of
     # the window would otherwise read as loss climbing to 100 % (a ramp loses *some* packets first).
-    bins = [b for b in loss_bins(inp.path, now - tu.trend_window, now) if b[1] < 1.0]
-    line = fit(bins)
+    sources = list(inp.path)
+    home = loss_view(inp.home, now - tu.trend_window)
+    if home.sent and window.sent and home.ratio >= 0.5 * window.ratio:
+        sources += inp.home  # the loss is the home side's: every probe sees it alike
+    bins = [b for b in loss_bins(sources, now - tu.trend_window, now) if b[1] < 1.0]
+    # A step is not a ramp: loss that starts at some level and stays there fills the window with
+    # lossy seconds after lossless ones, which a line through both reads as "rising" (a steady
+    # 10 % each way read "rising (21–27 %, +0.9 %/s)" and paged). The trend is fitted on the
+    # seconds since this run of loss began.
+    bins = bins[_onset(bins, tu.trend_onset_gap) :]
+    line = fit([(age, each_way(ratio), weight) for age, ratio, weight in bins])
     trend = (
         line is not None
         and window.sustained(tu.min_loss_rounds, tu.trend_min_episodes, tu.spike_max)
-        and line.rising(tu.trend_min_points)
-        and line.level >= th.loss_degraded
+        and line.rising(tu.trend_min_points, tu.trend_sigmas)
+        and line.level >= each_way(th.loss_degraded)
     )
     # One evaluation's fit over a burst is not a trend (the loss-spikes scenario paged "rising"
     # from a single evaluation in a 3 s burst): the rise must show for ``trend_hold`` first.
     trend_for = held.update("risk:loss_trend", trend, now)
     if line is not None and trend and trend_for >= tu.trend_hold:
         level = min(1.0, line.level)
-        ttl = max(0.0, (dead - level) / line.slope)
+        # The slope of a noisy fit is as likely over- as under-stated; the time is taken from its
+        # lower bound (one standard error), so "within 40 s" errs on the side of coming true.
+        ttl = max(0.0, (dead - level) / (line.slope - line.stderr))
+        round_trip = 1.0 - (1.0 - level) ** 2
+        rising = 2.0 * (1.0 - level) * line.slope  # of the round-trip loss, at this level
         parts.append(
             RiskPart(
                 ttl_risk(ttl, tu.horizon),
                 ttl,
-                f"packet loss on the path to CAD rising ({pct(level)}, +{line.slope * 100:.1f} %/s)",
+                f"packet loss on the path to CAD rising ({pct(round_trip)}, +{rising * 100:.1f} %/s)",
             )
         )
     return parts
+
+
+def _onset(bins: Sequence[tuple[float, float, float]], gap: float) -> int:
+    """Index of the first lossy bin of the current run of loss: the run begins after the last
+    ``gap`` seconds without a lost packet (0 when the run fills the window)."""
+    start = 0
+    previous: float | None = None
+    for index, (age, ratio, _weight) in enumerate(bins):
+        if ratio <= 0:
+            continue
+        if previous is None or age - previous > gap:
+            start = index
+        previous = age
+    return start
 
 
 def _rtt(inp: RiskInputs, th: Thresholds, tu: Tuning) -> RiskPart | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,41 +19,66 @@ from lifeline_agent.health.risk import RiskInputs, RiskPart, _loss, combine, ttl
 from lifeline_agent.health.series import TargetSeries
 from lifeline_agent.probes.stats import mos
 
+from .conftest import laptop_vpn_targets
+
 Position = Any
-CAD_LOST_LOSS = 0.60  # the loss at which the test counts CAD as lost
+# The loss in each direction at which the test counts CAD as lost: where the lab's CAD simulator
+# lost its session in loss-ramp-total (49.4 s into a 90 s ramp of each direction to 100 %).
+CAD_LOST_EACH_WAY = 0.55
 
 
-def _ramp(pos: Position, seconds: int = 90) -> list[tuple[float, Any]]:
-    """Loss at the ISP rising linearly from 0 to 100 % over ``seconds``, one evaluation a second."""
+def lab_like_targets() -> list[Target]:
+    """The lab's echo bursts (deploy/agent.example.toml's): 3 to the router, 5 to the ISP's host,
+    3 to the CAD host; one echo elsewhere."""
+    counts = {"gw": 3, "isp": 5, "cad-ping": 3}
+    return [replace(t, count=counts.get(t.name, t.count), spacing=0.02) for t in laptop_vpn_targets()]
+
+
+def _ramp(pos: Position, seconds: int = 90, layer: str = "internet") -> list[tuple[float, Any]]:
+    """Loss at ``layer`` rising linearly in each direction from 0 to 100 % over ``seconds`` (the
+    lab's loss-ramp-total), one evaluation a second; pairs of (loss each way, assessment)."""
     out = []
     for t in range(1, seconds + 1):
-        loss = t / seconds
-        pos.cond("internet").loss = loss
-        out.append((loss, pos.second()))
+        each_way = t / seconds
+        pos.cond(layer).loss = 1.0 - (1.0 - each_way) ** 2
+        out.append((each_way, pos.second()))
     return out
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
-def test_gradual_ramp_warns_30_s_before_cad_is_lost(position: Callable[..., Position], seed: int) -> None:
-    pos = position(seed=seed, settle=60)
-    ramp = _ramp(pos)
-    warned = next(i for i, (_, a) in enumerate(ramp) if a.risk_band in ("warn", "page"))
-    lost = next(i for i, (loss, _) in enumerate(ramp) if loss >= CAD_LOST_LOSS)
-    assert lost - warned >= 30, (warned, lost)
-    first = ramp[warned][1]
-    assert math.isfinite(first.time_to_loss)
-    assert first.time_to_loss < 90
-    assert first.warning is not None
-    assert first.warning.startswith("Your CAD connection may fail within about")
-    assert ramp[lost][1].risk_band == "page"
+def _claim_margin(ttl: float) -> float:
+    """How late CAD may be lost and "within T" still count as having come true (bench/detection.py)."""
+    return ttl / 2 + 10.0
+
+
+def test_gradual_ramp_warns_30_s_before_cad_is_lost(position: Callable[..., Position]) -> None:
+    """The first prediction comes a median 30 s ahead of the loss, and every one comes true."""
+    leads = []
+    for seed in range(1, 9):
+        pos = position(lab_like_targets(), seed=seed, settle=60)
+        ramp = _ramp(pos, layer="link")
+        warned = next(
+            i
+            for i, (_, a) in enumerate(ramp)
+            if a.risk_band in ("warn", "page") and math.isfinite(a.time_to_loss)
+        )
+        lost = next(i for i, (loss, _) in enumerate(ramp) if loss >= CAD_LOST_EACH_WAY)
+        first = ramp[warned][1]
+        leads.append(lost - warned)
+        assert lost - warned <= first.time_to_loss + _claim_margin(first.time_to_loss), (seed, warned, first)
+        assert first.time_to_loss < 90
+        assert first.warning is not None
+        assert first.warning.startswith("Your CAD connection may fail within about")
+        assert ramp[lost][1].risk_band == "page"
+    assert statistics.median(leads) >= 30, leads
+    assert min(leads) >= 20, leads
 
 
 def test_time_to_loss_shrinks_as_the_ramp_proceeds(position: Callable[..., Position]) -> None:
-    pos = position(seed=11, settle=60)
-    ramp = _ramp(pos)
+    pos = position(lab_like_targets(), seed=11, settle=60)
+    ramp = _ramp(pos, layer="link")
     ttl = [a.time_to_loss for _, a in ramp]
     warned = next(i for i, (_, a) in enumerate(ramp) if a.risk_band == "warn")
-    lost = next(i for i, (loss, _) in enumerate(ramp) if loss >= CAD_LOST_LOSS)
+    lost = next(i for i, (loss, _) in enumerate(ramp) if loss >= CAD_LOST_EACH_WAY)
     early = [t for t in ttl[warned : warned + 5] if math.isfinite(t)]
     middle = [t for t in ttl[warned + 10 : warned + 15] if math.isfinite(t)]
     assert early
@@ -59,6 +86,25 @@ def test_time_to_loss_shrinks_as_the_ramp_proceeds(position: Callable[..., Posit
     assert sum(middle) / len(middle) < sum(early) / len(early)
     assert ttl[lost] <= 5.0
     assert ttl[-1] == 0.0
+
+
+@pytest.mark.parametrize("each_way", [0.05, 0.10, 0.20])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_steady_moderate_loss_predicts_no_loss_of_cad(
+    position: Callable[..., Position], each_way: float, seed: int
+) -> None:
+    """5, 10 or 20 % each way from one second to the next, held for 90 s: CAD rides it out, so
+    nothing may claim a time CAD will be lost — while the window fills, the lossless seconds
+    before the step and the lossy ones after it are not a rising trend (a steady 10 % each way
+    read "rising (21–27 %, +0.9 %/s)" and paged "will likely lose CAD within 29–32 s")."""
+    pos = position(seed=seed)
+    pos.cond("internet").loss = 1.0 - (1.0 - each_way) ** 2
+    run = pos.run(90)
+    assert all(not math.isfinite(a.time_to_loss) for a in run), [
+        (i, a.time_to_loss, a.risk_reason) for i, a in enumerate(run) if math.isfinite(a.time_to_loss)
+    ]
+    assert all(a.risk_band != "page" for a in run)
+    assert all("rising" not in a.risk_reason for a in run)
 
 
 def test_a_stable_position_expects_no_loss(position: Callable[..., Position]) -> None:
@@ -229,9 +275,9 @@ def test_single_echo_path_is_supported(position: Callable[..., Position]) -> Non
 
 
 def _rising_loss_series(now: float, seconds: int = 30) -> TargetSeries:
-    """A CAD echo target, 5 echoes a second, losing more every second: 0 → ~40 % over ``seconds``,
+    """A CAD echo target, 5 echoes a second, losing more every second: 0 → ~60 % over ``seconds``,
     with an answered round between the lossy ones (separate loss episodes)."""
-    losses = [0 if i % 3 == 0 else round(2.0 * i / seconds) for i in range(seconds)]
+    losses = [0 if i % 3 == 0 else round(3.0 * i / seconds) for i in range(seconds)]
     return series_of(losses, 5, start=now - seconds + 1)
 
 
