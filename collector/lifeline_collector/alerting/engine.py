@@ -169,10 +169,6 @@ class AlertEngine:
         """Silences that began or ended, repeats, escalation and keep-alive resends."""
         self.notifications.tick(self.clock.now())
 
-    def resend_due(self) -> None:
-        """Kept for callers of the first slice: the tick now does resends along with the rest."""
-        self.tick()
-
     def active(self) -> list[Alert]:
         return self.states.active()
 
