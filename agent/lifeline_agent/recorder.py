@@ -135,8 +135,8 @@ class Recorder:
         with self._lock:
             gone = self._groups.get(group, set()) - keys
             self._groups[group] = keys
-        for name, labels in gone:
-            self.forget(name, dict(labels))
+        for name, label_pairs in gone:
+            self.forget(name, dict(label_pairs))
 
     def forget(self, name: str, labels: Mapping[str, str]) -> None:
         """Drop a series from /metrics (e.g. the RTT of a target that stopped answering)."""

@@ -514,6 +514,7 @@ class AgentService:
             values[series_key("lifeline_agent_spool_batches", {})] = float(spool.depth())
             values[series_key("lifeline_agent_spool_bytes", {})] = float(spool.size_bytes())
             values[series_key("lifeline_agent_spool_dropped_batches_total", {})] = float(spool.dropped)
+            values[series_key("lifeline_agent_spool_unreadable_batches", {})] = float(spool.unreadable)
         if self.shipper is not None:
             stats = self.shipper.stats
             values[series_key("lifeline_agent_batches_sent_total", {})] = float(stats.sent)

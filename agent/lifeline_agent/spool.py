@@ -84,6 +84,10 @@ class Spool(Protocol):
     def dropped(self) -> int:
         """Batches dropped because of the size or age bound since this spool was opened."""
 
+    @property
+    def unreadable(self) -> int:
+        """Batches set aside since this spool was opened because they no longer decode."""
+
     def close(self) -> None: ...
 
 
@@ -672,6 +676,10 @@ class MemorySpool:
     @property
     def dropped(self) -> int:
         return self._bound.dropped
+
+    @property
+    def unreadable(self) -> int:
+        return 0  # batches are kept decoded: nothing to read back
 
     def close(self) -> None:
         pass

@@ -22,6 +22,7 @@ NOT_CHARTED = {
     "lifeline_probe_duration_seconds": "wall time of a probe round: a debugging aid, shown by probe-once",
     "lifeline_probe_packets_sent_total": "charted through the loss recording rule",
     "lifeline_probe_packets_received_total": "charted through the loss recording rule",
+    "lifeline_agent_spool_unreadable_batches": "0 unless an upgrade tightened the contract; the agent logs it",
 }
 
 

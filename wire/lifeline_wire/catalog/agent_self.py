@@ -16,6 +16,13 @@ METRICS = (
         (),
     ),
     MetricSpec(
+        "lifeline_agent_spool_unreadable_batches",
+        "gauge",
+        "Batches set aside since the agent started because it cannot decode them any more (kept in "
+        "the spool file's unreadable table, not sent)",
+        (),
+    ),
+    MetricSpec(
         "lifeline_agent_batches_sent_total",
         "counter",
         "Batches the collector acknowledged (accepted or duplicate) since the agent started",
