@@ -107,7 +107,7 @@ def test_holds_and_lead_are_the_collectors_defaults() -> None:
         # for the fleet window once fewer positions remain.
         extra = defaults.fleet_window if rule["alert"] == "FleetIncident" else 0.0
         assert rule.get("keep_firing_for") == f"{defaults.resolve_hold + extra:.0f}s", rule["alert"]
-    assert rules["FailoverNotReady"]["for"] == f"{DEFAULT_HOLDS['FailoverNotReady'] / 60:.0f}m"
+    assert rules["FailoverNotReady"]["for"] == f"{DEFAULT_HOLDS['FailoverNotReady']:.0f}s"
     for name in ("CadAtRisk", "PositionLayerFailed", "FleetIncident"):
         assert DEFAULT_HOLDS[name] == 0.0
         assert all("for" not in r for r in alert_rules() if r["alert"] == name), name

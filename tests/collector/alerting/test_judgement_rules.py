@@ -312,13 +312,13 @@ def test_failover_not_ready_waits_for_its_hold(scene: Scene) -> None:
     position = scene.position("5")
 
     def backup_failed() -> None:
-        clock.advance(10)
+        clock.advance(1)
         layer_failed(position, "backup", "backup path (hotspot) not ready — primary fine", ready=0.0)
         service.tick()
 
-    for _ in range(6):
+    for _ in range(5):
         backup_failed()
-    # 50 s held: still pending (default for = 1 m, low urgency)
+    # 4 s held: still pending (default for = 5 s on top of the agent's own fail hold)
     assert states(service) == {("FailoverNotReady", "pos-5"): "pending"}
     assert rec.delivered == []
     backup_failed()
