@@ -60,7 +60,9 @@ class StoreSection:
 DEFAULT_HOLDS: dict[str, float] = {
     "CadAtRisk": 0.0,
     "PositionLayerFailed": 0.0,  # a hard cut pages on the agent's priority batch
-    "FailoverNotReady": 60.0,  # low urgency: a hotspot briefly out of reach is not news
+    # The agent holds the backup failed for its fail hold already; a hotspot without internet for a
+    # minute is news while it lasts (a 1 min hold never warned during a 60 s outage).
+    "FailoverNotReady": 5.0,
     "FleetIncident": 0.0,
 }
 
