@@ -16,7 +16,11 @@ Prometheus and Alertmanager; the CAD simulator's log is the ground truth of when
 Figures (nothing is asserted; docs/benchmarks.md quotes the table):
 
 - detection latency: hard cuts (scenarios that expect a page and a CAD loss, not the ramp):
-  the scenario's first step → the first critical notification at the webhook;
+  the scenario's first step → the first critical notification at the webhook; the total cut
+  (total-cut: broadband and LTE blackholed, no path out of the house) also on its own row, where
+  only silence can tell (heartbeats for Lifeline);
+- incidents per outage: distinct critical alerts (label sets) notified in a scenario that expects
+  a page — one outage should be one incident;
 - lead time: the gradual scenario (loss-ramp-total): the first notification → the CAD
   simulator's "lost"; negative when the notification came after;
 - false pages: benign scenarios (``[expect] page = false``): critical notifications;
@@ -66,6 +70,7 @@ from lifeline_lab.topology import Lab
 
 QUICK = ("cad-server-down", "loss-spikes-survived")
 GRADUAL = ("loss-ramp-total",)
+TOTAL_CUT = ("total-cut",)  # no path out of the house: only the collector can notice
 AGENT_LAYER = {"isp": "internet"}  # scenario layer names → the agent's layer names
 NETLINK_KINDS = ("cable-pull", "link-down", "power-off")
 SETTLE = 45.0  # after a scenario: time for late notifications and for every alert to resolve
@@ -308,6 +313,56 @@ def report(runs: Sequence[Run], settings: ConventionalSettings, interval: float,
             "",
         )
     )
+    total = [r for r in hard if r.name in TOTAL_CUT]
+    if total:
+
+        def cut_latencies(which: str) -> tuple[list[float], int]:
+            found = [r.first_page(getattr(r, which), r.cut_at) for r in total]
+            return [v for v in found if v is not None], sum(v is None for v in found)
+
+        tl, tl_missed = cut_latencies("lifeline")
+        tc, tc_missed = cut_latencies("conventional")
+        ahead = sum(
+            1
+            for r in total
+            if r.cad_lost
+            and (first := r.first_page(r.lifeline, r.cut_at)) is not None
+            and r.cut_at + first < r.cad_lost[0]
+        )
+        rows.append(
+            (
+                "total cut (no path out of the house) → page",
+                "p95 ≤ 3 s, before CAD lost",
+                spread(tl, tl_missed) + f"; before CAD lost in {ahead} of {len(total)}",
+                spread(tc, tc_missed),
+                "yes" if tl and not tl_missed and pct(tl, 95) <= 3.0 and ahead == len(total) else "no",
+            )
+        )
+
+    def incidents(which: str) -> list[int]:
+        return [
+            len(
+                {
+                    tuple(sorted(n.labels.items()))
+                    for n in getattr(r, which)
+                    if n.status == "firing" and n.severity == "critical"
+                }
+            )
+            for r in runs
+            if r.expect.page
+        ]
+
+    ll_inc, cv_inc = incidents("lifeline"), incidents("conventional")
+    if ll_inc:
+        rows.append(
+            (
+                "incidents per outage (critical alerts per paging scenario run)",
+                "1",
+                f"mean {statistics.mean(ll_inc):.1f}, max {max(ll_inc)} (n={len(ll_inc)})",
+                f"mean {statistics.mean(cv_inc):.1f}, max {max(cv_inc)} (n={len(cv_inc)})",
+                "yes" if max(ll_inc) == 1 and min(ll_inc) == 1 else "no",
+            )
+        )
     ll_lead, cv_lead = leads("lifeline"), leads("conventional")
 
     def median(values: list[float], of: int) -> str:

@@ -219,6 +219,9 @@ class Collector:
                 self.check_silence()
             except StoreError as exc:
                 log.error("silence check skipped: %s", exc)
+            except Exception:  # as the tick: finding silence for everyone must outlive any bug
+                log.exception("silence check failed (it goes on)")
+                await asyncio.sleep(1.0)  # not a log line every 0.2 s while it keeps failing
 
     # --- operators: silences and acknowledgements ----------------------------------------------
 

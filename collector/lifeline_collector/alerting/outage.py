@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from lifeline_collector.alerting.health import FAILED_TEXT, read_health
+from lifeline_collector.alerting.health import FAILED_TEXT, layer_of, read_health
 from lifeline_collector.alerting.heard import last_heard
 from lifeline_collector.alerting.model import Alert, AlertState, Finding, fingerprint
 from lifeline_collector.alerting.state import AlertStates
@@ -70,6 +70,23 @@ def data_time(agent: AgentView) -> float | None:
     return newest / 1000 - (agent.clock_offset or 0.0)
 
 
+def recovering(agent: AgentView, finding: Finding, since: float) -> bool:
+    """Whether what ``finding`` says failed answers again since ``since``: a probe of its layer (of
+    its CAD target) succeeded — the agent holds a layer failed a few rounds after it recovers."""
+    labels = finding.labels
+    name = labels.get("alertname")
+    if name == "CadTargetUnreachable":
+        target = labels.get("target", "")
+        probes = [s for s in agent.named("lifeline_probe_success") if s.labels.get("target") == target]
+    elif name == "PositionLayerFailed":
+        layer = labels.get("layer", "")
+        probes = [s for s in agent.named("lifeline_probe_success") if layer_of(s.labels) == layer]
+    else:
+        return False
+    offset = agent.clock_offset or 0.0
+    return any(s.value == 1 and s.ts_ms / 1000 - offset >= since for s in probes)
+
+
 def _clock(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%H:%M:%S")
 
@@ -96,11 +113,13 @@ class Outage:
         return self.cut_off + current
 
     def story_text(self, now: float) -> str:
-        parts = [f"{text} from {_clock(since)}" for since, text in sorted(self.story.values())]
-        if self.backup and (parts or self.was_silent):
+        """What the outage did, once its data said something ("" until then)."""
+        told = sorted(enumerate(self.story.values()), key=lambda item: (item[1][0], item[0]))
+        parts = [f"{text} from {_clock(since)}" for _index, (since, text) in told]
+        if not parts and self.heard_again_at is None:
+            return ""  # the page's own sentence says all that is known
+        if self.backup:
             parts.append(self.backup)
-        if not parts and not self.was_silent:
-            return ""
         body = "; ".join(parts) if parts else "nothing reported yet"
         head = f"cut off {self.silent_seconds(now):.0f} s: " if self.was_silent else ""
         return f"{head}{body} (UTC)" if parts and any(self.story) else f"{head}{body}"
@@ -161,15 +180,18 @@ class Outages:
             and outage.heard_again_at is not None
             and now - outage.heard_again_at >= self.settle
             and (data_time(agent) or now) >= outage.heard_again_at
+            and not all(recovering(agent, f, outage.heard_again_at) for f in mine)
         ):
-            # Heard again long enough, with data from after its return: what still fails is a
-            # state of its own and pages as usual; the silence resolves with its story.
+            # Heard again long enough, with data from after its return, and not recovering (its
+            # probes still fail): what still fails is a state of its own and pages as usual; the
+            # silence resolves with its story.
             self._close(scope, now)
             return others + mine
         if not mine:
             return others  # nothing holds: the lead resolves (after the resolve hold)
         kept = self._kept_warnings(scope, findings)
-        best = min(mine, key=_rank)
+        # The sentence comes from what holds fully (a CAD target failing one round is not yet news).
+        best = min([f for f in mine if f.firing] or mine, key=_rank)
         annotations = self._annotations(outage, agent, best, silent, now)
         lead = Finding(scope=scope, labels=outage.labels, annotations=annotations, firing=True)
         return [*others, *kept, lead]
@@ -211,7 +233,8 @@ class Outages:
             outage.story[cause] = (when, FAILED_TEXT.get(cause) or health.verdict)
         if health.state("cad") == "failed" and "cad-lost" not in outage.story and cause != "cad":
             outage.story["cad-lost"] = (when, "CAD lost")
-        outage.backup = health.backup_phrase()
+        if outage.heard_again_at is None or when < outage.heard_again_at:
+            outage.backup = health.backup_phrase()  # as it was during the outage, not after
 
     def _kept_warnings(self, scope: str, findings: list[Finding]) -> list[Finding]:
         """A CadAtRisk warning already out stays open while the outage is (it is inhibited by the
@@ -231,9 +254,10 @@ class Outages:
         back = not silent and outage.heard_again_at is not None
         if back and best.labels.get("alertname") != SILENT:
             # Heard again: what the findings say may be the backlog of the outage, not the present.
+            told = story.partition(": ")[2] if story.startswith("cut off ") else story
             notes["summary"] = (
                 f"{agent.display_name} is heard again after {outage.silent_seconds(now):.0f} s cut off"
-                f" — {story or 'catching up'}."
+                f" — {told or 'catching up'}."
             )
         if story:
             notes["story"] = story

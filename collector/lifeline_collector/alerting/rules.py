@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
+from lifeline_collector.alerting.health import read_health
 from lifeline_collector.alerting.heard import SilencePolicy, last_heard
 from lifeline_collector.alerting.model import Finding
 from lifeline_collector.fleet import AgentView
@@ -71,7 +72,10 @@ def cad_failures(agent: AgentView) -> dict[str, tuple[int, str]]:
 
 
 class CadTargetUnreachable:
-    """A CAD target failing: pending from the first failed round, firing at ``failures`` rounds."""
+    """A CAD target failing: pending from the first failed round, firing at ``failures`` rounds —
+    unless the agent judges its CAD layer and does not call it failed: then the failed rounds are
+    loss the CAD session rides out (4 s of 40 % loss fails a TCP connect four times in a row one
+    time in six), and a real loss of CAD pages as ``PositionLayerFailed`` with its cause."""
 
     name = "CadTargetUnreachable"
 
@@ -80,7 +84,12 @@ class CadTargetUnreachable:
         self.public_url = public_url
 
     def evaluate(self, agent: AgentView, now: float) -> Iterator[Finding]:
-        for target, (count, kind) in sorted(cad_failures(agent).items()):
+        failing = sorted(cad_failures(agent).items())
+        if not any(count >= 1 for _target, (count, _kind) in failing):
+            return
+        judged = read_health(agent)
+        cad_fine = bool(judged.layers) and judged.state("cad") != "failed"
+        for target, (count, kind) in failing:
             if count < 1:
                 continue
             labels = agent_labels(agent, self.name, "critical")
@@ -100,7 +109,7 @@ class CadTargetUnreachable:
                     ),
                     "link": position_link(self.public_url, agent),
                 },
-                firing=count >= self.failures,
+                firing=count >= self.failures and not cad_fine,
             )
 
 
