@@ -98,7 +98,7 @@ async def position_endpoint(request: Request) -> Response:
             "site": agent.site,
             "position": agent.position,
             "name": agent.display_name,
-            "up": silence is not None and silence < service.config.alerting.silent_after,
+            "up": service.position_silent.policy.up(agent, now),
             "last_seen": None if agent.last_seen is None else rfc3339(agent.last_seen),
             "silent_for_seconds": None if silence is None else round(silence, 3),
             "clock_offset_seconds": agent.clock_offset,

@@ -41,14 +41,14 @@ class FleetCollector:
     def collect(self) -> Iterator[Metric]:
         service = self.collector
         now = service.clock.now()
-        silent_after = service.config.alerting.silent_after
+        policy = service.position_silent.policy
         stale_after = service.config.exposition.stale_after
         own = {name: _family(CATALOG[name]) for name in _OWN_AGENT_METRICS}
         families: dict[str, tuple[Metric, str]] = {}
         for agent in sorted(service.fleet.agents.values(), key=lambda a: a.id):
             base = {"agent": agent.id, "site": agent.site}
             silence = None if agent.last_seen is None else now - agent.last_seen
-            up = silence is not None and silence < silent_after
+            up = policy.up(agent, now)  # heartbeats or batches, as PositionSilent judges silence
             _add(own["lifeline_agent_up"], base, 1.0 if up else 0.0)
             _add(own["lifeline_agent_sequence_gaps_total"], base, float(agent.seq.jumps))
             _add(own["lifeline_agent_sequence_missing_batches"], base, float(agent.seq.missing))

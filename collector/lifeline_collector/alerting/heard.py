@@ -46,6 +46,11 @@ class SilencePolicy:
         deadline = self.deadline(agent)
         return deadline is not None and now >= deadline
 
+    def up(self, agent: AgentView, now: float) -> bool:
+        """Heard within its threshold (a fact for ``lifeline_agent_up``: no restart grace)."""
+        heard = last_heard(agent)
+        return heard is not None and now - heard < self.threshold(agent)
+
     def silent_for(self, agent: AgentView, now: float) -> float | None:
         """Seconds since the agent was last heard, if it counts as silent now; else None."""
         heard = last_heard(agent)
