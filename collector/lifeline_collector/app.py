@@ -177,7 +177,7 @@ def create_app(config: CollectorConfig, *, clock: Clock | None = None, ticker: b
     app.state.collector = service
     # Requests that arrive together share one commit; their agents' alerts are judged right after it.
     app.state.committer = ingest.GroupCommit(
-        service.ingestor, lambda stored: service.engine.evaluate(_latest_views(stored))
+        service.ingestor, lambda stored: service.evaluate_reported(_latest_views(stored))
     )
     app.state.admin_guard = alerts_api.AdminGuard(
         config.api.admin_token_hash, config.api.lockout_after, config.api.lockout_for

@@ -154,7 +154,11 @@ def _store(section: Section) -> StoreSection:
 def _alerting(section: Section) -> AlertingSection:
     cad_failures = section.integer("cad_failures", 4, min=1, max=1000)
     silent_after = section.duration("silent_after", 15.0, min=1.0, max=86400.0)
-    heartbeat_silent_after = section.duration("heartbeat_silent_after", 2.5, min=0.5, max=3600.0)
+    # Beats are never judged more slowly than batches: an explicit longer value is an error, the
+    # default follows a silent_after set below it.
+    heartbeat_silent_after = section.duration(
+        "heartbeat_silent_after", min(2.5, silent_after), min=0.5, max=3600.0
+    )
     if heartbeat_silent_after > silent_after:
         section.error("heartbeat_silent_after", f"must not be longer than silent_after ({silent_after:g}s)")
     silence_check_interval = section.duration("silence_check_interval", 0.2, min=0.05, max=10.0)

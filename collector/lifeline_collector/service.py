@@ -20,7 +20,7 @@ from lifeline_collector.alerting.state import Change
 from lifeline_collector.clock import Clock, SystemClock
 from lifeline_collector.config import CollectorConfig, split_listen
 from lifeline_collector.errors import StoreError
-from lifeline_collector.fleet import Fleet
+from lifeline_collector.fleet import AgentView, Fleet
 from lifeline_collector.heartbeat import Heartbeats, listen_address
 from lifeline_collector.ingest import Ingestor
 from lifeline_collector.notify import REGISTRY, Notifier, NotifyContext
@@ -139,8 +139,8 @@ class Collector:
             self._silence_task.cancel()
             await asyncio.gather(self._silence_task, return_exceptions=True)
             self._silence_task = None
-        self._loop = None
         self.heartbeats.stop()
+        self._loop = None  # the receiver thread is gone: nothing calls ``heard`` any more
         await self.dispatcher.stop()
         if self.remote_writer is not None:
             await self.remote_writer.drain()
@@ -149,9 +149,14 @@ class Collector:
     def ingest(self, agent: AgentRow, envelope: Envelope) -> IngestResponse:
         """Store a request and evaluate that agent's alerts at once (no waiting for the tick)."""
         response, stored = self.ingestor.ingest(agent, envelope)
-        self.engine.evaluate([stored.agent])
-        self.silence.watch(stored.agent)
+        self.evaluate_reported([stored.agent])
         return response
+
+    def evaluate_reported(self, agents: list[AgentView]) -> None:
+        """Judge agents that just reported, and watch their silence from this report."""
+        self.engine.evaluate(agents)
+        for agent in agents:
+            self.silence.watch(agent)
 
     def heard(self, agent_id: str) -> None:
         """A valid heartbeat from ``agent_id`` after a gap (or its first since start). Called from

@@ -18,6 +18,7 @@ from lifeline_collector.app import create_app
 from lifeline_collector.clock import ManualClock
 from lifeline_collector.service import Collector
 from lifeline_wire.heartbeat import BeatDigest
+from lifeline_wire.tomlcfg import ConfigError
 
 BEAT = 0.25
 
@@ -391,3 +392,11 @@ async def test_the_position_detail_shows_the_story(tmp_path: Path, clock: Manual
     (alert,) = detail["alerts"]
     assert alert["labels"]["alertname"] == "PositionSilent"
     assert alert["annotations"]["story"].startswith("cut off 4 s: home internet (ISP) down from ")
+
+
+def test_the_heartbeat_threshold_follows_a_shorter_batch_silence_and_never_exceeds_it(tmp_path: Path) -> None:
+    assert make_config(tmp_path).alerting.heartbeat_silent_after == 2.5
+    assert make_config(tmp_path, alerting={"silent_after": "2s"}).alerting.heartbeat_silent_after == 2.0
+    with pytest.raises(ConfigError) as caught:
+        make_config(tmp_path, alerting={"silent_after": "2s", "heartbeat_silent_after": "5s"})
+    assert "alerting.heartbeat_silent_after: must not be longer than silent_after (2s)" in str(caught.value)
