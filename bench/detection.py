@@ -26,7 +26,12 @@ Figures (nothing is asserted; docs/benchmarks.md quotes the table):
 - false pages: benign scenarios (``[expect] page = false``): critical notifications;
 - verdict: the agent's verdict held longest while the scenario's impairment was on, against its
   ``[expect] layer`` (isp is the agent's internet layer);
-- netlink: the agent's link.changed event for eth0 after a cable pull / link down / power cut.
+- netlink: the agent's link.changed event for eth0 after a cable pull / link down / power cut;
+- predictions: every CadAtRisk notification claims "will likely lose CAD within T" (or "is
+  losing CAD now", T = 0); it came true when the CAD simulator declared CAD lost between 5 s before
+  it and T + ``claim_margin(T)`` after it. Per scenario: claims, claims that came true, the lead of
+  the first true claim; overall precision, recall on the ramps (a true claim before each loss) and
+  the verdict right per run.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import datetime as dt
 import math
 import os
 import platform
+import re
 import secrets
 import statistics
 import sys
@@ -468,6 +474,120 @@ def report(runs: Sequence[Run], settings: ConventionalSettings, interval: float,
     print()
     print("Times are from each scenario's first impairment step. Pages are critical notifications;")
     print("Lifeline's first notice in the ramp may be a CadAtRisk warning or critical.")
+    print()
+    prediction_report(runs)
+
+
+_WITHIN = re.compile(r"within (\d+(?:\.\d+)?) (s|min|h)\b")
+
+
+def claimed_time(summary: str) -> float | None:
+    """The time a CadAtRisk summary says CAD has left (0 for "is losing CAD now"); None if none."""
+    if "is losing CAD now" in summary:
+        return 0.0
+    found = _WITHIN.search(summary)
+    if found is None:
+        return None
+    return float(found.group(1)) * {"s": 1.0, "min": 60.0, "h": 3600.0}[found.group(2)]
+
+
+def claim_margin(seconds: float) -> float:
+    """How late CAD may be lost and "within T" still count as having come true: a prediction from
+    a trend is a forecast, and the CAD client's own patience (5 s) and the agent's one-second
+    evaluations blur the moment; half the time claimed plus 10 s."""
+    return seconds / 2 + 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    at: float
+    seconds: float
+    came_true: bool
+    lead: float | None  # the CAD simulator's loss after the claim, when it came true
+
+
+def claims(r: Run) -> list[Claim]:
+    """Each distinct CadAtRisk claim of a run (a warning and its critical twin sent together with
+    the same words are one claim), judged against the CAD simulator's losses."""
+    out: list[Claim] = []
+    seen: set[tuple[int, str]] = set()
+    for n in sorted(r.lifeline, key=lambda n: n.at):
+        if n.name != "CadAtRisk" or n.status != "firing":
+            continue
+        summary = str(n.annotations.get("summary", ""))
+        key = (round(n.at / 2.0), summary)
+        if key in seen:
+            continue
+        seen.add(key)
+        t = claimed_time(summary)
+        if t is None:
+            continue
+        lost = [x for x in r.cad_lost if n.at - 5.0 <= x <= n.at + t + claim_margin(t)]
+        out.append(Claim(n.at, t, bool(lost), (lost[0] - n.at) if lost else None))
+    return out
+
+
+def prediction_report(runs: Sequence[Run]) -> None:
+    print("### Predictions (CadAtRisk) and verdicts, per scenario")
+    print()
+    print(
+        "| scenario | runs | CAD lost (runs) | claims | came true | lead of the first true claim |"
+        " verdict right |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    total = true = 0
+    ramp_runs = ramp_found = 0
+    leads: list[float] = []
+    verdict_runs = verdict_right = 0
+    for name in dict.fromkeys(r.name for r in runs):
+        group = [r for r in runs if r.name == name]
+        found = [claims(r) for r in group]
+        made = sum(len(c) for c in found)
+        right = sum(1 for c in found for x in c if x.came_true)
+        firsts = [next((x.lead for x in c if x.came_true and x.lead is not None), None) for c in found]
+        these = [v for v in firsts if v is not None]
+        expected = [AGENT_LAYER.get(r.expect.layer, r.expect.layer) for r in group]
+        ok = sum(1 for r, e in zip(group, expected, strict=True) if r.held_verdict() == e)
+        total, true = total + made, true + right
+        verdict_runs, verdict_right = verdict_runs + len(group), verdict_right + ok
+        if name in GRADUAL:
+            for r, c in zip(group, found, strict=True):
+                if r.cad_lost:
+                    ramp_runs += 1
+                    ramp_found += any(x.came_true and x.at < r.cad_lost[0] for x in c)
+            leads += these
+        lead_text = ", ".join(f"{v:.1f} s" for v in these) or "—"
+        print(
+            f"| {name} | {len(group)} | {sum(1 for r in group if r.cad_lost)} | {made} | {right} |"
+            f" {lead_text} | {ok} of {len(group)} |"
+        )
+    print()
+    precision = f"{true / total * 100:.0f} % ({true} of {total})" if total else "no claim made"
+    recall = (
+        f"{ramp_found / ramp_runs * 100:.0f} % ({ramp_found} of {ramp_runs})" if ramp_runs else "no ramp run"
+    )
+    lead = f"{statistics.median(leads):.1f} s (n={len(leads)})" if leads else "—"
+    print("| metric | goal | Lifeline | goal met |")
+    print("|---|---|---|---|")
+    print(
+        f"| precision: CadAtRisk claims that came true | ≥ 90 % | {precision} |"
+        f" {'yes' if total and true / total >= 0.9 else ('no' if total else 'n/a')} |"
+    )
+    print(
+        f"| recall on the ramps: a true claim before CAD was lost | 100 % | {recall} |"
+        f" {'yes' if ramp_runs and ramp_found == ramp_runs else 'no'} |"
+    )
+    print(
+        f"| lead time on the ramps, median | ≥ 30 s | {lead} |"
+        f" {'yes' if leads and statistics.median(leads) >= 30.0 else 'no'} |"
+    )
+    print(
+        f"| verdict names the expected layer | every run | {verdict_right} of {verdict_runs} runs |"
+        f" {'yes' if verdict_right == verdict_runs else 'no'} |"
+    )
+    print()
+    print("A claim came true when the CAD simulator lost CAD between 5 s before it and T + T/2 + 10 s")
+    print("after it; a warning and its critical twin sent together count once.")
 
 
 def _cpu_model() -> str:
