@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-SOURCES = ("power", "wifi", "cellular", "vpn", "routes", "interfaces")
+SOURCES = ("power", "wifi", "cellular", "vpn", "routes", "interfaces", "cad_sessions")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +68,16 @@ class RouteFacts:
     on_backup: bool = False  # the route to CAD runs over the backup interface right now
 
 
-Facts = PowerFacts | WifiFacts | CellularFacts | VpnFacts | RouteFacts
+@dataclass(frozen=True, slots=True)
+class SessionFacts:
+    """The dispatcher's own CAD sessions (TCP_INFO): how they are doing right now."""
+
+    sessions: float = 0  # established sessions to CAD
+    stalled: float = 0  # the most retransmissions in a row of one segment (reset by an ACK)
+    since_ack: float | None = None  # longest wait for an ACK of a session with data in flight, s
+
+
+Facts = PowerFacts | WifiFacts | CellularFacts | VpnFacts | RouteFacts | SessionFacts
 
 # field -> (kind, aliases the sources may use)
 _FIELDS: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
@@ -111,6 +120,11 @@ _FIELDS: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
     },
 }
 _FIELDS["interfaces"] = _FIELDS["routes"]
+_FIELDS["cad_sessions"] = {
+    "sessions": ("number", ()),
+    "stalled": ("number", ()),
+    "since_ack": ("number", ()),
+}
 
 _TYPES: dict[str, type[Facts]] = {
     "power": PowerFacts,
@@ -119,6 +133,7 @@ _TYPES: dict[str, type[Facts]] = {
     "vpn": VpnFacts,
     "routes": RouteFacts,
     "interfaces": RouteFacts,
+    "cad_sessions": SessionFacts,
 }
 
 
@@ -137,6 +152,8 @@ def coerce(source: str, facts: object) -> tuple[Facts | None, tuple[str, ...]]:
         return _from_tunnels(facts)
     if source == "interfaces" and _has(facts, "interfaces"):
         return _from_interfaces(facts)
+    if source == "cad_sessions" and _has(facts, "targets"):
+        return _from_sessions(facts)
     if facts is None or isinstance(facts, str | bytes | int | float):
         return None, (f"{source}: expected a record of facts (got {type(facts).__name__})",)
     values: dict[str, Any] = {}
@@ -215,6 +232,22 @@ def _from_tunnels(state: object) -> tuple[Facts | None, tuple[str, ...]]:
         ),
         problems,
     )
+
+
+def _from_sessions(state: object) -> tuple[Facts | None, tuple[str, ...]]:
+    """The CAD sessions source's per-target facts, taken together: the worst session counts."""
+    sessions = stalled = 0
+    waits: list[float] = []
+    problems: list[str] = []
+    for index, item in enumerate(_items(state, "targets")):
+        record, found = coerce("cad_sessions", {k: _lookup(item, (k,))[1] for k in _FIELDS["cad_sessions"]})
+        problems += [f"targets[{index}].{p.partition('.')[2]}" for p in found]
+        if isinstance(record, SessionFacts):
+            sessions += int(record.sessions)
+            stalled = max(stalled, int(record.stalled))
+            if record.since_ack is not None:
+                waits.append(record.since_ack)
+    return SessionFacts(sessions, stalled, max(waits, default=None)), tuple(problems)
 
 
 def _from_interfaces(state: object) -> tuple[Facts | None, tuple[str, ...]]:

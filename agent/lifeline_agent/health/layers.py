@@ -103,6 +103,9 @@ class Tuning:
     # retransmissions of one segment lost in a row; at 50 % each way that happens within seconds.
     cad_loss_dead: float = 0.5
     level_risk_max: float = 0.7  # a loss level alone (no rising trend) stays below the page band
+    session_answered: float = 1.0  # a CAD session acknowledged within this is getting its answers
+    session_dying: float = 3.5  # … one waiting longer than this is dying (the client gives up at ~5 s)
+    session_fresh: float = 5.0  # CAD session facts older than this say nothing about now
     cad_outage_dead: float = 5.0  # seconds of total loss at which CAD is assumed lost
     rtt_dead: float = 2.0  # RTT at which CAD sessions freeze (TCP timers fire, RDP stalls)
     wifi_dead_dbm: float = -85.0  # Wi-Fi signal at which the association drops

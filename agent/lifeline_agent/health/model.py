@@ -30,6 +30,7 @@ from lifeline_agent.health.facts import (
     Facts,
     PowerFacts,
     RouteFacts,
+    SessionFacts,
     VpnFacts,
     WifiFacts,
     coerce,
@@ -391,6 +392,7 @@ class HealthModel:
                 cellular=cellular,
                 on_backup=on_backup,
                 home=[] if on_backup else self._home_series(by_layer, now, path),
+                session=self._fresh_session(now),
             ),
             th,
             tu,
@@ -856,6 +858,12 @@ class HealthModel:
         if on_backup and pick.layer in NETWORK:
             text = f"{text} — running on the backup path"
         return pick.layer, text
+
+    def _fresh_session(self, now: float) -> SessionFacts | None:
+        entry = self._facts.get("cad_sessions")
+        if entry is None or now - entry[0] > self.tuning.session_fresh:
+            return None
+        return entry[1] if isinstance(entry[1], SessionFacts) else None
 
     @staticmethod
     def _home_series(

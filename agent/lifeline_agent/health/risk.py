@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lifeline_agent.config import Thresholds
-from lifeline_agent.health.facts import CellularFacts, PowerFacts, VpnFacts, WifiFacts
+from lifeline_agent.health.facts import CellularFacts, PowerFacts, SessionFacts, VpnFacts, WifiFacts
 from lifeline_agent.health.hysteresis import Held
 from lifeline_agent.health.layers import Tuning, battery_words, dbm, ms, pct
 from lifeline_agent.health.series import TargetSeries, fit, loss_bins, loss_view, rtt_bins
@@ -56,6 +56,7 @@ class RiskInputs:
     # The home side's probes (router, ISP) when they travel with CAD's packets: loss that starts at
     # home reaches them as much as the probes to CAD, so they add to the evidence of its trend.
     home: Sequence[TargetSeries] = ()
+    session: SessionFacts | None = None  # the CAD sessions' TCP state, when read lately
 
 
 def ttl_risk(ttl: float, horizon: float) -> float:
@@ -75,6 +76,7 @@ def combine(parts: Sequence[RiskPart], tu: Tuning) -> RiskPart:
 def assess(inp: RiskInputs, th: Thresholds, tu: Tuning, held: Held) -> RiskPart:
     parts = [
         _outage(inp, tu),
+        _session(inp, tu),
         *_loss(inp, th, tu, held),
         _rtt(inp, th, tu),
         _quality(inp, th, tu, held),
@@ -122,7 +124,11 @@ def _loss(inp: RiskInputs, th: Thresholds, tu: Tuning, held: Held) -> list[RiskP
     if sustained and recent.sent:
         level = recent.ratio
         words = f"the path to CAD is losing {pct(level)} of packets"
-        if each_way(level) >= dead:
+        if each_way(level) >= dead and _answered(inp.session, tu):
+            # The probes say CAD cannot last, the session itself says it still gets its answers:
+            # a struggling session, not a dying one — no claim that it is being lost now.
+            parts.append(RiskPart(tu.level_risk_max, INF, f"{words} (the CAD session still gets answers)"))
+        elif each_way(level) >= dead:
             parts.append(RiskPart(1.0, 0.0, words))
         elif level > 0:
             # A loss level that holds is a quality problem CAD rides out (its retransmissions get
@@ -166,6 +172,30 @@ def _loss(inp: RiskInputs, th: Thresholds, tu: Tuning, held: Held) -> list[RiskP
             )
         )
     return parts
+
+
+def _answered(session: SessionFacts | None, tu: Tuning) -> bool:
+    """The CAD session demonstrably gets its answers (acknowledgements keep arriving)."""
+    return (
+        session is not None
+        and session.sessions > 0
+        and session.stalled <= 1
+        and (session.since_ack or 0.0) < tu.session_answered
+    )
+
+
+def _session(inp: RiskInputs, tu: Tuning) -> RiskPart | None:
+    """A CAD session that has waited for an acknowledgement longer than TCP's own recovery from a
+    short blackout takes (its timeouts of 0.2 + 0.4 + 0.8 + 1.6 s): dying, whatever the probes say."""
+    s = inp.session
+    if s is None or not s.sessions or s.since_ack is None or s.since_ack < tu.session_dying:
+        return None
+    return RiskPart(
+        1.0,
+        0.0,
+        f"the CAD session has had no answer for {s.since_ack:.0f} s"
+        f" ({s.stalled:.0f} retransmissions in a row)",
+    )
 
 
 def _onset(bins: Sequence[tuple[float, float, float]], gap: float) -> int:

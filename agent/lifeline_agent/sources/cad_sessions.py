@@ -59,6 +59,12 @@ class TcpSession:
     total_retrans: int
     unacked: int
     lost: int = 0
+    # How the session is doing right now, which tells a struggling session from a dying one: the
+    # retransmissions in a row of the oldest unacknowledged segment (tcpi_retransmits; reset by the
+    # next acknowledgement), the retransmission timeout, and the time since an ACK last arrived.
+    retransmits: int = 0
+    rto: float = 0.0  # seconds
+    since_ack: float | None = None  # seconds; None when not reported
 
     @property
     def key(self) -> tuple[str, int, str, int]:
@@ -81,6 +87,10 @@ class CadSessionFacts:
     retransmits: int = 0  # retransmitted segments seen since the agent started (monotonic)
     unacked: int = 0  # segments in flight, summed over sessions
     lost: int = 0
+    stalled: int = 0  # the most retransmissions in a row of one segment, over the sessions
+    rto: float | None = None  # the longest retransmission timeout, seconds
+    # The longest any session with data in flight has gone without an acknowledgement, seconds.
+    since_ack: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +130,14 @@ def session_from_diag(msg: Mapping[str, Any]) -> TcpSession | None:
         total_retrans=int(info["tcpi_total_retrans"]),
         unacked=int(info["tcpi_unacked"]),
         lost=int(info.get("tcpi_lost", 0)),
+        retransmits=int(info.get("tcpi_retransmits", 0)),
+        rto=int(info.get("tcpi_rto", 0)) / 1e6,
+        since_ack=int(info["tcpi_last_ack_recv"]) / 1e3 if "tcpi_last_ack_recv" in info else None,
     )
 
 
 _SS_ADDR = re.compile(r"^(?P<host>\[[^\]]+\]|[^\s]+):(?P<port>\d+|\*)$")
-_SS_FIELD = re.compile(r"\b(rtt|retrans|unacked|lost):(\S+)")
+_SS_FIELD = re.compile(r"\b(rtt|retrans|unacked|lost|rto|lastack):(\S+)")
 
 
 def _split_addr(text: str, where: str) -> tuple[str, int]:
@@ -157,15 +170,19 @@ def parse_ss(text: str) -> list[TcpSession]:
         values = dict(_SS_FIELD.findall(line))
         try:
             rtt, _, rttvar = values.get("rtt", "0/0").partition("/")
-            retrans = values.get("retrans", "0/0").partition("/")[2] or "0"
+            now_retrans, _, retrans = values.get("retrans", "0/0").partition("/")
+            lastack = values.get("lastack")
             out.append(
                 TcpSession(
                     *current,
                     rtt=float(rtt) / 1000.0,
                     rttvar=float(rttvar or 0) / 1000.0,
-                    total_retrans=int(retrans),
+                    total_retrans=int(retrans or "0"),
                     unacked=int(values.get("unacked", "0")),
                     lost=int(values.get("lost", "0")),
+                    retransmits=int(now_retrans or "0"),
+                    rto=float(values.get("rto", "0")) / 1000.0,
+                    since_ack=float(lastack) / 1000.0 if lastack is not None else None,
                 )
             )
         except ValueError as exc:
@@ -207,8 +224,9 @@ INET_DIAG_REQ_V1 = struct.Struct("=BBBB48xII")
 INET_DIAG_MSG_HEAD = struct.Struct("=BBBB")
 INET_DIAG_PORTS = struct.Struct("!HH")
 INET_DIAG_MSG_SIZE = 72
-# tcp_info: unacked @24, lost @32, rtt @68, rttvar @72, total_retrans @100 (all u32).
-TCP_INFO = struct.Struct("=24xI4xI32xII24xI")
+# tcp_info: retransmits @2 (u8); rto @8, unacked @24, lost @32, last_ack_recv @56 (ms), rtt @68,
+# rttvar @72, total_retrans @100 (u32).
+TCP_INFO = struct.Struct("=2xB5xI12xI4xI20xI8xII24xI")
 BC_OP = struct.Struct("=BBH")  # code, yes (jump when true), no (jump when false)
 BC_HOSTCOND = struct.Struct("=BBxxi")  # family, prefix length, port (-1 = any)
 _ANY_PORT = -1
@@ -269,7 +287,7 @@ def session_from_raw(payload: memoryview) -> TcpSession | None:
         return None
     sport, dport = INET_DIAG_PORTS.unpack_from(payload, 4)
     width = 4 if family == socket.AF_INET else 16
-    unacked, lost, rtt, rttvar, total_retrans = TCP_INFO.unpack_from(info)
+    retransmits, rto, unacked, lost, last_ack, rtt, rttvar, total_retrans = TCP_INFO.unpack_from(info)
     return TcpSession(
         src=normalize(socket.inet_ntop(family, bytes(payload[8 : 8 + width]))),
         sport=sport,
@@ -280,6 +298,9 @@ def session_from_raw(payload: memoryview) -> TcpSession | None:
         total_retrans=total_retrans,
         unacked=unacked,
         lost=lost,
+        retransmits=retransmits,
+        rto=rto / 1e6,
+        since_ack=last_ack / 1e3,
     )
 
 
@@ -428,6 +449,7 @@ class CadSessionsSource:
                 before = prev.get(s.key, s.total_retrans if first else 0)
                 self._retrans[target] += max(0, s.total_retrans - before)
             worst = max(found, key=lambda s: s.rtt, default=None)
+            waiting = [s.since_ack for s in found if s.unacked and s.since_ack is not None]
             facts.append(
                 CadSessionFacts(
                     target=target,
@@ -437,6 +459,9 @@ class CadSessionsSource:
                     retransmits=self._retrans[target],
                     unacked=sum(s.unacked for s in found),
                     lost=sum(s.lost for s in found),
+                    stalled=max((s.retransmits for s in found), default=0),
+                    rto=max((s.rto for s in found), default=None),
+                    since_ack=max(waiting, default=None),
                 )
             )
         self._prev_retrans = current

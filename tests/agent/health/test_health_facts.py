@@ -55,7 +55,9 @@ def test_a_bad_field_is_named_and_the_rest_is_kept() -> None:
 def test_unknown_sources_and_non_records_are_problems_not_crashes() -> None:
     assert coerce("bluetooth", {}) == (
         None,
-        ("bluetooth: unknown facts source (known: power, wifi, cellular, vpn, routes, interfaces)",),
+        (
+            "bluetooth: unknown facts source (known: power, wifi, cellular, vpn, routes, interfaces, cad_sessions)",
+        ),
     )
     assert coerce("power", 42) == (None, ("power: expected a record of facts (got int)",))
 

@@ -305,3 +305,35 @@ def test_a_loss_trend_counts_once_it_has_held_for_the_trend_hold() -> None:
     quiet = RiskInputs(now + tu.trend_hold + 2, [], "", "", 0.0, None, None, True, None, (), None, False)
     assert _loss(quiet, th, tu, held) == []
     assert loss_parts(now + tu.trend_hold + 3) == []
+
+
+def test_a_struggling_cad_session_is_not_said_to_be_lost_now(position: Callable[..., Position]) -> None:
+    """Heavy steady loss (52 % each way) that the probes say CAD cannot survive, while the CAD
+    session's own TCP state shows its acknowledgements still arriving: a warning about the loss,
+    not "losing CAD now". Without the session's word the probes' claim stands."""
+    from lifeline_agent.health.facts import SessionFacts
+
+    def worst_claim(session: SessionFacts | None) -> float:
+        pos = position(seed=5)
+        if session is not None:
+            pos.facts["cad_sessions"] = session
+        pos.cond("internet").loss = 1.0 - 0.48**2
+        return min(a.time_to_loss for a in pos.run(40)[10:])
+
+    assert worst_claim(None) == 0.0
+    assert worst_claim(SessionFacts(sessions=1, stalled=1, since_ack=0.3)) == math.inf
+
+
+def test_a_dying_cad_session_is_said_to_be_lost_now(position: Callable[..., Position]) -> None:
+    """No acknowledgement for longer than TCP takes to recover from a short blackout: dying."""
+    from lifeline_agent.health.facts import SessionFacts
+
+    pos = position()
+    pos.facts["cad_sessions"] = SessionFacts(sessions=1, stalled=5, since_ack=4.0)
+    a = pos.run(2)[-1]
+    assert a.time_to_loss == 0.0
+    assert a.risk_reason == "the CAD session has had no answer for 4 s (5 retransmissions in a row)"
+    # Facts that stopped coming say nothing about now.
+    del pos.facts["cad_sessions"]
+    pos.clock.advance(Tuning().session_fresh + 1)
+    assert pos.run(12)[-1].time_to_loss == math.inf

@@ -32,13 +32,28 @@ CAD = {"cad": ({"10.20.0.10"}, 443), "cad-alt": ({"10.20.0.11"}, 0)}
 
 def test_inet_diag_message(fixtures: Path) -> None:
     session = session_from_diag(json.loads((fixtures / "inet_diag_cad.json").read_text()))
-    assert session == TcpSession("192.168.1.50", 48970, "10.20.0.10", 443, 0.086412, 0.0215, 8, 5, 1)
+    assert session == TcpSession(
+        "192.168.1.50", 48970, "10.20.0.10", 443, 0.086412, 0.0215, 8, 5, 1, retransmits=1, rto=0.42
+    )
     assert session_from_diag({"idiag_src": "1.2.3.4", "attrs": []}) is None
 
 
 def test_ss_output(fixtures: Path) -> None:
     sessions = parse_ss((fixtures / "ss_established.txt").read_text())
-    assert sessions[0] == TcpSession("192.168.1.50", 48970, "10.20.0.10", 443, 0.086412, 0.0215, 8, 5, 1)
+    assert sessions[0] == TcpSession(
+        "192.168.1.50",
+        48970,
+        "10.20.0.10",
+        443,
+        0.086412,
+        0.0215,
+        8,
+        5,
+        1,
+        retransmits=1,
+        rto=0.42,
+        since_ack=0.096,
+    )
     assert sessions[1].total_retrans == 0
     assert sessions[1].unacked == 0
     assert (sessions[3].src, sessions[3].dport) == ("::1", 53450)
@@ -87,12 +102,13 @@ def test_recorded_replies_decode_as_pyroute2_decodes_them(fixtures: Path, key: s
 def test_the_kernel_filter_kept_only_the_cad_sessions(fixtures: Path) -> None:
     ours = [session_from_raw(p) for key in ("inet", "inet6") for _, p in _recorded(fixtures, key)]
     assert ours == [
-        TcpSession("192.168.1.50", 52345, "10.20.0.10", 443, 8e-06, 4e-06, 0, 0, 0),
-        # segments lost to an nft drop rule while the dump was taken
-        TcpSession("192.168.1.50", 58255, "10.20.0.10", 443, 2e-05, 1.1e-05, 3, 1, 1),
-        TcpSession("fd20::50", 42185, "fd20::10", 443, 1.5e-05, 8e-06, 0, 0, 0),
+        TcpSession("192.168.1.50", 52345, "10.20.0.10", 443, 8e-06, 4e-06, 0, 0, 0, 0, 0.204, 1.616),
+        # segments lost to an nft drop rule while the dump was taken: the oldest unacknowledged one
+        # retransmitted twice in a row, its timeout backed off from 204 to 816 ms
+        TcpSession("192.168.1.50", 58255, "10.20.0.10", 443, 2e-05, 1.1e-05, 3, 1, 1, 2, 0.816, 1.616),
+        TcpSession("fd20::50", 42185, "fd20::10", 443, 1.5e-05, 8e-06, 0, 0, 0, 0, 0.204, 1.612),
         # a dual-stack IPv6 socket: its IPv4-mapped peer passed the IPv4 condition
-        TcpSession("192.168.1.50", 48603, "10.20.0.11", 8443, 9e-06, 4e-06, 0, 0, 0),
+        TcpSession("192.168.1.50", 48603, "10.20.0.11", 8443, 9e-06, 4e-06, 0, 0, 0, 0, 0.204, 1.612),
     ]
     every = [
         session_from_raw(p)
@@ -158,8 +174,8 @@ def test_retransmits_are_monotonic_across_sessions() -> None:
     readings = [source.read() for _ in snapshots]
     assert replay.asked[0] == [("10.20.0.10", 443)]  # the backend is told which peers to keep
     facts = [r.facts.get("cad") for r in readings]  # type: ignore[union-attr]
-    assert facts[0] == CadSessionFacts("cad", 1, 0.05, 0.01, 0, 0, 0)
-    assert facts[1] == CadSessionFacts("cad", 2, 0.2, 0.01, 5, 3, 0)
+    assert facts[0] == CadSessionFacts("cad", 1, 0.05, 0.01, 0, 0, 0, rto=0.0)
+    assert facts[1] == CadSessionFacts("cad", 2, 0.2, 0.01, 5, 3, 0, rto=0.0)
     assert [f.retransmits for f in facts if f] == [0, 5, 8, 8]
     assert [f.sessions for f in facts if f] == [1, 2, 1, 0]
     assert [e.type for e in readings[3].events] == ["cad.session_lost"]
@@ -292,3 +308,16 @@ def test_one_socket_for_every_read(loopback_sessions: dict[str, int]) -> None:
         assert len(backend.sessions([("127.0.0.1", loopback_sessions["cad"])])) == 1  # opens again
     finally:
         backend.close()
+
+
+def test_a_stalling_session_is_told_from_a_struggling_one() -> None:
+    """The facts carry how each session is doing now: the most retransmissions in a row of one
+    segment, and the longest wait for an acknowledgement of a session with data in flight."""
+    struggling = TcpSession("192.168.1.50", 1000, "10.20.0.10", 443, 0.05, 0.01, 9, 2, 0, 1, 0.3, 0.2)
+    stalling = TcpSession("192.168.1.50", 1001, "10.20.0.10", 443, 0.05, 0.01, 4, 3, 1, 3, 1.6, 2.8)
+    idle = TcpSession("192.168.1.50", 1002, "10.20.0.10", 443, 0.05, 0.01, 0, 0, 0, 0, 0.2, 9.0)
+    replay = Replay([[struggling, stalling, idle]])
+    source = CadSessionsSource([CadEndpoint("cad", "10.20.0.10", 443)], [replay])  # type: ignore[list-item]
+    facts = source.read().facts.get("cad")  # type: ignore[union-attr]
+    assert facts is not None
+    assert (facts.stalled, facts.rto, facts.since_ack) == (3, 1.6, 2.8)  # the idle session waits for nothing
