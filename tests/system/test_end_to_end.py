@@ -240,40 +240,43 @@ timeout = "200ms"
         assert "lifeline_probe_rtt_seconds{" in httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
         assert not webhook.alerts("CadTargetUnreachable", "firing")
 
-        # CAD goes away: the alert fires at the webhook and at Alertmanager.
+        # CAD goes away: one page, at the webhook and at Alertmanager — the agent names the CAD
+        # server; its failing probe is the same outage, not a second page.
         cad.close()
         wait_for(
-            "CadTargetUnreachable at the webhook",
-            lambda: bool(webhook.alerts("CadTargetUnreachable", "firing")),
+            "PositionLayerFailed at the webhook",
+            lambda: bool(webhook.alerts("PositionLayerFailed", "firing")),
         )
-        fired = webhook.alerts("CadTargetUnreachable", "firing")[0]
+        fired = webhook.alerts("PositionLayerFailed", "firing")[0]
         assert fired["labels"]["agent"] == "pos-12"
         assert fired["labels"]["site"] == "north"
-        assert "cad-primary" in fired["annotations"]["summary"]
+        assert fired["labels"]["layer"] == "cad"
+        assert "lost CAD — CAD server" in fired["annotations"]["summary"]
         assert fired["endsAt"].startswith("0001-01-01")
 
         def am_alerts() -> list[dict[str, Any]]:
             return [
                 a
                 for a in httpx.get(f"{am}/api/v2/alerts").json()
-                if a["labels"].get("alertname") == "CadTargetUnreachable"
+                if a["labels"].get("alertname") == "PositionLayerFailed"
             ]
 
         wait_for(
-            "CadTargetUnreachable at Alertmanager",
+            "PositionLayerFailed at Alertmanager",
             lambda: any(a["status"]["state"] == "active" for a in am_alerts()),
         )
         api = httpx.get(f"{base}/api/v1/alerts").json()
-        assert any(a["labels"]["alertname"] == "CadTargetUnreachable" for a in _alert_list(api))
+        assert any(a["labels"]["alertname"] == "PositionLayerFailed" for a in _alert_list(api))
 
         # CAD comes back: resolved at both.
         cad.open()
-        wait_for("resolved at the webhook", lambda: bool(webhook.alerts("CadTargetUnreachable", "resolved")))
+        wait_for("resolved at the webhook", lambda: bool(webhook.alerts("PositionLayerFailed", "resolved")))
         wait_for("resolved at Alertmanager", lambda: not am_alerts())
         assert not any(
-            a["labels"]["alertname"] == "CadTargetUnreachable"
+            a["labels"]["alertname"] == "PositionLayerFailed"
             for a in _alert_list(httpx.get(f"{base}/api/v1/alerts").json())
         )
+        assert not webhook.alerts("CadTargetUnreachable", "firing")  # one outage, one page
 
         # The agent dies without a word: the position goes silent.
         agent.kill()
