@@ -34,7 +34,7 @@ def test_heartbeat_bench_prints_its_tables() -> None:
     assert "### Receiver shapes in one process" in out
     for shape in ("thread", "asyncio"):
         assert re.search(rf"^\| {shape} +\| 2,000 +\|", out, re.MULTILINE), out
-    agent = re.search(r"^\| 5 +\| (\d+) +\| (\d+) +\| [0-9.]+ +\|$", out, re.MULTILINE)
+    agent = re.search(r"^\| 5 +\| (\d+) +\| (\d+) +\| [0-9.]+ +\| [0-9.]+ +\|$", out, re.MULTILINE)
     assert agent is not None, out
     # 5 s of the tunnel path at 250 ms and a fallback path every second: about 25 datagrams.
     assert int(agent.group(1)) >= 15

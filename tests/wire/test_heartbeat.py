@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lifeline_wire import BeatDigest, BeatError, Heartbeat, WireError
-from lifeline_wire.heartbeat import MAC_SIZE, MAX_SIZE, decode, encode, peek_agent, verify
+from lifeline_wire.heartbeat import MAC_SIZE, MAX_SIZE, decode, encode, peek_agent, stamp, verify
 
 KEY = bytes(range(32))
 OTHER = bytes(32)
@@ -122,3 +122,9 @@ def test_random_bytes_raise_only_beat_errors(data: bytes) -> None:
     with contextlib.suppress(BeatError):
         decode(data)
     assert verify(data, KEY) in (True, False)
+
+
+def test_stamp_is_encode_with_a_new_counter_and_send_time() -> None:
+    frame = bytearray(encode(BEAT, KEY)[:-MAC_SIZE])
+    later = Heartbeat(BEAT.agent_id, BEAT.boot_id, 43, BEAT.sent_ms + 250, "backup", 0.25, DIGEST)
+    assert stamp(frame, 43, BEAT.sent_ms + 250, KEY) == encode(later, KEY)

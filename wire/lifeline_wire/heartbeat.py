@@ -50,6 +50,7 @@ NO_TIME_TO_LOSS: Final = 0xFFFF_FFFF
 RISK_SCALE: Final = 10_000
 
 _HEADER: Final = struct.Struct("!2sBBBQQIHIB")
+_COUNTER_SENT: Final = struct.Struct("!QQ")  # at offset 5
 _ID: Final = re.compile(ID_RE)
 _LAYER: Final = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _ON_BACKUP: Final = 0x01
@@ -96,7 +97,7 @@ class Heartbeat:
     digest: BeatDigest
 
 
-def mac(key: bytes, signed: bytes | memoryview) -> bytes:
+def mac(key: bytes, signed: bytes | bytearray | memoryview) -> bytes:
     """The truncated HMAC-SHA256 of ``signed`` (the digest named by string: OpenSSL's one-shot path)."""
     return hmac.digest(key, signed, "sha256")[:MAC_SIZE]
 
@@ -157,6 +158,13 @@ def encode(beat: Heartbeat, key: bytes) -> bytes:
         )
     )
     return signed + mac(key, signed)
+
+
+def stamp(frame: bytearray, counter: int, sent_ms: int, key: bytes) -> bytes:
+    """A sealed datagram from ``frame`` (what :func:`encode` made, without its MAC) with a new
+    counter and send time: what a sender does each beat while the rest stays the same."""
+    _COUNTER_SENT.pack_into(frame, 5, counter, sent_ms)
+    return bytes(frame) + mac(key, frame)
 
 
 def _finite_ms(seconds: float, field: str) -> int:
