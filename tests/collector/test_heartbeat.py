@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import os
 import socket
 import stat
@@ -263,3 +265,30 @@ async def test_outcomes_are_counted_on_metrics(tmp_path: Path) -> None:
     assert 'lifeline_collector_heartbeats_total{result="malformed"} 1.0' in text
     assert 'lifeline_collector_heartbeats_total{result="ok"} 0.0' in text
     assert 'lifeline_collector_heartbeat_paths_total{path="backup"} 0.0' in text
+
+
+@pytest.mark.anyio
+async def test_a_revoked_or_reissued_token_ends_the_old_key(tmp_path: Path) -> None:
+    app = create_app(make_config(tmp_path), ticker=False)
+    service = app.state.collector
+    async with serving(app) as client:
+        token = service.store.add_agent("pos-12", now_ms=1)
+        answer = await client.post("/api/v1/heartbeat", headers={"Authorization": f"Bearer {token}"})
+        old_key = base64.b64decode(answer.json()["key"])
+        receiver = service.heartbeats.receiver
+        now = service.clock.now()
+        assert receiver.handle(encode(beat(1, sent=now), old_key), "10.0.0.2") == "ok"
+        # ``agents revoke`` / ``agents add`` are other processes: another connection to the store.
+        with contextlib.closing(Store(str(tmp_path / "collector.db"))) as cli:
+            cli.revoke_agent("pos-12", now_ms=2)
+            service.tick()  # the collector follows the registry
+            assert receiver.handle(encode(beat(2, sent=now), old_key), "10.0.0.2") == "unknown_agent"
+            new_token = cli.add_agent("pos-12", now_ms=3)
+        service.tick()
+        assert receiver.handle(encode(beat(3, sent=now), old_key), "10.0.0.2") == "bad_mac"
+        answer = await client.post("/api/v1/heartbeat", headers={"Authorization": f"Bearer {new_token}"})
+        new_key = base64.b64decode(answer.json()["key"])
+        assert new_key != old_key
+        assert receiver.handle(encode(beat(4, sent=now), new_key), "10.0.0.2") == "ok"
+        stale_token = await client.post("/api/v1/heartbeat", headers={"Authorization": f"Bearer {token}"})
+        assert stale_token.status_code == 401
