@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 from lifeline_collector import exposition, ingest, openapi
 from lifeline_collector.alerting import api as alerts_api
 from lifeline_collector.alerting.model import rfc3339
+from lifeline_collector.board.install import install as install_board
 from lifeline_collector.clock import Clock
 from lifeline_collector.config import CollectorConfig
 from lifeline_collector.fleet import AgentView
@@ -184,4 +185,6 @@ def create_app(config: CollectorConfig, *, clock: Clock | None = None, ticker: b
     )
     app.state.registry = exposition.make_registry(service)
     app.state.openapi = openapi.document(_version())
+    # The supervisor's screens, logins and the audit trail; reads of position data need a login.
+    install_board(app, service, config.auth, config.board)
     return app

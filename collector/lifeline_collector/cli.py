@@ -16,6 +16,8 @@ import click
 
 from lifeline_collector.config import CollectorConfig, load
 from lifeline_collector.errors import CollectorError, StoreError
+from lifeline_collector.people.cli import cli_audit
+from lifeline_collector.people.cli import commands as people_commands
 from lifeline_collector.store import Store
 from lifeline_wire.schema import ID_RE
 from lifeline_wire.tomlcfg import ConfigError
@@ -130,6 +132,7 @@ def agents_add(agent_id: str, site: str, position: str, config_path: str) -> Non
     store = _store(_load(config_path))
     try:
         token = store.add_agent(agent_id, site=site, position=position, now_ms=_now_ms())
+        cli_audit(store, "agent.add", agent_id, {"site": site, "position": position})
     except CollectorError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
@@ -171,6 +174,7 @@ def agents_revoke(agent_id: str, config_path: str) -> None:
     store = _store(_load(config_path))
     try:
         store.revoke_agent(agent_id, now_ms=_now_ms())
+        cli_audit(store, "agent.revoke", agent_id)
     except CollectorError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
@@ -219,6 +223,9 @@ def silences_add(
         silence = operator.create_silence(
             store, matchers, now=time.time(), duration=seconds, created_by=created_by, comment=comment
         )
+        cli_audit(
+            store, "silence", ",".join(matchers), {"id": silence.id, "by": created_by, "reason": comment}
+        )
     except CollectorError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2 if not isinstance(exc, StoreError) else 1)
@@ -259,6 +266,7 @@ def silences_expire(silence_id: str, config_path: str) -> None:
     store = _store(_load(config_path))
     try:
         operator.expire_silence(store, silence_id, now=time.time())
+        cli_audit(store, "silence.expire", silence_id)
     except CollectorError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
@@ -314,6 +322,7 @@ def alerts_ack(fingerprint: str, by: str, comment: str, config_path: str) -> Non
     store = _store(_load(config_path))
     try:
         ack = operator.acknowledge(store, fingerprint, by=by, comment=comment, now=time.time())
+        cli_audit(store, "ack", fingerprint, {"by": by, "note": comment})
     except CollectorError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
@@ -328,3 +337,7 @@ def quickstart() -> None:
     from lifeline_collector import quickstart as module  # imported only when used
 
     module.main()
+
+
+for _command in people_commands(_load, _store, config_option):
+    main.add_command(_command)

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from lifeline_collector.alerting.routing import Route, read_routes
+from lifeline_collector.board.settings import BoardConfig, read_board
 from lifeline_collector.heartbeat import HeartbeatConfig, read_heartbeat
 from lifeline_collector.notify import REGISTRY, NotifierConfig
+from lifeline_collector.people.settings import AuthConfig, read_auth
 from lifeline_collector.remote_write import RemoteWriteConfig, read_remote_write
 from lifeline_wire.tomlcfg import ConfigError, Section, build, load_toml
 
@@ -114,6 +116,8 @@ class CollectorConfig:
     routes: tuple[Route, ...] = ()
     api: ApiSection = ApiSection()
     remote_write: RemoteWriteConfig = RemoteWriteConfig()  # noqa: RUF009 - frozen, shared safely
+    auth: AuthConfig = AuthConfig()  # noqa: RUF009 - frozen, shared safely
+    board: BoardConfig = BoardConfig()  # noqa: RUF009 - frozen, shared safely
     heartbeat: HeartbeatConfig = HeartbeatConfig()
     source: str = "(defaults)"
 
@@ -267,6 +271,8 @@ def _root(root: Section) -> CollectorConfig:
     routes = read_routes(root, [n.name for n in notifiers])
     api = _api(root.table("api"))
     remote_write = read_remote_write(root.table("remote_write"))
+    auth = read_auth(root.table("auth"))
+    board = read_board(root.table("board"))
     heartbeat = read_heartbeat(root.table("heartbeat"), split_listen)
     if remote_write.enabled and not remote_write.cursor_file:
         # Durable by default: a restart resumes from the last sample sent instead of losing the queue.
@@ -282,6 +288,8 @@ def _root(root: Section) -> CollectorConfig:
         routes=routes,
         api=api,
         remote_write=remote_write,
+        auth=auth,
+        board=board,
         heartbeat=heartbeat,
     )
 

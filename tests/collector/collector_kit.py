@@ -54,6 +54,9 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> CollectorConfig:
         "alerting": {"resolve_hold": "0s"},
         # Any free UDP port: tests (and engineers) running side by side must not share 8480.
         "heartbeat": {"listen": "127.0.0.1:0"},
+        # These tests read the API without logging in; tests/collector/board checks the default
+        # (reads need a viewer or the API token).
+        "auth": {"read_access": "open"},
     }
     for name, values in sections.items():
         if name == "notifiers":

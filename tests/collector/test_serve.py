@@ -25,6 +25,7 @@ def test_serve_ingest_metrics_silence_and_clean_stop(tmp_path: Path, receiver: R
         f'[server]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n'
         f'[store]\npath = "{tmp_path / "lifeline.db"}"\n'
         '[alerting]\nsilent_after = "2s"\nevaluate_interval = "200ms"\n'
+        '[auth]\nread_access = "open"\n'
         f'[[notifiers]]\nkind = "webhook"\nname = "pager"\nurl = "{receiver.url}"\n'
     )
     added = subprocess.run(

@@ -159,6 +159,8 @@ path = "{tmp_path / "collector.db"}"
 cad_failures = 3
 silent_after = "4s"
 evaluate_interval = "500ms"
+[auth]
+read_access = "open"
 [[notifiers]]
 kind = "webhook"
 name = "supervisors"

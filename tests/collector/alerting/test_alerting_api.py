@@ -61,18 +61,21 @@ async def test_silence_and_ack_through_the_api(tmp_path: Path, clock: ManualCloc
         assert (silence["createdBy"], silence["status"]["state"]) == ("sup-ana", "active")
         assert silence["endsAt"] == "2023-11-14T23:13:20.000Z"
 
-        listed = (await client.get("/api/v1/silences")).json()
+        listed = (await client.get("/api/v1/silences", headers=auth())).json()
         assert [s["id"] for s in listed] == [silence["id"]]
 
         Position(service, clock, "pos-12", "north", "12").vpn_down()
         Position(service, clock, "pos-2", "south", "2").vpn_down()
-        alerts = {a["labels"]["agent"]: a for a in (await client.get("/api/v1/alerts")).json()}
+        alerts = {
+            a["labels"]["agent"]: a for a in (await client.get("/api/v1/alerts", headers=auth())).json()
+        }
         assert alerts["pos-12"]["status"]["silencedBy"] == [silence["id"]]
         assert alerts["pos-12"]["status"]["state"] == "suppressed"
         assert alerts["pos-2"]["status"]["state"] == "active"
-        assert [a["labels"]["agent"] for a in (await client.get("/api/v1/alerts?site=south")).json()] == [
-            "pos-2"
-        ]
+        assert [
+            a["labels"]["agent"]
+            for a in (await client.get("/api/v1/alerts?site=south", headers=auth())).json()
+        ] == ["pos-2"]
 
         fp = alerts["pos-2"]["fingerprint"]
         ack_url = f"/api/v1/alerts/{fp}/ack"
@@ -85,17 +88,18 @@ async def test_silence_and_ack_through_the_api(tmp_path: Path, clock: ManualCloc
         assert (
             await client.post("/api/v1/alerts/ffffffffffffffff/ack", json={"by": "x"}, headers=auth())
         ).status_code == 404
-        detail = (await client.get("/positions/pos-2")).json()
+        detail = (await client.get("/positions/pos-2", headers=auth())).json()
         assert detail["alerts"][0]["status"]["acknowledged"]["comment"] == "on the phone"
 
         url = f"/api/v1/silences/{silence['id']}"
         assert (await client.delete(url)).status_code == 401
         assert (await client.delete(url, headers=auth())).status_code == 200
         assert (await client.delete(url, headers=auth())).status_code == 404
-        assert (await client.get("/api/v1/silences")).json() == []
-        assert [s["status"]["state"] for s in (await client.get("/api/v1/silences?all=true")).json()] == [
-            "expired"
-        ]
+        assert (await client.get("/api/v1/silences", headers=auth())).json() == []
+        assert [
+            s["status"]["state"]
+            for s in (await client.get("/api/v1/silences?all=true", headers=auth())).json()
+        ] == ["expired"]
 
 
 @pytest.mark.anyio
@@ -123,7 +127,7 @@ async def test_bad_silences_name_the_field(
     async with serving(app) as client:
         answer = await client.post("/api/v1/silences", json=body, headers=auth())
         assert (answer.status_code, answer.json().get("field")) == (status, field)
-        assert (await client.get("/api/v1/silences")).json() == []
+        assert (await client.get("/api/v1/silences", headers=auth())).json() == []
         broken = await client.post("/api/v1/silences", content=b"{not json", headers=auth())
         assert broken.status_code == 400
 

@@ -1,0 +1,192 @@
+"""The board's live feed: one computation of the rows, shared by every open board.
+
+The collector tells the hub which positions it learned something about (after each ingest commit
+and each alert change); the hub recomputes those rows at once, and every position once a second
+(silence is learned from the clock alone), and sends only the rows that changed, already rendered,
+to every subscriber. A board costs its subscriber queue, not a computation: 50 boards cost the
+collector what one does, plus the bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from lifeline_collector.alerting.silences import Silence
+from lifeline_collector.board.model import Row, counts, row_of
+from lifeline_collector.errors import StoreError
+
+if TYPE_CHECKING:
+    from lifeline_collector.people.store import PeopleStore
+    from lifeline_collector.service import Collector
+
+log = logging.getLogger("lifeline_collector.board")
+
+FULL_PASS_EVERY = 1.0  # seconds: silence and maintenance windows follow the clock alone
+QUEUE_LIMIT = 64  # messages a slow board may lag behind before it is dropped (it reconnects)
+
+
+@dataclass(slots=True)
+class Subscriber:
+    queue: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+    dropped: bool = False
+
+
+class BoardHub:
+    def __init__(
+        self,
+        service: Collector,
+        people: PeopleStore,
+        render_row: Callable[[Row], str],
+    ) -> None:
+        self.service = service
+        self.people = people
+        self.render_row = render_row
+        self.rows: dict[str, Row] = {}
+        self.since: dict[str, float] = {}  # agent → when its row took its current state
+        self.version = 0
+        self.subscribers: set[Subscriber] = set()
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.on_state: list[Callable[[Row, Row | None], None]] = []
+        self.refresh_all()
+
+    # --- what the collector calls -----------------------------------------------------------------
+
+    def notify(self, agents: Iterable[str] = ()) -> None:
+        """Something changed about these positions (scopes of alerts are agent ids, or ``fleet:…``)."""
+        self._dirty.update(agents)
+        self._wake.set()
+
+    def notify_all(self) -> None:
+        self._dirty.update(self.service.fleet.agents)
+        self._wake.set()
+
+    # --- computing rows ---------------------------------------------------------------------------
+
+    def maintenance(self) -> dict[str, tuple[Silence, str]]:
+        """Maintenance windows not yet over, by silence id, with their reasons."""
+        windows = self.people.maintenance()
+        found: dict[str, tuple[Silence, str]] = {}
+        for silence in self.service.registry.silences.values():
+            row = windows.get(silence.id)
+            if row is not None:
+                found[silence.id] = (silence, row.reason or "maintenance")
+        return found
+
+    def _refresh(self, agents: Iterable[str]) -> list[Row]:
+        service = self.service
+        now = service.clock.now()
+        windows = self.maintenance()
+        changed: list[Row] = []
+        for agent_id in agents:
+            view = service.fleet.agents.get(agent_id)
+            if view is None:
+                if self.rows.pop(agent_id, None) is not None:
+                    self.since.pop(agent_id, None)
+                    changed.append(_gone(agent_id))
+                continue
+            row = row_of(service, view, now, windows)
+            old = self.rows.get(agent_id)
+            if row.same(old):
+                continue
+            if old is None or old.state != row.state:
+                self.since[agent_id] = now
+                for listener in self.on_state:
+                    listener(row, old)
+            self.rows[agent_id] = row
+            changed.append(row)
+        return changed
+
+    def refresh_all(self) -> list[Row]:
+        known = set(self.service.fleet.agents) | set(self.rows)
+        return self._refresh(sorted(known))
+
+    def snapshot(self) -> list[Row]:
+        return list(self.rows.values())
+
+    def message(self, rows: list[Row], *, full: bool = False) -> str:
+        """One server-sent event with the changed rows (``full``: every row), rendered, and the counts."""
+        payload = {
+            "v": self.version,
+            "full": full,
+            "rows": [
+                {"id": row.agent, "removed": True}
+                if row.state == "gone"
+                else {
+                    "id": row.agent,
+                    "site": row.site,
+                    "state": row.state,
+                    "rank": row.rank,
+                    "html": self.render_row(row),
+                }
+                for row in rows
+            ],
+            "counts": counts(self.rows.values()),
+        }
+        return f"event: rows\nid: {self.version}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+    def publish(self, rows: list[Row]) -> None:
+        if not rows:
+            return
+        self.version += 1
+        text = self.message(rows)
+        for subscriber in list(self.subscribers):
+            try:
+                subscriber.queue.put_nowait(text)
+            except asyncio.QueueFull:
+                # A board that cannot keep up is dropped; it reconnects and starts from a full page.
+                subscriber.dropped = True
+                self.subscribers.discard(subscriber)
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="board-hub")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_full = loop.time() + FULL_PASS_EVERY
+        while True:
+            # asyncio.timeout, not wait_for: no inner task that a cancellation could get stuck on.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, next_full - loop.time())):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                if loop.time() >= next_full:
+                    next_full = loop.time() + FULL_PASS_EVERY
+                    self._dirty.clear()
+                    self.publish(self.refresh_all())
+                else:
+                    dirty, self._dirty = self._dirty, set()
+                    self.publish(self._refresh(sorted(dirty)))
+            except StoreError as exc:
+                log.error("board not refreshed: %s", exc)
+            except Exception:  # the board must keep going whatever one row does
+                log.exception("board refresh failed")
+
+    def subscribe(self) -> Subscriber:
+        subscriber = Subscriber()
+        self.subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self.subscribers.discard(subscriber)
+
+
+def _gone(agent_id: str) -> Row:
+    return Row(agent_id, "", "", "", "gone", "", None, None, None, None, None, "")
