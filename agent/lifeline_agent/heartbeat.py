@@ -20,6 +20,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -161,7 +162,8 @@ class Sender:
                 now = self.clock.monotonic()
                 if any(endpoint.next_offer <= now for endpoint in self.endpoints):
                     await self._refresh_offers(now)
-                wait = min(endpoint.next_offer for endpoint in self.endpoints) - self.clock.monotonic()
+                soonest = min((e.next_offer for e in self.endpoints), default=now + OFFER_REFRESH)
+                wait = soonest - self.clock.monotonic()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), max(0.1, wait))
         finally:
@@ -242,26 +244,32 @@ class Sender:
         return sent
 
     def _socket(self, target: Target) -> socket.socket | None:
+        """A non-blocking socket for ``target``'s family and interface, kept for the next beats.
+
+        None when it cannot be bound to the interface: for good when the agent lacks the privilege
+        (said once), for this beat only when the interface is missing (a hotspot unplugged)."""
         assert target.endpoint.address is not None
         family = target.endpoint.address[0]
         key = (family, target.interface)
         if key in self._sockets:
             return self._sockets[key]
-        sock: socket.socket | None = socket.socket(family, socket.SOCK_DGRAM)
-        assert sock is not None
+        sock = socket.socket(family, socket.SOCK_DGRAM)
         sock.setblocking(False)
         if target.interface:
             try:
                 for level, option, value in bind_options(target.interface):
                     sock.setsockopt(level, option, value)
             except OSError as exc:
+                sock.close()
+                if exc.errno not in (errno.EPERM, errno.EACCES):
+                    return None
                 log.warning(
                     "heartbeats cannot be bound to %s: %s (no beats over the backup path)",
                     target.interface,
                     exc.strerror or exc,
                 )
-                sock.close()
-                sock = None
+                self._sockets[key] = None
+                return None
         self._sockets[key] = sock
         return sock
 
@@ -270,13 +278,6 @@ class Sender:
             if sock is not None:
                 sock.close()
         self._sockets = {}
-
-    def forget_interface(self, interface: str) -> None:
-        """Drop sockets bound to ``interface`` (it went away or changed); made again when needed."""
-        for key in [k for k in self._sockets if k[1] == interface]:
-            sock = self._sockets.pop(key)
-            if sock is not None:
-                sock.close()
 
     async def _refresh_offers(self, now: float) -> None:
         due = [endpoint for endpoint in self.endpoints if endpoint.next_offer <= now]

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import math
+import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -284,3 +285,30 @@ async def test_beats_from_the_sender_update_the_collectors_view(tmp_path: Path) 
     counts = service.heartbeats.receiver.counts
     assert counts["ok"] >= 3
     assert counts["bad_mac"] == counts["replay"] == counts["malformed"] == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="binding to an interface needs CAP_NET_RAW")
+async def test_a_missing_backup_interface_is_tried_again_on_later_beats() -> None:
+    sock = listener()
+    clock = ManualClock()
+    sender = Sender(
+        HeartbeatSection(fallback_interval=0.25),
+        "pos-12",
+        "boot1",
+        "t",
+        [("http://127.0.0.1:1", False, True)],
+        OfferTransport(sock.getsockname()[1]),
+        clock,
+        lambda: DIGEST,
+        backup_interface=lambda: "nosuch0",  # configured, but the hotspot is unplugged
+    )
+    try:
+        await sender._refresh_offers(clock.monotonic())
+        targets = sender.targets()
+        assert [t.path for t in targets] == ["tunnel", "backup"]
+        assert sender.beat(targets, clock.monotonic()) == 1  # the tunnel only
+        assert (socket.AF_INET, "nosuch0") not in sender._sockets  # not given up on
+        assert [decode(d).path for d in received(sock)] == ["tunnel"]
+    finally:
+        sender.close()
+        sock.close()
