@@ -48,8 +48,15 @@ def _service(request: Request) -> Collector:
 async def ingest_endpoint(request: Request) -> Response:
     service = _service(request)
     committer: ingest.GroupCommit = request.app.state.committer
+    config = service.config
     response = await ingest.handle(
-        request, service.store, service.config.server.max_body_bytes, committer.submit
+        request,
+        service.store,
+        config.server.max_body_bytes,
+        committer.submit,
+        limits=config.limits,
+        stats=service.stats,
+        body_timeout=config.server.body_timeout,
     )
     service.stats.request(response.status_code)
     return response

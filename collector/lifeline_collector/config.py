@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -12,6 +13,7 @@ from typing import Any
 from lifeline_collector.alerting.routing import Route, read_routes
 from lifeline_collector.board.settings import BoardConfig, read_board
 from lifeline_collector.heartbeat import HeartbeatConfig, read_heartbeat
+from lifeline_collector.limits import LimitsSection, read_limits
 from lifeline_collector.notify import REGISTRY, NotifierConfig
 from lifeline_collector.people.settings import AuthConfig, read_auth
 from lifeline_collector.remote_write import RemoteWriteConfig, read_remote_write
@@ -22,6 +24,8 @@ DEFAULT_PUBLIC_URL = "http://127.0.0.1:8480"
 DEFAULT_STORE_PATH = "/var/lib/lifeline-collector/lifeline.db"
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
 DEFAULT_RETENTION = 30 * 86400.0
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 60.0
 
 __all__ = [
     "AlertingSection",
@@ -29,6 +33,7 @@ __all__ = [
     "CollectorConfig",
     "ConfigError",
     "ExpositionSection",
+    "LimitsSection",
     "ServerSection",
     "StoreSection",
     "load",
@@ -43,6 +48,11 @@ class ServerSection:
     listen: str = DEFAULT_LISTEN
     max_body_bytes: int = DEFAULT_MAX_BODY
     public_url: str = DEFAULT_PUBLIC_URL
+    # Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For / -Proto is believed;
+    # empty: no forwarding header is believed, the peer address is the client.
+    trusted_proxies: tuple[str, ...] = ()
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT  # a request's headers must arrive within this
+    body_timeout: float = DEFAULT_BODY_TIMEOUT  # … and an ingest body within this
 
     @property
     def host(self) -> str:
@@ -116,6 +126,7 @@ class CollectorConfig:
     routes: tuple[Route, ...] = ()
     api: ApiSection = ApiSection()
     remote_write: RemoteWriteConfig = RemoteWriteConfig()  # noqa: RUF009 - frozen, shared safely
+    limits: LimitsSection = LimitsSection()  # noqa: RUF009 - frozen, shared safely
     auth: AuthConfig = AuthConfig()  # noqa: RUF009 - frozen, shared safely
     board: BoardConfig = BoardConfig()  # noqa: RUF009 - frozen, shared safely
     heartbeat: HeartbeatConfig = HeartbeatConfig()
@@ -142,8 +153,26 @@ def _server(section: Section) -> ServerSection:
     public_url = section.text("public_url", DEFAULT_PUBLIC_URL)
     if not re.match(r"^https?://[^/\s]+(/\S*)?$", public_url):
         section.error("public_url", f"must be an http:// or https:// URL (got {public_url!r})")
+    proxies = section.str_list("trusted_proxies")
+    for index, proxy in enumerate(proxies):
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            section.problems.add(
+                f"{section.key('trusted_proxies')}[{index}]",
+                f"must be an IP address or network such as 10.0.0.5 or 10.0.0.0/24 (got {proxy!r})",
+            )
+    header_timeout = section.duration("header_timeout", DEFAULT_HEADER_TIMEOUT, min=0.5, max=300.0)
+    body_timeout = section.duration("body_timeout", DEFAULT_BODY_TIMEOUT, min=1.0, max=3600.0)
     section.finish()
-    return ServerSection(listen=listen, max_body_bytes=max_body, public_url=public_url.rstrip("/"))
+    return ServerSection(
+        listen=listen,
+        max_body_bytes=max_body,
+        public_url=public_url.rstrip("/"),
+        trusted_proxies=tuple(proxies),
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+    )
 
 
 def _store(section: Section) -> StoreSection:
@@ -271,6 +300,7 @@ def _root(root: Section) -> CollectorConfig:
     routes = read_routes(root, [n.name for n in notifiers])
     api = _api(root.table("api"))
     remote_write = read_remote_write(root.table("remote_write"))
+    limits = read_limits(root.table("limits"))
     auth = read_auth(root.table("auth"))
     board = read_board(root.table("board"))
     heartbeat = read_heartbeat(root.table("heartbeat"), split_listen)
@@ -288,6 +318,7 @@ def _root(root: Section) -> CollectorConfig:
         routes=routes,
         api=api,
         remote_write=remote_write,
+        limits=limits,
         auth=auth,
         board=board,
         heartbeat=heartbeat,

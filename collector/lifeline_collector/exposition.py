@@ -95,7 +95,15 @@ class FleetCollector:
         for path, count in self.collector.heartbeats.receiver.paths.items():
             _add(beat_paths, {"path": path}, float(count))
         yield beat_paths[0]
+        rejected = _family(CATALOG["lifeline_collector_rejected_total"])
+        for (agent, reason), count in sorted(stats.rejected.items()):
+            _add(rejected, {"agent": agent, "reason": reason}, float(count))
+        yield rejected[0]
+        rule_errors = _family(CATALOG["lifeline_collector_rule_errors_total"])
         engine = self.collector.engine
+        for rule in sorted({rule.name for rule in engine.rules} | set(engine.rule_errors)):
+            _add(rule_errors, {"rule": rule}, float(engine.rule_errors[rule]))
+        yield rule_errors[0]
         names = {rule.name for rule in engine.rules}
         if engine.correlator is not None:
             names.add(engine.correlator.name)

@@ -170,8 +170,9 @@ class Fleet:
             view.series.setdefault(name, {})[key] = state
         if updates:
             view.slots = None  # laid out again by the next batch that uses it
-        view.site = site or view.site
-        view.position = position or view.position
+        # What the operator registered wins; the agent's own word only fills in what is empty.
+        view.site = view.site or site
+        view.position = view.position or position
         view.last_seen = seen
         view.clock_offset = clock_offset
         view.seq = seq

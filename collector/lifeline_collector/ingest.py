@@ -8,8 +8,14 @@ its commit.
 
 Status codes: 200 with one result per batch (accepted | duplicate | rejected, with a reason that
 names the field); 400 a body that is not JSON; 401 missing or wrong token (one generic answer);
-403 a batch of another agent; 413 body over ``server.max_body_bytes``; 422 JSON that breaks the
-contract (the field is named); 503 the store is busy — retry.
+403 a batch of another agent; 408 a body not received within ``server.body_timeout``; 413 body
+over ``server.max_body_bytes``; 422 JSON that breaks the contract (the field is named); 503 the
+store is busy — retry. Nothing an agent sends answers 500: a request that makes the store's code
+raise is refused alone (422), the others of its group commit are stored as if it were not there.
+
+What one agent may put into the collector is bounded (``[limits]``): a batch that would take the
+agent over ``max_series_per_agent`` series, or whose events break the event limits, is rejected
+(per batch, naming the limit). Every refusal is counted per agent and reason on /metrics.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain, compress, repeat
 from operator import and_, attrgetter, eq, getitem, gt, itemgetter, not_, or_
 from typing import Annotated
@@ -30,6 +36,7 @@ from starlette.responses import Response
 from lifeline_collector.clock import Clock
 from lifeline_collector.errors import StoreError
 from lifeline_collector.fleet import STREAK_METRICS, AgentView, Fleet, SeriesKey, SeriesState, Slots
+from lifeline_collector.limits import LimitsSection
 from lifeline_collector.stats import Stats
 from lifeline_collector.store import AgentRow, BatchRow, LatestState, SeqTotals, Store, labels_key
 from lifeline_wire.catalog import CATALOG
@@ -37,9 +44,11 @@ from lifeline_wire.catalog import collector as collector_catalog
 from lifeline_wire.schema import (
     MAX_BATCHES_PER_ENVELOPE,
     MAX_EVENTS_PER_BATCH,
+    MAX_LABEL_VALUE,
     MAX_LABELS,
     MAX_SAMPLES_PER_BATCH,
     NON_FINITE,
+    NON_FINITE_METRICS,
     SUPPORTED_VERSIONS,
     Batch,
     Envelope,
@@ -50,11 +59,13 @@ from lifeline_wire.schema import (
     ItemStatus,
     NonFinite,
     Sample,
+    SequenceNumber,
     SeriesPoints,
     TimestampMs,
     WireError,
     decode_envelope,
     encode,
+    unsafe_char,
 )
 from lifeline_wire.schema import Point as WirePoint
 
@@ -70,6 +81,33 @@ NEVER = -1  # older than any timestamp: a series not seen yet
 
 # What an agent may send: metric name → the labels it may carry (collector-only metrics left out).
 _ADMISSIBLE = {name: frozenset(spec.labels) for name, spec in CATALOG.items() if name not in COLLECTOR_ONLY}
+
+
+DEFAULT_LIMITS = LimitsSection()
+
+
+def limits_problem(index: int, events: Sequence[Event], limits: LimitsSection) -> tuple[str, str] | None:
+    """(reason, text) when a batch's events break a ``[limits]`` key, or None."""
+    if len(events) > limits.max_events_per_batch:
+        return "events", (
+            f"$.batches[{index}].events: {len(events)} events, over limits.max_events_per_batch"
+            f" ({limits.max_events_per_batch})"
+        )
+    longest = limits.max_event_attribute_length
+    for number, event in enumerate(events):
+        attributes = event.attributes
+        if len(attributes) > limits.max_event_attributes:
+            return "event_attributes", (
+                f"$.batches[{index}].events[{number}].attributes: {len(attributes)} attributes, over"
+                f" limits.max_event_attributes ({limits.max_event_attributes})"
+            )
+        for name, value in attributes.items():
+            if isinstance(value, str) and len(value) > longest:
+                return "event_attributes", (
+                    f"$.batches[{index}].events[{number}].attributes.{name}: {len(value)} characters,"
+                    f" over limits.max_event_attribute_length ({longest})"
+                )
+    return None
 
 
 def check_batch(index: int, batch: Batch) -> str | None:
@@ -123,7 +161,7 @@ class _Series(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False)
 class _Batch(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     agent_id: Identifier
     boot_id: Identifier
-    seq: Annotated[int, msgspec.Meta(ge=0)]
+    seq: SequenceNumber
     created_ms: TimestampMs
     samples: msgspec.Raw = msgspec.Raw(b"[]")
     events: Annotated[list[Event], msgspec.Meta(max_length=MAX_EVENTS_PER_BATCH)] = []
@@ -147,7 +185,10 @@ _series_decoder = msgspec.json.Decoder(
     Annotated[list[_Series], msgspec.Meta(max_length=MAX_SAMPLES_PER_BATCH)]
 )
 _labels_decoder = msgspec.json.Decoder(
-    Annotated[dict[str, Annotated[str, msgspec.Meta(max_length=256)]], msgspec.Meta(max_length=MAX_LABELS)]
+    Annotated[
+        dict[str, Annotated[str, msgspec.Meta(max_length=MAX_LABEL_VALUE)]],
+        msgspec.Meta(max_length=MAX_LABELS),
+    ]
 )
 _NAME = attrgetter("name")
 _LABELS = attrgetter("labels")
@@ -157,32 +198,41 @@ _VALUE = attrgetter("value")
 _KEY_NAME, _KEY_LABELS = itemgetter(0), itemgetter(1)  # of a SeriesKey
 _STREAK = attrgetter("zero_streak")
 
-SERIES_INFO_CACHE_SIZE = 65_536
-_series_infos: dict[tuple[str, bytes], tuple[SeriesKey, dict[str, str]] | None] = {}
+# The caches below are keyed by what agents send, so they remember only what was accepted (a
+# refused request leaves nothing behind), only label texts of a plausible size (whitespace can pad
+# a valid one to megabytes), and only so many: full, they start again.
+SERIES_INFO_CACHE_SIZE = 16_384
+LABELS_TEXT_LIMIT = (
+    1024  # bytes of one label text, as sent, that a cache keeps; longer ones are decoded each time
+)
+_series_infos: dict[tuple[str, bytes], tuple[SeriesKey, dict[str, str]]] = {}
 
 
 def _series_info(name: str, raw: bytes) -> tuple[SeriesKey, dict[str, str]] | None:
     """The series key and labels of a sample's (name, labels text), or None if the catalog refuses
-    it (cached either way: a fleet repeats a few hundred of them; bounded, agents choose values)."""
-    found = _series_infos.get((name, raw), False)
-    if found is not False:
-        return found  # type: ignore[return-value]
-    info: tuple[SeriesKey, dict[str, str]] | None = None
+    it or a label value carries an unsafe character (then the strict decoder names the culprit)."""
+    found = _series_infos.get((name, raw))
+    if found is not None:
+        return found
     admissible = _ADMISSIBLE.get(name)
-    if admissible is not None:
-        try:
-            labels = _labels_decoder.decode(raw)
-        except msgspec.DecodeError:
-            labels = None
-        if labels is not None and labels.keys() <= admissible:
-            info = ((name, labels_key(labels)), labels)
-    if len(_series_infos) >= SERIES_INFO_CACHE_SIZE:
-        _series_infos.clear()
-    _series_infos[(name, raw)] = info
+    if admissible is None:
+        return None
+    try:
+        labels = _labels_decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    if not labels.keys() <= admissible or any(map(unsafe_char, labels.values())):
+        return None
+    info = ((name, labels_key(labels)), labels)
+    if len(raw) <= LABELS_TEXT_LIMIT:
+        if len(_series_infos) >= SERIES_INFO_CACHE_SIZE:
+            _series_infos.clear()
+        _series_infos[(name, raw)] = info
     return info
 
 
-SHAPE_CACHE_SIZE = 65_536
+SHAPE_CACHE_SIZE = 65_536  # agents (authenticated: bounded by the registry)
+LABEL_TEXTS_CACHE_SIZE = 16_384
 _shapes: dict[str, Shape] = {}  # agent id → the shape of its last batch in the series form
 _label_texts: dict[bytes, msgspec.Raw] = {}  # one copy of each label text the fleet sends
 
@@ -203,9 +253,15 @@ def _shape(agent: str, series: list[_Series]) -> Shape | None:
     keys = [info[0] for info in infos if info is not None]
     if len(set(keys)) != len(keys):
         return None
-    if len(_label_texts) >= SHAPE_CACHE_SIZE:
+    if len(_label_texts) >= LABEL_TEXTS_CACHE_SIZE:
         _label_texts.clear()
-    own = [_label_texts.setdefault(text, msgspec.Raw(text)) for text in texts]  # not body views
+    # Not views into the body; only texts of a plausible size are shared.
+    own = [
+        _label_texts.setdefault(text, msgspec.Raw(text))
+        if len(text) <= LABELS_TEXT_LIMIT
+        else msgspec.Raw(text)
+        for text in texts
+    ]
     labels = [info[1] for info in infos if info is not None]  # never changed: shared
     shape = Shape([key[0] for key in keys], own, keys, labels, [name in STREAK_METRICS for name in names])
     if len(_shapes) >= SHAPE_CACHE_SIZE:
@@ -287,6 +343,7 @@ class Pending:
     batches: list[tuple[int, BatchRow]]  # (index in the envelope, row) of the valid batches
     grouped: dict[SeriesKey, Candidate] | None  # each series' newest sample, or ``columns``
     columns: Columns | None = None  # one batch in the series form (the steady state)
+    refusals: list[str] = field(default_factory=list)  # why batches were rejected (counted per agent)
 
     @property
     def candidates(self) -> dict[SeriesKey, Candidate]:
@@ -305,7 +362,50 @@ class Stored:
     new_batches: tuple[tuple[str, int], ...]
 
 
-def prepare_fast(agent: AgentRow, body: bytes) -> Pending | None:
+_SPELLED = (b'"NaN"', b'"+Inf"', b'"-Inf"')  # the wire's non-finite values, as a body carries them
+_IS_NON_FINITE_METRIC = NON_FINITE_METRICS.__contains__
+
+
+def _needs_strict(
+    body: bytes,
+    envelope: _Envelope,
+    decoded: list[tuple[list[_Sample], list[_Series]]],
+    limits: LimitsSection,
+) -> bool:
+    """Whether the strict decoder must judge the request: an unsafe character in the site or
+    position, events over a limit or with an unsafe attribute, a non-finite value where one must be
+    finite — or anything these cheap tests cannot rule out (an escape sequence in the body)."""
+    if b"\\" in body:  # an escaped character may spell anything: only the strict decoder reads it right
+        return True
+    if (envelope.site and unsafe_char(envelope.site)) or (
+        envelope.position and unsafe_char(envelope.position)
+    ):
+        return True
+    for index, batch in enumerate(envelope.batches):
+        if batch.events:
+            if limits_problem(index, batch.events, limits) is not None:
+                return True
+            for event in batch.events:
+                for value in event.attributes.values():
+                    if isinstance(value, str) and unsafe_char(value):
+                        return True
+    # Every non-finite value is one of the spelled tokens in the body: if the values of the metrics
+    # that may be non-finite account for all of them, no other metric carries one (C loops only;
+    # a token inside a label value or attribute makes the counts differ, and the strict path looks).
+    spelled = sum(map(body.count, _SPELLED))
+    if not spelled:
+        return False
+    allowed = 0
+    for samples, series in decoded:
+        if samples:
+            chosen = compress(samples, map(_IS_NON_FINITE_METRIC, map(_NAME, samples)))
+            allowed += sum(map(isinstance, map(_VALUE, chosen), repeat(str)))
+        for entry in compress(series, map(_IS_NON_FINITE_METRIC, map(_NAME, series))):
+            allowed += sum(map(isinstance, map(_by_value, entry.points), repeat(str)))
+    return allowed != spelled
+
+
+def prepare_fast(agent: AgentRow, body: bytes, limits: LimitsSection = DEFAULT_LIMITS) -> Pending | None:
     """A request decoded and checked the fast way, or None: then the strict path decides."""
     try:
         envelope = _envelope_decoder.decode(body)
@@ -313,9 +413,11 @@ def prepare_fast(agent: AgentRow, body: bytes) -> Pending | None:
             (_samples_decoder.decode(batch.samples), _series_decoder.decode(batch.series))
             for batch in envelope.batches
         ]
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     if envelope.version not in SUPPORTED_VERSIONS or any(b.agent_id != agent.id for b in envelope.batches):
+        return None
+    if _needs_strict(body, envelope, decoded, limits):
         return None
     if len(envelope.batches) == 1 and decoded[0][1] and not decoded[0][0]:
         steady = _prepare_columns(agent, envelope, decoded[0][1])
@@ -435,15 +537,19 @@ def plan_columns(columns: Columns, current: list[SeriesState | None]) -> list[Se
     return states
 
 
-def prepare(agent: AgentRow, envelope: Envelope) -> Pending:
-    """A strictly decoded request, checked against the catalog batch by batch."""
+def prepare(agent: AgentRow, envelope: Envelope, limits: LimitsSection = DEFAULT_LIMITS) -> Pending:
+    """A strictly decoded request, checked against the catalog and the limits batch by batch."""
     results: list[ItemResult | None] = [None] * len(envelope.batches)
     rows: list[tuple[int, BatchRow]] = []
     points: dict[SeriesKey, list[tuple[int, float, dict[str, str]]]] = {}
+    refusals: list[str] = []
     for index, batch in enumerate(envelope.batches):
-        reason = check_batch(index, batch)
+        reason, code = check_batch(index, batch), "catalog"
+        if reason is None:
+            code, reason = limits_problem(index, batch.events, limits) or (code, None)
         if reason is not None:
             results[index] = ItemResult(batch.boot_id, batch.seq, "rejected", reason)
+            refusals.append(code)
             continue
         rows.append((index, BatchRow.of(batch)))
         for sample in batch.every_sample():
@@ -456,7 +562,16 @@ def prepare(agent: AgentRow, envelope: Envelope) -> Pending:
         ts_ms, value, labels = next(point for point in series if point[0] == newest)
         timeline = [(t, v) for t, v, _ in series] if value == 0 and key[0] in STREAK_METRICS else None
         candidates[key] = Candidate(labels, ts_ms, value, timeline)
-    return Pending(agent, envelope.site, envelope.position, envelope.sent_ms, results, rows, candidates)
+    return Pending(
+        agent,
+        envelope.site,
+        envelope.position,
+        envelope.sent_ms,
+        results,
+        rows,
+        candidates,
+        refusals=refusals,
+    )
 
 
 def plan(candidate: Candidate, current: SeriesState | None) -> SeriesState | None:
@@ -483,11 +598,14 @@ def plan(candidate: Candidate, current: SeriesState | None) -> SeriesState | Non
 
 
 class Ingestor:
-    def __init__(self, store: Store, fleet: Fleet, stats: Stats, clock: Clock) -> None:
+    def __init__(
+        self, store: Store, fleet: Fleet, stats: Stats, clock: Clock, limits: LimitsSection = DEFAULT_LIMITS
+    ) -> None:
         self.store = store
         self.fleet = fleet
         self.stats = stats
         self.clock = clock
+        self.limits = limits
         # Called after commit with what was stored (remote-write hooks in here).
         self.on_stored: list[Callable[[Stored], None]] = []
 
@@ -507,11 +625,23 @@ class Ingestor:
         # Agents whose one steady batch in this commit is planned by its shape (``plan_columns``).
         laid_out: dict[str, tuple[Slots, list[SeriesState | None], list[SeriesState | None]]] = {}
         alone = Counter(request.agent.id for request in requests)
-        done: list[tuple[Pending, dict[SeriesKey, SeriesState], SeqTotals, list[tuple[str, int]]]] = []
+        done: list[tuple[Pending, dict[SeriesKey, SeriesState], SeqTotals, list[tuple[str, int]], list[str]]]
+        done = []
         with self.store.writer() as writer:
             for request in requests:
                 agent = request.agent.id
                 new: list[tuple[str, int]] = []
+                refused = self._over_series_limit(request, staged.get(agent, {}))
+                if refused:
+                    writer.touch_agent(
+                        agent,
+                        site=request.site,
+                        position=request.position,
+                        seen_ms=now_ms,
+                        clock_offset_ms=request.sent_ms - now_ms,
+                    )
+                    done.append((request, {}, writer.seq_totals(agent), new, refused))
+                    continue
                 for index, row in request.batches:
                     batch_id = writer.insert_batch(agent, row, now_ms)
                     status: ItemStatus = "duplicate" if batch_id is None else "accepted"
@@ -550,7 +680,7 @@ class Ingestor:
                     seen_ms=now_ms,
                     clock_offset_ms=request.sent_ms - now_ms,
                 )
-                done.append((request, updates, writer.seq_totals(agent), new))
+                done.append((request, updates, writer.seq_totals(agent), new, []))
             # Each agent's whole series state, one row per agent (not one per series).
             for agent, mine in staged.items():
                 if mine:
@@ -567,7 +697,7 @@ class Ingestor:
                     ]
                     writer.set_agent_latest(agent, states)
         out: list[tuple[IngestResponse, Stored]] = []
-        for request, updates, seq, new in done:
+        for request, updates, seq, new, refused in done:
             view = self.fleet.apply(
                 request.agent,
                 updates,
@@ -580,6 +710,8 @@ class Ingestor:
             if request.agent.id in laid_out:
                 self.fleet.set_slots(view, *laid_out[request.agent.id])
             answered = [result for result in request.results if result is not None]
+            for code in request.refusals + refused:
+                self.stats.reject(request.agent.id, code)
             for result in answered:
                 self.stats.batch(result.status)
                 if result.status == "rejected":
@@ -592,9 +724,37 @@ class Ingestor:
                     )
             stored = Stored(view, tuple(new))
             for hook in self.on_stored:
-                hook(stored)
+                try:
+                    hook(stored)
+                except Exception:  # stored and about to be answered: a hook's bug must not undo that
+                    log.exception("a hook after the commit of %s failed", request.agent.id)
             out.append((IngestResponse(results=answered, server_ms=now_ms), stored))
         return out
+
+    def _over_series_limit(self, request: Pending, staged: dict[SeriesKey, SeriesState]) -> list[str]:
+        """Reject every batch of ``request`` (and say so) if it would take its agent over
+        ``limits.max_series_per_agent``; the agent's known series are kept and updated as before."""
+        limit = self.limits.max_series_per_agent
+        view = self.fleet.agents.get(request.agent.id)
+        known = view.series if view is not None else {}
+        keys: Sequence[SeriesKey] = (
+            request.columns.shape.keys if request.columns is not None else list(request.candidates)
+        )
+        have = sum(map(len, known.values()))
+        if have + len(staged) + len(keys) <= limit:  # the common case: far from the limit
+            return []
+        added = {key for key in staged if key[1] not in known.get(key[0], {})}
+        added.update(key for key in keys if key[1] not in known.get(key[0], {}))
+        total = have + len(added)
+        if total <= limit:
+            return []
+        reason = (
+            f"$.batches: would make {total} series for agent {request.agent.id}, over"
+            f" limits.max_series_per_agent ({limit}); no new series are taken from it"
+        )
+        for index, row in request.batches:
+            request.results[index] = ItemResult(row.boot_id, row.seq, "rejected", reason)
+        return ["series_limit"] * len(request.batches)
 
 
 class GroupCommit:
@@ -622,21 +782,48 @@ class GroupCommit:
     def _flush(self) -> None:
         group, self._waiting = self._waiting, []
         try:
-            outcomes = self.ingestor.commit([request for request, _ in group])
-            self.commits += 1
-            self.requests += len(group)
-            self.after([stored for _, stored in outcomes])
-            for (_, answer), (response, _) in zip(group, outcomes, strict=True):
-                if not answer.done():
-                    answer.set_result(response)
-        except StoreError as exc:
-            for _, answer in group:
-                if not answer.done():
-                    answer.set_exception(StoreError(str(exc)))
+            outcomes = self._commit([request for request, _ in group])
+            try:
+                self.after([outcome[1] for outcome in outcomes if not isinstance(outcome, Exception)])
+            except Exception:  # the data is committed: answer it; the engine isolates its own faults
+                log.exception("alert evaluation after a commit failed")
+            for (_, answer), outcome in zip(group, outcomes, strict=True):
+                if answer.done():
+                    continue
+                if isinstance(outcome, Exception):
+                    answer.set_exception(outcome)
+                else:
+                    answer.set_result(outcome[0])
         finally:  # a bug must not leave requests waiting for ever
             for _, answer in group:
                 if not answer.done():
                     answer.cancel()
+
+    def _commit(self, requests: list[Pending]) -> list[tuple[IngestResponse, Stored] | Exception]:
+        """The group in one transaction; if that fails, each request in its own, so one agent's
+        request that cannot be stored fails alone and the others are stored as if it were not there."""
+        try:
+            outcomes: list[tuple[IngestResponse, Stored] | Exception] = list(self.ingestor.commit(requests))
+        except Exception as exc:  # the transaction rolled back: nothing of the group is stored
+            if len(requests) == 1:
+                return [exc]
+            log.warning(
+                "a group commit of %d requests failed (%s): storing them one by one", len(requests), exc
+            )
+        else:
+            self.commits += 1
+            self.requests += len(requests)
+            return outcomes
+        outcomes = []
+        for request in requests:
+            try:
+                outcomes.append(self.ingestor.commit([request])[0])
+            except Exception as exc:  # this request alone: answered with its error
+                outcomes.append(exc)
+            else:
+                self.commits += 1
+                self.requests += 1
+        return outcomes
 
 
 def bearer_token(header: str | None) -> str:
@@ -693,28 +880,49 @@ async def handle(
     store: Store,
     limit: int,
     commit: Callable[[Pending], Awaitable[IngestResponse]],
+    *,
+    limits: LimitsSection = DEFAULT_LIMITS,
+    stats: Stats | None = None,
+    body_timeout: float | None = None,
 ) -> Response:
     agent = store.agent_for_token(bearer_token(header(request, b"authorization")))
     if agent is None:
         return unauthorized()
-    body = await read_body(request, limit)
+    refused = stats.reject if stats is not None else _not_counted
+    try:
+        async with asyncio.timeout(body_timeout):
+            body = await read_body(request, limit)
+    except TimeoutError:
+        refused(agent.id, "slow_body")
+        return error_response(408, f"body not received within {body_timeout:g} s")
     if body is None:
+        refused(agent.id, "too_large")
         return error_response(413, f"body larger than {limit} bytes: split the batches")
-    pending = prepare_fast(agent, body)
+    pending = prepare_fast(agent, body, limits)
     if pending is None:  # something is unusual: the strict decoder says what, or takes it
         try:
             envelope = decode_envelope(body)
         except WireError as exc:
             status = 400 if exc.reason.startswith(_SYNTAX_REASONS) else 422
+            refused(agent.id, exc.kind)
             return error_response(status, exc.reason, exc.path)
         if envelope.batches[0].agent_id != agent.id:
+            refused(agent.id, "wrong_agent")
             return error_response(
                 403, "batches belong to another agent than the token's", "$.batches[0].agent_id"
             )
-        pending = prepare(agent, envelope)
+        pending = prepare(agent, envelope, limits)
     try:
         answer = await commit(pending)
     except StoreError as exc:
         log.error("ingest from %s failed: %s", agent.id, exc)
         return error_response(503, "store unavailable, retry later", headers={"Retry-After": "1"})
+    except Exception:  # nothing was stored; the others of its group commit were
+        log.exception("ingest from %s could not be stored", agent.id)
+        refused(agent.id, "unstorable")
+        return error_response(422, "the collector could not store this request (its log says why)", "$")
     return Response(encode(answer), media_type="application/json")
+
+
+def _not_counted(agent: str, reason: str) -> None:
+    """Where no stats are kept (tools and tests that call ``handle`` alone)."""

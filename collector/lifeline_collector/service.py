@@ -96,7 +96,7 @@ class Collector:
         )
         self._restore()
         self.silence.watch_all(self.fleet.agents.values())
-        self.ingestor = Ingestor(self.store, self.fleet, self.stats, self.clock)
+        self.ingestor = Ingestor(self.store, self.fleet, self.stats, self.clock, config.limits)
         self.remote_writer: DurableRemoteWriter | None = None
         if config.remote_write.enabled:
             # Reads the store after a cursor, so samples keep their original timestamps and a
@@ -208,12 +208,19 @@ class Collector:
 
     async def _tick_loop(self) -> None:
         interval = self.config.alerting.evaluate_interval
+        last_error = ""  # the same failure every tick is logged once
         while True:
             await asyncio.sleep(interval)
             try:
                 self.tick()
             except StoreError as exc:
                 log.error("alert evaluation skipped: %s", exc)
+            except Exception as exc:  # the tick pages for every position: it must outlive any bug
+                if repr(exc) != last_error:
+                    log.exception("alert evaluation failed (tick goes on)")
+                last_error = repr(exc)
+            else:
+                last_error = ""
 
     async def _silence_loop(self) -> None:
         # Sub-second: a total cut must page within ~3 s, and the tick runs once a second.

@@ -230,7 +230,8 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-LABELS_KEY_CACHE_SIZE = 65_536
+LABELS_KEY_CACHE_SIZE = 16_384
+LABELS_KEY_TEXT_LIMIT = 512  # characters of a cached label set's text: real ones are a few dozen
 _labels_keys: dict[tuple[tuple[str, str], ...], str] = {}
 
 
@@ -238,12 +239,15 @@ def labels_key(labels: Mapping[str, str]) -> str:
     """The canonical text of a label set (sorted JSON), used as part of a series' identity.
 
     Every ingested sample needs one, and a fleet repeats the same few hundred label sets, so the
-    text is cached by the labels as sent (bounded: agents choose label values).
+    text is cached by the labels as sent (bounded in entries and in size: agents choose label
+    values, and a rejected or one-off long label set must not stay in memory).
     """
     items = tuple(labels.items())
     key = _labels_keys.get(items)
     if key is None:
         key = json.dumps(labels, sort_keys=True, separators=(",", ":"))
+        if len(key) > LABELS_KEY_TEXT_LIMIT:
+            return key
         if len(_labels_keys) >= LABELS_KEY_CACHE_SIZE:
             _labels_keys.clear()
         _labels_keys[items] = key
@@ -418,17 +422,24 @@ class BatchRow:
 class Store:
     def __init__(self, path: str) -> None:
         self.path = path
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # Why the last write failed, until a write of ingest succeeds again (``ping``).
+        self.failing: str | None = None
         try:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            # FULL: each commit is on disk (the WAL synced) before ingest answers it, and an agent
+            # deletes what was answered; NORMAL could lose the last commits on a power cut. A group
+            # commit pays one sync for every request in it (bench/collector_ingest.py).
+            self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
             self._migrate()
             self._db.executescript(_INDEXES)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except OSError as exc:
+            raise StoreError(f"cannot open store {path}: {exc.strerror or exc}") from None
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from None
         # One connection, used by the event loop; the lock guards tests and CLI use from threads.
@@ -475,15 +486,25 @@ class Store:
                 raise StoreError(f"store busy: {exc}") from None
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, sqlite3.Error | StoreError):
+                    self.failing = str(exc)
                 raise
             else:
                 try:
                     self._db.execute("COMMIT")
                 except sqlite3.Error as exc:
-                    self._db.execute("ROLLBACK")
-                    raise StoreError(f"commit failed: {exc}") from None
+                    self._rollback()
+                    self.failing = f"commit failed: {exc}"
+                    raise StoreError(self.failing) from None
+
+    def _rollback(self) -> None:
+        """Undo what is left of a transaction. SQLite rolls some back by itself (a full disk, an I/O
+        error); a ROLLBACK then fails with "cannot rollback", which must not hide the real cause."""
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
         with self._lock:
@@ -559,6 +580,7 @@ class Store:
                 writer.finish()
         except sqlite3.Error as exc:
             raise StoreError(f"write failed: {exc}") from None
+        self.failing = None
 
     # --- reading back ------------------------------------------------------------------------
 
@@ -575,7 +597,8 @@ class Store:
 
     def seq_totals(self) -> dict[str, SeqTotals]:
         rows = self._query(
-            "SELECT agent, SUM(jumps), SUM(max_seq - min_seq + 1 - received) FROM boots GROUP BY agent"
+            # TOTAL (a float) where SUM would overflow: an agent picks its boots and sequence numbers.
+            "SELECT agent, TOTAL(jumps), TOTAL(max_seq - min_seq + 1 - received) FROM boots GROUP BY agent"
         )
         return {str(a): SeqTotals(_int(j), _int(m)) for a, j, m in rows}
 
@@ -855,10 +878,21 @@ class Store:
         return _int(removed)
 
     def ping(self) -> bool:
+        """Whether the store takes writes: a read is not enough (it succeeds on a full disk or a
+        read-only file, where every ingest fails), so a small write is committed, and a failure of
+        the last ingest write counts until one succeeds again. ``failing`` says why not."""
         try:
-            return self._query("SELECT 1")[0][0] == 1
+            with self._tx() as db:
+                db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('health_checks', 1)"
+                    " ON CONFLICT (key) DO UPDATE SET value = value + 1"
+                )
         except StoreError:
             return False
+        except sqlite3.Error as exc:
+            self.failing = str(exc)
+            return False
+        return self.failing is None
 
 
 class Writer:
@@ -955,15 +989,15 @@ class Writer:
     ) -> None:
         self._db.execute(
             "UPDATE agents SET last_seen_ms = ?, clock_offset_ms = ?,"
-            " site = CASE WHEN ? = '' THEN site ELSE ? END,"
-            " position = CASE WHEN ? = '' THEN position ELSE ? END WHERE id = ?",
-            (seen_ms, clock_offset_ms, site, site, position, position, agent),
+            # Registered values win: an agent only fills in what ``agents add`` left empty.
+            " site = CASE WHEN site = '' THEN ? ELSE site END,"
+            " position = CASE WHEN position = '' THEN ? ELSE position END WHERE id = ?",
+            (seen_ms, clock_offset_ms, site, position, agent),
         )
 
     def seq_totals(self, agent: str) -> SeqTotals:
         row = self._db.execute(
-            "SELECT COALESCE(SUM(jumps), 0), COALESCE(SUM(max_seq - min_seq + 1 - received), 0)"
-            " FROM boots WHERE agent = ?",
+            "SELECT TOTAL(jumps), TOTAL(max_seq - min_seq + 1 - received) FROM boots WHERE agent = ?",
             (agent,),
         ).fetchone()
         return SeqTotals(int(row[0]), int(row[1]))

@@ -245,12 +245,13 @@ async def test_site_position_clock_offset_and_sequence_gaps(
     body = envelope("pos-12", (0, []), (3, []), sent_ms=MS + 2500, site="south", position="12B")
     assert (await client.post("/api/v1/ingest", content=body, headers=auth)).status_code == 200
     view = service.fleet.agents["pos-12"]
-    assert (view.site, view.position) == ("south", "12B")
+    # What ``agents add`` registered wins over what the agent says (it cannot move itself).
+    assert (view.site, view.position) == ("north", "12")
     assert view.clock_offset == pytest.approx(2.5)
     assert (view.seq.jumps, view.seq.missing) == (2, 2)
     row = service.store.agent("pos-12")
     assert row is not None
-    assert (row.site, row.position, row.clock_offset_ms) == ("south", "12B", 2500)
+    assert (row.site, row.position, row.clock_offset_ms) == ("north", "12", 2500)
     # A late batch fills part of the gap: still missing one, the jump count stays.
     await client.post("/api/v1/ingest", content=envelope("pos-12", (1, [])), headers=auth)
     assert (view.seq.jumps, view.seq.missing) == (2, 1)
@@ -259,7 +260,7 @@ async def test_site_position_clock_offset_and_sequence_gaps(
     assert (view.seq.jumps, view.seq.missing) == (2, 1)
     # Empty site/position in the envelope keeps what is known.
     await client.post("/api/v1/ingest", content=envelope("pos-12", (4, [])), headers=auth)
-    assert (view.site, view.position) == ("south", "12B")
+    assert (view.site, view.position) == ("north", "12")
 
 
 async def test_backfill_is_stored_but_does_not_move_latest(

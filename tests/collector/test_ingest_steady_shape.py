@@ -33,9 +33,11 @@ Snapshot = dict[tuple[str, str], tuple[dict[str, str], str, int, int]]
 
 def value(rng: random.Random, name: str) -> float | str:
     if name == "lifeline_probe_success":
-        return 0.0 if rng.random() < 0.45 else rng.choice((1.0, 1.0, "NaN"))
+        return 0.0 if rng.random() < 0.45 else 1.0
     if name == "lifeline_probe_rtt_seconds":
-        return rng.choice((0.0, rng.uniform(0.001, 0.3), "+Inf", "NaN"))
+        return rng.choice((0.0, rng.uniform(0.001, 0.3)))
+    if name == "lifeline_cad_risk_ratio":  # one of the metrics that may be NaN or ±Inf
+        return rng.choice((0.0, rng.uniform(0.0, 1.0), "+Inf", "NaN", "-Inf"))
     return rng.choice((0.0, 0.0, 1.0, 3.0))
 
 

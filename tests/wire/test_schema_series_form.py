@@ -108,7 +108,7 @@ def test_series_form_round_trips_and_reads_as_samples_in_order() -> None:
     )
 )
 def test_any_points_survive_the_round_trip(points: list[tuple[int, float]]) -> None:
-    entry = SeriesPoints("lifeline_probe_rtt_seconds", {"stat": "avg"}, points)
+    entry = SeriesPoints("lifeline_cad_risk_ratio", {"stat": "avg"}, points)  # may be NaN or ±Inf
     batch = Batch(agent_id="a", boot_id="b", seq=0, created_ms=TS, series=[entry])
     back = decode_envelope(encode(Envelope(SCHEMA_VERSION, [batch], TS))).batches[0].every_sample()
     assert [s.ts_ms for s in back] == [ts for ts, _ in points]

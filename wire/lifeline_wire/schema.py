@@ -6,7 +6,12 @@ gap in ``seq`` is visible as lost data. Timestamps are Unix milliseconds and are
 measurement was taken, never the time it was sent.
 
 Decoding is strict: unknown fields, wrong types and out-of-range values are rejected, and every
-error names the field as a JSON path (``$.batches[0].samples[3].value``).
+error names the field as a JSON path (``$.batches[0].samples[3].value``). Beyond the types,
+``decode_envelope`` checks what a type cannot say: a value is finite unless its metric declares
+otherwise (``MetricSpec.non_finite``: "+Inf" means "never" for a handshake age), and label values,
+event attribute strings, site and position carry no control characters and no bidirectional
+overrides (``unsafe_char``), so no output — /metrics, an alert sentence, a page — can be spoofed
+or broken by what an agent wrote. JSON nested deeper than the contract ever needs is refused.
 
 A batch carries its measurements in either of two forms, or both: ``samples`` (one object per
 sample, version 1) and ``series`` (version 2: one entry per series with its ``[ts_ms, value]``
@@ -25,6 +30,8 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from lifeline_wire.catalog import CATALOG
+
 SCHEMA_VERSION: Final = 2
 SUPPORTED_VERSIONS: Final = frozenset({1, 2})  # version 1 has no ``series``; its batches stay valid
 
@@ -32,6 +39,11 @@ MAX_BATCHES_PER_ENVELOPE: Final = 500
 MAX_SAMPLES_PER_BATCH: Final = 20_000  # samples and series points together
 MAX_EVENTS_PER_BATCH: Final = 2_000
 MAX_LABELS: Final = 16
+MAX_LABEL_VALUE: Final = 256
+MAX_EVENT_ATTRIBUTES: Final = 64
+MAX_EVENT_ATTRIBUTE_LENGTH: Final = 1024
+# Below 2**63 (SQLite's INTEGER) with room to spare, and exact as a float in every JSON reader.
+MAX_SEQ: Final = 2**53
 
 METRIC_NAME_RE: Final = r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}$"
 LABEL_NAME_RE: Final = r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$"
@@ -39,13 +51,20 @@ ID_RE: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 MetricName = Annotated[str, msgspec.Meta(pattern=METRIC_NAME_RE)]
 LabelName = Annotated[str, msgspec.Meta(pattern=LABEL_NAME_RE)]
-LabelValue = Annotated[str, msgspec.Meta(max_length=256)]
+LabelValue = Annotated[str, msgspec.Meta(max_length=MAX_LABEL_VALUE)]
 Identifier = Annotated[str, msgspec.Meta(pattern=ID_RE)]
 # Milliseconds since the Unix epoch: 2001-09-09 .. 2286-11-20, which rejects seconds sent by mistake.
 TimestampMs = Annotated[int, msgspec.Meta(ge=1_000_000_000_000, lt=10_000_000_000_000)]
-EventAttr = str | int | float | bool
+EventAttr = Annotated[str, msgspec.Meta(max_length=MAX_EVENT_ATTRIBUTE_LENGTH)] | int | float | bool
 NonFinite = Literal["+Inf", "-Inf", "NaN"]
 NON_FINITE: Final = {"+Inf": math.inf, "-Inf": -math.inf, "NaN": math.nan}  # the wire's spellings
+# The metrics whose values may be NaN or ±Inf; every other value must be finite.
+NON_FINITE_METRICS: Final = frozenset(name for name, spec in CATALOG.items() if spec.non_finite)
+SequenceNumber = Annotated[int, msgspec.Meta(ge=0, lt=MAX_SEQ)]
+# Characters no label value, attribute or name may carry: C0 and C1 controls (NUL, newline, ESC …),
+# DEL, line and paragraph separators, and the bidirectional marks, embeddings, overrides and
+# isolates that make text read other than it is stored (U+202E turns "gnp.exe" into "exe.png").
+_UNSAFE_CHARS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 # Sample names and label names are checked in ``Sample.__post_init__`` against the patterns above,
 # remembering the names that passed: a collector decodes ~340 samples per batch, thousands of
@@ -79,12 +98,14 @@ def _check_label_names(labels: dict[str, str]) -> None:
 
 
 class WireError(ValueError):
-    """A body that does not follow the contract. ``path`` is the JSON path of the bad field."""
+    """A body that does not follow the contract. ``path`` is the JSON path of the bad field;
+    ``kind`` sorts it for counting: schema, non_finite, unsafe_text or too_deep."""
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, kind: str = "schema") -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+        self.kind = kind
 
 
 class Sample(msgspec.Struct, frozen=True, forbid_unknown_fields=True, array_like=False):
@@ -158,7 +179,7 @@ class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     type: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_.]{0,63}$")]
     ts_ms: TimestampMs
-    attributes: Annotated[dict[LabelName, EventAttr], msgspec.Meta(max_length=64)] = {}
+    attributes: Annotated[dict[LabelName, EventAttr], msgspec.Meta(max_length=MAX_EVENT_ATTRIBUTES)] = {}
 
 
 class Batch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -166,7 +187,7 @@ class Batch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     agent_id: Identifier
     boot_id: Identifier
-    seq: Annotated[int, msgspec.Meta(ge=0)]
+    seq: SequenceNumber
     created_ms: TimestampMs
     samples: Annotated[list[Sample], msgspec.Meta(max_length=MAX_SAMPLES_PER_BATCH)] = []
     events: Annotated[list[Event], msgspec.Meta(max_length=MAX_EVENTS_PER_BATCH)] = []
@@ -261,18 +282,83 @@ def decode_envelope(body: bytes) -> Envelope:
     except msgspec.DecodeError as exc:
         try:
             version = _version_decoder.decode(body).version
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             version = SCHEMA_VERSION
         if version not in SUPPORTED_VERSIONS:
             raise _version_error(version) from None
         raise _wire_error(exc) from None
+    except RecursionError:
+        raise WireError("$", TOO_DEEP, "too_deep") from None
     if envelope.version not in SUPPORTED_VERSIONS:
         raise _version_error(envelope.version)
     first = envelope.batches[0].agent_id
     for index, batch in enumerate(envelope.batches):
         if batch.agent_id != first:
             raise WireError(f"$.batches[{index}].agent_id", "all batches must come from one agent")
+    problem = envelope_problem(envelope)
+    if problem is not None:
+        raise problem
     return envelope
+
+
+TOO_DEEP: Final = "JSON nested deeper than the contract allows"
+
+
+def unsafe_char(text: str) -> str | None:
+    """Why ``text`` may not travel (a control character or a bidirectional override), or None."""
+    found = _UNSAFE_CHARS.search(text)
+    if found is None:
+        return None
+    return f"must not contain control or bidirectional-override characters (U+{ord(found.group()):04X})"
+
+
+def envelope_problem(envelope: Envelope) -> WireError | None:
+    """What the types cannot check (see the module docstring): the first offending field, or None."""
+    for key in ("site", "position"):
+        reason = unsafe_char(getattr(envelope, key))
+        if reason is not None:
+            return WireError(f"$.{key}", reason, "unsafe_text")
+    for index, batch in enumerate(envelope.batches):
+        where = f"$.batches[{index}]"
+        for number, sample in enumerate(batch.samples):
+            if isinstance(sample.value, str) and sample.name not in NON_FINITE_METRICS:
+                path = f"{where}.samples[{number}].value"
+                return WireError(path, _finite(sample.name, sample.value), "non_finite")
+            problem = _labels_problem(f"{where}.samples[{number}].labels", sample.labels)
+            if problem is not None:
+                return problem
+        for number, entry in enumerate(batch.series):
+            if entry.name not in NON_FINITE_METRICS:
+                for at, (_, value) in enumerate(entry.points):
+                    if isinstance(value, str):
+                        path = f"{where}.series[{number}].points[{at}][1]"
+                        return WireError(path, _finite(entry.name, value), "non_finite")
+            problem = _labels_problem(f"{where}.series[{number}].labels", entry.labels)
+            if problem is not None:
+                return problem
+        for number, event in enumerate(batch.events):
+            for name, attribute in event.attributes.items():
+                path = f"{where}.events[{number}].attributes.{name}"
+                if isinstance(attribute, float) and not math.isfinite(attribute):
+                    return WireError(path, "must be a finite number", "non_finite")
+                reason = unsafe_char(attribute) if isinstance(attribute, str) else None
+                if reason is not None:
+                    return WireError(path, reason, "unsafe_text")
+    return None
+
+
+def _finite(name: str, value: str) -> str:
+    return (
+        f"must be a finite number: {name} is not one of the metrics that may be NaN or ±Inf (got {value!r})"
+    )
+
+
+def _labels_problem(path: str, labels: dict[str, str]) -> WireError | None:
+    for label, value in labels.items():
+        reason = unsafe_char(value)
+        if reason is not None:
+            return WireError(f"{path}.{label}", reason, "unsafe_text")
+    return None
 
 
 def _version_error(version: int) -> WireError:

@@ -9,10 +9,11 @@ routing, repeats and escalation and calls ``deliver`` for each notification.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from lifeline_collector.alerting import health, incidents, outage
+from lifeline_collector.alerting import health, incidents, model, outage
 from lifeline_collector.alerting.model import Alert, AlertGroup, AlertState
 from lifeline_collector.alerting.notifications import AlertStatus, Notifications
 from lifeline_collector.alerting.routing import Router
@@ -62,6 +63,10 @@ class AlertEngine:
         self.record = record
         self.correlator = correlator
         self.states = AlertStates(resolve_hold)
+        # A rule that raises for a position is skipped for it (its alerts there stay as they were),
+        # counted here (lifeline_collector_rule_errors_total) and logged once per rule and position.
+        self.rule_errors: Counter[str] = Counter()
+        self._failing: set[tuple[str, str]] = set()
         self.outages = outage.Outages(self.states)
         self.notifications = Notifications(
             self.states,
@@ -82,13 +87,17 @@ class AlertEngine:
         quiet = self._quiet
         for agent in agents:
             with health.remembered():  # the rules and the correlator read the position's health once
-                findings = [finding for rule in self.rules for finding in rule.evaluate(agent, now)]
+                findings = self._findings(agent, now)
                 findings = self.outages.fold(agent, findings, now)
                 changes.extend(
                     self._outage_changes(agent.id, self.states.update(agent.id, findings, now), now)
                 )
                 if self.correlator is not None:
-                    sites |= self.correlator.observe(agent, now)
+                    try:
+                        sites |= self.correlator.observe(agent, now)
+                    except Exception:  # as for a rule: this position is left out of fleet grouping
+                        self.rule_errors[self.correlator.name] += 1
+                        log.exception("fleet grouping failed for %s: left out of it this time", agent.id)
             lost = self.correlator is not None and self.correlator.has_lost(agent.id)
             waiting = any(rule.waiting(agent.id) for rule in self._waiting)
             if findings or lost or waiting or self.states.holds(agent.id):
@@ -143,6 +152,32 @@ class AlertEngine:
             if alert is not None and alert.state is AlertState.FIRING:
                 out.append(alert)
         return out
+
+    def _findings(self, agent: AgentView, now: float) -> list[model.Finding]:
+        """Every rule's findings for one position; a rule that raises keeps what it had found there."""
+        findings: list[model.Finding] = []
+        for rule in self.rules:
+            key = (rule.name, agent.id)
+            try:
+                found = list(rule.evaluate(agent, now))
+            except Exception:  # one rule's bug on one position's data must not blind the others
+                self.rule_errors[rule.name] += 1
+                if key not in self._failing and len(self._failing) < 10_000:
+                    self._failing.add(key)
+                    log.exception("rule %s failed for %s: skipped there while it fails", *key)
+                findings += self._kept(*key)
+            else:
+                findings += found
+                self._failing.discard(key)
+        return findings
+
+    def _kept(self, rule: str, scope: str) -> list[model.Finding]:
+        """The alerts ``rule`` holds for ``scope`` now, as findings: neither resolved nor changed."""
+        return [
+            model.Finding(scope, alert.labels, alert.annotations, alert.state is model.AlertState.FIRING)
+            for alert in self.states.of_scope(scope)
+            if alert.name == rule
+        ]
 
     def evaluate_fleet(self, agents: dict[str, AgentView], *, full: bool = False) -> list[Change]:
         """Evaluate the positions whose findings may have changed since they were last evaluated

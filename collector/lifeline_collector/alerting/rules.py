@@ -47,6 +47,12 @@ def _rounds(count: int) -> str:
     return "1 round" if count == 1 else f"{count} rounds"
 
 
+def _whole(value: float) -> int:
+    """A stored count as an int; a non-finite one (a store written before the wire refused them)
+    counts 0, so a silent position's page is still worded from the rest of what it reported."""
+    return int(value) if value - value == 0 else 0  # inf - inf and nan - nan are NaN
+
+
 def cad_failures(agent: AgentView) -> dict[str, tuple[int, str]]:
     """role="cad" targets → (failed rounds in a row, probe kind).
 
@@ -61,7 +67,7 @@ def cad_failures(agent: AgentView) -> dict[str, tuple[int, str]]:
             if state.labels.get("role") != "cad":
                 continue
             key = (state.labels.get("target", ""), state.labels.get("path", ""))
-            count = int(state.value) if name == "lifeline_probe_consecutive_failures" else state.zero_streak
+            count = state.zero_streak if name == "lifeline_probe_success" else _whole(state.value)
             previous = per_path.get(key, (0, ""))[0]
             per_path[key] = (max(previous, count), state.labels.get("kind", ""))
     out: dict[str, tuple[int, str]] = {}

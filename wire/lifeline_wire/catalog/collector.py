@@ -54,6 +54,22 @@ METRICS: tuple[MetricSpec, ...] = (
         ("path",),
     ),
     MetricSpec(
+        "lifeline_collector_rejected_total",
+        "counter",
+        "Requests and batches of an agent refused, by agent and reason: the contract (schema, non_finite,"
+        " unsafe_text, too_deep, catalog, wrong_agent), a [limits] key (series_limit, events,"
+        " event_attributes), the server's bounds (too_large, slow_body) or a request the store could not"
+        " take (unstorable)",
+        ("agent", "reason"),
+    ),
+    MetricSpec(
+        "lifeline_collector_rule_errors_total",
+        "counter",
+        "Evaluations of an alert rule for one position that raised: that rule was skipped for that position"
+        " (its alerts kept as they were), every other rule and position evaluated",
+        ("rule",),
+    ),
+    MetricSpec(
         "lifeline_alerts_active",
         "gauge",
         "Alerts currently active by name, site and state (pending, firing)",

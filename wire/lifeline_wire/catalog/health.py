@@ -23,12 +23,14 @@ METRICS: tuple[MetricSpec, ...] = (
         "gauge",
         "Estimated probability (0..1) that the position loses CAD soon",
         (),
+        non_finite=True,
     ),
     MetricSpec(
         "lifeline_cad_time_to_loss_seconds",
         "gauge",
         "Predicted seconds until CAD is lost (+Inf when stable)",
         (),
+        non_finite=True,
     ),
     MetricSpec(
         "lifeline_provider_available",

@@ -50,6 +50,7 @@ METRICS: tuple[MetricSpec, ...] = (
         "gauge",
         "Seconds since the last WireGuard handshake (+Inf if never)",
         ("interface", "vpn_type"),
+        non_finite=True,
     ),
     MetricSpec(
         "lifeline_vpn_bytes_total",

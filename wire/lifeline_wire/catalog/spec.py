@@ -19,3 +19,6 @@ class MetricSpec:
     labels: tuple[str, ...] = ()
     # Label values must come from a closed set (documented cardinality); None = free but bounded by config.
     unit: str = ""
+    # True for the few gauges where NaN or ±Inf means something (+Inf: "never", "stable"); every
+    # other value must be finite, and the collector rejects a non-finite one naming the field.
+    non_finite: bool = False
