@@ -31,7 +31,7 @@ FULL_PASS_EVERY = 1.0  # seconds: silence and maintenance windows follow the clo
 QUEUE_LIMIT = 64  # messages a slow board may lag behind before it is dropped (it reconnects)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # each subscriber is itself, kept in a set
 class Subscriber:
     queue: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
     dropped: bool = False
