@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("lifeline_collector.board")
 
 FULL_PASS_EVERY = 1.0  # seconds: silence and maintenance windows follow the clock alone
+HOUSEKEEPING_EVERY = 3600.0  # seconds between runs of ``hourly`` (pruning)
 QUEUE_LIMIT = 64  # messages a slow board may lag behind before it is dropped (it reconnects)
 
 
@@ -55,6 +56,7 @@ class BoardHub:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.on_state: list[Callable[[Row, Row | None], None]] = []
+        self.hourly: list[Callable[[], None]] = []  # run from the hub's loop, first at its start
         self.refresh_all()
 
     # --- what the collector calls -----------------------------------------------------------------
@@ -160,6 +162,7 @@ class BoardHub:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_full = loop.time() + FULL_PASS_EVERY
+        next_housekeeping = loop.time()
         while True:
             # asyncio.timeout, not wait_for: no inner task that a cancellation could get stuck on.
             with contextlib.suppress(TimeoutError):
@@ -167,6 +170,10 @@ class BoardHub:
                     await self._wake.wait()
             self._wake.clear()
             try:
+                if loop.time() >= next_housekeeping:
+                    next_housekeeping = loop.time() + HOUSEKEEPING_EVERY
+                    for job in self.hourly:
+                        job()
                 if loop.time() >= next_full:
                     next_full = loop.time() + FULL_PASS_EVERY
                     self._dirty.clear()

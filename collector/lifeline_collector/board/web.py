@@ -11,6 +11,7 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -57,6 +58,7 @@ from lifeline_collector.service import Collector
 from lifeline_wire.tomlcfg import parse_duration
 
 HERE = Path(__file__).parent
+log = logging.getLogger("lifeline_collector.board")
 LOGIN_COOKIE = "lifeline_login"  # double-submit CSRF token of the login form (no session yet)
 PING_EVERY = 5.0  # seconds between keep-alives on the live stream (the page calls 12 s silent "lost")
 RECHECK_SESSION_EVERY = 30.0
@@ -95,6 +97,20 @@ class Board:
         self._row = self.env.get_template("_row.html")
         self.hub = BoardHub(service, people, self.render_row)
         self.hub.on_state.append(self._record_state)
+        self.hub.hourly.append(self.prune)
+
+    def prune(self) -> None:
+        """Audit records past ``[auth] audit_retention`` (never under a year), state changes past the
+        store's retention, sessions past their lifetime or idle time."""
+        now = self.service.clock.now()
+        config = self.accounts.config
+        removed = self.people.prune_audit(round((now - config.audit_retention) * 1000))
+        self.people.prune_state_changes(round((now - self.service.config.store.retention) * 1000))
+        self.people.drop_stale_sessions(
+            round((now - config.session_lifetime) * 1000), round((now - config.session_idle) * 1000)
+        )
+        if removed:
+            log.info("pruned %d audit records older than the audit retention", removed)
 
     def render_row(self, row: model.Row) -> str:
         return self._row.render(row=row, since=self.hub.since.get(row.agent))
