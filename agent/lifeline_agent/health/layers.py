@@ -93,7 +93,9 @@ class Tuning:
     trend_window: float = 30.0  # least-squares window of the trends
     trend_min_points: int = 10  # one-second bins a trend needs
     trend_min_episodes: int = 3  # separate loss bursts before a loss trend is believed
-    trend_hold: float = 2.0  # … and a rising loss trend must hold this long before it counts
+    # … and a rising loss trend must hold this long before it counts (a fit needs trend_min_points
+    # seconds of the current run of loss as well, so a burst of a few seconds never gets that far)
+    trend_hold: float = 1.0
     trend_onset_gap: float = 5.0  # a run of loss begins after this long without a lost packet
     # A loss trend's slope must stand this many standard errors out of the noise (2 read a steady
     # 20 % each way as rising in 1 of 30 simulated minutes; a ramp's is clear of 2.5 as soon).
