@@ -124,8 +124,10 @@ async def metrics_endpoint(request: Request) -> Response:
 
 
 async def healthz_endpoint(request: Request) -> Response:
-    ok = _service(request).store.ping()
-    return json_response({"status": "ok" if ok else "store unavailable"}, 200 if ok else 503)
+    store = _service(request).store
+    if store.ping():  # a committed write, not a read: see Store.ping
+        return json_response({"status": "ok"})
+    return json_response({"status": f"store unavailable: {store.failing or 'busy'}"}, 503)
 
 
 async def openapi_endpoint(request: Request) -> Response:

@@ -69,6 +69,7 @@ def serve(config_path: str, log_level: str) -> None:
     import uvicorn
 
     from lifeline_collector.app import create_app
+    from lifeline_collector.http_server import uvicorn_config
 
     config = _load(config_path)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -77,17 +78,8 @@ def serve(config_path: str, log_level: str) -> None:
     except CollectorError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=config.server.host,
-            port=config.server.port,
-            log_level=log_level,
-            log_config=None,
-            timeout_graceful_shutdown=5,
-            server_header=False,
-        )
-    )
+    # Forwarding headers believed only from server.trusted_proxies; slow request headers cut off.
+    server = uvicorn.Server(uvicorn_config(app, config.server, log_level=log_level))
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal under the handlers
     # that were there before it started: make those no-ops so a requested stop exits with 0.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):

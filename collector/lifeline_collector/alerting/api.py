@@ -3,13 +3,18 @@
 Reads are open like the rest of the read API. Writes (create or expire a silence, acknowledge)
 need ``Authorization: Bearer <admin token>`` (``[api] admin_token_file``, compared by SHA-256 hash
 in constant time); without a configured token they are refused. After ``lockout_after`` failed
-attempts from one address that address is locked out for ``lockout_for`` (429).
+attempts from one address that address is locked out for ``lockout_for`` (429). The address is
+the peer's, or the client's a trusted proxy names (``server.trusted_proxies``): a client cannot
+pick one (rotating X-Forwarded-For walks around nothing), and one source's lockout locks no other
+— unless they share an address, as everyone behind an untrusted same-host proxy does (the log
+says so when a loopback address is locked out).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -37,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("lifeline_collector.api")
 
 MAX_BODY = 64 * 1024
+MAX_TRACKED = 10_000  # client addresses whose failures are remembered (any client can pick many)
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -74,11 +80,38 @@ class AdminGuard:
                 self._failures.pop(client, None)
                 return None
         recent.append(now)
+        if client not in self._failures and len(self._failures) >= MAX_TRACKED:
+            self._forget(now)
         self._failures[client] = recent
         log.warning("admin request from %s refused (%d failed in a row)", client, len(recent))
+        if len(recent) == self.lockout_after:
+            log.warning(
+                "admin requests from %s locked out for %g s%s",
+                client,
+                self.lockout_for,
+                " (a loopback address: if a reverse proxy on this host forwards operators, list it in"
+                " server.trusted_proxies so only the offending client is locked out)"
+                if _is_loopback(client)
+                else "",
+            )
         return error_response(
             401, "admin token required", headers={"WWW-Authenticate": 'Bearer realm="lifeline-admin"'}
         )
+
+    def _forget(self, now: float) -> None:
+        """Make room: drop addresses whose failures have expired, else the oldest half."""
+        for client in [c for c, times in self._failures.items() if now - times[-1] >= self.lockout_for]:
+            del self._failures[client]
+        if len(self._failures) >= MAX_TRACKED:
+            for client in list(self._failures)[: MAX_TRACKED // 2]:
+                del self._failures[client]
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def admin(handler: Handler) -> Handler:
