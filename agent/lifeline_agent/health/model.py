@@ -840,7 +840,17 @@ class HealthModel:
             return "none", "healthy"
         text = pick.reason
         if pick.state == "failed":
-            if pick.layer == "internet" and states["router"].state == "ok":
+            # Nothing measured in front of the silent layer (no link, Wi-Fi or interface facts; no
+            # probe of the router): its silence cannot be told from the layer before it going.
+            if pick.layer == "router" and states["link"].state == "unknown" and text == FAILED["router"]:
+                text = "home network or home router down"
+            elif (
+                pick.layer == "internet"
+                and states["router"].state == "unknown"
+                and text == FAILED["internet"]
+            ):
+                text = "home router or home internet (ISP) down"
+            elif pick.layer == "internet" and states["router"].state == "ok":
                 text = f"{text}, router fine"
             elif (
                 pick.layer == "vpn"

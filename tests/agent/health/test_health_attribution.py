@@ -146,3 +146,33 @@ def test_a_tunnel_that_comes_back_stops_being_blamed(position: Callable[..., Pos
     after = pos.run(20)
     assert after[-1].verdict == "healthy"
     assert all(a.verdict_layer in ("vpn", "none") for a in after)
+
+
+HOME_TABLE = [
+    # (probes and facts the agent has, what breaks, what it names)
+    ("router probe, link facts", "router", "router", "home router unreachable"),
+    ("router probe, no link facts", "router", "router", "home network or home router down"),
+    ("router probe, link facts", "internet", "internet", "home internet (ISP) down, router fine"),
+    ("no router probe, link facts", "internet", "internet", "home router or home internet (ISP) down"),
+    ("no router probe, link facts", "router", "internet", "home router or home internet (ISP) down"),
+]
+
+
+@pytest.mark.parametrize(
+    ("sees", "broken", "layer", "verdict"), HOME_TABLE, ids=[f"{s}-{b}" for s, b, _l, _v in HOME_TABLE]
+)
+def test_home_side_attribution_table(
+    position: Callable[..., Position], sees: str, broken: str, layer: str, verdict: str
+) -> None:
+    """The home side's pairs: a silent first hop is the router only when something says the home
+    network itself is up; a silent ISP host is the ISP only when the router is seen answering."""
+    chosen = (
+        targets(INNER) if sees.startswith("router probe") else [t for t in targets(INNER) if t.name != "gw"]
+    )
+    pos = position(chosen)
+    if sees.endswith("no link facts"):
+        del pos.facts["routes"], pos.facts["wifi"]
+        pos.run(45)  # what it knew of the link has gone stale
+    pos.cond(broken).down = True
+    a = pos.run(6)[-1]
+    assert (a.verdict_layer, a.verdict) == (layer, verdict)

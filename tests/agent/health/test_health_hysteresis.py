@@ -175,7 +175,8 @@ def test_a_cut_is_seen_when_a_round_is_overdue_not_when_it_times_out(
     clock.advance(wake - clock.monotonic())
     a = model.evaluate()
     assert a.layer("router").state == "failed"
-    assert a.verdict == "home router unreachable"
+    # Only the router is probed and nothing says the home network is up: either may have gone.
+    assert a.verdict == "home network or home router down"
 
 
 def _timed_outage(
