@@ -380,7 +380,8 @@ def test_backlog_arriving_after_the_outage_closed_opens_no_page(tmp_path: Path, 
 
 @pytest.mark.anyio
 async def test_the_position_detail_shows_the_story(tmp_path: Path, clock: ManualClock) -> None:
-    app = create_app(make_config(tmp_path, alerting={"resolve_hold": "10s"}), clock=clock, ticker=False)
+    config = make_config(tmp_path, alerting={"resolve_hold": "10s"}, auth={"read_access": "open"})
+    app = create_app(config, clock=clock, ticker=False)
     service: Collector = app.state.collector
     pos = Beating(service, clock, "pos-12", "north", "12")
     cut = _cut_off(pos, clock)
