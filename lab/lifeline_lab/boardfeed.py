@@ -212,16 +212,15 @@ def feed_demo(scene: BoardScene, history_minutes: int = 0) -> None:
     """Reports for ``demo``'s positions; ``history_minutes`` of probe rounds first (for the graphs)."""
     now_ms = int(time.time() * 1000)
     for agent_id in scene.positions:
+        history: list[Sample] = []
         for minute in range(history_minutes, 0, -1):
             ts = now_ms - minute * 60_000
             wobble = 0.004 * math.sin(minute / 7 + len(agent_id))
             loss = 0.12 if agent_id == "north-02" and minute < 20 else 0.0
-            scene.report(
-                agent_id,
-                probes(ts, 0.021 + wobble, loss)
-                + probes(ts, 0.064 + wobble, 0.0, "backup")
-                + probes(ts, 0.034 + wobble, loss, "tunnel"),
-            )
+            history += probes(ts, 0.021 + wobble, loss) + probes(ts, 0.064 + wobble, 0.0, "backup")
+            history += probes(ts, 0.034 + wobble, loss, "tunnel")
+        for start in range(0, len(history), 240):  # the backlog in batches of 20 minutes
+            scene.report(agent_id, history[start : start + 240])
     for agent_id in scene.positions:
         if agent_id == "north-02":
             scene.report(

@@ -157,8 +157,13 @@ def row_of(
     )
     silent_after = service.config.alerting.silent_after
     firing = [a for a in alerts if a.state is AlertState.FIRING]
+    silent_alert = next((a for a in firing if a.name == "PositionSilent"), None)
     if agent.last_seen is None:
         state, verdict = "no_data", "never reported"
+    elif silent_alert is not None and now - agent.last_seen >= 1.0:
+        # The alert engine may know first (heartbeats stop long before batches are missed).
+        state = "silent"
+        verdict = f"not heard for {health.seconds_text(now - agent.last_seen)}"
     elif now - agent.last_seen >= silent_after:
         state = "silent"
         verdict = f"not heard for {health.seconds_text(now - agent.last_seen)}"

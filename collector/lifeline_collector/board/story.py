@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from markupsafe import Markup, escape
 
+from lifeline_collector.alerting import health
 from lifeline_collector.store import unpack_samples
 
 if TYPE_CHECKING:
@@ -78,6 +79,8 @@ def _svg(
     points: dict[str, list[tuple[int, float]]], since_ms: int, until_ms: int, unit: str, scale: float
 ) -> Markup:
     width, height, left, bottom = 320, 120, 34, 16
+    # The axis starts at the oldest point shown (a position added an hour ago fills the width).
+    since_ms = max(since_ms, min(ts for values in points.values() for ts, _ in values))
     span = max(1, until_ms - since_ms)
     bucket_ms = span / BUCKETS
     averaged: dict[str, list[tuple[float, float]]] = {}
@@ -101,7 +104,7 @@ def _svg(
         f'<line x1="{left}" y1="4" x2="{left}" y2="{4 + plot_h}" stroke="#8a8a8a"/>',
         f'<text x="{left - 3}" y="12" font-size="10" text-anchor="end">{top:.3g}</text>',
         f'<text x="{left - 3}" y="{4 + plot_h}" font-size="10" text-anchor="end">0</text>',
-        f'<text x="{left}" y="{height}" font-size="10">−24 h</text>',
+        f'<text x="{left}" y="{height}" font-size="10">−{health.seconds_text(span / 1000)}</text>',
         f'<text x="{width - 4}" y="{height}" font-size="10" text-anchor="end">now {escape(unit)}</text>',
     ]
     for number, (path, line) in enumerate(sorted(averaged.items())):
