@@ -5,7 +5,8 @@ separate load process (pinned to CPU 1) sends every agent's beats at the default
 datagram per agent every 250 ms, the tunnel path) over loopback UDP, with each agent's real key,
 counter and send time. Measured over a window: the collector's CPU (utime + stime of its process
 tree, % of one core, less what it spends idle), beats sent by the load process and beats the
-collector accepted (``lifeline_collector_heartbeats_total{result="ok"}``), hence beats dropped.
+collector accepted (``lifeline_collector_heartbeats_total{result="ok"}``), hence beats dropped,
+and the response time of small ingest requests (20 a second) without and with the beats.
 Fleet sizes rise until one core no longer keeps up (> 1 % dropped).
 
 Then the receiver's two shapes side by side, in-process: a thread with a blocking socket (what the
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import re
 import resource
@@ -107,22 +109,84 @@ def generate(spec_path: str) -> None:
     print(json.dumps({"sent": sent, "late": late}), flush=True)
 
 
+class IngestProbe:
+    """Posts a small batch (one series, one point) 20 times a second over a kept-alive connection
+    and keeps each answer's latency: the ingest path's response time while beats do or do not
+    arrive."""
+
+    def __init__(self, url: str, agent: str, token: str) -> None:
+        self.host, self.port = url.removeprefix("http://").split(":")
+        self.agent, self.token = agent, token
+        self.seq = 0
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _body(self) -> bytes:
+        from lifeline_wire import Batch, Envelope, SeriesPoints, encode
+
+        now = int(time.time() * 1000)
+        self.seq += 1
+        series = [SeriesPoints("lifeline_agent_spool_batches", {}, [(now, 0.0)])]
+        batch = Batch(self.agent, "latency", self.seq, now, series=series)
+        return encode(Envelope(2, [batch], now))
+
+    def _run(self) -> None:
+        import http.client
+
+        conn = http.client.HTTPConnection(self.host, int(self.port), timeout=10)
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            body = self._body()
+            started = time.monotonic()
+            conn.request("POST", "/api/v1/ingest", body, headers)
+            answer = conn.getresponse()
+            answer.read()
+            if answer.status == 200:
+                self.latencies.append(time.monotonic() - started)
+            next_at += 0.05
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+        conn.close()
+
+    def start(self) -> None:
+        self.latencies = []
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> tuple[float, float]:
+        """(p50, p99) of the answers since ``start``, in ms."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        done = sorted(self.latencies) or [math.nan]
+        return done[len(done) // 2] * 1000, done[min(len(done) - 1, int(len(done) * 0.99))] * 1000
+
+
 def fleet_round(workdir: Path, agents: int, seconds: float) -> dict[str, float]:
     from lifeline_collector.heartbeat import agent_key, load_master_secret
     from lifeline_collector.store import hash_token
 
     db = workdir / f"fleet-{agents}.db"
     tokens = register_agents(db, [f"hb-{i:05d}" for i in range(agents)])
+    prober, prober_token = register_agents(db, ["ingest-probe"]).popitem()
     proc, url = start_collector(workdir, db, cpus={0})
+    probe = IngestProbe(url, prober, prober_token)
     with running([proc]):
         master = load_master_secret(str(db) + ".heartbeat-secret")
         keys = {agent: agent_key(master, agent, hash_token(token)).hex() for agent, token in tokens.items()}
         port = int(url.rsplit(":", 1)[1])
         spec = workdir / f"spec-{agents}.json"
         spec.write_text(json.dumps({"keys": keys, "host": "127.0.0.1", "port": port, "seconds": seconds}))
+        probe.start()  # warm the connection and the ingest path up; not counted
+        time.sleep(1.0)
+        probe.stop()
         meter = Meter(proc.pid)
         meter.start()
-        time.sleep(2.0)
+        probe.start()
+        time.sleep(min(seconds, 5.0))
+        quiet = probe.stop()
         idle = meter.stop().cpu_percent
         load = subprocess.Popen(
             [sys.executable, __file__, "--generate", str(spec)],
@@ -135,7 +199,9 @@ def fleet_round(workdir: Path, agents: int, seconds: float) -> dict[str, float]:
             ready = json.loads(load.stdout.readline())["ready"]
             time.sleep(max(0.0, ready - time.time()))
             meter.start()
+            probe.start()
             result = json.loads(load.stdout.readline())
+            busy = probe.stop()
             usage = meter.stop()
             load.wait(30)
         finally:
@@ -155,6 +221,10 @@ def fleet_round(workdir: Path, agents: int, seconds: float) -> dict[str, float]:
         "idle": idle,
         "dropped": max(0.0, 100.0 * (sent - got) / sent) if sent else 0.0,
         "late": result["late"],
+        "quiet_p50": quiet[0],
+        "quiet_p99": quiet[1],
+        "busy_p50": busy[0],
+        "busy_p99": busy[1],
     }
 
 
@@ -309,7 +379,7 @@ def agent_sender(seconds: float) -> None:
 
     cpu, sent = asyncio.run(main())
     sink.close()
-    timer = _bare_timer(seconds)
+    timer = _bare_timer(min(seconds, 20.0))
     print(
         json.dumps({"cpu": 100.0 * cpu / seconds, "sent": sent, "errors": sender.send_errors, "timer": timer})
     )
@@ -344,7 +414,7 @@ def agent_round(seconds: float) -> dict[str, float]:
         capture_output=True,
         text=True,
         check=True,
-        timeout=seconds + 60,
+        timeout=2 * seconds + 60,
     )
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
@@ -384,6 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{r['cpu']:.1f}",
                     f"{busy / agents * 1000:.2f}",
                     f"{r['dropped']:.2f}",
+                    f"{r['quiet_p50']:.1f} / {r['quiet_p99']:.1f}",
+                    f"{r['busy_p50']:.1f} / {r['busy_p99']:.1f}",
                 )
             )
             print(f"  {agents:,} agents: {r}", file=sys.stderr, flush=True)
@@ -395,7 +467,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         table(
             f"Collector receiving heartbeats (a beat per agent every {INTERVAL * 1000:.0f} ms, "
             f"{seconds:.0f} s window, collector pinned to one core)",
-            ["agents", "beats/s sent", "collector CPU %", "CPU % per 1,000 agents", "dropped %"],
+            [
+                "agents",
+                "beats/s sent",
+                "collector CPU %",
+                "CPU % per 1,000 agents",
+                "dropped %",
+                "ingest p50 / p99 ms, no beats",
+                "… with beats",
+            ],
             rows,
         )
     )
