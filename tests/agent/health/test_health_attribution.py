@@ -176,3 +176,17 @@ def test_home_side_attribution_table(
     pos.cond(broken).down = True
     a = pos.run(6)[-1]
     assert (a.verdict_layer, a.verdict) == (layer, verdict)
+
+
+def test_refused_connects_are_answers_not_lost_packets(position: Callable[..., Position]) -> None:
+    """The CAD server refuses for 8 s and comes back: a refusal came back through the tunnel, so
+    it is not packet loss — no "CAD connection losing packets (20 %)" for the minute after."""
+    pos = position()
+    pos.cond("cad").refused = True
+    assert pos.run(8)[-1].verdict == "CAD server refusing connections"
+    pos.clear()
+    after = pos.run(40)
+    assert all("losing packets" not in a.layer("cad").reason for a in after), {
+        a.layer("cad").reason for a in after
+    }
+    assert after[-1].verdict == "healthy"
