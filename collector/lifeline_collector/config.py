@@ -129,7 +129,7 @@ class CollectorConfig:
     limits: LimitsSection = LimitsSection()  # noqa: RUF009 - frozen, shared safely
     auth: AuthConfig = AuthConfig()  # noqa: RUF009 - frozen, shared safely
     board: BoardConfig = BoardConfig()  # noqa: RUF009 - frozen, shared safely
-    heartbeat: HeartbeatConfig = HeartbeatConfig()
+    heartbeat: HeartbeatConfig = HeartbeatConfig()  # noqa: RUF009 - frozen, shared safely
     source: str = "(defaults)"
 
 
@@ -303,7 +303,7 @@ def _root(root: Section) -> CollectorConfig:
     limits = read_limits(root.table("limits"))
     auth = read_auth(root.table("auth"))
     board = read_board(root.table("board"))
-    heartbeat = read_heartbeat(root.table("heartbeat"), split_listen)
+    heartbeat = read_heartbeat(root.table("heartbeat"), split_listen, server.listen)
     if remote_write.enabled and not remote_write.cursor_file:
         # Durable by default: a restart resumes from the last sample sent instead of losing the queue.
         remote_write = replace(

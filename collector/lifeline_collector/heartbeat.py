@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
@@ -68,7 +69,7 @@ MAX_SOURCES: Final = 100_000  # distinct rejected source addresses tracked per s
 @dataclass(frozen=True, slots=True)
 class HeartbeatConfig:
     enabled: bool = True
-    listen: str = ""  # "host:port" over UDP; "" = the HTTP listener's host and port number
+    listen: str = ""  # "host:port" over UDP; "" = as ``default_listen`` says
     secret_file: str = ""  # "" = next to the store (``<store path>.heartbeat-secret``)
     interval: float = 0.25  # the beat interval agents are told to use (unless they set their own)
     max_clock_skew: float = 60.0  # a beat sent further than this from now (agent clock) is stale
@@ -86,7 +87,24 @@ def listen_address(listen: str, split_listen: Callable[[str], tuple[str, int]]) 
     return split_listen(listen)
 
 
-def read_heartbeat(section: Section, split_listen: Callable[[str], tuple[str, int]]) -> HeartbeatConfig:
+def default_listen(server_listen: str, split_listen: Callable[[str], tuple[str, int]]) -> str:
+    """Where beats are received unless ``[heartbeat] listen`` says: the HTTP listener's host and
+    port number — or every address, when HTTP listens on loopback only. That is the deployment
+    behind a TLS reverse proxy, and a proxy does not forward UDP: agents send their beats to the
+    proxy's host, so the collector (on that host) must hear them there."""
+    try:
+        host, port = split_listen(server_listen)
+    except ValueError:
+        return ""  # [server] listen reports its own error
+    loopback = host == "localhost"
+    with contextlib.suppress(ValueError):
+        loopback = loopback or ipaddress.ip_address(host).is_loopback
+    return f"0.0.0.0:{port}" if loopback else server_listen
+
+
+def read_heartbeat(
+    section: Section, split_listen: Callable[[str], tuple[str, int]], server_listen: str = ""
+) -> HeartbeatConfig:
     """Read the ``[heartbeat]`` table; problems go to the section's collector with their path."""
     default = HeartbeatConfig()
     enabled = section.flag("enabled", default.enabled)
@@ -96,6 +114,8 @@ def read_heartbeat(section: Section, split_listen: Callable[[str], tuple[str, in
             listen_address(listen, split_listen)
         except ValueError as exc:
             section.error("listen", str(exc))
+    elif server_listen:
+        listen = default_listen(server_listen, split_listen)
     secret_file = section.text("secret_file", default.secret_file)
     interval = section.duration("interval", default.interval, min=0.05, max=10.0)
     skew = section.duration("max_clock_skew", default.max_clock_skew, min=1.0, max=86400.0)

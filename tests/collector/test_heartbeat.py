@@ -292,3 +292,20 @@ async def test_a_revoked_or_reissued_token_ends_the_old_key(tmp_path: Path) -> N
         assert receiver.handle(encode(beat(4, sent=now), new_key), "10.0.0.2") == "ok"
         stale_token = await client.post("/api/v1/heartbeat", headers={"Authorization": f"Bearer {token}"})
         assert stale_token.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("sections", "listen"),
+    [
+        # Behind a TLS reverse proxy HTTP listens on loopback; the proxy does not carry UDP.
+        ({}, "0.0.0.0:8480"),
+        ({"server": {"listen": "localhost:9000"}}, "0.0.0.0:9000"),
+        ({"server": {"listen": "10.20.0.1:9000"}}, "10.20.0.1:9000"),
+        (
+            {"server": {"listen": "10.20.0.1:9000"}, "heartbeat": {"listen": "127.0.0.1:7000"}},
+            "127.0.0.1:7000",
+        ),
+    ],
+)
+def test_where_beats_are_received_by_default(sections: dict[str, dict[str, str]], listen: str) -> None:
+    assert parse(sections).heartbeat.listen == listen
