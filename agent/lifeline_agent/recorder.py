@@ -2,7 +2,11 @@
 
 Every sample must name a metric of ``lifeline_wire.catalog.CATALOG`` with exactly its declared
 labels: anything else is a bug in the agent and raises ValueError at the call site, long before a
-collector could reject it. The latest value of every series is kept for the local /metrics.
+collector could reject it. What comes from the world is made to fit the contract here instead,
+since one value the collector refuses costs the whole batch: a non-finite value where the metric
+must be finite is not sent (counted in ``not_finite``, warned once per metric), and label values
+and event texts lose control and bidirectional-override characters and are cut to the wire's
+lengths. The latest value of every series is kept for the local /metrics.
 
 Some labels state a fact that changes (the verdict's words, the interface's path, the modem's
 radio technology) rather than name a thing: ``FACT_LABELS``. A sample with a new fact replaces
@@ -13,9 +17,11 @@ of every label set it was sent, stops reading the old fact as true.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import threading
+from collections import Counter
 from collections.abc import Iterable, Mapping
 
 import msgspec
@@ -23,7 +29,16 @@ import msgspec
 from lifeline_agent.clock import Clock, SystemClock, now_ms
 from lifeline_wire import Event, Sample
 from lifeline_wire.catalog import CATALOG, MetricSpec
-from lifeline_wire.schema import LABEL_NAME_RE
+from lifeline_wire.schema import (
+    LABEL_NAME_RE,
+    MAX_EVENT_ATTRIBUTE_LENGTH,
+    MAX_EVENT_ATTRIBUTES,
+    MAX_LABEL_VALUE,
+    NON_FINITE_METRICS,
+    unsafe_char,
+)
+
+log = logging.getLogger(__name__)
 
 _LABEL_NAME = re.compile(LABEL_NAME_RE)
 
@@ -71,6 +86,15 @@ def _check_fact_labels(catalog: Mapping[str, MetricSpec]) -> None:
 _check_fact_labels(CATALOG)
 
 
+def wire_safe(text: str, limit: int) -> str:
+    """``text`` as the contract takes it: control and bidirectional-override characters replaced
+    by U+FFFD, cut to ``limit`` characters. The same text always comes out the same, so a label
+    value made safe still names one series."""
+    if unsafe_char(text) is not None:
+        text = "".join("\ufffd" if unsafe_char(char) else char for char in text)
+    return text[:limit]
+
+
 def series_key(name: str, labels: Mapping[str, str]) -> SeriesKey:
     return name, tuple(sorted(labels.items()))
 
@@ -88,6 +112,7 @@ class Recorder:
         # (metric, identity label values) -> the series that carries the current fact
         self._current: dict[tuple[str, tuple[str, ...]], SeriesKey] = {}
         self._groups: dict[str, set[SeriesKey]] = {}  # group -> the series of its last reading
+        self.not_finite: Counter[str] = Counter()  # samples not sent: not finite where the contract wants it
         # Each metric's declared labels, as a set (built once: the catalog does not change).
         self._label_sets = {name: frozenset(spec.labels) for name, spec in catalog.items()}
 
@@ -107,8 +132,18 @@ class Recorder:
     ) -> None:
         labels = dict(labels or {})
         spec = self.validate(name, labels)
-        sample = Sample(name=name, value=float(value), ts_ms=ts_ms or now_ms(self._clock), labels=labels)
+        for label, text in labels.items():
+            if len(text) > MAX_LABEL_VALUE or unsafe_char(text) is not None:
+                labels[label] = wire_safe(text, MAX_LABEL_VALUE)
         key = series_key(name, labels)
+        value = float(value)
+        if not math.isfinite(value) and name not in NON_FINITE_METRICS:
+            # The contract refuses it, and with it the whole batch: not sent, and the page shows
+            # no value rather than the last good one.
+            self._not_finite(name, value)
+            self.forget(name, labels)
+            return
+        sample = Sample(name=name, value=value, ts_ms=ts_ms or now_ms(self._clock), labels=labels)
         identity = FACT_LABELS.get(name)
         with self._lock:
             if identity is not None:
@@ -120,7 +155,18 @@ class Recorder:
                     if spec.type == "info":  # the old fact no longer holds: say so once
                         self._samples.append(Sample(name, 0.0, sample.ts_ms, dict(replaced[1])))
             self._samples.append(sample)
-            self._latest[key] = float(value)
+            self._latest[key] = value
+
+    def _not_finite(self, name: str, value: float) -> None:
+        with self._lock:
+            first = self.not_finite[name] == 0
+            self.not_finite[name] += 1
+        if first:
+            log.warning(
+                "metric %s measured %s, which the contract refuses for it: not sent (warned once per metric)",
+                name,
+                value,
+            )
 
     def sample_group(
         self, group: str, samples: Iterable[tuple[str, float, Mapping[str, str]]], ts_ms: int | None = None
@@ -168,11 +214,19 @@ class Recorder:
         if _EVENT_TYPE.match(type_) is None:
             raise ValueError(f"event type {type_!r} does not match {_EVENT_TYPE.pattern!r}")
         attrs = dict(attributes or {})
+        if len(attrs) > MAX_EVENT_ATTRIBUTES:
+            raise ValueError(f"event {type_!r} has {len(attrs)} attributes, at most {MAX_EVENT_ATTRIBUTES}")
         for key, value in attrs.items():
             if _LABEL_NAME.match(key) is None:
                 raise ValueError(f"event {type_!r} attribute name {key!r} does not match {LABEL_NAME_RE!r}")
             if isinstance(value, float) and not math.isfinite(value):
                 attrs[key] = "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
+            elif isinstance(value, str) and (
+                len(value) > MAX_EVENT_ATTRIBUTE_LENGTH or unsafe_char(value) is not None
+            ):
+                # Texts from the world (an error message with a newline, a long traceroute) would
+                # make the collector refuse the whole batch.
+                attrs[key] = wire_safe(value, MAX_EVENT_ATTRIBUTE_LENGTH)
         event = Event(type=type_, ts_ms=ts_ms or now_ms(self._clock), attributes=attrs)
         with self._lock:
             self._events.append(event)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import msgspec
 import pytest
 
 from lifeline_agent.recorder import Recorder, series_key
-from lifeline_wire import Batch, encode
+from lifeline_wire import SCHEMA_VERSION, Batch, Envelope, decode_envelope, encode
+from lifeline_wire.schema import MAX_EVENT_ATTRIBUTE_LENGTH, MAX_EVENT_ATTRIBUTES, MAX_LABEL_VALUE
 
 LABELS = {"target": "cad", "role": "cad", "path": "tunnel", "kind": "tcp"}
+TS = 1_800_000_000_000
 
 
 def test_records_and_drains_samples_and_events() -> None:
@@ -173,3 +176,45 @@ def test_a_series_a_source_stops_reporting_leaves_the_page() -> None:
     assert rec.latest() == {series_key("lifeline_probe_success", LABELS): 1.0}
     samples, _ = rec.drain()
     assert len(samples) == 6  # everything measured was sent; only the page forgets
+
+
+def test_what_comes_from_the_world_is_made_to_fit_the_contract(caplog: pytest.LogCaptureFixture) -> None:
+    """One value the collector refuses would cost the whole batch: the batch built from what the
+    recorder holds passes the collector's own strict check."""
+    rec = Recorder()
+    with caplog.at_level(logging.WARNING, logger="lifeline_agent.recorder"):
+        rec.sample("lifeline_probe_rtt_seconds", 0.004, {**LABELS, "stat": "avg"})
+        rec.sample("lifeline_probe_rtt_seconds", math.nan, {**LABELS, "stat": "avg"})
+        rec.sample("lifeline_probe_jitter_seconds", math.inf, LABELS)
+        rec.sample("lifeline_probe_jitter_seconds", math.inf, LABELS)
+    rec.sample("lifeline_cad_time_to_loss_seconds", math.inf)  # declared: "+Inf" means stable
+    rec.sample("lifeline_wifi_signal_dbm", -60, {"interface": "wl\u202egnp.exe"})
+    rec.sample("lifeline_cellular_connected", 1, {"modem": "m" * 400})
+    rec.event("forensics.traceroute", {"hops": "1 192.168.1.1\n2 *\n" * 200, "note": "ok\x00"})
+    samples, events = rec.drain()
+    batch = Batch(agent_id="ws-1", boot_id="b", seq=0, created_ms=TS, samples=samples, events=events)
+    envelope = decode_envelope(encode(Envelope(version=SCHEMA_VERSION, batches=[batch], sent_ms=TS)))
+    sent = envelope.batches[0]
+    assert [(s.name, s.value) for s in sent.samples] == [
+        ("lifeline_probe_rtt_seconds", 0.004),
+        ("lifeline_cad_time_to_loss_seconds", "+Inf"),
+        ("lifeline_wifi_signal_dbm", -60.0),
+        ("lifeline_cellular_connected", 1.0),
+    ]
+    assert sent.samples[2].labels == {"interface": "wl\ufffdgnp.exe"}
+    assert len(sent.samples[3].labels["modem"]) == MAX_LABEL_VALUE
+    hops = sent.events[0].attributes["hops"]
+    assert isinstance(hops, str)
+    assert len(hops) == MAX_EVENT_ATTRIBUTE_LENGTH
+    assert hops.startswith("1 192.168.1.1\ufffd2 *\ufffd")
+    assert sent.events[0].attributes["note"] == "ok\ufffd"
+    # A value that could not be sent is not shown as if it were the last good one either.
+    assert series_key("lifeline_probe_rtt_seconds", {**LABELS, "stat": "avg"}) not in rec.latest()
+    assert dict(rec.not_finite) == {"lifeline_probe_rtt_seconds": 1, "lifeline_probe_jitter_seconds": 2}
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2  # once per metric
+
+
+def test_an_event_with_more_attributes_than_the_contract_takes_is_a_bug() -> None:
+    with pytest.raises(ValueError, match="at most"):
+        Recorder().event("health.risk", {f"a{n}": n for n in range(MAX_EVENT_ATTRIBUTES + 1)})
