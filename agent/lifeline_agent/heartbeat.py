@@ -137,6 +137,17 @@ class Sender:
                 return endpoint.interval
         return DEFAULT_INTERVAL
 
+    def status(self) -> dict[str, object]:
+        """For status.json: where beats go, how often, and how many could not be sent."""
+        return {
+            "interval": self.interval,
+            "endpoints": [
+                {"endpoint": e.base, "port": e.port, "offered": bool(e.key)} for e in self.endpoints
+            ],
+            "sent": self.sent,
+            "send_errors": self.send_errors,
+        }
+
     def targets(self) -> list[Target]:
         backup = self.backup_interface() if SO_BINDTODEVICE is not None else ""
         out: list[Target] = []

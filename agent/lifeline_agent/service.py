@@ -735,6 +735,7 @@ class AgentService:
                 "last_ok_ms": shipper.stats.last_ok_ms if shipper else 0,
                 "last_error": shipper.stats.last_error if shipper else "",
             },
+            "heartbeat": self.heartbeat.status() if self.heartbeat is not None else None,
         }
 
     def _write_status(self, running: bool = True) -> None:

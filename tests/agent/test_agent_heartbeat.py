@@ -199,6 +199,15 @@ async def test_fallback_paths_rest_until_the_primary_path_is_down() -> None:
         assert {b.path for b in beats} == {"tunnel", "public"}
         assert all(b.interval == 0.25 and b.agent_id == "pos-12" for b in beats)
         assert sender.send_errors == 0
+        assert sender.status() == {
+            "interval": 0.25,
+            "endpoints": [
+                {"endpoint": "http://127.0.0.1:1", "port": port, "offered": True},
+                {"endpoint": "http://127.0.0.1:2", "port": port, "offered": True},
+            ],
+            "sent": sum(sent) + 4,
+            "send_errors": 0,
+        }
     finally:
         sender.close()
         sock.close()
