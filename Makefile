@@ -11,7 +11,7 @@ APT_PACKAGES := iproute2 nftables iptables fping wireguard-go wireguard-tools \
 	victoria-metrics systemd procps openssl util-linux chromium
 PYTEST_ARGS ?=
 
-.PHONY: run test venv apt lint typecheck pytest bench screenshots clean
+.PHONY: run test venv apt lint typecheck pytest bench fuzz screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ test: apt $(VENV)/.stamp-dev lint typecheck pytest
 
 bench: $(VENV)/.stamp-dev
 	$(BIN)/python bench/run_all.py
+
+# Ten thousand fuzz cases against a real collector: status counts and its RSS before and after.
+fuzz: $(VENV)/.stamp-dev
+	$(BIN)/python bench/fuzz.py
 
 # The board and a position page as Debian's chromium renders them from a fed lab collector.
 screenshots: apt $(VENV)/.stamp-dev

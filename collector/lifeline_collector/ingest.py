@@ -865,7 +865,7 @@ def header(request: Request, name: bytes) -> str:
 async def read_body(request: Request, limit: int) -> bytes | None:
     """The body, or None once it is known to exceed ``limit`` (declared or counted)."""
     declared = header(request, b"content-length")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:  # "²" is a digit too
         return None
     body = bytearray()
     async for chunk in request.stream():

@@ -470,3 +470,39 @@ async def test_every_status_is_4xx_for_malformed_bodies(tmp_path: Path, clock: M
                 "/api/v1/ingest", content=sent, headers={"Authorization": f"Bearer {token}"}
             )
             assert 400 <= answer.status_code < 500, sent
+
+
+async def test_operator_endpoints_answer_4xx_for_unstorable_times_and_deep_json(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    token_file = tmp_path / "admin.token"
+    token_file.write_text("an-admin-token-of-some-length")
+    config = make_config(tmp_path, api={"admin_token_file": str(token_file)}, auth={"read_access": "open"})
+    app = create_app(config, clock=clock, ticker=False)
+    auth = {"Authorization": "Bearer an-admin-token-of-some-length"}
+    silence = {"matchers": ["agent=pos-1"], "createdBy": "vic"}
+    async with serving(app) as client:
+        for extra, field in (
+            ({"duration": "999999999999d"}, "$.duration"),  # past what the store's integers hold
+            ({"endsAt": "9999-12-31T23:59:59-05:00"}, "$.endsAt"),  # past what RFC 3339 can write back
+        ):
+            answer = await client.post("/api/v1/silences", json={**silence, **extra}, headers=auth)
+            assert answer.status_code == 422, answer.text
+            assert answer.json()["field"] == field
+        deep = b"[" * 30_000 + b"]" * 30_000
+        for path in ("/api/v1/silences", "/api/v1/alerts/0123456789abcdef/ack"):
+            assert (await client.post(path, content=deep, headers=auth)).status_code == 400
+        assert (await client.get("/api/v1/silences")).status_code == 200
+
+
+async def test_a_content_length_that_is_not_ascii_digits_is_no_500(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    app = create_app(make_config(tmp_path), clock=clock, ticker=False)
+    service: Collector = app.state.collector
+    token = service.store.add_agent("pos-1", now_ms=MS)
+    sent = envelope("pos-1", (0, cad_round(MS, True, 0)))
+    async with serving(app) as client:
+        headers = {"Authorization": f"Bearer {token}", "Content-Length": "\xb2".encode("latin-1")}
+        answer = await client.post("/api/v1/ingest", content=sent, headers=headers)  # type: ignore[arg-type]
+    assert answer.status_code < 500

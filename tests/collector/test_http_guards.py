@@ -8,48 +8,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from click.testing import CliRunner
 from collector_kit import T0, cad_round, envelope, free_port, make_config, serving
+from serve_kit import served
 
 from lifeline_collector.app import create_app
 from lifeline_collector.cli import main
 from lifeline_collector.clock import ManualClock
 from lifeline_collector.config import CollectorConfig
-from lifeline_collector.http_server import uvicorn_config
 from lifeline_collector.service import Collector
 from lifeline_wire import Sample
 
 MS = int(T0 * 1000)
 ADMIN_TOKEN = "an-admin-token-of-some-length"
 SILENCE = {"matchers": ["agent=pos-1"], "createdBy": "vic", "duration": "1h"}
-
-
-@contextlib.contextmanager
-def served(config: CollectorConfig) -> Iterator[tuple[str, Collector]]:
-    """``create_app(config)`` under uvicorn with ``serve``'s settings, in a thread."""
-    app = create_app(config)
-    server = uvicorn.Server(uvicorn_config(app, config.server, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive(), "the server stopped"
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://{config.server.listen}", app.state.collector
-    finally:
-        server.should_exit = True
-        thread.join(20)
 
 
 def guarded_config(tmp_path: Path, **server: Any) -> CollectorConfig:

@@ -135,6 +135,8 @@ async def _json_body(request: Request) -> dict[str, Any] | Response:
         data = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         return error_response(400, f"not JSON: {exc}", "$")
+    except RecursionError:  # arrays in arrays, deeper than the decoder goes: not a request body
+        return error_response(400, "JSON nested too deeply", "$")
     if not isinstance(data, dict):
         return error_response(422, "must be a JSON object", "$")
     return data

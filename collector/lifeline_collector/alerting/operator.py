@@ -15,6 +15,8 @@ from lifeline_collector.alerting.model import Alert
 from lifeline_collector.alerting.silences import Ack, Matcher, Silence, new_silence, parse_matcher
 from lifeline_collector.store import Store
 
+LATEST = 253_402_300_799.0  # 9999-12-31T23:59:59Z: the last time RFC 3339 (and the store) can hold
+
 
 def create_silence(
     store: Store,
@@ -30,12 +32,15 @@ def create_silence(
     """Validate and store a silence; ``duration`` counts from ``starts_at`` (default now)."""
     parsed = [m if isinstance(m, Matcher) else parse_matcher(m) for m in matchers]
     start = now if starts_at is None else starts_at
+    given_end = ends_at is not None
     if ends_at is None:
         if duration is None:
             raise SilenceError("endsAt", "give an end time or a duration")
         if duration <= 0:
             raise SilenceError("duration", "must be positive")
         ends_at = start + duration
+    if ends_at > LATEST:
+        raise SilenceError("endsAt" if given_end else "duration", "must end before the year 10000")
     silence = new_silence(
         parsed, starts_at=start, ends_at=ends_at, created_by=created_by, comment=comment, now=now
     )
