@@ -12,6 +12,9 @@ proves nothing about any one batch, so it deletes nothing, whatever its status. 
 without a per-batch answer split the envelope (the halves that go through are delivered; a
 refusal of the whole request, which splitting does not change, stops the splitting after one
 half each level) and what is still refused stays spooled and waits ``refused_pause`` on that path.
+A part refused while the rest of the request went through is about those batches: they are held
+back (in memory) for a growing while, ``refused_pause`` doubling up to ``MAX_HOLD``, so the
+batches behind them flow, and are then tried again.
 
 **Paths.** ``[collector].endpoints`` is an ordered list; public ones count only with
 ``allow_public``. Each endpoint is tried over the default route, then (``via_backup``) bound to
@@ -80,6 +83,7 @@ PRIORITY_RETRY_GAP = 1.0  # a priority batch forces an attempt at most this ofte
 # after the previous one unless that one answered (RFC 8305's connection attempt delay).
 PRIORITY_STAGGER = 0.25
 DISCOVERY_TTL = 5.0  # the backup interface is looked up again after this long
+MAX_HOLD = 3600.0  # the longest a batch refused on its own waits before it is tried again
 # Answers that may mean "this part of the request is bad": without a per-batch answer the
 # envelope is split so the batches that go through are not held back by one that does not.
 SPLIT_STATUSES = frozenset({400, 413, 422})
@@ -345,6 +349,10 @@ class Shipper:
         self._blocked_since: float | None = None
         self._paths_shown: set[tuple[str, str]] = set()
         self._last_crash = ""
+        # Batches refused on their own while others went through: spool key -> monotonic time
+        # until which they are left out, and how often each was held.
+        self._held: dict[int, float] = {}
+        self._holds: Counter[int] = Counter()
 
     def endpoints(self) -> list[str]:
         """Ingest URLs in the order they are tried (public ones only with allow_public)."""
@@ -391,8 +399,15 @@ class Shipper:
 
     async def ship_pending(self, force: bool = False) -> Outcome:
         """One envelope of pending batches over the first path that takes it."""
-        items = await asyncio.to_thread(self.spool.pending, self.collector.max_batches_per_request)
+        limit = self.collector.max_batches_per_request
+        now = self.clock.monotonic()
+        self._held = {key: until for key, until in self._held.items() if until > now}
+        items = await asyncio.to_thread(self.spool.pending, limit + len(self._held))
+        waiting = bool(items)
+        items = [item for item in items if item.key not in self._held][:limit]
         if not items:
+            if waiting:  # only held batches are left: come back when the first hold ends
+                return Outcome(wait=max(0.01, min(self._held.values()) - now))
             return Outcome(idle=True)
         if items[0].batch.priority:  # state changes travel alone: a small, fast request
             items = [item for item in items if item.batch.priority]
@@ -622,17 +637,36 @@ class Shipper:
         )
         try:
             done = await self._deliver(url, items[:half], interface)
-        except RefusedDelivery:
-            return await self._deliver(url, items[half:], interface, split=False)
+        except RefusedDelivery as exc:
+            done = await self._deliver(url, items[half:], interface, split=False)
+            self._hold(items[:half], exc)  # the rest went through: the refusal is about these
+            return done
         try:
             return done + await self._deliver(url, items[half:], interface)
         except RefusedDelivery as exc:
             if not done:
                 raise
-            bind(log, endpoint=url, status=exc.status).debug(
-                "%d batches refused after %d went through: %s", len(items) - half, done, exc.reason
-            )
+            self._hold(items[half:], exc)
             return done
+
+    def _hold(self, items: list[Spooled], exc: RefusedDelivery) -> None:
+        """Leave ``items`` out of requests for a while (kept in the spool): they were refused
+        without a per-batch answer while the rest of their request went through."""
+        now = self.clock.monotonic()
+        for item in items:
+            delay = min(MAX_HOLD, self.refused_pause * 2.0 ** self._holds[item.key])
+            self._holds[item.key] += 1
+            self._held[item.key] = now + delay
+            log.warning(
+                "batch %s/%d refused without a per-batch answer (HTTP %s: %s) while others went "
+                "through: kept, tried again in %.0fs",
+                item.batch.boot_id,
+                item.batch.seq,
+                exc.status,
+                exc.reason,
+                delay,
+                extra={"boot_id": item.batch.boot_id, "seq": item.batch.seq},
+            )
 
     async def _apply_results(
         self, url: str, items: list[Spooled], answer: IngestResponse, status: int
@@ -650,6 +684,8 @@ class Shipper:
             else:
                 self.stats.sent += 1
         await asyncio.to_thread(self.spool.ack, acked)
+        for key in acked:
+            self._holds.pop(key, None)
         if acked:
             self.stats.last_ok_ms = now_ms(self.clock)
         if by_id:

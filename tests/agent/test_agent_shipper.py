@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from shipping import TOKEN, drain, make_shipper
 
+from lifeline_agent.config import AgentSection, CollectorEndpoint, CollectorSection
 from lifeline_agent.errors import RefusedDelivery, RetryableDelivery
-from lifeline_agent.shipper import Backoff, parse_retry_after
+from lifeline_agent.shipper import Backoff, Shipper, parse_retry_after
 from lifeline_agent.spool import SqliteSpool
 from lifeline_wire import SCHEMA_VERSION, Batch, IngestResponse, ItemResult, Sample, encode
 
@@ -114,20 +115,46 @@ def test_413_splits_until_it_fits(collector: FakeCollector, spool: SqliteSpool) 
     assert [len(batch_ids) for _t, batch_ids, _a in collector.requests] == [7, 3, 1, 2, 4, 2, 2]
 
 
-def test_single_batch_413_without_a_per_batch_answer_is_kept(
+class SteppedClock:
+    """Monotonic time that moves only when the test says (wall time for timestamps)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def time(self) -> float:
+        return TS / 1000 + self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_batch_refused_on_its_own_is_kept_held_back_and_tried_again_later(
     collector: FakeCollector, spool: SqliteSpool
 ) -> None:
     ids = fill(spool, 3)
-    collector.script = [
-        lambda batch_ids: collector.Reply(413, b"too large") if ids[0] in batch_ids else None
-    ] * 10
-    shipper = make_shipper(collector.url, spool, per_request=2)
-    ship_rounds(shipper, 3)
-    # [0, 1] → 413 → 0 refused, 1 stored; [0, 2] → 0 refused, 2 stored; [0] refused: the path rests.
+    too_large = lambda batch_ids: collector.Reply(413, b"too large") if ids[0] in batch_ids else None  # noqa: E731
+    collector.script = [too_large] * 3
+    clock = SteppedClock()
+    shipper = Shipper(
+        AgentSection(id="ws-1"),
+        CollectorSection(endpoints=(CollectorEndpoint(collector.url),), max_batches_per_request=2),
+        spool,
+        TOKEN,
+        clock=clock,
+        refused_pause=60.0,
+        route_file="/nonexistent",
+    )
+    first, second, third = ship_rounds(shipper, 3)
+    # [0, 1] → 413 → 0 refused, 1 stored: 0 is held back, so 2 goes alone, and then only 0 is left.
     sent = [batch_ids for _t, batch_ids, _a in collector.requests]
-    assert sent == [ids[:2], ids[:1], ids[1:2], [ids[0], ids[2]], ids[:1], ids[2:], ids[:1]]
-    assert collector.stored == ids[1:]
+    assert sent == [ids[:2], ids[:1], ids[1:2], ids[2:]]
+    assert (first.progressed, second.progressed) == (True, True)
+    assert 59.0 < third.wait <= 60.0  # nothing to send until the hold ends
     assert spool.depth() == 1
+    clock.now += 60.0
+    (fourth,) = ship_rounds(shipper, 1)  # tried again, and taken this time
+    assert fourth.progressed
+    assert collector.stored == [ids[1], ids[2], ids[0]]
     assert shipper.stats.rejected == 0
 
 
