@@ -28,6 +28,7 @@ outage (a warning that worsens to critical pages once more: routing goes by ``se
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -44,10 +45,8 @@ SETTLE = 10.0  # seconds heard again, with current data, before what still fails
 REMEMBER = 300.0  # how long a closed outage's return guards against its backlog
 
 
-def belongs(labels: dict[str, str] | object) -> bool:
+def belongs(labels: Mapping[str, str]) -> bool:
     """Whether an alert with these labels is part of its position's outage."""
-    if not isinstance(labels, dict):
-        return False
     return (
         labels.get("alertname") in RULES
         and labels.get("severity") == "critical"
@@ -122,7 +121,7 @@ class Outage:
             parts.append(self.backup)
         body = "; ".join(parts) if parts else "nothing reported yet"
         head = f"cut off {self.silent_seconds(now):.0f} s: " if self.was_silent else ""
-        return f"{head}{body} (UTC)" if parts and any(self.story) else f"{head}{body}"
+        return f"{head}{body} (UTC)" if self.story else f"{head}{body}"  # UTC: the times in it
 
 
 @dataclass(slots=True)
@@ -140,28 +139,20 @@ class Outages:
         self._updated: set[str] = set()  # leads whose headline changed in this evaluation
         self._ending: dict[str, Outage] = {}  # lead → its closed outage, until the lead resolves
 
-    def of(self, scope: str) -> Outage | None:
-        return self._open.get(scope)
-
     def restore(self, alerts: list[Alert]) -> None:
         """After a restart: each position's earliest-fired outage alert leads its outage again."""
         for alert in sorted(alerts, key=lambda a: (a.fired_at or a.starts_at, a.fingerprint)):
             firing = alert.state is AlertState.FIRING
-            if firing and belongs(dict(alert.labels)) and alert.scope not in self._open:
+            if firing and belongs(alert.labels) and alert.scope not in self._open:
                 self._open[alert.scope] = Outage(alert.fingerprint, dict(alert.labels), alert.starts_at)
-
-    def waiting(self, scope: str) -> bool:
-        """Whether time alone may change the outage (its settle time runs): keep evaluating it."""
-        outage = self._open.get(scope)
-        return outage is not None and outage.heard_again_at is not None
 
     # --- before the state machine --------------------------------------------------------------
 
     def fold(self, agent: AgentView, findings: list[Finding], now: float) -> list[Finding]:
         """The findings the state machine should see for ``agent``: its outage's folded into the lead."""
         scope = agent.id
-        mine = [f for f in findings if belongs(dict(f.labels))]
-        others = [f for f in findings if not belongs(dict(f.labels))]
+        mine = [f for f in findings if belongs(f.labels)]
+        others = [f for f in findings if not belongs(f.labels)]
         outage = self._open.get(scope)
         if outage is None:
             firing = [f for f in mine if self._fires(f, now)]
