@@ -66,10 +66,21 @@ def test_names_seen_valid_are_still_accepted_and_bad_ones_never_remembered() -> 
 def test_the_set_of_remembered_names_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wire_schema, "_good_label_names", set())
     monkeypatch.setattr(wire_schema, "_KNOWN_GOOD_LIMIT", 3)
-    labels = {f"l{i}": "v" for i in range(10)}
+    labels = {name: "v" for name in sorted(wire_schema._DECLARED_LABELS)[:10]}
     decoded = decode_envelope(body(sample(**labels)))
     assert decoded.batches[0].samples[0].labels == labels  # all valid, all accepted
     assert len(wire_schema._good_label_names) == 3
+
+
+def test_made_up_names_are_checked_but_never_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A valid-looking name no metric declares is refused later (the catalog) and must not take
+    the room of real names: a stream of made-up names leaves the sets as they were."""
+    monkeypatch.setattr(wire_schema, "_good_label_names", set())
+    monkeypatch.setattr(wire_schema, "_good_metric_names", set())
+    for i in range(50):
+        decode_envelope(body(sample(name=f"lifeline_made_up_{i}", **{f"made_up_{i}": "v"})))
+    assert wire_schema._good_label_names == set()
+    assert wire_schema._good_metric_names == set()
 
 
 def test_constructing_a_sample_checks_names_too() -> None:

@@ -72,7 +72,10 @@ _UNSAFE_CHARS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u
 # decode time. The schema (OpenAPI) still states the patterns.
 _METRIC_NAME: Final = re.compile(METRIC_NAME_RE)
 _LABEL_NAME: Final = re.compile(LABEL_NAME_RE)
-_KNOWN_GOOD_LIMIT: Final = 10_000  # agents choose names: remember only so many
+# Only names the catalog declares are remembered: names a rejected request made up must not fill
+# the sets (memory, and the room real names need).
+_KNOWN_GOOD_LIMIT: Final = 10_000
+_DECLARED_LABELS: Final = frozenset(label for spec in CATALOG.values() for label in spec.labels)
 _good_metric_names: set[str] = set()
 _good_label_names: set[str] = set()
 # A __post_init__ error names its field after this marker; ``_wire_error`` moves it into the path.
@@ -82,7 +85,7 @@ _FIELD_MARK: Final = "@field "
 def _check_name(name: str) -> None:
     if _METRIC_NAME.match(name) is None:
         raise ValueError(f"{_FIELD_MARK}name: Expected `str` matching regex {METRIC_NAME_RE!r}")
-    if len(_good_metric_names) < _KNOWN_GOOD_LIMIT:
+    if name in CATALOG and len(_good_metric_names) < _KNOWN_GOOD_LIMIT:
         _good_metric_names.add(name)
 
 
@@ -93,7 +96,7 @@ def _check_label_names(labels: dict[str, str]) -> None:
                 raise ValueError(
                     f"{_FIELD_MARK}labels: label name {label!r} does not match {LABEL_NAME_RE!r}"
                 )
-            if len(_good_label_names) < _KNOWN_GOOD_LIMIT:
+            if label in _DECLARED_LABELS and len(_good_label_names) < _KNOWN_GOOD_LIMIT:
                 _good_label_names.add(label)
 
 
