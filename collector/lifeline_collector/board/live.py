@@ -1,10 +1,12 @@
 """The board's live feed: one computation of the rows, shared by every open board.
 
 The collector tells the hub which positions it learned something about (after each ingest commit
-and each alert change); the hub recomputes those rows at once, and every position once a second
-(silence is learned from the clock alone), and sends only the rows that changed, already rendered,
-to every subscriber. A board costs its subscriber queue, not a computation: 50 boards cost the
-collector what one does, plus the bytes.
+and each alert change); the hub recomputes those rows at once. Once a second it recomputes the rows
+the clock alone may change (positions falling silent; all of them when a maintenance window starts
+or ends), and every row every ``FULL_PASS_EVERY`` (what other processes, such as the CLI, wrote).
+Each changed row is rendered once and sent, with only the other changed rows, to every
+subscriber: a board costs its subscriber queue, not a computation, so 50 boards cost the collector
+what one does, plus the bytes.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lifeline_collector.board")
 
-FULL_PASS_EVERY = 1.0  # seconds: silence and maintenance windows follow the clock alone
+CLOCK_PASS_EVERY = 1.0  # seconds: silence and maintenance windows follow the clock alone
+FULL_PASS_EVERY = 10.0  # seconds: every row (acks and silences written by the CLI, renames)
 HOUSEKEEPING_EVERY = 3600.0  # seconds between runs of ``hourly`` (pruning)
 QUEUE_LIMIT = 64  # messages a slow board may lag behind before it is dropped (it reconnects)
 
@@ -43,7 +46,7 @@ class BoardHub:
         self,
         service: Collector,
         people: PeopleStore,
-        render_row: Callable[[Row], str],
+        render_row: Callable[[Row, float | None], str],
     ) -> None:
         self.service = service
         self.people = people
@@ -55,7 +58,11 @@ class BoardHub:
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.on_state: list[Callable[[Row, Row | None], None]] = []
+        self.html: dict[str, str] = {}  # agent → its row rendered (once per change)
+        self.running = False
+        self._windows: frozenset[str] = frozenset()  # maintenance windows in force at the last pass
+        # Called once per pass with the rows whose state changed (and what they were before).
+        self.on_state: list[Callable[[list[tuple[Row, Row | None]]], None]] = []
         self.hourly: list[Callable[[], None]] = []  # run from the hub's loop, first at its start
         self.refresh_all()
 
@@ -86,12 +93,15 @@ class BoardHub:
         service = self.service
         now = service.clock.now()
         windows = self.maintenance()
+        self._windows = frozenset(s.id for s, _ in windows.values() if s.state(now) == "active")
         changed: list[Row] = []
+        moved: list[tuple[Row, Row | None]] = []
         for agent_id in agents:
             view = service.fleet.agents.get(agent_id)
             if view is None:
                 if self.rows.pop(agent_id, None) is not None:
                     self.since.pop(agent_id, None)
+                    self.html.pop(agent_id, None)
                     changed.append(_gone(agent_id))
                 continue
             row = row_of(service, view, now, windows)
@@ -100,11 +110,37 @@ class BoardHub:
                 continue
             if old is None or old.state != row.state:
                 self.since[agent_id] = now
-                for listener in self.on_state:
-                    listener(row, old)
+                moved.append((row, old))
             self.rows[agent_id] = row
+            self.html[agent_id] = self.render_row(row, self.since.get(agent_id))
             changed.append(row)
+        if moved:
+            for listener in self.on_state:
+                listener(moved)
         return changed
+
+    def catch_up(self) -> None:
+        """Apply what the collector told the hub and positions added or removed, now (a page being
+        rendered must not miss what the hub's loop has not reached yet)."""
+        agents = self.service.fleet.agents
+        dirty, self._dirty = self._dirty, set()
+        dirty |= agents.keys() ^ self.rows.keys()
+        self.publish(self._refresh(sorted(dirty)))
+
+    def _clock_due(self) -> list[str]:
+        """The rows the clock alone may have changed since the last pass."""
+        now = self.service.clock.now()
+        windows = self.maintenance()
+        active = frozenset(s.id for s, _ in windows.values() if s.state(now) == "active")
+        agents = self.service.fleet.agents
+        if active != self._windows or agents.keys() != self.rows.keys():
+            return sorted(set(agents) | set(self.rows))
+        quiet = now - self.service.config.alerting.silent_after
+        return [
+            agent_id
+            for agent_id, row in self.rows.items()
+            if row.state != "silent" and row.last_seen is not None and row.last_seen <= quiet
+        ]
 
     def refresh_all(self) -> list[Row]:
         known = set(self.service.fleet.agents) | set(self.rows)
@@ -126,7 +162,7 @@ class BoardHub:
                     "site": row.site,
                     "state": row.state,
                     "rank": row.rank,
-                    "html": self.render_row(row),
+                    "html": self.html[row.agent],
                 }
                 for row in rows
             ],
@@ -151,8 +187,10 @@ class BoardHub:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="board-hub")
+        self.running = True
 
     async def stop(self) -> None:
+        self.running = False
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -161,12 +199,13 @@ class BoardHub:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        next_clock = loop.time() + CLOCK_PASS_EVERY
         next_full = loop.time() + FULL_PASS_EVERY
         next_housekeeping = loop.time()
         while True:
             # asyncio.timeout, not wait_for: no inner task that a cancellation could get stuck on.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, next_full - loop.time())):
+                async with asyncio.timeout(max(0.0, next_clock - loop.time())):
                     await self._wake.wait()
             self._wake.clear()
             try:
@@ -176,8 +215,13 @@ class BoardHub:
                         job()
                 if loop.time() >= next_full:
                     next_full = loop.time() + FULL_PASS_EVERY
+                    next_clock = loop.time() + CLOCK_PASS_EVERY
                     self._dirty.clear()
                     self.publish(self.refresh_all())
+                elif loop.time() >= next_clock:
+                    next_clock = loop.time() + CLOCK_PASS_EVERY
+                    dirty, self._dirty = self._dirty, set()
+                    self.publish(self._refresh(sorted(dirty | set(self._clock_due()))))
                 else:
                     dirty, self._dirty = self._dirty, set()
                     self.publish(self._refresh(sorted(dirty)))

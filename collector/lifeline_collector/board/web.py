@@ -96,7 +96,7 @@ class Board:
         self.env = _environment()
         self._row = self.env.get_template("_row.html")
         self.hub = BoardHub(service, people, self.render_row)
-        self.hub.on_state.append(self._record_state)
+        self.hub.on_state.append(self._record_states)
         self.hub.hourly.append(self.prune)
 
     def prune(self) -> None:
@@ -112,17 +112,20 @@ class Board:
         if removed:
             log.info("pruned %d audit records older than the audit retention", removed)
 
-    def render_row(self, row: model.Row) -> str:
-        return self._row.render(row=row, since=self.hub.since.get(row.agent))
+    def render_row(self, row: model.Row, since: float | None) -> str:
+        return self._row.render(row=row, since=since)
 
-    def _record_state(self, row: model.Row, old: model.Row | None) -> None:
-        if old is None and row.state == "ok":
-            return  # a healthy position seen at start is no news for its timeline
-        # On a store error the timeline misses one line; the board itself goes on.
+    def _record_states(self, moved: list[tuple[model.Row, model.Row | None]]) -> None:
+        at_ms = round(self.service.clock.now() * 1000)
+        # A healthy position seen at start is no news for its timeline.
+        news = [
+            (row.agent, at_ms, row.state, row.verdict)
+            for row, old in moved
+            if old is not None or row.state != "ok"
+        ]
+        # On a store error the timeline misses these lines; the board itself goes on.
         with contextlib.suppress(StoreError):
-            self.people.add_state_change(
-                row.agent, round(self.service.clock.now() * 1000), row.state, row.verdict
-            )
+            self.people.add_state_changes(news)
 
     def page(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         context.setdefault("who", principal(request))
@@ -252,9 +255,10 @@ class Board:
         state = request.query_params.get("state", "")
         if state and state not in model.STATES:
             return error_response(400, f"state must be one of {', '.join(model.STATES)}", "state")
-        # The page is exact as of now (the hub's own pass may be up to a second away); the change
-        # goes to the open boards as well.
-        self.hub.publish(self.hub.refresh_all())
+        if self.hub.running:
+            self.hub.catch_up()
+        else:  # served without the app's lifespan (tests): compute everything here
+            self.hub.publish(self.hub.refresh_all())
         rows = self.hub.snapshot()
         shown = [r for r in rows if (not site or r.site == site) and (not state or r.state == state)]
         return self.page(
@@ -268,7 +272,7 @@ class Board:
             words=model.STATE_WORDS,
             filters={"site": site, "state": state},
             version=self.hub.version,
-            render_row=lambda row: Markup(self.render_row(row)),  # noqa: S704 - rendered by autoescaping Jinja
+            render_row=lambda row: Markup(self.hub.html[row.agent]),  # noqa: S704 - rendered by autoescaping Jinja
         )
 
     async def events(self, request: Request) -> Response:

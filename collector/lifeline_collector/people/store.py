@@ -347,11 +347,13 @@ class PeopleStore:
 
     # --- the board's state changes ----------------------------------------------------------------
 
-    def add_state_change(self, agent: str, at_ms: int, state: str, verdict: str) -> None:
+    def add_state_changes(self, changes: list[tuple[str, int, str, str]]) -> None:
+        """(agent, at_ms, state, verdict) each, in one transaction."""
+        if not changes:
+            return
         with self.store._tx() as db:
-            db.execute(
-                "INSERT INTO board_states (agent, at_ms, state, verdict) VALUES (?, ?, ?, ?)",
-                (agent, at_ms, state, verdict),
+            db.executemany(
+                "INSERT INTO board_states (agent, at_ms, state, verdict) VALUES (?, ?, ?, ?)", changes
             )
 
     def state_changes(self, agent: str, since_ms: int) -> list[tuple[int, str, str]]:

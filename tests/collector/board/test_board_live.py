@@ -161,3 +161,17 @@ async def test_housekeeping_keeps_a_year_of_audit_and_ends_stale_sessions(
         assert board.people.store._query("SELECT COUNT(*) FROM sessions")[0][0] == 0
         assert board.people.audit_records(action="login")  # the ManualClock's 2023 is not a year before now
         assert (await http.get("/", headers=HTML)).status_code == 303
+
+
+async def test_a_restarted_collector_shows_its_positions_at_once(tmp_path: Path, clock: ManualClock) -> None:
+    config = make_config(tmp_path)
+    first = create_app(config, clock=clock, ticker=False)
+    async with running(first) as service, client(first) as http:
+        pos = Agent(service, "pos-1", "north", "1")
+        await pos.report(http, judgement(pos.now_ms(), layers={"vpn": "failed"}, verdict=("vpn", "VPN down")))
+    again = create_app(config, clock=clock, ticker=False)  # the board is built from the store
+    async with running(again), client(again) as http:
+        page = await http.get("/", headers=HTML)
+        row = page.text.split('id="row-pos-1"')[1].split("</tr>")[0]
+        assert "Down" in row
+        assert "VPN down" in row
