@@ -177,9 +177,11 @@ def main(base_dir: str | None = None) -> int:
         print(
             f"""
 Lifeline is running (Ctrl-C stops both).
-  collector /metrics   http://127.0.0.1:{port}/metrics
-  alerts API           http://127.0.0.1:{port}/api/v1/alerts
+  supervisor's board   http://127.0.0.1:{port}/
+    (log in as yourself: {bindir / "lifeline-collector"} users add NAME --role admin --config {collector_cfg})
   this position        http://127.0.0.1:{port}/positions/{AGENT_ID}
+  alerts API           http://127.0.0.1:{port}/api/v1/alerts (after logging in, or with the API token)
+  collector /metrics   http://127.0.0.1:{port}/metrics
   agent /metrics       http://{metrics}/metrics
   dispatcher's view    {bindir / "lifeline-agent"} status --config {agent_cfg}
   configs and data     {base}
