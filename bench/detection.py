@@ -624,7 +624,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for index in range(runs_per):
         for sc in loaded:
             print(f"run {index + 1}/{runs_per}: {sc.name} ({sc.duration:g} s)", file=sys.stderr, flush=True)
-            runs.append(in_fresh_lab(sc, settings, args.interval, args.log))
+            try:
+                runs.append(in_fresh_lab(sc, settings, args.interval, args.log))
+            except LabError as exc:
+                # A lab that could not be set up (a process that would not start) loses that run,
+                # not the runs before it: it is left out of the tables and said here.
+                print(f"  run lost: {exc.what.splitlines()[0]}", file=sys.stderr, flush=True)
     report(runs, settings, args.interval, runs_per)
     return 0
 
