@@ -34,6 +34,7 @@ DERIVED = {
 # Fields whose TOML key differs from the field name (a Python keyword, or one field from two keys).
 RENAMED = {
     ("notifiers", "sender"): ("from",),
+    ("notifiers", "urls"): ("url",),  # `url` may be a list of peers (an Alertmanager cluster)
     ("routes", "continue_"): ("continue",),
     ("routes", "matchers"): ("match", "match_re"),
 }
