@@ -29,6 +29,8 @@ class NotifierConfig:
     token_file: str = ""
     token: str = field(default="", repr=False)
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    # Every URL, for kinds that post to several peers (an Alertmanager cluster); url is the first.
+    urls: tuple[str, ...] = ()
 
     def request_headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "User-Agent": "lifeline-collector"}
@@ -39,7 +41,8 @@ class NotifierConfig:
 
     def secrets(self) -> tuple[str, ...]:
         """Strings that must never appear in a log line or an error."""
-        values = [self.token, *self.headers.values(), *_url_secrets(self.url)]
+        urls = self.urls or (self.url,)
+        values = [self.token, *self.headers.values(), *(s for url in urls for s in _url_secrets(url))]
         return tuple(value for value in values if value)
 
 
@@ -61,12 +64,24 @@ def safe_url(url: str) -> str:
     return url.split("?", 1)[0]
 
 
-def read_common(section: Section, kind: str) -> dict[str, object]:
-    """Read the shared keys of one ``[[notifiers]]`` table (``kind`` was read by the caller)."""
+def read_common(section: Section, kind: str, *, url_list: bool = False) -> dict[str, object]:
+    """Read the shared keys of one ``[[notifiers]]`` table (``kind`` was read by the caller).
+
+    With ``url_list`` the ``url`` key may also be a list of URLs (peers that all get every post).
+    """
     name = section.text("name", required=True, pattern=NAME_PATTERN)
-    url = section.text("url", required=True)
-    if isinstance(section.data.get("url"), str) and not re.match(r"^https?://[^/\s]+", url):
-        section.error("url", f"must be an http:// or https:// URL (got {safe_url(url)!r})")
+    if url_list and isinstance(section.data.get("url"), list):
+        urls = section.str_list("url")
+        if not urls:
+            section.error("url", "must name at least one URL")
+        elif len(set(urls)) != len(urls):
+            section.error("url", "lists the same URL twice")
+    else:
+        urls = (section.text("url", required=True),)
+    for url in urls:
+        if isinstance(section.data.get("url"), str | list) and not re.match(r"^https?://[^/\s]+", url):
+            section.error("url", f"must be an http:// or https:// URL (got {safe_url(url)!r})")
+    url = urls[0] if urls else ""
     timeout = section.duration("timeout", DEFAULT_TIMEOUT, min=0.1, max=300.0)
     headers = section.str_map("headers")
     max_attempts = section.integer("max_attempts", DEFAULT_MAX_ATTEMPTS, min=1, max=100)
@@ -91,6 +106,7 @@ def read_common(section: Section, kind: str) -> dict[str, object]:
         "token_file": token_file,
         "token": token,
         "max_attempts": max_attempts,
+        "urls": urls if url_list else (),
     }
 
 

@@ -20,12 +20,27 @@ ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 
 
 @contextlib.contextmanager
-def running_alertmanager(tmp_path: Path) -> Iterator[str]:
-    """A real Alertmanager on loopback (blackhole receiver); yields its base URL; stopped by PID."""
+def running_alertmanager(
+    tmp_path: Path, *, config_text: str = "", cluster: tuple[int, list[int]] | None = None
+) -> Iterator[str]:
+    """A real Alertmanager on loopback (blackhole receiver unless config_text says otherwise);
+    yields its base URL; stopped by PID. ``cluster`` is (own gossip port, peers' gossip ports)."""
     config = tmp_path / "alertmanager.yml"
-    config.write_text("route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n")
+    config.write_text(config_text or "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n")
     port = free_port()
     log_path = tmp_path / "alertmanager.log"
+    if cluster is None:
+        cluster_args = ["--cluster.listen-address="]
+    else:
+        own, peers = cluster
+        cluster_args = [
+            f"--cluster.listen-address=127.0.0.1:{own}",
+            *(f"--cluster.peer=127.0.0.1:{peer}" for peer in peers),
+            # Short timers so a test sees the pair settle and deduplicate in seconds.
+            "--cluster.peer-timeout=2s",
+            "--cluster.gossip-interval=50ms",
+            "--cluster.settle-timeout=2s",
+        ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
@@ -33,7 +48,7 @@ def running_alertmanager(tmp_path: Path) -> Iterator[str]:
                 f"--config.file={config}",
                 f"--storage.path={tmp_path / 'data'}",
                 f"--web.listen-address=127.0.0.1:{port}",
-                "--cluster.listen-address=",
+                *cluster_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
