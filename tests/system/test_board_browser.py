@@ -58,6 +58,9 @@ class Pager:
                 if alert["labels"].get("agent") == agent and alert["status"] == "firing"
             ]
 
+    def acked(self, agent: str) -> list[dict[str, Any]]:
+        return [a for a in self.paged(agent) if "acknowledged_by" in a["annotations"]]
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
@@ -199,6 +202,11 @@ def test_a_supervisor_acknowledges_from_the_browser(
     (alert,) = [a for a in alerts if a["labels"]["agent"] == "north-05"]
     assert alert["status"]["acknowledged"]["by"] == "ana"
     assert alert["status"]["acknowledged"]["comment"] == "calling her mobile"
+    # Whoever was paged hears that ana is on it.
+    wait_for("the acknowledgement at the pager", lambda: pager.acked("north-05"))
+    (told,) = pager.acked("north-05")
+    assert told["annotations"]["acknowledged_by"] == "ana"
+    assert told["annotations"]["ack_comment"] == "calling her mobile"
     watcher.wait_for_selector("#row-north-05 >> text=acknowledged by ana", timeout=SOON)
     watcher.context.close()
     audit = scene.cli("audit", "--action", "ack", "--format", "json")

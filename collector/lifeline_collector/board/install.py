@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 
 from lifeline_collector.alerting.state import Change
 from lifeline_collector.board import openapi as board_openapi
+from lifeline_collector.board.announce import announce_ack
 from lifeline_collector.board.settings import BoardConfig
 from lifeline_collector.board.web import Board
 from lifeline_collector.errors import StoreError
@@ -105,6 +106,13 @@ def install(
     return board
 
 
+def _announce(board: Board, fingerprint: str) -> None:
+    alert = board.service.engine.states.get(fingerprint)
+    ack = board.service.registry.acks.get(fingerprint)
+    if alert is not None and ack is not None:
+        announce_ack(board.service, alert, ack)
+
+
 def _api_action(path: str, methods: set[str]) -> str:
     if path.endswith("/ack") and "POST" in methods:
         return "ack"
@@ -162,6 +170,8 @@ def _audited(board: Board, action: str, handler: Handler) -> Handler:
             )
         if response.status_code < 300:
             board.hub.notify_all()
+            if action == "ack" and isinstance(body, dict):
+                _announce(board, str(body.get("fingerprint", "")))
         return response
 
     audited.__name__ = getattr(handler, "__name__", "audited")

@@ -36,6 +36,7 @@ from lifeline_collector.alerting.errors import (
 from lifeline_collector.alerting.model import rfc3339
 from lifeline_collector.alerting.silences import Matcher
 from lifeline_collector.board import model, story
+from lifeline_collector.board.announce import announce_ack
 from lifeline_collector.board.live import BoardHub
 from lifeline_collector.errors import StoreError
 from lifeline_collector.ingest import error_response
@@ -411,7 +412,7 @@ class Board:
         fingerprint = form.get("fingerprint", "")
         note = form.get("note", "")[:500]
         try:
-            alert, _ack = self.service.acknowledge(fingerprint, by=who.name, comment=note)
+            alert, ack = self.service.acknowledge(fingerprint, by=who.name, comment=note)
         except UnknownAlertError:
             self.audit(
                 request, who, "ack", fingerprint, outcome="failure", detail={"reason": "no such alert"}
@@ -425,7 +426,12 @@ class Board:
             detail={"alert": alert.name, "fingerprint": fingerprint, "note": note},
         )
         self.hub.notify([alert.scope])
-        return self._done(request, agent_id, f"{alert.name} acknowledged.")
+        told = announce_ack(self.service, alert, ack)
+        return self._done(
+            request,
+            agent_id,
+            f"{alert.name} acknowledged" + (" (the people paged are told)." if told else "."),
+        )
 
     def _scope_matchers(self, agent_id: str, scope: str) -> tuple[list[Matcher], str]:
         view = self.service.fleet.agents.get(agent_id)

@@ -115,7 +115,7 @@ def _when(seconds: float | None) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-_TAGS = {"repeat": "REPEAT", "escalation": "ESCALATED"}
+_TAGS = {"repeat": "REPEAT", "escalation": "ESCALATED", "acknowledged": "ACKNOWLEDGED"}
 
 
 def render(group: AlertGroup, config: EmailConfig, external_url: str) -> EmailMessage:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from board_kit import Agent, add_user, client, judgement, log_in, running
-from collector_kit import make_config
+from board_kit import Agent, add_user, client, csrf_of, judgement, log_in, running
+from collector_kit import Receiver, make_config
 
 from lifeline_collector.app import create_app
 from lifeline_collector.board.web import HERE
@@ -175,3 +175,32 @@ async def test_a_restarted_collector_shows_its_positions_at_once(tmp_path: Path,
         row = page.text.split('id="row-pos-1"')[1].split("</tr>")[0]
         assert "Down" in row
         assert "VPN down" in row
+
+
+async def test_an_acknowledgement_reaches_whoever_was_paged(
+    tmp_path: Path, clock: ManualClock, receiver: Receiver
+) -> None:
+    notifiers = [{"kind": "webhook", "name": "pager", "url": receiver.url}]
+    app = create_app(make_config(tmp_path, notifiers=notifiers), clock=clock, ticker=False)  # type: ignore[arg-type]
+    async with running(app) as service, client(app) as sup:
+        add_user(app, "ana", "supervisor")
+        pos = Agent(service, "pos-2", "north", "2")
+        await pos.report(
+            sup, judgement(pos.now_ms(), layers={"vpn": "failed"}, verdict=("vpn", "VPN down")), priority=True
+        )
+        assert await service.dispatcher.drain(10)
+        assert len(receiver.requests) == 1  # the page
+        (alert,) = service.engine.active()
+        await log_in(sup, "ana")
+        token = csrf_of((await sup.get("/positions/pos-2", headers=HTML)).text)
+        done = await sup.post(
+            "/positions/pos-2/ack",
+            data={"csrf": token, "fingerprint": alert.fingerprint, "note": "on it"},
+            headers=HTML,
+        )
+        assert "the people paged are told" in done.text
+        assert await service.dispatcher.drain(10)
+        told = receiver.bodies()[1]
+        assert told["status"] == "firing"
+        assert told["alerts"][0]["annotations"]["acknowledged_by"] == "ana"
+        assert told["alerts"][0]["annotations"]["ack_comment"] == "on it"
