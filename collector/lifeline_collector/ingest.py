@@ -362,7 +362,9 @@ class Stored:
     new_batches: tuple[tuple[str, int], ...]
 
 
-_SPELLED = (b'"NaN"', b'"+Inf"', b'"-Inf"')  # the wire's non-finite values, as a body carries them
+# The tails of the wire's non-finite values as a body carries them ("NaN", "+Inf", "-Inf"): each
+# value holds exactly one; two scans cost less than three (a body is ~17 kB, a request ~150 µs).
+_SPELLED = (b'NaN"', b'Inf"')
 _IS_NON_FINITE_METRIC = NON_FINITE_METRICS.__contains__
 
 

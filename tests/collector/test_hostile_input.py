@@ -506,3 +506,29 @@ async def test_a_content_length_that_is_not_ascii_digits_is_no_500(
         headers = {"Authorization": f"Bearer {token}", "Content-Length": "\xb2".encode("latin-1")}
         answer = await client.post("/api/v1/ingest", content=sent, headers=headers)  # type: ignore[arg-type]
     assert answer.status_code < 500
+
+
+async def test_text_that_looks_like_a_non_finite_value_is_judged_by_the_strict_path(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """The fast paths count the spelled non-finite tokens in the body; a label value spelled like
+    one makes the counts differ, and the strict decoder accepts what is fine."""
+    app = create_app(make_config(tmp_path), clock=clock, ticker=False)
+    service: Collector = app.state.collector
+    token = service.store.add_agent("pos-1", now_ms=MS)
+    entries = [
+        SeriesPoints("lifeline_probe_success", {**CAD, "target": "NaN"}, [(MS, 1.0)]),
+        SeriesPoints("lifeline_probe_success", {**CAD, "target": "+Inf"}, [(MS, 1.0)]),
+        SeriesPoints("lifeline_cad_time_to_loss_seconds", {}, [(MS, math.inf)]),
+    ]
+    sent = series_body("pos-1", 0, entries)
+    assert prepare_fast(AGENT_ROW, sent) is None
+    async with serving(app) as client:
+        answer = await client.post(
+            "/api/v1/ingest", content=sent, headers={"Authorization": f"Bearer {token}"}
+        )
+    assert answer.json()["results"][0]["status"] == "accepted"
+    assert {s.labels["target"] for s in service.fleet.agents["pos-1"].named("lifeline_probe_success")} == {
+        "NaN",
+        "+Inf",
+    }
