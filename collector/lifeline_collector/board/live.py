@@ -109,7 +109,7 @@ class BoardHub:
             if row.same(old):
                 continue
             if old is None or old.state != row.state:
-                self.since[agent_id] = now
+                self.since[agent_id] = now if old is not None else _began(row, now)
                 moved.append((row, old))
             self.rows[agent_id] = row
             self.html[agent_id] = self.render_row(row, self.since.get(agent_id))
@@ -237,6 +237,16 @@ class BoardHub:
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self.subscribers.discard(subscriber)
+
+
+def _began(row: Row, now: float) -> float:
+    """When a row first seen (the collector starting) took its state, as far as the evidence says:
+    its open alert's start, its last report for a silent one, else now."""
+    if row.state == "silent" and row.last_seen is not None:
+        return row.last_seen
+    if row.alert is not None and row.state != "ok":
+        return row.alert.starts_at
+    return now
 
 
 def _gone(agent_id: str) -> Row:
