@@ -205,7 +205,13 @@ class Notifications:
             return
         if status.acknowledged is None:
             for index, route in routes:
-                state = delivery.routes.setdefault(index, _RouteState(now))
+                state = delivery.routes.get(index)
+                if state is None:  # a delivery restored after a restart: its route state was not kept
+                    # An escalation that went out before the restart is not sent again: whoever it
+                    # reached is among the receivers that were kept.
+                    reached = set(delivery.receivers or ())
+                    escalated = bool(route.escalate_to) and set(route.escalate_to) <= reached
+                    state = delivery.routes[index] = _RouteState(now, escalated)
                 if (
                     route.escalate_after
                     and route.escalate_to
@@ -215,6 +221,7 @@ class Notifications:
                     state.escalated = True
                     delivery.receivers = union(delivery.receivers, route.escalate_to)
                     self.deliver(group_of(alert, receivers=route.escalate_to, reason="escalation"))
+                    self.on_status(alert, status)  # kept with who was reached: a restart escalates no more
                 if route.repeat_interval and now - state.last_sent >= route.repeat_interval:
                     state.last_sent = delivery.last_refresh = now
                     targets = union(route.notifiers, route.escalate_to if state.escalated else ())

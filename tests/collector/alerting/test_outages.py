@@ -401,3 +401,37 @@ def test_the_heartbeat_threshold_follows_a_shorter_batch_silence_and_never_excee
     with pytest.raises(ConfigError) as caught:
         make_config(tmp_path, alerting={"silent_after": "2s", "heartbeat_silent_after": "5s"})
     assert "alerting.heartbeat_silent_after: must not be longer than silent_after (2s)" in str(caught.value)
+
+
+def test_a_restart_does_not_escalate_a_silence_again(tmp_path: Path, clock: ManualClock) -> None:
+    routes = [
+        {
+            "match": {"site": "north"},
+            "notifiers": ["pager"],
+            "escalate_after": "10m",
+            "escalate_to": ["it-oncall"],
+        }
+    ]
+    notifiers = [
+        {"kind": "webhook", "name": "pager", "url": "http://127.0.0.1:9/a"},
+        {"kind": "webhook", "name": "it-oncall", "url": "http://127.0.0.1:9/b"},
+    ]
+    gen = collector(tmp_path, clock, notifiers=notifiers, routes=routes)
+    service, rec = next(gen)
+    Position(service, clock, "pos-12", "north", "12").healthy()
+    for _ in range(16 + 600):
+        clock.advance(1.0)
+        service.tick()
+    assert [(g.reason, g.receivers) for g in rec.delivered if not g.resend] == [
+        ("state", ("pager",)),
+        ("escalation", ("it-oncall",)),
+    ]
+    gen.close()
+    clock.advance(5.0)
+    gen = collector(tmp_path, clock, notifiers=notifiers, routes=routes)
+    service, rec = next(gen)
+    for _ in range(60):
+        clock.advance(1.0)
+        service.tick()
+    assert [g for g in rec.delivered if not g.resend] == []  # neither paged nor escalated again
+    gen.close()
