@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # Real peers the tests and the lab use; --no-install-recommends keeps kernels and GUIs out.
 APT_PACKAGES := iproute2 nftables iptables fping wireguard-go wireguard-tools \
 	prometheus prometheus-alertmanager prometheus-blackbox-exporter prometheus-pushgateway \
-	victoria-metrics systemd procps openssl util-linux chromium
+	victoria-metrics systemd procps openssl util-linux chromium postgresql libpq5
 PYTEST_ARGS ?=
 
 .PHONY: run test venv apt lint typecheck pytest bench fuzz screenshots clean

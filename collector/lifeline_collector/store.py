@@ -14,6 +14,10 @@ The latest value of every series of an agent is one row too (``agent_latest``: t
 series state, msgpack + LZ4), rewritten once per commit that moves it, instead of one upserted
 row per series; a restarted collector reads it back exactly.
 
+The same store runs on PostgreSQL when its location is a ``postgresql://`` DSN
+(``store_backends``): several collectors then share one database, and (agent, boot, seq) stays
+unique across them.
+
 Older files are converted when opened (``_migrate``): schema 2 stored one row per sample in
 ``samples`` (each sample keeps its number, so a remote-write cursor saved before stays valid), and
 schemas 2 and 3 kept one ``latest`` row per series, keyed through a ``series`` table (they become
@@ -43,6 +47,15 @@ from lifeline_collector.alerting.errors import UnknownAlertError, UnknownSilence
 from lifeline_collector.alerting.model import Alert, AlertState
 from lifeline_collector.alerting.silences import Ack, Matcher, Silence
 from lifeline_collector.errors import DuplicateAgentError, StoreError, UnknownAgentError
+from lifeline_collector.store_backends import (
+    DEFAULT_POOL_SIZE,
+    Backend,
+    Connection,
+    PostgresBackend,
+    SqliteBackend,
+    is_postgres_dsn,
+    safe_dsn,
+)
 from lifeline_wire import Batch, Event, Sample, SeriesPoints
 from lifeline_wire.schema import MAX_SAMPLES_PER_BATCH, every_sample
 
@@ -324,7 +337,7 @@ def unpack_samples(codec: int, blob: bytes | None) -> list[Sample]:
     return every_sample(samples, series)
 
 
-def _set_agent_latest(db: sqlite3.Connection, agent: str, states: Sequence[LatestState]) -> None:
+def _set_agent_latest(db: Connection, agent: str, states: Sequence[LatestState]) -> None:
     blob = bytes(cramjam.lz4.compress_block(_states_encoder.encode(states)))
     db.execute(
         "INSERT INTO agent_latest (agent, states) VALUES (?, ?)"
@@ -419,11 +432,36 @@ class BatchRow:
         )
 
 
+def _open_postgres(dsn: str, pool_size: int) -> PostgresBackend:
+    """Connect the pool and bring the schema up to date (``migrate``), or say why not."""
+    where = safe_dsn(dsn)
+    try:
+        backend = PostgresBackend(dsn, pool_size)
+    except ImportError as exc:  # pragma: no cover - psycopg is a dependency
+        raise StoreError(f"cannot open store {where}: {exc}") from None
+    except Exception as exc:  # psycopg's and the pool's errors, whatever the failure
+        raise StoreError(f"cannot open store {where}: {type(exc).__name__}: {exc}") from None
+    try:
+        backend.migrate()
+    except backend.errors as exc:
+        backend.close()
+        raise StoreError(f"cannot migrate store {where}: {exc}") from None
+    return backend
+
+
 class Store:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> None:
+        """``path``: a SQLite file, or a PostgreSQL DSN (``postgresql://…``) with a pool of
+        ``pool_size`` connections. Either way the schema is brought up to date here."""
         self.path = path
         # Why the last write failed, until a write of ingest succeeds again (``ping``).
         self.failing: str | None = None
+        # SQLite: one connection, used by the event loop; the lock guards tests and CLI use from threads.
+        self._lock = threading.RLock()
+        self._backend: Backend
+        if is_postgres_dsn(path):
+            self._backend = _open_postgres(path, pool_size)
+            return
         try:
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -442,12 +480,22 @@ class Store:
             raise StoreError(f"cannot open store {path}: {exc.strerror or exc}") from None
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from None
-        # One connection, used by the event loop; the lock guards tests and CLI use from threads.
-        self._lock = threading.RLock()
+        self._backend = SqliteBackend(self._db)
+
+    @property
+    def backend(self) -> str:
+        return self._backend.name
+
+    def schema_version(self) -> int:
+        with self._lock:
+            try:
+                return self._backend.schema_version()
+            except self._backend.errors as exc:
+                raise StoreError(f"query failed: {exc}") from None
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self._backend.close()
 
     def _migrate(self) -> None:
         """Schema 2 → 3: each batch's sample rows become its blob, every sample keeping its number.
@@ -478,39 +526,40 @@ class Store:
             raise
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, *, ingest: bool = False) -> Iterator[Connection]:
+        backend = self._backend
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
+                db = backend.begin()
+            except backend.errors as exc:
                 raise StoreError(f"store busy: {exc}") from None
             try:
-                yield self._db
+                yield db
+                if not ingest and backend.name == "postgresql":
+                    # Other collectors poll this (data_version) to reload agents, silences, acks.
+                    db.execute("UPDATE meta SET value = value + 1 WHERE key = 'changes'")
             except BaseException as exc:
-                self._rollback()
-                if isinstance(exc, sqlite3.Error | StoreError):
+                backend.rollback(db)
+                backend.release(db)
+                if isinstance(exc, (*backend.errors, StoreError)):
                     self.failing = str(exc)
                 raise
             else:
                 try:
-                    self._db.execute("COMMIT")
-                except sqlite3.Error as exc:
-                    self._rollback()
+                    backend.commit(db)
+                except backend.errors as exc:
+                    backend.rollback(db)
                     self.failing = f"commit failed: {exc}"
                     raise StoreError(self.failing) from None
-
-    def _rollback(self) -> None:
-        """Undo what is left of a transaction. SQLite rolls some back by itself (a full disk, an I/O
-        error); a ROLLBACK then fails with "cannot rollback", which must not hide the real cause."""
-        if self._db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
+                finally:
+                    backend.release(db)
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
         with self._lock:
             try:
-                return list(self._db.execute(sql, params))
-            except sqlite3.Error as exc:
+                with self._backend.connection() as db:
+                    return list(db.execute(sql, params))
+            except self._backend.errors as exc:
                 raise StoreError(f"query failed: {exc}") from None
 
     # --- agents and tokens -------------------------------------------------------------------
@@ -574,11 +623,11 @@ class Store:
     def writer(self) -> Iterator[Writer]:
         """One transaction for everything it writes (ingest: one or many requests, a group commit)."""
         try:
-            with self._tx() as db:
-                writer = Writer(db)
+            with self._tx(ingest=True) as db:
+                writer = Writer(db, lock_counter=self._backend.name == "postgresql")
                 yield writer
                 writer.finish()
-        except sqlite3.Error as exc:
+        except self._backend.errors as exc:
             raise StoreError(f"write failed: {exc}") from None
         self.failing = None
 
@@ -644,9 +693,9 @@ class Store:
         its samples were sent, so a cursor may stop inside a batch.
         """
         out: list[tuple[int, tuple[tuple[str, str], ...], float, int]] = []
-        with self._lock:
+        with self._lock, self._backend.connection() as db:
             try:
-                rows = self._db.execute(
+                rows = db.execute(
                     "SELECT b.first_sample, b.codec, b.samples, b.agent, a.site FROM batches b"
                     " LEFT JOIN agents a ON a.id = b.agent WHERE b.sample_count > 0"
                     " AND b.first_sample > ? AND b.first_sample + b.sample_count > ? ORDER BY b.first_sample",
@@ -667,13 +716,17 @@ class Store:
                         out.append((number, pairs, sample.number, sample.ts_ms))
                         if len(out) >= limit:
                             return out
-            except sqlite3.Error as exc:
+            except self._backend.errors as exc:
                 raise StoreError(f"query failed: {exc}") from None
         return out
 
     def data_version(self) -> int:
         """Changes when another connection (e.g. ``agents add``) committed since the last call."""
-        return _int(self._query("PRAGMA data_version")[0][0])
+        with self._lock:
+            try:
+                return self._backend.data_version()
+            except self._backend.errors as exc:
+                raise StoreError(f"query failed: {exc}") from None
 
     # --- alerts and housekeeping ---------------------------------------------------------------
 
@@ -774,8 +827,9 @@ class Store:
         """End a silence now (it stays listed as expired); unknown or already expired: an error."""
         with self._tx() as db:
             cursor = db.execute(
-                "UPDATE silences SET ends_ms = ?, starts_ms = MIN(starts_ms, ?) WHERE id = ? AND ends_ms > ?",
-                (now_ms, now_ms, silence_id, now_ms),
+                "UPDATE silences SET ends_ms = ?,"
+                " starts_ms = CASE WHEN starts_ms < ? THEN starts_ms ELSE ? END WHERE id = ? AND ends_ms > ?",
+                (now_ms, now_ms, now_ms, silence_id, now_ms),
             )
             if cursor.rowcount == 0:
                 raise UnknownSilenceError(silence_id)
@@ -889,24 +943,31 @@ class Store:
                 )
         except StoreError:
             return False
-        except sqlite3.Error as exc:
+        except self._backend.errors as exc:
             self.failing = str(exc)
             return False
         return self.failing is None
 
 
+_COUNTER = "SELECT value FROM meta WHERE key = ?"
+_COUNTER_LOCKED = _COUNTER + " FOR UPDATE"
+
+
 class Writer:
     """The write side of one ingest transaction."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: Connection, *, lock_counter: bool = False) -> None:
         self._db = db
         self._next_sample: int | None = None  # read from meta at the first batch with samples
         self._numbered = False
+        # Several writers at once (collectors over PostgreSQL): the counter's row is locked until
+        # the commit, so numbers never repeat and grow in commit order (the remote-write cursor).
+        self._counter_sql = _COUNTER_LOCKED if lock_counter else _COUNTER
 
     def _numbers(self, count: int) -> int:
         """The first of ``count`` new sample numbers (numbers grow in commit order)."""
         if self._next_sample is None:
-            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (NEXT_SAMPLE,)).fetchone()
+            row = self._db.execute(self._counter_sql, (NEXT_SAMPLE,)).fetchone()
             self._next_sample = 1 if row is None else int(row[0])
         first = self._next_sample
         self._next_sample = first + count
@@ -925,10 +986,10 @@ class Writer:
         """The new batch's row id, or None if (agent, boot, seq) was stored before: a duplicate."""
         row = batch if isinstance(batch, BatchRow) else BatchRow.of(batch)
         first = self._numbers(row.sample_count) if row.sample_count else 0
-        cursor = self._db.execute(
-            "INSERT OR IGNORE INTO batches (agent, boot_id, seq, created_ms, received_ms, priority,"
+        inserted = self._db.execute(
+            "INSERT INTO batches (agent, boot_id, seq, created_ms, received_ms, priority,"
             " first_sample, sample_count, min_ts, max_ts, codec, samples)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
             (
                 agent,
                 row.boot_id,
@@ -943,14 +1004,14 @@ class Writer:
                 row.codec if row.blob is not None else CODEC_NONE,
                 row.blob,
             ),
-        )
-        if cursor.rowcount == 0:
+        ).fetchone()
+        if inserted is None:
             if row.sample_count:
                 self._next_sample = first  # a duplicate takes no numbers
             return None
         self._numbered = self._numbered or bool(row.sample_count)
         self._track_sequence(agent, row.boot_id, row.seq, received_ms)
-        return cursor.lastrowid
+        return int(inserted[0])
 
     def _track_sequence(self, agent: str, boot_id: str, seq: int, received_ms: int) -> None:
         row = self._db.execute(

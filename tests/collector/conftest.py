@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from collector_kit import T0, Receiver, running_receiver
+from pg_kit import Server, postgres_bin, running_postgres
 
 from lifeline_collector.clock import ManualClock
 
@@ -29,3 +30,18 @@ def clock() -> ManualClock:
 def receiver() -> Iterator[Receiver]:
     with running_receiver() as state:
         yield state
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Server]:
+    """One PostgreSQL server for the session (each test takes a fresh database of it)."""
+    if postgres_bin() is None:
+        pytest.skip("postgresql is not installed (make test installs it)")
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: Server) -> Iterator[str]:
+    with postgres_server.fresh_database() as dsn:
+        yield dsn

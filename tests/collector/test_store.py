@@ -1,17 +1,23 @@
-"""The SQLite store: hashed tokens, transactions, batch blobs and their sample numbers (the remote-write
-cursor), pruning, and the conversion of a schema 2 file."""
+"""The store, against SQLite and a real PostgreSQL alike: hashed tokens, transactions, batch blobs
+and their sample numbers (the remote-write cursor), pruning, idempotency and numbering across two
+stores on one database (two collectors), migrations; and the conversion of a schema 2 SQLite file."""
 
 from __future__ import annotations
 
 import math
 import sqlite3
+import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from collector_kit import T0, cad_round
 
 from lifeline_collector import store as store_module
+from lifeline_collector.alerting.errors import UnknownSilenceError
+from lifeline_collector.alerting.model import Alert, AlertState, fingerprint
+from lifeline_collector.alerting.silences import Ack, Matcher, Silence
 from lifeline_collector.errors import DuplicateAgentError, UnknownAgentError
 from lifeline_collector.store import Store, hash_token, labels_key
 from lifeline_wire import Batch, Sample
@@ -19,9 +25,18 @@ from lifeline_wire import Batch, Sample
 MS = int(T0 * 1000)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a store lives: a SQLite file, or a fresh PostgreSQL database (its DSN)."""
+    if request.param == "postgresql":
+        dsn: str = request.getfixturevalue("postgres_dsn")
+        return dsn
+    return str(tmp_path / "sub" / "lifeline.db")
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    made = Store(str(tmp_path / "sub" / "lifeline.db"))
+def store(location: str) -> Iterator[Store]:
+    made = Store(location)
     yield made
     made.close()
 
@@ -230,3 +245,103 @@ def test_a_schema_2_store_is_converted_keeping_every_sample_and_its_number(tmp_p
         assert again._query("PRAGMA user_version")[0][0] == store_module.SCHEMA_VERSION
     finally:
         again.close()
+
+
+def test_schema_is_current_and_opening_again_changes_nothing(store: Store, location: str) -> None:
+    assert store.schema_version() == store_module.SCHEMA_VERSION
+    again = Store(location)  # a second collector starting on the same database
+    try:
+        assert again.schema_version() == store_module.SCHEMA_VERSION
+        store.add_agent("pos-1", now_ms=MS)
+        assert [agent.id for agent in again.agents()] == ["pos-1"]
+    finally:
+        again.close()
+
+
+def test_two_stores_on_one_database_store_a_batch_once_and_never_reuse_a_number(
+    store: Store, location: str
+) -> None:
+    """Two collectors: one is mid-transaction holding (pos-1, b, 0) when the other receives the same
+    batch (the agent retried through the other one) and the next; the retry is a no-op, the next
+    batch's samples get numbers after the first one's."""
+    store.add_agent("pos-1", now_ms=MS)
+    other = Store(location)
+    first = Batch("pos-1", "b", 0, MS, samples=cad_round(MS, True, 0))
+    second = Batch("pos-1", "b", 1, MS, samples=cad_round(MS + 1, True, 0))
+    results: list[int | None] = []
+
+    def other_collector() -> None:
+        with other.writer() as writer:
+            results.append(writer.insert_batch("pos-1", first, MS))
+            results.append(writer.insert_batch("pos-1", second, MS))
+
+    try:
+        with store.writer() as writer:
+            assert writer.insert_batch("pos-1", first, MS) is not None
+            thread = threading.Thread(target=other_collector)
+            thread.start()
+            thread.join(0.3)  # it waits for this transaction (the row lock, or SQLite's write lock)
+            assert thread.is_alive()
+        thread.join(10)
+        assert not thread.is_alive()
+    finally:
+        other.close()
+    assert results[0] is None
+    assert results[1] is not None
+    assert store.count("batches") == 2
+    assert [row[0] for row in store.samples_after(0, 10)] == [1, 2, 3, 4]
+    assert [row[3] for row in store.samples_after(0, 10)] == [MS, MS, MS + 1, MS + 1]
+
+
+def test_a_change_made_through_another_store_is_noticed(store: Store, location: str) -> None:
+    """What ``agents add`` or another collector commits moves data_version (the reload signal)."""
+    before = store.data_version()
+    other = Store(location)
+    try:
+        other.add_agent("pos-9", now_ms=MS)
+    finally:
+        other.close()
+    assert store.data_version() != before
+
+
+def test_alerts_silences_acks_and_sequence_totals_round_trip(store: Store) -> None:
+    """What the alert engine and the board keep: the same answers from either database."""
+    labels = {"alertname": "PositionSilent", "agent": "pos-1", "severity": "critical"}
+    alert = Alert(
+        labels=labels,
+        annotations={"summary": "Position 1 is silent"},
+        state=AlertState.FIRING,
+        starts_at=T0,
+        fingerprint=fingerprint(labels),
+        scope="pos-1",
+        fired_at=T0 + 1,
+    )
+    store.save_active(alert)
+    store.save_status(alert.fingerprint, {"am": "ok"})
+    store.record_alert(alert, MS)
+    store.add_ack(Ack(alert.fingerprint, T0, "sup-anna", T0 + 5, "calling"), alert)
+    ((back, status),) = store.active_alerts()
+    assert (back.fingerprint, back.labels, back.fired_at, status) == (
+        alert.fingerprint,
+        labels,
+        T0 + 1,
+        {"am": "ok"},
+    )
+    assert [(a.by, a.comment) for a in store.acks()] == [("sup-anna", "calling")]
+    assert [h["state"] for h in store.alert_history("pos-1")] == ["acknowledged", "firing"]
+    silence = Silence("s1", (Matcher.make("agent", "=", "pos-1"),), T0 + 10, T0 + 3600, "it", "work", T0)
+    store.add_silence(silence)
+    store.expire_silence("s1", MS)  # before it started: it starts and ends now
+    (expired,) = store.silences()
+    assert (expired.starts_at, expired.ends_at) == (T0, T0)
+    with pytest.raises(UnknownSilenceError):
+        store.expire_silence("s1", MS)
+    store.save_active(replace(alert, state=AlertState.RESOLVED, ends_at=T0 + 60))
+    assert store.active_alerts() == []
+    assert store.acks() == []
+    store.add_agent("pos-1", now_ms=MS)
+    with store.writer() as writer:
+        for seq in (0, 3):  # 1 and 2 skipped
+            writer.insert_batch("pos-1", Batch("pos-1", "b", seq, MS, samples=[]), MS)
+        assert writer.seq_totals("pos-1") == store_module.SeqTotals(2, 2)
+    assert store.seq_totals() == {"pos-1": store_module.SeqTotals(2, 2)}
