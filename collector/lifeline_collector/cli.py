@@ -19,6 +19,7 @@ from lifeline_collector.errors import CollectorError, StoreError
 from lifeline_collector.people.cli import cli_audit
 from lifeline_collector.people.cli import commands as people_commands
 from lifeline_collector.store import Store
+from lifeline_collector.store_backends import safe_dsn
 from lifeline_wire.schema import ID_RE
 from lifeline_wire.tomlcfg import ConfigError
 
@@ -45,7 +46,7 @@ def _load(path: str) -> CollectorConfig:
 
 def _store(config: CollectorConfig) -> Store:
     try:
-        return Store(config.store.path)
+        return Store(config.store.location, pool_size=config.store.pool_size)
     except CollectorError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
@@ -100,7 +101,8 @@ def check_config(file: str) -> None:
     config = _load(file)
     kinds = ", ".join(f"{n.name} ({n.kind})" for n in config.notifiers) or "none"
     click.echo(
-        f"{file}: ok — listen {config.server.listen}, store {config.store.path}, notifiers: {kinds},"
+        f"{file}: ok — listen {config.server.listen}, store {safe_dsn(config.store.location)},"
+        f" notifiers: {kinds},"
         f" routes: {len(config.routes) or 'none (every notifier)'}"
     )
 
@@ -321,6 +323,20 @@ def alerts_ack(fingerprint: str, by: str, comment: str, config_path: str) -> Non
     finally:
         store.close()
     click.echo(f"alert {fingerprint} acknowledged by {ack.by} at {_when(ack.at)} UTC")
+
+
+@main.command()
+@config_option
+def migrate(config_path: str) -> None:
+    """Bring the store's schema up to date and say its version (a collector also does it at start)."""
+    store = _store(_load(config_path))
+    try:
+        click.echo(f"{store.backend} store at schema version {store.schema_version()}")
+    except CollectorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        store.close()
 
 
 @main.command()

@@ -17,6 +17,7 @@ from lifeline_collector.limits import LimitsSection, read_limits
 from lifeline_collector.notify import REGISTRY, NotifierConfig
 from lifeline_collector.people.settings import AuthConfig, read_auth
 from lifeline_collector.remote_write import RemoteWriteConfig, read_remote_write
+from lifeline_collector.store_backends import DEFAULT_POOL_SIZE, is_postgres_dsn
 from lifeline_wire.tomlcfg import ConfigError, Section, build, load_toml
 
 DEFAULT_LISTEN = "127.0.0.1:8480"
@@ -67,6 +68,14 @@ class ServerSection:
 class StoreSection:
     path: str = DEFAULT_STORE_PATH
     retention: float = DEFAULT_RETENTION  # samples, events and batch ids older than this are pruned
+    backend: str = "sqlite"  # or "postgresql" (dsn): several collectors share one database
+    dsn: str = ""
+    pool_size: int = DEFAULT_POOL_SIZE
+
+    @property
+    def location(self) -> str:
+        """What ``Store`` opens: the SQLite file, or the PostgreSQL DSN."""
+        return self.dsn if self.backend == "postgresql" else self.path
 
 
 DEFAULT_HOLDS: dict[str, float] = {
@@ -180,8 +189,15 @@ def _store(section: Section) -> StoreSection:
     if section.has("path") and not path:
         section.error("path", "must not be empty")
     retention = section.duration("retention", DEFAULT_RETENTION, min=3600.0)
+    backend = section.choice("backend", "sqlite", ("sqlite", "postgresql"))
+    dsn = section.text("dsn")
+    if backend == "postgresql" and not is_postgres_dsn(dsn):
+        section.error("dsn", "must be a postgresql:// URL when backend is postgresql")
+    elif backend == "sqlite" and section.has("dsn"):
+        section.error("dsn", 'is used only with backend = "postgresql"')
+    pool_size = section.integer("pool_size", DEFAULT_POOL_SIZE, min=1, max=200)
     section.finish()
-    return StoreSection(path=path, retention=retention)
+    return StoreSection(path=path, retention=retention, backend=backend, dsn=dsn, pool_size=pool_size)
 
 
 def _alerting(section: Section) -> AlertingSection:

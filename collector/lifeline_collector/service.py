@@ -39,7 +39,7 @@ class Collector:
     def __init__(self, config: CollectorConfig, *, clock: Clock | None = None) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
-        self.store = Store(config.store.path)
+        self.store = Store(config.store.location, pool_size=config.store.pool_size)
         self.fleet = Fleet.load(self.store)
         self.stats = Stats()
         context = NotifyContext(

@@ -486,6 +486,11 @@ class Store:
     def backend(self) -> str:
         return self._backend.name
 
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """What the database raises (inside ``_tx``, before it becomes a StoreError)."""
+        return self._backend.errors
+
     def schema_version(self) -> int:
         with self._lock:
             try:

@@ -161,6 +161,8 @@ class PeopleStore:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        if store.backend != "sqlite":
+            return  # PostgreSQL: these tables are among the store's own migrations (store_backends)
         with store._lock:
             try:
                 store._db.executescript(_SCHEMA)
@@ -181,8 +183,8 @@ class PeopleStore:
         """False when the name is taken (an active or a disabled account: names are never reused)."""
         with self.store._tx() as db:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO users (name, role, password_hash, created_ms, changed_ms)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO users (name, role, password_hash, created_ms, changed_ms)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (name, role, password_hash, now_ms, now_ms),
             )
             return cursor.rowcount == 1
@@ -211,7 +213,7 @@ class PeopleStore:
             cursor = db.execute(f"UPDATE users SET {', '.join(sets)} WHERE name = ?", (*params, name))  # noqa: S608
             if cursor.rowcount == 0:
                 return False
-            db.execute("DELETE FROM sessions WHERE user = ?", (name,))
+            db.execute('DELETE FROM sessions WHERE "user" = ?', (name,))
         return True
 
     # --- sessions -------------------------------------------------------------------------------
@@ -219,14 +221,14 @@ class PeopleStore:
     def add_session(self, session_id: str, user: str, csrf: str, address: str, now_ms: int) -> None:
         with self.store._tx() as db:
             db.execute(
-                "INSERT INTO sessions (id_hash, user, csrf, address, created_ms, seen_ms)"
+                'INSERT INTO sessions (id_hash, "user", csrf, address, created_ms, seen_ms)'
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (hash_session(session_id), user, csrf, address, now_ms, now_ms),
             )
 
     def session(self, session_id: str) -> SessionRow | None:
         rows = self.store._query(
-            "SELECT user, csrf, address, created_ms, seen_ms FROM sessions WHERE id_hash = ?",
+            'SELECT "user", csrf, address, created_ms, seen_ms FROM sessions WHERE id_hash = ?',
             (hash_session(session_id),),
         )
         return SessionRow(*rows[0]) if rows else None  # type: ignore[arg-type]
@@ -252,7 +254,7 @@ class PeopleStore:
         """The key that signs session cookies: made once, kept in the store (a restart keeps logins)."""
         with self.store._tx() as db:
             db.execute(
-                "INSERT OR IGNORE INTO people_meta (key, value) VALUES ('cookie_secret', ?)",
+                "INSERT INTO people_meta (key, value) VALUES ('cookie_secret', ?) ON CONFLICT DO NOTHING",
                 (secrets.token_urlsafe(32),),
             )
             row = db.execute("SELECT value FROM people_meta WHERE key = 'cookie_secret'").fetchone()
@@ -329,7 +331,7 @@ class PeopleStore:
         try:
             with self.store._tx() as db:
                 return db.execute("DELETE FROM audit WHERE at_ms < ?", (before_ms,)).rowcount
-        except sqlite3.Error as exc:
+        except self.store.errors as exc:
             raise StoreError(f"audit records not pruned: {exc}") from None
 
     # --- maintenance windows ----------------------------------------------------------------------
