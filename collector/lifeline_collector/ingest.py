@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, compress, repeat
-from operator import and_, attrgetter, eq, getitem, gt, itemgetter, not_, or_
+from operator import and_, attrgetter, eq, ge, getitem, gt, itemgetter, not_, or_
 from typing import Annotated
 
 import msgspec
@@ -518,16 +518,21 @@ def _prepare_columns(agent: AgentRow, envelope: _Envelope, series: list[_Series]
     )
 
 
-def plan_columns(columns: Columns, current: list[SeriesState | None]) -> list[SeriesState | None]:
+def plan_columns(
+    columns: Columns, current: list[SeriesState | None], horizon: int | None = None
+) -> list[SeriesState | None]:
     """``plan`` for every series of a steady batch at once (``current`` laid out by its shape): a
     series newer than known takes its newest value; only a series older than known (backfill) or
-    whose streak of zeros counts goes through ``plan`` on its own."""
+    whose streak of zeros counts goes through ``plan`` on its own. A series whose newest point lies
+    beyond ``horizon`` does not move (see ``plan``)."""
     shape = columns.shape
     states: list[SeriesState | None] = list(
         map(SeriesState, shape.labels, columns.values, columns.ts, repeat(0))
     )
     known = [NEVER if state is None else state.ts_ms for state in current]
     newer = list(map(gt, columns.ts, known))
+    if horizon is not None and columns.ts and max(columns.ts) > horizon:
+        newer = list(map(and_, newer, map(ge, repeat(horizon), columns.ts)))
     walks = map(and_, shape.streaks, map(eq, columns.values, repeat(0)))
     for at in compress(range(len(states)), map(or_, map(not_, newer), walks)):
         if not newer[at]:
@@ -535,7 +540,7 @@ def plan_columns(columns: Columns, current: list[SeriesState | None]) -> list[Se
         else:
             timeline = sorted(columns.points[at], key=_by_time)
             candidate = Candidate(shape.labels[at], columns.ts[at], columns.values[at], timeline)
-            states[at] = plan(candidate, current[at])
+            states[at] = plan(candidate, current[at], horizon)
     return states
 
 
@@ -576,9 +581,16 @@ def prepare(agent: AgentRow, envelope: Envelope, limits: LimitsSection = DEFAULT
     )
 
 
-def plan(candidate: Candidate, current: SeriesState | None) -> SeriesState | None:
+def plan(candidate: Candidate, current: SeriesState | None, horizon: int | None = None) -> SeriesState | None:
     """The series' new state, or None if the request moves nothing (backfill is stored, but only
-    newer samples move "latest"; they apply in time order so the zero streak counts rounds)."""
+    newer samples move "latest"; they apply in time order so the zero streak counts rounds).
+
+    A sample timed after ``horizon`` (the collector's clock plus ``limits.max_clock_ahead``) is
+    stored but moves nothing: "latest" follows the agent's timestamps, and one from a clock that
+    jumped ahead would otherwise stay newest — every later report mere backfill, the position's
+    alerting frozen — until real time caught up with it."""
+    if horizon is not None and candidate.ts_ms > horizon:
+        return None
     if current is not None and candidate.ts_ms <= current.ts_ms:
         return None
     if candidate.points is None:  # the newest value is not 0: no streak to count
@@ -623,6 +635,7 @@ class Ingestor:
         """
         now = self.clock.now()
         now_ms = int(now * 1000)
+        horizon = now_ms + round(self.limits.max_clock_ahead * 1000)
         staged: dict[str, dict[SeriesKey, SeriesState]] = {}
         # Agents whose one steady batch in this commit is planned by its shape (``plan_columns``).
         laid_out: dict[str, tuple[Slots, list[SeriesState | None], list[SeriesState | None]]] = {}
@@ -654,16 +667,20 @@ class Ingestor:
                             writer.insert_events(agent, batch_id, row.events)
                 updates: dict[SeriesKey, SeriesState] = {}
                 columns = request.columns
+                laid = None
                 if new and columns is not None and alone[agent] == 1:
                     slots = self.fleet.slots(agent, columns.shape.keys)
-                    planned = plan_columns(columns, slots.states)
+                    planned = plan_columns(columns, slots.states, horizon)
                     now_states = [
                         state if state is not None else kept
                         for state, kept in zip(planned, slots.states, strict=True)
                     ]
-                    laid_out[agent] = (slots, planned, now_states)
-                    writer.set_agent_latest(agent, slots.others + columns.shape.rows(now_states))
-                elif new:
+                    # A series never seen whose only points lie beyond the horizon has no state to
+                    # lay out: the general path below plans such a batch.
+                    if None not in now_states:
+                        laid = laid_out[agent] = (slots, planned, now_states)
+                        writer.set_agent_latest(agent, slots.others + columns.shape.rows(now_states))
+                if new and laid is None:
                     view = self.fleet.agents.get(agent)
                     known = view.series if view is not None else {}
                     mine = staged.setdefault(agent, {})
@@ -671,7 +688,7 @@ class Ingestor:
                         current = mine.get(key)
                         if current is None:
                             current = known.get(key[0], {}).get(key[1])
-                        state = plan(candidate, current)
+                        state = plan(candidate, current, horizon)
                         if state is not None:
                             updates[key] = state
                     mine.update(updates)

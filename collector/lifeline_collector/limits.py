@@ -14,6 +14,9 @@ from lifeline_wire.schema import MAX_EVENT_ATTRIBUTE_LENGTH, MAX_EVENT_ATTRIBUTE
 from lifeline_wire.tomlcfg import Section
 
 DEFAULT_MAX_SERIES = 10_000  # a real agent sends a few hundred series
+# A clock a day ahead still moves "latest" (an RTC kept in local time is hours off until NTP syncs);
+# a clock that jumped to 2030 does not freeze a position's alerting until 2030.
+DEFAULT_MAX_CLOCK_AHEAD = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +25,7 @@ class LimitsSection:
     max_events_per_batch: int = MAX_EVENTS_PER_BATCH
     max_event_attributes: int = MAX_EVENT_ATTRIBUTES
     max_event_attribute_length: int = MAX_EVENT_ATTRIBUTE_LENGTH
+    max_clock_ahead: float = DEFAULT_MAX_CLOCK_AHEAD  # seconds a sample may be ahead of the collector
 
 
 def read_limits(section: Section) -> LimitsSection:
@@ -37,6 +41,9 @@ def read_limits(section: Section) -> LimitsSection:
         ),
         max_event_attribute_length=section.integer(
             "max_event_attribute_length", MAX_EVENT_ATTRIBUTE_LENGTH, min=1, max=MAX_EVENT_ATTRIBUTE_LENGTH
+        ),
+        max_clock_ahead=section.duration(
+            "max_clock_ahead", DEFAULT_MAX_CLOCK_AHEAD, min=60.0, max=365 * 86_400.0
         ),
     )
     section.finish()

@@ -532,3 +532,38 @@ async def test_text_that_looks_like_a_non_finite_value_is_judged_by_the_strict_p
         "NaN",
         "+Inf",
     }
+
+
+@pytest.mark.parametrize("form", ["samples", "series"])
+async def test_a_sample_from_a_clock_far_ahead_does_not_freeze_the_positions_latest_values(
+    tmp_path: Path, clock: ManualClock, form: str
+) -> None:
+    """A clock that jumped ahead (or a lying agent) sends a 0 stamped days ahead; once its clock is
+    right again, its failures must still reach the rules (the far-ahead sample is stored)."""
+    app = create_app(make_config(tmp_path, alerting={"cad_failures": 2}), clock=clock, ticker=False)
+    service: Collector = app.state.collector
+    token = service.store.add_agent("pos-1", now_ms=MS)
+    auth = {"Authorization": f"Bearer {token}"}
+    ahead = MS + 3 * 86_400_000
+
+    def report(seq: int, ts: int, failures: float) -> bytes:
+        if form == "samples":
+            return envelope("pos-1", (seq, failures_at(ts, failures)))
+        return series_body(
+            "pos-1", seq, [SeriesPoints("lifeline_probe_consecutive_failures", CAD, [(ts, failures)])]
+        )
+
+    async with serving(app) as client:
+        for seq, (ts, failures) in enumerate(((ahead, 0.0), (MS + 1000, 1.0), (MS + 2000, 2.0))):
+            clock.advance(1)
+            answer = await client.post("/api/v1/ingest", content=report(seq, ts, failures), headers=auth)
+            assert answer.json()["results"][0]["status"] == "accepted", answer.text
+        samples = service.store.count("samples")
+    (state,) = service.fleet.agents["pos-1"].named("lifeline_probe_consecutive_failures")
+    assert (state.value, state.ts_ms) == (2.0, MS + 2000)
+    assert any(a.name == "CadTargetUnreachable" for a in service.engine.active())
+    assert samples == 3  # the far-ahead sample is kept all the same
+
+
+def failures_at(ts: int, value: float) -> list[Sample]:
+    return [Sample("lifeline_probe_consecutive_failures", value, ts, CAD)]
