@@ -449,6 +449,15 @@ def _open_postgres(dsn: str, pool_size: int) -> PostgresBackend:
     return backend
 
 
+def _store_trouble(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store cannot write (full, read-only, an I/O error, corrupt) rather
+    than that one statement was refused (a constraint, a duplicate agent): only trouble makes
+    /healthz answer 503, so a load balancer never drops a collector over one refused write."""
+    if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
+        return True
+    return any(cls.__name__ == "OperationalError" for cls in type(exc).__mro__)  # psycopg's too
+
+
 class Store:
     def __init__(self, path: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> None:
         """``path``: a SQLite file, or a PostgreSQL DSN (``postgresql://…``) with a pool of
@@ -546,7 +555,7 @@ class Store:
             except BaseException as exc:
                 backend.rollback(db)
                 backend.release(db)
-                if isinstance(exc, (*backend.errors, StoreError)):
+                if _store_trouble(exc):
                     self.failing = str(exc)
                 raise
             else:

@@ -21,6 +21,7 @@ from lifeline_collector.app import create_app
 from lifeline_collector.cli import main
 from lifeline_collector.clock import ManualClock
 from lifeline_collector.config import CollectorConfig
+from lifeline_collector.errors import DuplicateAgentError
 from lifeline_collector.service import Collector
 from lifeline_wire import Sample
 
@@ -190,3 +191,16 @@ def test_an_unusable_store_directory_is_one_clear_line_and_exit_1(tmp_path: Path
     (line,) = result.output.strip().splitlines()
     assert line.startswith("error: cannot open store")
     assert "lifeline.db" in line
+
+
+@pytest.mark.anyio
+async def test_a_refused_statement_is_no_store_trouble_for_health(tmp_path: Path, clock: ManualClock) -> None:
+    """A write refused for its content (here a duplicate agent) says nothing about the store: a
+    503 would make a load balancer drop a collector that works."""
+    app = create_app(make_config(tmp_path), clock=clock, ticker=False)
+    service: Collector = app.state.collector
+    service.store.add_agent("pos-1", now_ms=MS)
+    async with serving(app) as client:
+        with pytest.raises(DuplicateAgentError):
+            service.store.add_agent("pos-1", now_ms=MS)
+        assert (await client.get("/healthz")).status_code == 200
