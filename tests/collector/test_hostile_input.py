@@ -567,3 +567,12 @@ async def test_a_sample_from_a_clock_far_ahead_does_not_freeze_the_positions_lat
 
 def failures_at(ts: int, value: float) -> list[Sample]:
     return [Sample("lifeline_probe_consecutive_failures", value, ts, CAD)]
+
+
+def test_event_attribute_integers_stay_within_64_bits() -> None:
+    batch = Batch("pos-1", "b", 0, MS, events=[Event("link.state_change", MS, {"bytes": 1})])
+    sent = encode(Envelope(1, [batch], MS)).replace(b'"bytes":1', b'"bytes":' + b"9" * 400)
+    with pytest.raises(WireError) as info:
+        decode_envelope(sent)
+    assert info.value.path.startswith("$.batches[0].events[0].attributes")
+    assert prepare_fast(AGENT_ROW, sent) is None

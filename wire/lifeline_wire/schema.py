@@ -55,7 +55,13 @@ LabelValue = Annotated[str, msgspec.Meta(max_length=MAX_LABEL_VALUE)]
 Identifier = Annotated[str, msgspec.Meta(pattern=ID_RE)]
 # Milliseconds since the Unix epoch: 2001-09-09 .. 2286-11-20, which rejects seconds sent by mistake.
 TimestampMs = Annotated[int, msgspec.Meta(ge=1_000_000_000_000, lt=10_000_000_000_000)]
-EventAttr = Annotated[str, msgspec.Meta(max_length=MAX_EVENT_ATTRIBUTE_LENGTH)] | int | float | bool
+# Integers within 64 bits: what every store and JSON reader downstream can hold.
+EventAttr = (
+    Annotated[str, msgspec.Meta(max_length=MAX_EVENT_ATTRIBUTE_LENGTH)]
+    | Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+    | float
+    | bool
+)
 NonFinite = Literal["+Inf", "-Inf", "NaN"]
 NON_FINITE: Final = {"+Inf": math.inf, "-Inf": -math.inf, "NaN": math.nan}  # the wire's spellings
 # The metrics whose values may be NaN or ±Inf; every other value must be finite.
