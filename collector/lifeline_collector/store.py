@@ -953,7 +953,7 @@ class Store:
             with self._tx() as db:
                 db.execute(
                     "INSERT INTO meta (key, value) VALUES ('health_checks', 1)"
-                    " ON CONFLICT (key) DO UPDATE SET value = value + 1"
+                    " ON CONFLICT (key) DO UPDATE SET value = meta.value + 1"
                 )
         except StoreError:
             return False

@@ -303,6 +303,8 @@ CREATE AGGREGATE total(double precision) (SFUNC = float8pl, STYPE = double preci
 -- Bumped by every change other than ingest, so a collector notices what another one (or the
 -- CLI) changed: SQLite's PRAGMA data_version.
 INSERT INTO meta (key, value) VALUES ('changes', 0);
+-- The term of the collector leading alerting (lifeline_collector.leader): one more each takeover.
+INSERT INTO meta (key, value) VALUES ('leader_epoch', 0);
 """,
     ),
 )

@@ -249,6 +249,8 @@ def test_a_schema_2_store_is_converted_keeping_every_sample_and_its_number(tmp_p
 
 def test_schema_is_current_and_opening_again_changes_nothing(store: Store, location: str) -> None:
     assert store.schema_version() == store_module.SCHEMA_VERSION
+    assert store.ping()  # /healthz: a committed write
+    assert store.ping()
     again = Store(location)  # a second collector starting on the same database
     try:
         assert again.schema_version() == store_module.SCHEMA_VERSION
