@@ -101,7 +101,11 @@ class Collector:
         if config.remote_write.enabled:
             # Reads the store after a cursor, so samples keep their original timestamps and a
             # restart or a long receiver outage resends from where it stopped.
-            self.remote_writer = DurableRemoteWriter(config.remote_write, self.store)
+            # Collectors taking turns over PostgreSQL share the cursor; alone, a file beside the store.
+            shared = (
+                self.store.cursor("remote_write_cursor") if config.store.backend == "postgresql" else None
+            )
+            self.remote_writer = DurableRemoteWriter(config.remote_write, self.store, shared)
             writer = self.remote_writer
             self.ingestor.on_stored.append(lambda _stored: writer.wake())
         self.heartbeats = Heartbeats(

@@ -734,6 +734,11 @@ class Store:
                 raise StoreError(f"query failed: {exc}") from None
         return out
 
+    def cursor(self, key: str) -> MetaCursor:
+        """A position kept in the database (the remote-write cursor when collectors take turns:
+        the one that takes over resumes where the last one stopped)."""
+        return MetaCursor(self, key)
+
     def data_version(self) -> int:
         """Changes when another connection (e.g. ``agents add``) committed since the last call."""
         with self._lock:
@@ -961,6 +966,30 @@ class Store:
             self.failing = str(exc)
             return False
         return self.failing is None
+
+
+class MetaCursor:
+    """A number in ``meta``: ``load`` and ``save`` as remote_write.CursorStore asks."""
+
+    def __init__(self, store: Store, key: str) -> None:
+        self.store = store
+        self.key = key
+        self._last_saved: int | None = None
+
+    def load(self) -> int:
+        rows = self.store._query("SELECT value FROM meta WHERE key = ?", (self.key,))
+        return max(_int(rows[0][0]), 0) if rows else 0
+
+    def save(self, cursor: int) -> None:
+        if cursor == self._last_saved:
+            return
+        with self.store._tx(ingest=True) as db:  # not a change other collectors reload for
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (self.key, cursor),
+            )
+        self._last_saved = cursor
 
 
 _COUNTER = "SELECT value FROM meta WHERE key = ?"

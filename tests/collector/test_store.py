@@ -347,3 +347,15 @@ def test_alerts_silences_acks_and_sequence_totals_round_trip(store: Store) -> No
             writer.insert_batch("pos-1", Batch("pos-1", "b", seq, MS, samples=[]), MS)
         assert writer.seq_totals("pos-1") == store_module.SeqTotals(2, 2)
     assert store.seq_totals() == {"pos-1": store_module.SeqTotals(2, 2)}
+
+
+def test_a_cursor_kept_in_the_database_is_read_back_by_the_next_store(store: Store, location: str) -> None:
+    cursor = store.cursor("remote_write_cursor")
+    assert cursor.load() == 0
+    cursor.save(41)
+    cursor.save(42)
+    other = Store(location)  # the collector that takes over
+    try:
+        assert other.cursor("remote_write_cursor").load() == 42
+    finally:
+        other.close()
