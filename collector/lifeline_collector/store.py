@@ -707,29 +707,31 @@ class Store:
         its samples were sent, so a cursor may stop inside a batch.
         """
         out: list[tuple[int, tuple[tuple[str, str], ...], float, int]] = []
-        with self._lock, self._backend.connection() as db:
+        with self._lock:
             try:
-                rows = db.execute(
-                    "SELECT b.first_sample, b.codec, b.samples, b.agent, a.site FROM batches b"
-                    " LEFT JOIN agents a ON a.id = b.agent WHERE b.sample_count > 0"
-                    " AND b.first_sample > ? AND b.first_sample + b.sample_count > ? ORDER BY b.first_sample",
-                    (cursor - MAX_SAMPLES_PER_BATCH, cursor),
-                )
-                for first, codec, blob, agent, site in rows:
-                    names: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
-                    extra = {"agent": str(agent), "site": str(site or "")}
-                    samples = unpack_samples(_int(codec), _blob(blob))
-                    for number, sample in enumerate(samples, start=_int(first)):
-                        if number <= cursor:
-                            continue
-                        key = (sample.name, labels_key(sample.labels))
-                        pairs = names.get(key)
-                        if pairs is None:
-                            labels = {**sample.labels, **extra}
-                            pairs = names[key] = (("__name__", sample.name), *sorted(labels.items()))
-                        out.append((number, pairs, sample.number, sample.ts_ms))
-                        if len(out) >= limit:
-                            return out
+                with self._backend.connection() as db:
+                    rows = db.execute(
+                        "SELECT b.first_sample, b.codec, b.samples, b.agent, a.site FROM batches b"
+                        " LEFT JOIN agents a ON a.id = b.agent"
+                        " WHERE b.sample_count > 0 AND b.first_sample > ?"
+                        " AND b.first_sample + b.sample_count > ? ORDER BY b.first_sample",
+                        (cursor - MAX_SAMPLES_PER_BATCH, cursor),
+                    )
+                    for first, codec, blob, agent, site in rows:
+                        names: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
+                        extra = {"agent": str(agent), "site": str(site or "")}
+                        samples = unpack_samples(_int(codec), _blob(blob))
+                        for number, sample in enumerate(samples, start=_int(first)):
+                            if number <= cursor:
+                                continue
+                            key = (sample.name, labels_key(sample.labels))
+                            pairs = names.get(key)
+                            if pairs is None:
+                                labels = {**sample.labels, **extra}
+                                pairs = names[key] = (("__name__", sample.name), *sorted(labels.items()))
+                            out.append((number, pairs, sample.number, sample.ts_ms))
+                            if len(out) >= limit:
+                                return out
             except self._backend.errors as exc:
                 raise StoreError(f"query failed: {exc}") from None
         return out
