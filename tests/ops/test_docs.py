@@ -28,6 +28,7 @@ DERIVED = {
     ("", "source"),  # the path the config was read from
     ("targets", "discovered"),  # set on targets that discovery adds
     ("api", "admin_token_hash"),  # the hash of the token read from admin_token_file
+    ("auth", "viewer_token_hash"),  # the hash of the token read from viewer_token_file
     ("notifiers", "token"),  # read from token_file
     ("notifiers", "password"),  # read from password_file
 }

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from lifeline_wire.tomlcfg import Section
 
@@ -27,6 +29,10 @@ class AuthConfig:
     sso_header: str = ""
     trusted_proxies: tuple[str, ...] = ()
     sso_role: str = "viewer"  # the role of an SSO user with no account here
+    # A machine token that may only read (a status display, a script): the ``read-token``
+    # principal with the viewer role. The ``[api]`` token is the admin one.
+    viewer_token_file: str = ""
+    viewer_token_hash: str = field(default="", repr=False)
 
     def proxy_trusted(self, address: str) -> bool:
         try:
@@ -48,6 +54,22 @@ def read_auth(section: Section) -> AuthConfig:
     sso_header = section.text("sso_header", default.sso_header, pattern=r"[A-Za-z0-9-]*")
     proxies = section.str_list("trusted_proxies")
     sso_role = section.choice("sso_role", default.sso_role, ("viewer", "supervisor", "admin"))
+    token_file = section.text("viewer_token_file")
+    token_hash = ""
+    if token_file:
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            section.error(
+                "viewer_token_file", f"cannot read {token_file} ({exc.strerror or type(exc).__name__})"
+            )
+        else:
+            if len(token) < 16:
+                section.error(
+                    "viewer_token_file", f"{token_file} must hold a token of at least 16 characters"
+                )
+            else:
+                token_hash = hashlib.sha256(token.encode()).hexdigest()
     section.finish()
     for index, net in enumerate(proxies):
         try:
@@ -72,4 +94,6 @@ def read_auth(section: Section) -> AuthConfig:
         sso_header=sso_header,
         trusted_proxies=proxies,
         sso_role=sso_role,
+        viewer_token_file=token_file,
+        viewer_token_hash=token_hash,
     )

@@ -3,7 +3,8 @@
 Browsers carry a signed session cookie (HttpOnly, SameSite=Strict, Secure over https); every
 state-changing form carries the session's CSRF token, and a POST whose Origin names another site
 is refused before that. Machines send ``Authorization: Bearer`` with the API token, which acts as
-the ``api-token`` principal with the admin role and needs no CSRF token (no cookie, no ambient
+the ``api-token`` principal with the admin role, or with ``[auth] viewer_token_file``'s token,
+which only reads (``read-token``, viewer); neither needs a CSRF token (no cookie, no ambient
 authority for a browser to abuse).
 """
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 SESSION_COOKIE = "lifeline_session"
 TOKEN_PRINCIPAL = "api-token"  # noqa: S105 - a name for the audit trail, not a secret
+READ_TOKEN_PRINCIPAL = "read-token"  # noqa: S105 - the same, for [auth] viewer_token_file
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -67,6 +69,9 @@ def _resolve(request: Request) -> Principal | None:
         digest = hashlib.sha256(presented.encode()).hexdigest()
         if token_hash and hmac.compare_digest(digest, token_hash):
             return Principal(TOKEN_PRINCIPAL, "admin", "token")
+        viewer_hash = accounts(request).config.viewer_token_hash
+        if viewer_hash and hmac.compare_digest(digest, viewer_hash):
+            return Principal(READ_TOKEN_PRINCIPAL, "viewer", "token")
         return None
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:

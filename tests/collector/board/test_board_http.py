@@ -18,9 +18,8 @@ HTML = {"Accept": "text/html"}
 
 def secure_app(tmp_path: Path, clock: ManualClock, **sections: dict[str, object]) -> object:
     """The collector with the default access rule (reads need a viewer)."""
-    return create_app(
-        make_config(tmp_path, auth={"read_access": "viewer"}, **sections), clock=clock, ticker=False
-    )
+    sections.setdefault("auth", {"read_access": "viewer"})
+    return create_app(make_config(tmp_path, **sections), clock=clock, ticker=False)
 
 
 async def test_logged_out_sees_only_the_login_page(tmp_path: Path, clock: ManualClock) -> None:
@@ -384,3 +383,34 @@ def _local(ts: float) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M")
+
+
+async def test_a_read_only_machine_token_reads_and_cannot_act(tmp_path: Path, clock: ManualClock) -> None:
+    (tmp_path / "read.token").write_text("display-token-0123456789\n")
+    (tmp_path / "admin.token").write_text("machine-token-0123456789")
+    app = secure_app(
+        tmp_path,
+        clock,
+        auth={"read_access": "viewer", "viewer_token_file": str(tmp_path / "read.token")},
+        api={"admin_token_file": str(tmp_path / "admin.token")},
+    )
+    reader = {"Authorization": "Bearer display-token-0123456789"}
+    async with running(app) as service, client(app) as http:
+        cut = Agent(service, "pos-2", "north", "2")
+        await cut.report(
+            http,
+            judgement(cut.now_ms(), layers={"vpn": "failed"}, verdict=("vpn", "VPN down")),
+            priority=True,
+        )
+        alerts = await http.get("/api/v1/alerts", headers=reader)
+        assert alerts.status_code == 200
+        assert (await http.get("/positions/pos-2", headers=reader)).json()["agent"] == "pos-2"
+        ack = await http.post(
+            f"/api/v1/alerts/{alerts.json()[0]['fingerprint']}/ack", json={"by": "x"}, headers=reader
+        )
+        assert ack.status_code == 401
+        board_ack = await http.post("/positions/pos-2/ack", data={"fingerprint": "x"}, headers=reader)
+        assert board_ack.status_code == 403
+        assert (
+            await http.get("/api/v1/alerts", headers={"Authorization": "Bearer wrong-token-0123456789"})
+        ).status_code == 401
