@@ -27,8 +27,9 @@ from lifeline_collector.alerting.state import Change
 from lifeline_collector.board import openapi as board_openapi
 from lifeline_collector.board.announce import announce_ack
 from lifeline_collector.board.settings import BoardConfig
-from lifeline_collector.board.web import Board
+from lifeline_collector.board.web import MAX_FORM, Board, FormTooLarge
 from lifeline_collector.errors import StoreError
+from lifeline_collector.ingest import error_response
 from lifeline_collector.people.accounts import Accounts
 from lifeline_collector.people.settings import AuthConfig
 from lifeline_collector.people.store import PeopleStore
@@ -52,6 +53,7 @@ def install(
     app.state.accounts = accounts
     app.state.board = board
     board_openapi.extend(app.state.openapi)
+    app.add_exception_handler(FormTooLarge, _form_too_large)
 
     kept: list[BaseRoute] = []
     position_json: Handler | None = None
@@ -104,6 +106,10 @@ def install(
 
     app.router.lifespan_context = lifespan
     return board
+
+
+async def _form_too_large(request: Request, exc: Exception) -> Response:
+    return error_response(413, f"form larger than {MAX_FORM} bytes")
 
 
 def _announce(board: Board, fingerprint: str) -> None:

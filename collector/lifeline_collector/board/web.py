@@ -39,7 +39,7 @@ from lifeline_collector.board import model, story
 from lifeline_collector.board.announce import announce_ack
 from lifeline_collector.board.live import BoardHub
 from lifeline_collector.errors import StoreError
-from lifeline_collector.ingest import error_response
+from lifeline_collector.ingest import error_response, read_body
 from lifeline_collector.people.accounts import Accounts
 from lifeline_collector.people.store import MaintenanceRow, PeopleStore
 from lifeline_collector.people.web import (
@@ -647,12 +647,16 @@ def _action_of(path: str) -> str:
     return "maintenance"
 
 
+class FormTooLarge(Exception):
+    """A form body over ``MAX_FORM`` bytes (no page here sends one)."""
+
+
 async def _form(request: Request) -> dict[str, str]:
     if request.method != "POST":
         return {}
-    body = await request.body()
-    if len(body) > MAX_FORM:
-        return {}
+    body = await read_body(request, MAX_FORM)
+    if body is None:
+        raise FormTooLarge
     from urllib.parse import parse_qsl
 
     return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))

@@ -25,6 +25,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MIN_PASSWORD = 12
 MAX_PASSWORD = 1024
 SESSION_TOUCH_EVERY = 60.0  # write the session's last use at most this often
+MAX_TRACKED = 100_000  # failure records kept before the expired ones are swept
 
 
 class AccountError(ValueError):
@@ -90,9 +91,16 @@ class Lockout:
         return max(waits)
 
     def fail(self, name: str, address: str, now: float) -> None:
+        if len(self._pairs) + len(self._addresses) > MAX_TRACKED:
+            self._forget_expired(now)
         key = (name.lower(), address)
         self._pairs[key] = [*self._recent(self._pairs.get(key), now), now]
         self._addresses[address] = [*self._recent(self._addresses.get(address), now), now]
+
+    def _forget_expired(self, now: float) -> None:
+        """Names and addresses are the caller's to invent: keep only failures still counting."""
+        self._pairs = {k: t for k, t in self._pairs.items() if self._recent(t, now)}
+        self._addresses = {k: t for k, t in self._addresses.items() if self._recent(t, now)}
 
     def succeed(self, name: str, address: str) -> None:
         self._pairs.pop((name.lower(), address), None)

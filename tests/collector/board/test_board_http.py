@@ -158,6 +158,8 @@ async def test_board_shows_positions_worst_first_with_state_words(tmp_path: Path
         assert 'id="row-pos-2"' in down
         assert 'id="row-pos-1"' not in down
         assert (await http.get("/?state=purple")).status_code == 400
+        huge = await http.post("/positions/pos-2/ack", data={"note": "x" * 20_000})
+        assert huge.status_code == 413
 
 
 async def test_viewer_cannot_act_and_supervisor_acknowledges_silences_and_plans_maintenance(
