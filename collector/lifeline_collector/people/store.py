@@ -298,9 +298,10 @@ class PeopleStore:
             if value:
                 where.append(f"{column} = ?")
                 params.append(value)
-        if target:
-            where.append("instr(target, ?) > 0")
-            params.append(target)
+        if target:  # a part of the target, any case; LIKE is the one both engines have
+            where.append("lower(target) LIKE ? ESCAPE '\\'")
+            escaped = target.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            params.append(f"%{escaped}%")
         if since_ms is not None:
             where.append("at_ms >= ?")
             params.append(since_ms)

@@ -143,6 +143,10 @@ def test_the_audit_trail_is_append_only_and_kept_a_year(store: Store, clock: Man
         HOME,
         "success",
     )
+    # Targets match by a part, in any case, with no wildcards of their own.
+    assert [r.actor for r in people.audit_records(target="POS-12")] == ["ana"]
+    assert people.audit_records(target="pos_12") == []
+    assert people.audit_records(target="%") == []
     # Even asked to drop everything, the store keeps what is younger than a year.
     with pytest.raises(StoreError, match="at least a year"):
         people.prune_audit(now_ms + 1)
