@@ -46,12 +46,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._header_deadline is not None:
-            self._header_bytes += len(data)
-            if self._header_bytes > MAX_HEADER_BYTES:
-                self._close(f"sent more than {MAX_HEADER_BYTES} bytes of headers")
-                return
+        # The parser sees the chunk first: one read often holds a request's headers *and* a large
+        # part of its body (a backlog batch), and only bytes of headers still incomplete after it
+        # count against the bound. A read is at most the transport's buffer, so this holds little.
         super().data_received(data)
+        if self._header_deadline is None or self.transport.is_closing():
+            return
+        self._header_bytes += len(data)
+        if self._header_bytes > MAX_HEADER_BYTES:
+            self._close(f"sent more than {MAX_HEADER_BYTES} bytes of headers")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

@@ -204,3 +204,25 @@ async def test_a_refused_statement_is_no_store_trouble_for_health(tmp_path: Path
         with pytest.raises(DuplicateAgentError):
             service.store.add_agent("pos-1", now_ms=MS)
         assert (await client.get("/healthz")).status_code == 200
+
+
+def test_a_large_body_arriving_with_its_headers_is_not_taken_for_endless_headers(tmp_path: Path) -> None:
+    # A backlog batch is several hundred KB: its first read holds the headers and much of the body.
+    config = guarded_config(tmp_path)
+    host, port = config.server.host, config.server.port
+    body = b"{" + b" " * 300_000 + b"}"
+    request = (
+        b"POST /api/v1/ingest HTTP/1.1\r\nHost: collector\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer not-an-agent\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+    )
+    with served(config) as (_base, _service), socket.create_connection((host, port)) as sock:
+        sock.sendall(request + body)
+        sock.settimeout(10)
+        answer = b""
+        with contextlib.suppress(TimeoutError):
+            while b"\r\n" not in answer:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 4"), f"the request was not answered: {answer[:80]!r}"
