@@ -187,10 +187,14 @@ def test_benign_blackouts_and_loss_bursts_on_every_path_page_nobody(agent: Lifel
     blackout = scenario.load("blackout-2s-survived")
     burst = scenario.load("loss-40-burst-survived")
     started = play(agent, _shortened(blackout, cut=3.0, back=5.0))
-    play(agent, _shortened(burst, cut=3.0, back=7.0))
-    assert not cad_losses(agent.lab, started)  # CAD rode both out
+    second = play(agent, _shortened(burst, cut=3.0, back=7.0))
+    lost = [round(t - started, 1) for t in cad_losses(agent.lab, started)]
+    assert not lost, f"CAD lost at {lost} s (the loss burst started at {second - started + 3.0:.1f} s)"
     time.sleep(5.0)  # anything they set off would reach the webhook within this
-    assert agent.receiver.notifications(since=started) == []
+    sent = agent.receiver.notifications(since=started)
+    assert sent == [], [
+        (round(n.at - started, 1), n.status, key(n), n.annotations.get("summary")) for n in sent
+    ]
 
 
 def _shortened(sc: scenario.Scenario, *, cut: float, back: float) -> dict[str, Any]:
