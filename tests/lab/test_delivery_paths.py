@@ -107,19 +107,22 @@ def sources_since(collector: Collector, since_ms: int) -> set[str]:
 
 
 def around_since(collector: Collector, received: int, since_ms: int) -> set[str]:
-    """Client addresses of requests accepted around ``received`` (from a second before to two
+    """Client addresses of requests accepted around ``received`` (from 250 ms before to two seconds
     after) and after ``since_ms``.
 
     The collector stores a batch before it answers, and uvicorn writes the access-log line as the
-    answer starts: the line of the batch the store already shows may still be on its way (on a
-    loaded machine, a while), so this waits (up to 10 s) for at least one.
+    answer starts: the line of the batch the store already shows comes after ``received`` and may
+    still be on its way (on a loaded machine, a while), so this waits (up to 10 s) for at least
+    one. A request that crossed the tunnel just before the cut is answered (and logged) right at
+    the cut, a probe timeout or more before the state change can arrive: the window starts late
+    enough to leave it out.
     """
 
     def around() -> set[str]:
         return {
             addr
             for when, addr in accepted_requests(collector)
-            if when >= since_ms and -1000 <= when - received <= 2000
+            if when >= since_ms and -250 <= when - received <= 2000
         }
 
     wait_for("the access-log line of the stored batch", lambda: bool(around()), 10)
