@@ -11,7 +11,7 @@ The stack, all on loopback, all started and stopped here:
     reported so that it turns silent;
   - `/usr/bin/prometheus` with the shipped prometheus.yml (scrape and evaluation interval 1 s, the
     collector's port) and the shipped rules, unchanged;
-  - a supervisor who acknowledges pos-north-1's CAD alert through the API (admin token) and an
+  - a supervisor who acknowledges pos-south-1's silence alert through the API (admin token) and an
     operator who silences a site with `lifeline-collector silences add`, so the Alerts dashboard's
     time to acknowledge and silences have data.
 Then each panel target, variable and annotation query runs through `/api/v1/query`: any error
@@ -32,6 +32,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -411,6 +412,12 @@ path = "primary"
         def has(expr: str) -> bool:
             return bool(prom.query(expr).get("data", {}).get("result"))
 
+        # A broken agent: pos-south-1's token with a body that is not the contract. The collector
+        # refuses it (422 naming the field) and counts it, so the refusals query has data.
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _post(f"{collector_url}/api/v1/ingest", {"version": 1}, (tmp / f"{SOUTH}.token").read_text())
+        assert refused.value.code == 422, refused.value.read()
+
         # pos-south-1 reports, then goes dark: the collector must call it silent.
         _wait(f"{SOUTH} in Prometheus", lambda: has(f'lifeline_probe_success{{agent="{SOUTH}"}}'), 60,
               stack.describe)  # fmt: skip
@@ -419,7 +426,6 @@ path = "primary"
             f'lifeline_agent_up{{agent="{SOUTH}"}} == 0',
             f'lifeline_probe_success{{agent="{NORTH}", target="cad-primary"}} == 1',
             f'lifeline_probe_consecutive_failures{{agent="{NORTH}", target="cad-standby"}} >= 3',
-            'lifeline_alerts_active{alertname="CadTargetUnreachable", state="firing"} > 0',
             'lifeline_alerts_active{alertname="PositionSilent", state="firing"} > 0',
             'lifeline_notifications_total{result="ok"} > 0',
             f'ALERTS{{alertname="CadTargetUnreachable", alertstate="firing", agent="{NORTH}"}}',
@@ -429,12 +435,14 @@ path = "primary"
         ):
             _wait(expr, lambda expr=expr: has(expr), 60, stack.describe)
 
-        # A supervisor acknowledges the CAD alert (API, admin token); an operator silences a site
-        # that has no positions (CLI, straight into the store; the collector reloads it).
-        alerts = json.loads(_get(collector_url + "/api/v1/alerts?site=north"))
-        (cad_alert,) = [a for a in alerts if a["labels"]["alertname"] == "CadTargetUnreachable"]
+        # The collector pages no CAD alert for pos-north-1: its CAD layer works (cad-primary answers),
+        # so a dead standby is Prometheus' own CadTargetUnreachable above, not a page. A supervisor
+        # acknowledges pos-south-1's silence (API, admin token); an operator silences a site that
+        # has no positions (CLI, straight into the store; the collector reloads it).
+        alerts = json.loads(_get(collector_url + "/api/v1/alerts?site=south"))
+        (silent_alert,) = [a for a in alerts if a["labels"]["alertname"] == "PositionSilent"]
         stack.acknowledged = _post(
-            f"{collector_url}/api/v1/alerts/{cad_alert['fingerprint']}/ack",
+            f"{collector_url}/api/v1/alerts/{silent_alert['fingerprint']}/ack",
             {"by": "sup-ana", "comment": "ops stack test"},
             ADMIN_TOKEN,
         )
@@ -445,7 +453,7 @@ path = "primary"
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         for expr in (
-            'increase(lifeline_alert_acknowledgements_total{alertname="CadTargetUnreachable", site="north"}[1h])'
+            'increase(lifeline_alert_acknowledgements_total{alertname="PositionSilent", site="south"}[1h])'
             " > 0",
             "lifeline_silences_active == 1",
         ):
@@ -542,9 +550,7 @@ def test_time_to_acknowledge_shows_the_supervisors_ack(stack: Stack, queries: li
     assert (ack["by"], ack["comment"]) == ("sup-ana", "ops stack test")
     (table,) = [q for q in queries if q.panel == "Time to acknowledge by alert and site"]
     rows = stack.prometheus.vector(substitute(table.dashboard, table.expr))
-    assert [(r["metric"]["alertname"], r["metric"]["site"]) for r in rows] == [
-        ("CadTargetUnreachable", "north")
-    ]
+    assert [(r["metric"]["alertname"], r["metric"]["site"]) for r in rows] == [("PositionSilent", "south")]
     assert float(rows[0]["value"][1]) > 0  # acknowledged after Prometheus saw it firing
     (silences,) = [q for q in queries if q.panel == "Silences in force"]
     (row,) = stack.prometheus.vector(substitute(silences.dashboard, silences.expr))
