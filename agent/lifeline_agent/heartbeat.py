@@ -46,6 +46,7 @@ DEFAULT_INTERVAL = 0.25
 OFFER_REFRESH = 300.0  # a re-issued token, a new collector secret or port is picked up this often
 OFFER_RETRY = (5.0, 60.0)  # first and longest wait after an endpoint did not answer
 UNSUPPORTED_RETRY = 600.0  # an endpoint without heartbeats (older collector, turned off) is asked again
+SIGN_OFF_COPIES = 2  # the last beats of a stop on purpose, per path
 
 
 def digest_of(assessment: Assessment) -> BeatDigest:
@@ -180,7 +181,10 @@ class Sender:
         finally:
             halt.set()
             thread.join(timeout=2.0)  # it wakes at once: ``halt`` ends its wait
-            self.close()
+            try:
+                self.sign_off(self.targets())
+            finally:
+                self.close()
 
     def _beat_loop(self, halt: threading.Event) -> None:
         targets: dict[tuple[str, str, bool], Target] = {}
@@ -251,6 +255,31 @@ class Sender:
                         target.interface or "the default route",
                         endpoint.base,
                     )
+        self.sent += sent
+        return sent
+
+    def sign_off(self, targets: list[Target]) -> int:
+        """The last beats of a stop on purpose, over every path (twice: one may be lost), so the
+        collector knows the position stops rather than goes dark; return the datagrams sent."""
+        digest = self.digest()
+        if digest is None:
+            return 0
+        sent_ms = int(self.clock.time() * 1000)
+        sent = 0
+        for target in targets:
+            sock = self._socket(target)
+            if sock is None:
+                continue
+            endpoint = target.endpoint
+            beat = Heartbeat(
+                self.agent_id, self.boot_id, 0, sent_ms, target.path, self.interval, digest, signing_off=True
+            )
+            frame = bytearray(encode(beat, endpoint.key)[:-MAC_SIZE])
+            for _copy in range(SIGN_OFF_COPIES):
+                self.counter += 1
+                with contextlib.suppress(OSError):  # a path that is gone cannot carry it: no matter
+                    sock.sendto(stamp(frame, self.counter, sent_ms, endpoint.key), endpoint.address[1])  # type: ignore[index]
+                    sent += 1
         self.sent += sent
         return sent
 

@@ -58,6 +58,9 @@ class AgentView:
     # a new path replaces the dict (never grows it in place) so readers can iterate it safely.
     beat_paths: dict[str, float] = field(default_factory=dict)
     beat_interval: float | None = None  # seconds between beats, as the agent announces it
+    # Collector clock of the beat with which the agent said it stops on purpose; None once it
+    # beats again without saying so. A signed-off position is not silent: nobody is paged.
+    signed_off: float | None = None
 
     @property
     def display_name(self) -> str:

@@ -179,6 +179,7 @@ class _Agent:
         "retired",
         "sig",
         "sig_boot",
+        "signing_off",
     )
 
     def __init__(self, agent_id: str, key: bytes) -> None:
@@ -190,6 +191,7 @@ class _Agent:
         self.sig_boot = ""
         self.digest: BeatDigest | None = None
         self.interval = 0.0
+        self.signing_off = False
         self.boot = ""  # the current boot ("" until the first valid beat)
         self.counters: dict[str, int] = {}  # path -> newest counter of this boot
         self.last_sent_ms = 0
@@ -289,6 +291,7 @@ class BeatReceiver:
                 return "malformed"
             agent.sig, agent.sig_boot = sig, beat.boot_id
             agent.digest, agent.interval = beat.digest, beat.interval
+            agent.signing_off = beat.signing_off
         boot_id = agent.sig_boot
         path_code = data[3]
         counter, sent_ms = _COUNTER_SENT.unpack_from(data, 5)
@@ -324,6 +327,11 @@ class BeatReceiver:
         if view.beat is not agent.digest:
             view.beat = agent.digest
         view.beat_interval = agent.interval
+        if agent.signing_off:
+            if view.signed_off is None:
+                view.signed_off = now
+        elif view.signed_off is not None:
+            view.signed_off = None
         view.last_beat = now
         if self.on_heard is not None and (previous is None or now - previous > self.heard_gap):
             self.on_heard(agent.id)

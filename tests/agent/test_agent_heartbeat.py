@@ -321,3 +321,34 @@ async def test_a_missing_backup_interface_is_tried_again_on_later_beats() -> Non
     finally:
         sender.close()
         sock.close()
+
+
+async def test_a_stop_on_purpose_signs_off_over_every_path() -> None:
+    sock = listener()
+    port = sock.getsockname()[1]
+    clock = ManualClock()
+    sender = Sender(
+        HeartbeatSection(fallback_interval=1.0),
+        "pos-12",
+        "boot1",
+        "secret-token",
+        [("http://127.0.0.1:1", False, True), ("http://127.0.0.1:2", True, True)],
+        OfferTransport(port),
+        clock,
+        lambda: DIGEST,
+    )
+    try:
+        await sender._refresh_offers(clock.monotonic())
+        assert sender.beat(sender.targets(), clock.monotonic()) == 2  # a beat: tunnel and public
+        stop = asyncio.Event()
+        stop.set()
+        await sender.run(stop)  # stops at once, and signs off on the way out
+        beats = [decode(d) for d in received(sock)]
+        last = [b for b in beats if b.signing_off]
+        # Twice per path (one may be lost), each its own counter, after every ordinary beat.
+        assert sorted(b.path for b in last) == ["public", "public", "tunnel", "tunnel"]
+        assert len({b.counter for b in last}) == 4
+        assert min(b.counter for b in last) > max(b.counter for b in beats if not b.signing_off)
+    finally:
+        sender.close()
+        sock.close()

@@ -45,8 +45,9 @@ def beat(
     path: str = "tunnel",
     sent: float = T0,
     digest: BeatDigest = DIGEST,
+    signing_off: bool = False,
 ) -> Heartbeat:
-    return Heartbeat(agent, boot, counter, round(sent * 1000), path, 0.25, digest)
+    return Heartbeat(agent, boot, counter, round(sent * 1000), path, 0.25, digest, signing_off=signing_off)
 
 
 class Harness:
@@ -309,3 +310,19 @@ async def test_a_revoked_or_reissued_token_ends_the_old_key(tmp_path: Path) -> N
 )
 def test_where_beats_are_received_by_default(sections: dict[str, dict[str, str]], listen: str) -> None:
     assert parse(sections).heartbeat.listen == listen
+
+
+def test_a_beat_signing_off_marks_the_position_until_it_beats_again() -> None:
+    h = Harness("pos-12")
+    assert h.send(beat(1)) == "ok"
+    view = h.fleet.agents["pos-12"]
+    assert view.signed_off is None
+    h.clock.advance(0.25)
+    assert h.send(beat(2, signing_off=True)) == "ok"
+    assert h.send(beat(3, signing_off=True)) == "ok"  # the second copy keeps the first time
+    assert view.signed_off == T0 + 0.25
+    h.clock.advance(60)
+    assert h.send(beat(1, boot="boot2", sent=T0 + 60.25)) == "ok"  # started again
+    assert view.signed_off is None
+    assert h.send(beat(4, signing_off=True, sent=T0 + 60.25)) == "replay"  # the old boot cannot sign off
+    assert view.signed_off is None

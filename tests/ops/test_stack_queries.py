@@ -7,7 +7,7 @@ The stack, all on loopback, all started and stopped here:
   - `lifeline-collector serve` with two registered agents (`lifeline-collector agents add`);
   - `lifeline-agent run` for pos-north-1 (ICMP to 127.0.0.1, TCP to the listener, TCP to the dead
     port; cellular and power from the agent's fixture providers, replaying a plugged-in laptop
-    with an LTE hotspot; the TCP_INFO of a CAD client session this test holds open) and for pos-south-1, which is stopped once it has
+    with an LTE hotspot; the TCP_INFO of a CAD client session this test holds open) and for pos-south-1, which is killed once it has
     reported so that it turns silent;
   - `/usr/bin/prometheus` with the shipped prometheus.yml (scrape and evaluation interval 1 s, the
     collector's port) and the shipped rules, unchanged;
@@ -421,7 +421,9 @@ path = "primary"
         # pos-south-1 reports, then goes dark: the collector must call it silent.
         _wait(f"{SOUTH} in Prometheus", lambda: has(f'lifeline_probe_success{{agent="{SOUTH}"}}'), 60,
               stack.describe)  # fmt: skip
-        _stop(south_proc)
+        # Killed, not stopped: an agent stopped on purpose signs off and is not paged as silent.
+        south_proc.kill()
+        south_proc.wait()
         for expr in (
             f'lifeline_agent_up{{agent="{SOUTH}"}} == 0',
             f'lifeline_probe_success{{agent="{NORTH}", target="cad-primary"}} == 1',

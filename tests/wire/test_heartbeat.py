@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import pytest
 from hypothesis import given
@@ -23,6 +24,8 @@ def test_round_trip_keeps_every_field() -> None:
     assert verify(data, KEY)
     assert peek_agent(data) == "pos-12"
     assert decode(data) == BEAT
+    goodbye = dataclasses.replace(BEAT, signing_off=True)
+    assert decode(encode(goodbye, KEY)) == goodbye
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,8 @@ Layout (network byte order), version 1::
          0    2  magic b"LB"
          2    1  version (1)
          3    1  path: 0 tunnel, 1 backup, 2 public
-         4    1  flags: bit 0 on_backup, bit 1 backup readiness known, bit 2 backup ready
+         4    1  flags: bit 0 on_backup, bit 1 backup readiness known, bit 2 backup ready,
+                 bit 3 signing off (the agent stops on purpose: its last beats)
          5    8  counter (per boot, grows with every datagram the agent sends)
         13    8  send time, Unix milliseconds (agent clock)
         21    4  announced beat interval, milliseconds
@@ -56,7 +57,8 @@ _LAYER: Final = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _ON_BACKUP: Final = 0x01
 _BACKUP_KNOWN: Final = 0x02
 _BACKUP_READY: Final = 0x04
-_FLAG_BITS: Final = _ON_BACKUP | _BACKUP_KNOWN | _BACKUP_READY
+_SIGNING_OFF: Final = 0x08
+_FLAG_BITS: Final = _ON_BACKUP | _BACKUP_KNOWN | _BACKUP_READY | _SIGNING_OFF
 HEADER_SIZE: Final = _HEADER.size  # the agent id's length byte follows the fixed header
 MIN_SIZE: Final = _HEADER.size + 3 + MAC_SIZE
 # Three identifiers of at most 64 bytes each: anything longer is not a beat.
@@ -95,6 +97,9 @@ class Heartbeat:
     path: str  # one of PATHS: the way the agent sent this datagram
     interval: float  # seconds between beats the agent announces
     digest: BeatDigest
+    # The agent is stopping on purpose (shut down, restarted, upgraded): a position that signs off
+    # has not gone dark, and its silence until the next beat pages nobody.
+    signing_off: bool = False
 
 
 def mac(key: bytes, signed: bytes | bytearray | memoryview) -> bytes:
@@ -134,6 +139,8 @@ def encode(beat: Heartbeat, key: bytes) -> bytes:
     if digest.time_to_loss is not None and math.isfinite(digest.time_to_loss):
         ttl = min(max(_finite_ms(digest.time_to_loss, "time_to_loss"), 0), NO_TIME_TO_LOSS - 1)
     flags = _ON_BACKUP if digest.on_backup else 0
+    if beat.signing_off:
+        flags |= _SIGNING_OFF
     if digest.backup_ready is not None:
         flags |= _BACKUP_KNOWN | (_BACKUP_READY if digest.backup_ready else 0)
     layer = digest.layer.encode()
@@ -244,4 +251,13 @@ def decode(data: bytes) -> Heartbeat:
         backup_ready,
         bool(flags & _ON_BACKUP),
     )
-    return Heartbeat(agent_id, boot_id, counter, sent_ms, PATHS[path], interval_ms / 1000, digest)
+    return Heartbeat(
+        agent_id,
+        boot_id,
+        counter,
+        sent_ms,
+        PATHS[path],
+        interval_ms / 1000,
+        digest,
+        signing_off=bool(flags & _SIGNING_OFF),
+    )

@@ -36,9 +36,10 @@ class SilencePolicy:
         return self.silent_after if agent.last_beat is None else self.heartbeat_after
 
     def deadline(self, agent: AgentView) -> float | None:
-        """When the agent turns silent unless it is heard before (None: never heard, never silent)."""
+        """When the agent turns silent unless it is heard before (None: never heard, or signed
+        off — it said it stops on purpose, so its silence is not an outage)."""
         heard = last_heard(agent)
-        if heard is None:
+        if heard is None or agent.signed_off is not None:
             return None
         return max(heard, self.started_at) + self.threshold(agent)
 

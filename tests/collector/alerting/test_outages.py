@@ -435,3 +435,20 @@ def test_a_restart_does_not_escalate_a_silence_again(tmp_path: Path, clock: Manu
         service.tick()
     assert [g for g in rec.delivered if not g.resend] == []  # neither paged nor escalated again
     gen.close()
+
+
+def test_a_position_that_signs_off_is_not_paged_until_it_beats_again(
+    scene: tuple[Collector, Recorder], clock: ManualClock
+) -> None:
+    service, rec = scene
+    pos = Beating(service, clock, "pos-12", "north", "12")
+    pos.healthy(ready=0.0)
+    pos.beat_for(5.0)
+    service.fleet.agents["pos-12"].signed_off = clock.now()  # its last beats said "stopping"
+    pos.quiet_for(60.0)  # past the heartbeat threshold and the batch-based one
+    assert pages(rec) == []
+    service.fleet.agents["pos-12"].signed_off = None  # it started again and beats as usual
+    pos.beat_for(2.0)
+    pos.quiet_for(2.6)
+    (page,) = pages(rec)
+    assert page.alerts[0].name == "PositionSilent"

@@ -47,3 +47,14 @@ def test_silence_counts_from_the_start_and_revoked_or_never_heard_agents_are_ski
     assert watch.due(started + 14.9, agents.get) == []
     del agents["old"]  # revoked meanwhile
     assert watch.due(started + 15.0, agents.get) == []
+
+
+def test_a_signed_off_agent_is_never_due() -> None:
+    agent = view("a", seen=T, beat=T)
+    agent.signed_off = T
+    watch = SilenceWatch(SilencePolicy(silent_after=15.0, heartbeat_after=2.5))
+    watch.watch(agent)
+    assert watch.due(T + 60.0, {"a": agent}.get) == []
+    agent.signed_off, agent.last_beat = None, T + 61.0  # beats again: watched again
+    watch.watch(agent)
+    assert [a.id for a in watch.due(T + 63.5, {"a": agent}.get)] == ["a"]
