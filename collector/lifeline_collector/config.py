@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from lifeline_collector.notify import REGISTRY, NotifierConfig
 from lifeline_collector.people.settings import AuthConfig, read_auth
 from lifeline_collector.remote_write import RemoteWriteConfig, read_remote_write
 from lifeline_collector.store_backends import DEFAULT_POOL_SIZE, is_postgres_dsn
+from lifeline_collector.token_files import token_file_hash
 from lifeline_wire.tomlcfg import ConfigError, Section, build, load_toml
 
 DEFAULT_LISTEN = "127.0.0.1:8480"
@@ -256,19 +256,7 @@ def _alerting(section: Section) -> AlertingSection:
 
 def _api(section: Section) -> ApiSection:
     token_file = section.text("admin_token_file")
-    token_hash = ""
-    if token_file:
-        try:
-            token = Path(token_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            section.error(
-                "admin_token_file", f"cannot read {token_file} ({exc.strerror or type(exc).__name__})"
-            )
-        else:
-            if len(token) < 16:
-                section.error("admin_token_file", f"{token_file} must hold a token of at least 16 characters")
-            else:
-                token_hash = hashlib.sha256(token.encode()).hexdigest()
+    token_hash = token_file_hash(section, "admin_token_file")
     lockout_after = section.integer("lockout_after", 5, min=1, max=1000)
     lockout_for = section.duration("lockout_for", 600.0, min=1.0, max=86400.0)
     section.finish()

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from lifeline_collector.token_files import token_file_hash
 from lifeline_wire.tomlcfg import Section
 
 YEAR = 365 * 86400.0
@@ -55,21 +54,7 @@ def read_auth(section: Section) -> AuthConfig:
     proxies = section.str_list("trusted_proxies")
     sso_role = section.choice("sso_role", default.sso_role, ("viewer", "supervisor", "admin"))
     token_file = section.text("viewer_token_file")
-    token_hash = ""
-    if token_file:
-        try:
-            token = Path(token_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            section.error(
-                "viewer_token_file", f"cannot read {token_file} ({exc.strerror or type(exc).__name__})"
-            )
-        else:
-            if len(token) < 16:
-                section.error(
-                    "viewer_token_file", f"{token_file} must hold a token of at least 16 characters"
-                )
-            else:
-                token_hash = hashlib.sha256(token.encode()).hexdigest()
+    token_hash = token_file_hash(section, "viewer_token_file")
     section.finish()
     for index, net in enumerate(proxies):
         try:
