@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,11 @@ from typing import Any
 import httpx
 
 from lifeline_wire import Batch, Envelope, Sample, encode
+from lifeline_wire.catalog.health import LAYERS, STATES
 
 BIN = Path(sys.executable).parent
-LAYERS = ("power", "link", "router", "internet", "vpn", "agency", "dns", "cad")
-STATE_VALUES = {"ok": 0.0, "degraded": 1.0, "failed": 2.0, "unknown": 3.0}
+# The chain a packet travels, from the wire's vocabulary (the backup path is reported apart).
+CHAIN = tuple(layer for layer in LAYERS if layer != "backup")
 PASSWORD = "lifeline-demo-password"  # noqa: S105 - the demo accounts of a throwaway store
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = (
@@ -48,7 +50,7 @@ def free_port() -> int:
 def judgement(
     ts_ms: int,
     *,
-    layers: dict[str, str] | None = None,
+    layers: Mapping[str, str] | None = None,
     verdict: tuple[str, str] = ("none", "healthy"),
     risk: float = 0.0,
     ttl: float = math.inf,
@@ -56,9 +58,9 @@ def judgement(
     on_backup: float = 0.0,
 ) -> list[Sample]:
     """What an agent's health model reports each batch: layers, verdict, risk, time left, backup."""
-    states = dict.fromkeys(LAYERS, "ok") | (layers or {})
+    states = dict.fromkeys(CHAIN, "ok") | dict(layers or {})
     samples = [
-        Sample("lifeline_layer_state", STATE_VALUES[s], ts_ms, {"layer": n}) for n, s in states.items()
+        Sample("lifeline_layer_state", float(STATES[s]), ts_ms, {"layer": n}) for n, s in states.items()
     ]
     samples += [
         Sample("lifeline_verdict_info", 1.0, ts_ms, {"layer": verdict[0], "verdict": verdict[1]}),

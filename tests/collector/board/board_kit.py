@@ -4,9 +4,8 @@ through the real ingest endpoint, and logged-in clients."""
 from __future__ import annotations
 
 import contextlib
-import math
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,10 +14,9 @@ from starlette.applications import Starlette
 from lifeline_collector.people.accounts import Accounts
 from lifeline_collector.service import Collector
 from lifeline_collector.store import Store
+from lifeline_lab.boardfeed import judgement
 from lifeline_wire import Batch, Envelope, Sample, encode
-from lifeline_wire.catalog.health import STATES
 
-LAYERS = ("power", "link", "router", "internet", "vpn", "agency", "dns", "cad")
 PASSWORD = "a long enough password"
 
 
@@ -50,31 +48,6 @@ def csrf_of(html: str) -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', html)
     assert found, "no CSRF token in the page"
     return found.group(1)
-
-
-def judgement(
-    ts_ms: int,
-    *,
-    layers: Mapping[str, str] | None = None,
-    verdict: tuple[str, str] = ("none", "healthy"),
-    risk: float = 0.0,
-    ttl: float = math.inf,
-    ready: float = 1.0,
-    on_backup: float = 0.0,
-) -> list[Sample]:
-    """What an agent's health model reports each batch."""
-    states = dict.fromkeys(LAYERS, "ok") | dict(layers or {})
-    samples = [
-        Sample("lifeline_layer_state", float(STATES[s]), ts_ms, {"layer": n}) for n, s in states.items()
-    ]
-    samples += [
-        Sample("lifeline_verdict_info", 1.0, ts_ms, {"layer": verdict[0], "verdict": verdict[1]}),
-        Sample("lifeline_cad_risk_ratio", risk, ts_ms),
-        Sample("lifeline_cad_time_to_loss_seconds", ttl, ts_ms),
-        Sample("lifeline_failover_ready", ready, ts_ms),
-        Sample("lifeline_on_backup", on_backup, ts_ms),
-    ]
-    return samples
 
 
 def rtt(ts_ms: int, seconds: float, path: str = "primary", loss: float = 0.0) -> list[Sample]:
