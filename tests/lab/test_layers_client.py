@@ -1,4 +1,4 @@
-"""Issue 4 in the lab, WireGuard on the laptop: break each layer, the verdict names that layer only.
+"""Each layer broken in the lab, WireGuard on the laptop: break each layer, the verdict names that layer only.
 
 One lab (with the CAD simulator) for the module; the real collector runs on the VPN concentrator's
 box (``vpnhub``) and the real agent in the laptop namespace, a fresh agent process per test so no

@@ -1,4 +1,4 @@
-"""Issue 4 in the lab, the home-VPN-router variant: the laptop sees only its LAN.
+"""Each layer broken in the lab, the home-VPN-router variant: the laptop sees only its LAN.
 
 WireGuard runs on the home router; the laptop has no tunnel interface, so the agent learns about
 the tunnel only from what it reaches. With a probe of the concentrator's tunnel address

@@ -1,4 +1,4 @@
-"""Issue 2 end to end, with real processes on loopback and a real Alertmanager.
+"""The whole product end to end, with real processes on loopback and a real Alertmanager.
 
 A collector and an agent run as the programs a user starts. The agent's CAD target is a TCP
 listener owned by the test: closing it must fire "CAD target unreachable" at a webhook receiver and
