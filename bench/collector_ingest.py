@@ -84,12 +84,12 @@ class _ManualClock:
 def agent_batches(series_form: bool = True) -> tuple[object, object]:
     """Two batches (plain, with events) cut by the agent's own code after 5 one-second rounds."""
     from lifeline_agent.config import parse
+    from lifeline_agent.delivery.shipper import Shipper
+    from lifeline_agent.delivery.spool import MemorySpool
+    from lifeline_agent.delivery.transport import Response
     from lifeline_agent.probes import REGISTRY, ProbeResult
     from lifeline_agent.scheduler import Batcher
     from lifeline_agent.service import AgentService
-    from lifeline_agent.shipper import Shipper
-    from lifeline_agent.spool import MemorySpool
-    from lifeline_agent.transport import Response
 
     class NoTransport:
         """The template agent never sends: its shipper exists only for the self metrics."""

@@ -54,11 +54,11 @@ class SteppedClock:
 def build_backlog(spool_path: Path, minutes: float, seed: int = 5) -> tuple[str, int, int]:
     """Spool ``minutes`` of batches the agent would have made; returns (agent id, batches, samples)."""
     from lifeline_agent.config import load
+    from lifeline_agent.delivery.spool import SqliteSpool
     from lifeline_agent.discovery import Gateway, gateway_targets
     from lifeline_agent.probes import REGISTRY, ProbeResult
     from lifeline_agent.scheduler import Batcher
     from lifeline_agent.service import AgentService
-    from lifeline_agent.spool import SqliteSpool
 
     config = load(EXAMPLE)
     # No desktop pop-ups or traceroutes from a benchmark; everything else as the example says.
@@ -107,8 +107,8 @@ def build_backlog(spool_path: Path, minutes: float, seed: int = 5) -> tuple[str,
 
 def drain(spool_path: Path, url: str, token: str, collector_pid: int) -> dict[str, float]:
     from lifeline_agent.config import load
-    from lifeline_agent.shipper import Shipper
-    from lifeline_agent.spool import SqliteSpool
+    from lifeline_agent.delivery.shipper import Shipper
+    from lifeline_agent.delivery.spool import SqliteSpool
 
     config = load(EXAMPLE)
     collector = dataclasses.replace(

@@ -335,8 +335,8 @@ def agent_sender(seconds: float) -> None:
     """Run the real Sender (two paths) for ``seconds``; print its CPU % of one core (JSON)."""
     from lifeline_agent.clock import SystemClock
     from lifeline_agent.config import HeartbeatSection
+    from lifeline_agent.delivery.transport import Response
     from lifeline_agent.heartbeat import Sender
-    from lifeline_agent.transport import Response
     from lifeline_wire import BeatDigest
 
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

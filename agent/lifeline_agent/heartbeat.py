@@ -32,10 +32,10 @@ from urllib.parse import urlsplit
 
 from lifeline_agent.clock import Clock
 from lifeline_agent.config import HeartbeatSection
+from lifeline_agent.delivery.transport import SO_BINDTODEVICE, Transport, bind_options
 from lifeline_agent.errors import RetryableDelivery
 from lifeline_agent.health import Assessment
 from lifeline_agent.probes.base import numeric_address
-from lifeline_agent.transport import SO_BINDTODEVICE, Transport, bind_options
 from lifeline_wire import BeatDigest, Heartbeat
 from lifeline_wire.heartbeat import MAC_SIZE, STATES, encode, stamp
 

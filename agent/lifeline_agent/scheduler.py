@@ -19,10 +19,10 @@ from collections.abc import Callable
 
 from lifeline_agent.clock import Clock, SystemClock, now_ms
 from lifeline_agent.config import Target
+from lifeline_agent.delivery.spool import Spool
 from lifeline_agent.errors import SpoolError
 from lifeline_agent.recorder import Recorder
 from lifeline_agent.runner import ProbeRunner
-from lifeline_agent.spool import Spool
 from lifeline_wire import Batch, Sample, SeriesPoints
 from lifeline_wire.schema import MAX_EVENTS_PER_BATCH, MAX_SAMPLES_PER_BATCH, Point
 

@@ -31,6 +31,8 @@ from typing import Any
 from lifeline_agent import __version__
 from lifeline_agent.clock import Clock, SystemClock, now_ms
 from lifeline_agent.config import AgentConfig, Target
+from lifeline_agent.delivery.shipper import FAILURE_REASONS, Shipper, Transport
+from lifeline_agent.delivery.spool import MemorySpool, Spool, SqliteSpool
 from lifeline_agent.discovery import all_targets
 from lifeline_agent.forensics import Forensics, Trace
 from lifeline_agent.health import Assessment, HealthModel, LayerStatus, PathScore
@@ -42,10 +44,8 @@ from lifeline_agent.probes import REGISTRY, ProbeResult
 from lifeline_agent.recorder import Recorder, SeriesKey, series_key
 from lifeline_agent.runner import ProbeRunner, ResultHook, TargetState
 from lifeline_agent.scheduler import Batcher, Scheduler, new_boot_id
-from lifeline_agent.shipper import FAILURE_REASONS, Shipper, Transport
 from lifeline_agent.sources import Reading, Source, build_sources
 from lifeline_agent.sources.errors import SourceUnavailable
-from lifeline_agent.spool import MemorySpool, Spool, SqliteSpool
 from lifeline_agent.warn import Warner
 from lifeline_agent.watchers.netlink import NetlinkEvent, NetlinkWatcher
 from lifeline_wire import Batch, BeatDigest

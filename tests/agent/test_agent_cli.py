@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from lifeline_agent.cli import main
+from lifeline_agent.delivery.spool import SqliteSpool
 from lifeline_agent.service import read_status
-from lifeline_agent.spool import SqliteSpool
 from lifeline_wire import Batch
 
 TESTDATA = Path(__file__).parent / "testdata"

@@ -16,10 +16,10 @@ import pytest
 
 from lifeline_agent.clock import SystemClock
 from lifeline_agent.config import HeartbeatSection, parse
+from lifeline_agent.delivery.transport import Response
 from lifeline_agent.errors import RetryableDelivery
 from lifeline_agent.health import Assessment
 from lifeline_agent.heartbeat import OFFER_PATH, Sender, digest_of, parse_offer
-from lifeline_agent.transport import Response
 from lifeline_collector.app import create_app
 from lifeline_collector.config import parse as parse_collector
 from lifeline_collector.service import Collector

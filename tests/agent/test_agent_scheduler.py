@@ -10,12 +10,12 @@ import re
 import pytest
 
 from lifeline_agent.config import Target
+from lifeline_agent.delivery.spool import MemorySpool
 from lifeline_agent.errors import SpoolError
 from lifeline_agent.probes import REGISTRY, ProbeContext, ProbeResult, ProbeSpec
 from lifeline_agent.recorder import Recorder
 from lifeline_agent.runner import ProbeRunner
 from lifeline_agent.scheduler import Batcher, Scheduler, Wake, new_boot_id
-from lifeline_agent.spool import MemorySpool
 from lifeline_wire import Batch
 from lifeline_wire.schema import ID_RE, MAX_SAMPLES_PER_BATCH
 

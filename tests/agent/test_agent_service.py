@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 from lifeline_agent.config import parse
+from lifeline_agent.delivery.spool import SqliteSpool
 from lifeline_agent.service import AgentService, pause, read_status, tune_malloc, write_json_atomic
 from lifeline_agent.sources.base import FixtureFile
 from lifeline_agent.sources.wifi import FixtureBackend, WifiFacts, WifiSource
-from lifeline_agent.spool import SqliteSpool
 
 
 def config_for(tmp_path: Path, collector_url: str, cad_port: int) -> Any:

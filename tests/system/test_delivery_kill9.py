@@ -39,8 +39,8 @@ from delivery_procs import (
 )
 
 from lifeline_agent.config import AgentSection, CollectorEndpoint, CollectorSection
-from lifeline_agent.shipper import Backoff, Shipper
-from lifeline_agent.spool import SqliteSpool
+from lifeline_agent.delivery.shipper import Backoff, Shipper
+from lifeline_agent.delivery.spool import SqliteSpool
 from lifeline_wire import decode_envelope
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]

@@ -16,8 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from lifeline_agent.config import AgentSection, CollectorEndpoint, CollectorSection
-from lifeline_agent.shipper import Backoff, Shipper
-from lifeline_agent.spool import Spool
+from lifeline_agent.delivery.shipper import Backoff, Shipper
+from lifeline_agent.delivery.spool import Spool
 from lifeline_wire import Batch, IngestResponse, ItemResult, Sample, decode_envelope, encode
 
 CERTS = Path(__file__).parent / "certs"

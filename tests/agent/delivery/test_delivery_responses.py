@@ -1,7 +1,7 @@
 """Bad answers from the collector and TLS failures: documented behaviour, nothing kept is lost.
 
 (500, 429 with Retry-After, 413, 422, 401 and a malformed 200 are covered in
-tests/agent/test_agent_shipper.py; these add 408, 503 with Retry-After, other 4xx with the
+tests/agent/delivery/test_shipper.py; these add 408, 503 with Retry-After, other 4xx with the
 collector's reason, and TLS against real TLS servers.)
 """
 
@@ -24,8 +24,8 @@ from delivery_kit import (
     server_tls,
 )
 
-from lifeline_agent.shipper import Outcome, Shipper
-from lifeline_agent.spool import SqliteSpool
+from lifeline_agent.delivery.shipper import Outcome, Shipper
+from lifeline_agent.delivery.spool import SqliteSpool
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_other_4xx_is_not_retried_keeps_the_batches_and_logs_the_reason(
     fill(spool, 3)
     collector.always = lambda _ids: Answer(status, body)
     shipper = make_shipper(collector_section(collector.url), spool, refused_pause=3600.0)
-    with caplog.at_level(logging.WARNING, logger="lifeline_agent.shipper"):
+    with caplog.at_level(logging.WARNING, logger="lifeline_agent.delivery.shipper"):
         outcomes = ship(shipper, times=3)
     assert len(collector.requests) == 1  # the path rests for refused_pause: no second request
     assert all(o.wait > 3000 for o in outcomes)
@@ -136,7 +136,7 @@ def test_an_untrusted_certificate_is_a_clear_tls_failure_with_backoff(
     fill(spool, 2)
     shipper = make_shipper(collector_section(untrusted_tls.url, ca_file=CA), spool)
     route = shipper.paths.routes()[0]
-    with caplog.at_level(logging.WARNING, logger="lifeline_agent.shipper"):
+    with caplog.at_level(logging.WARNING, logger="lifeline_agent.delivery.shipper"):
         outcomes = ship(shipper, times=4)
     assert spool.depth() == 2
     assert untrusted_tls.requests == []
@@ -189,7 +189,7 @@ def test_a_tls_file_that_cannot_be_loaded_is_reported_and_nothing_is_lost(
 ) -> None:
     fill(spool, 2)
     missing = str(tmp_path / "agency-ca.pem")
-    with caplog.at_level(logging.ERROR, logger="lifeline_agent.transport"):
+    with caplog.at_level(logging.ERROR, logger="lifeline_agent.delivery.transport"):
         shipper = make_shipper(collector_section(trusted_tls.url, ca_file=missing), spool)
         (outcome,) = ship(shipper)
     assert not outcome.progressed

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from delivery_kit import TS, sample_batch
 
-from lifeline_agent import spool as spool_module
-from lifeline_agent.spool import MemorySpool, Spool, SqliteSpool
+from lifeline_agent.delivery import spool as spool_module
+from lifeline_agent.delivery.spool import MemorySpool, Spool, SqliteSpool
 from lifeline_wire import encode
 
 
@@ -61,7 +61,7 @@ def warnings_of(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 def test_age_bound_drops_the_oldest_counts_and_warns_once(
     make_spool: SpoolFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="lifeline_agent.spool")
+    caplog.set_level(logging.WARNING, logger="lifeline_agent.delivery.spool")
     clock = StepClock(TS)
     spool = make_spool(max_age=60.0, clock=clock)
     for seq in range(6):  # one batch every 20 s: created at TS, TS+20 s, … TS+100 s
@@ -84,7 +84,7 @@ def test_each_episode_of_drops_warns_once_and_its_end_is_logged(
 ) -> None:
     one = len(encode(sample_batch(0, samples=20)))
     spool = make_spool(max_bytes=one * 4 + 200)  # four batches fit, whatever digits their seqs have
-    with caplog.at_level(logging.INFO, logger="lifeline_agent.spool"):
+    with caplog.at_level(logging.INFO, logger="lifeline_agent.delivery.spool"):
         for seq in range(12):
             spool.append(sample_batch(seq, samples=20))
         assert spool.dropped == 8
@@ -139,7 +139,7 @@ def test_a_corrupt_file_is_set_aside_and_a_fresh_spool_carries_on(
 ) -> None:
     path = tmp_path / "spool.db"
     damage(path)
-    with caplog.at_level(logging.ERROR, logger="lifeline_agent.spool"):
+    with caplog.at_level(logging.ERROR, logger="lifeline_agent.delivery.spool"):
         spool = SqliteSpool(str(path))
     try:
         aside = sorted(p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name)
@@ -169,7 +169,7 @@ def test_disk_full_keeps_batches_in_bounded_memory_then_moves_them_to_disk(
         assert spool._db is not None
         pages = spool._db.execute("PRAGMA page_count").fetchone()[0]
         spool._db.execute(f"PRAGMA max_page_count = {pages}")  # a real SQLITE_FULL from here on
-        with caplog.at_level(logging.ERROR, logger="lifeline_agent.spool"):
+        with caplog.at_level(logging.ERROR, logger="lifeline_agent.delivery.spool"):
             for seq in range(3, 16):
                 keys.append(spool.append(sample_batch(seq, samples=20)))
         assert spool.degraded
@@ -209,7 +209,7 @@ def test_a_spool_that_cannot_open_its_file_keeps_working_in_memory(
     monkeypatch.setattr(spool_module, "REOPEN_INTERVAL", 0.0)
     blocker = tmp_path / "state"
     blocker.write_text("a file where the state directory should be")
-    with caplog.at_level(logging.ERROR, logger="lifeline_agent.spool"):
+    with caplog.at_level(logging.ERROR, logger="lifeline_agent.delivery.spool"):
         spool = SqliteSpool(str(blocker / "spool.db"))
     try:
         assert spool.degraded

@@ -6,8 +6,8 @@ import asyncio
 import time
 
 from lifeline_agent.config import AgentSection, CollectorEndpoint, CollectorSection
-from lifeline_agent.shipper import Backoff, Shipper
-from lifeline_agent.spool import SqliteSpool
+from lifeline_agent.delivery.shipper import Backoff, Shipper
+from lifeline_agent.delivery.spool import SqliteSpool
 
 TOKEN = "secret-token-1"
 

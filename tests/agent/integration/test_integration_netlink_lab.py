@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
+from lifeline_agent.delivery.spool import SqliteSpool
 from lifeline_agent.service import read_status
-from lifeline_agent.spool import SqliteSpool
 
 pytestmark = [
     pytest.mark.lab,

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import uvicorn
 
-from lifeline_agent import transport as transport_module
 from lifeline_agent.config import CollectorSection
-from lifeline_agent.transport import KEEPALIVE_EXPIRY, BoundBackend, HttpxTransport
+from lifeline_agent.delivery import transport as transport_module
+from lifeline_agent.delivery.transport import KEEPALIVE_EXPIRY, BoundBackend, HttpxTransport
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

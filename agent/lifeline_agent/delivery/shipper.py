@@ -41,12 +41,8 @@ from dataclasses import dataclass, field
 
 from lifeline_agent.clock import Clock, SystemClock, now_ms
 from lifeline_agent.config import AgentSection, CollectorSection
-from lifeline_agent.discovery import PROC_ROUTE, read_default_gateways
-from lifeline_agent.errors import DeliveryError, RefusedDelivery, RetryableDelivery, SpoolError
-from lifeline_agent.logs import bind
-from lifeline_agent.recorder import SeriesKey, series_key
-from lifeline_agent.spool import Spool, Spooled
-from lifeline_agent.transport import (
+from lifeline_agent.delivery.spool import Spool, Spooled
+from lifeline_agent.delivery.transport import (
     SO_BINDTODEVICE,
     HttpxTransport,
     Response,
@@ -54,6 +50,10 @@ from lifeline_agent.transport import (
     failure_kind,
     ssl_context,
 )
+from lifeline_agent.discovery import PROC_ROUTE, read_default_gateways
+from lifeline_agent.errors import DeliveryError, RefusedDelivery, RetryableDelivery, SpoolError
+from lifeline_agent.logs import bind
+from lifeline_agent.recorder import SeriesKey, series_key
 from lifeline_wire import SCHEMA_VERSION, Envelope, IngestResponse, WireError, decode_response, encode
 
 __all__ = [

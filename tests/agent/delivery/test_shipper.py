@@ -13,9 +13,9 @@ import pytest
 from shipping import TOKEN, drain, make_shipper
 
 from lifeline_agent.config import AgentSection, CollectorEndpoint, CollectorSection
+from lifeline_agent.delivery.shipper import Backoff, Shipper, parse_retry_after
+from lifeline_agent.delivery.spool import SqliteSpool
 from lifeline_agent.errors import RefusedDelivery, RetryableDelivery
-from lifeline_agent.shipper import Backoff, Shipper, parse_retry_after
-from lifeline_agent.spool import SqliteSpool
 from lifeline_wire import SCHEMA_VERSION, Batch, IngestResponse, ItemResult, Sample, encode
 
 TS = 1_800_000_000_000
@@ -50,7 +50,7 @@ def test_per_item_results_accepted_duplicate_rejected(
     collector.stored.append(ids[1])  # already there from an earlier try
     collector.reject[ids[3]] = "samples[0].name: not in the catalog"
     shipper = make_shipper(collector.url, spool)
-    with caplog.at_level(logging.ERROR, logger="lifeline_agent.shipper"):
+    with caplog.at_level(logging.ERROR, logger="lifeline_agent.delivery.shipper"):
         drain(shipper, spool)
     assert spool.depth() == 0
     assert sorted(collector.stored) == sorted(set(ids) - {ids[3]})
@@ -213,7 +213,7 @@ def test_a_proxy_refusing_everything_deletes_nothing(
     fill(spool, 16)
     collector.script = [lambda _ids: collector.Reply(status, body)] * 1000
     shipper = make_shipper(collector.url, spool, refused_pause=3600.0)
-    with caplog.at_level(logging.WARNING, logger="lifeline_agent.shipper"):
+    with caplog.at_level(logging.WARNING, logger="lifeline_agent.delivery.shipper"):
         outcomes = ship_rounds(shipper, 3)
     assert spool.depth() == 16
     assert collector.stored == []
@@ -352,7 +352,7 @@ def test_a_round_that_raises_unexpectedly_does_not_end_delivery(
         return real_pending(limit)
 
     spool.pending = flaky  # type: ignore[method-assign]
-    with caplog.at_level(logging.ERROR, logger="lifeline_agent.shipper"):
+    with caplog.at_level(logging.ERROR, logger="lifeline_agent.delivery.shipper"):
         drain(shipper, spool)
     assert collector.stored == ids
     crashes = [r for r in caplog.records if "failed unexpectedly" in r.getMessage()]

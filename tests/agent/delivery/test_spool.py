@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lifeline_agent.spool import MemorySpool, Spool, SqliteSpool
+from lifeline_agent.delivery.spool import MemorySpool, Spool, SqliteSpool
 from lifeline_wire import Batch, Sample
 
 TS = 1_800_000_000_000
@@ -99,7 +99,7 @@ def test_size_bound_drops_oldest_counts_and_warns_once(
     one = len(__import__("lifeline_wire").encode(batch(0, samples=20)))
     spool = make_spool(max_bytes=one * 3)
     spool.append(batch(0, priority=True, samples=20))
-    with caplog.at_level(logging.WARNING, logger="lifeline_agent.spool"):
+    with caplog.at_level(logging.WARNING, logger="lifeline_agent.delivery.spool"):
         for seq in range(1, 7):
             spool.append(batch(seq, samples=20))
     assert spool.size_bytes() <= one * 3
@@ -130,7 +130,7 @@ def test_sqlite_spool_survives_reopen(tmp_path: Path) -> None:
 
 _APPENDER = """
 import sys
-from lifeline_agent.spool import SqliteSpool
+from lifeline_agent.delivery.spool import SqliteSpool
 from lifeline_wire import Batch, Sample
 spool = SqliteSpool(sys.argv[1])
 seq = 0
@@ -182,7 +182,7 @@ def test_a_batch_that_no_longer_decodes_is_set_aside_not_deleted_and_holds_nothi
     long_label = Sample(name="lifeline_probe_success", value=1.0, ts_ms=TS, labels={"target": "x" * 300})
     spool.append(Batch(agent_id="ws-1", boot_id="boot1", seq=1, created_ms=TS + 1, samples=[long_label]))
     spool.append(batch(2))
-    with caplog.at_level(logging.ERROR, logger="lifeline_agent.spool"):
+    with caplog.at_level(logging.ERROR, logger="lifeline_agent.delivery.spool"):
         assert seqs(spool) == [0, 2]
         assert seqs(spool) == [0, 2]
     assert spool.unreadable == 1
