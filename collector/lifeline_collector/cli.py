@@ -21,7 +21,7 @@ from lifeline_collector.errors import CollectorError, StoreError
 from lifeline_collector.people.cli import cli_audit
 from lifeline_collector.people.cli import commands as people_commands
 from lifeline_collector.store import Store
-from lifeline_collector.store_backends import safe_dsn
+from lifeline_collector.store.backends import safe_dsn
 from lifeline_wire.schema import ID_RE
 from lifeline_wire.tomlcfg import ConfigError
 

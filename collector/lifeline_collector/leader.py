@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from lifeline_collector.store_backends import safe_dsn
+from lifeline_collector.store.backends import safe_dsn
 
 log = logging.getLogger("lifeline_collector.leader")
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from collector_kit import T0, make_config
 
-from lifeline_collector import store as store_module
 from lifeline_collector.fleet import SeriesState
 from lifeline_collector.ingest import check_batch, plan, prepare
 from lifeline_collector.service import Collector
 from lifeline_collector.store import AgentRow, labels_key
+from lifeline_collector.store import core as store_module
 from lifeline_wire import Batch, Envelope, Sample
 
 MS = int(T0 * 1000)

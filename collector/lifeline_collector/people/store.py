@@ -162,7 +162,7 @@ class PeopleStore:
     def __init__(self, store: Store) -> None:
         self.store = store
         if store.backend != "sqlite":
-            return  # PostgreSQL: these tables are among the store's own migrations (store_backends)
+            return  # PostgreSQL: these tables are among the store's own migrations (store.schema)
         with store._lock:
             try:
                 store._db.executescript(_SCHEMA)

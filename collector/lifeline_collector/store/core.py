@@ -15,7 +15,7 @@ series state, msgpack + LZ4), rewritten once per commit that moves it, instead o
 row per series; a restarted collector reads it back exactly.
 
 The same store runs on PostgreSQL when its location is a ``postgresql://`` DSN
-(``store_backends``): several collectors then share one database, and (agent, boot, seq) stays
+(``backends``): several collectors then share one database, and (agent, boot, seq) stays
 unique across them.
 
 Older files are converted when opened (``_migrate``): schema 2 stored one row per sample in
@@ -47,7 +47,7 @@ from lifeline_collector.alerting.errors import UnknownAlertError, UnknownSilence
 from lifeline_collector.alerting.model import Alert, AlertState
 from lifeline_collector.alerting.silences import Ack, Matcher, Silence
 from lifeline_collector.errors import DuplicateAgentError, StoreError, UnknownAgentError
-from lifeline_collector.store_backends import (
+from lifeline_collector.store.backends import (
     DEFAULT_POOL_SIZE,
     Backend,
     Connection,
@@ -56,118 +56,15 @@ from lifeline_collector.store_backends import (
     is_postgres_dsn,
     safe_dsn,
 )
+from lifeline_collector.store.schema import (
+    SCHEMA_VERSION,
+    SQLITE_BATCH_COLUMNS,
+    SQLITE_INDEXES,
+    SQLITE_SCHEMA,
+)
 from lifeline_wire import Batch, Event, Sample, SeriesPoints
 from lifeline_wire.schema import MAX_SAMPLES_PER_BATCH, every_sample
 
-SCHEMA_VERSION = 4
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS agents (
-    id TEXT PRIMARY KEY,
-    site TEXT NOT NULL DEFAULT '',
-    position TEXT NOT NULL DEFAULT '',
-    token_hash TEXT UNIQUE,
-    created_ms INTEGER NOT NULL,
-    revoked_ms INTEGER,
-    last_seen_ms INTEGER,
-    clock_offset_ms INTEGER
-);
-CREATE TABLE IF NOT EXISTS boots (
-    agent TEXT NOT NULL,
-    boot_id TEXT NOT NULL,
-    min_seq INTEGER NOT NULL,
-    max_seq INTEGER NOT NULL,
-    received INTEGER NOT NULL,
-    jumps INTEGER NOT NULL,
-    first_ms INTEGER NOT NULL,
-    PRIMARY KEY (agent, boot_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS batches (
-    id INTEGER PRIMARY KEY,
-    agent TEXT NOT NULL,
-    boot_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    created_ms INTEGER NOT NULL,
-    received_ms INTEGER NOT NULL,
-    priority INTEGER NOT NULL,
-    first_sample INTEGER NOT NULL DEFAULT 0,
-    sample_count INTEGER NOT NULL DEFAULT 0,
-    min_ts INTEGER,
-    max_ts INTEGER,
-    codec INTEGER NOT NULL DEFAULT 0,
-    samples BLOB,
-    UNIQUE (agent, boot_id, seq)
-);
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS agent_latest (
-    agent TEXT PRIMARY KEY,
-    states BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    agent TEXT NOT NULL,
-    batch INTEGER NOT NULL,
-    type TEXT NOT NULL,
-    ts_ms INTEGER NOT NULL,
-    attributes TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_agent ON events (agent, ts_ms);
-CREATE TABLE IF NOT EXISTS alert_history (
-    id INTEGER PRIMARY KEY,
-    at_ms INTEGER NOT NULL,
-    fingerprint TEXT NOT NULL,
-    alertname TEXT NOT NULL,
-    scope TEXT NOT NULL,
-    state TEXT NOT NULL,
-    starts_ms INTEGER NOT NULL,
-    ends_ms INTEGER,
-    labels TEXT NOT NULL,
-    annotations TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS silences (
-    id TEXT PRIMARY KEY,
-    matchers TEXT NOT NULL,
-    starts_ms INTEGER NOT NULL,
-    ends_ms INTEGER NOT NULL,
-    created_by TEXT NOT NULL,
-    comment TEXT NOT NULL,
-    created_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS acks (
-    fingerprint TEXT NOT NULL,
-    starts_ms INTEGER NOT NULL,
-    acked_by TEXT NOT NULL,
-    at_ms INTEGER NOT NULL,
-    comment TEXT NOT NULL,
-    PRIMARY KEY (fingerprint, starts_ms)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS alerts_active (
-    fingerprint TEXT PRIMARY KEY,
-    scope TEXT NOT NULL,
-    state TEXT NOT NULL,
-    alertname TEXT NOT NULL,
-    starts_ms INTEGER NOT NULL,
-    fired_ms INTEGER,
-    labels TEXT NOT NULL,
-    annotations TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT '{}'
-) WITHOUT ROWID;
-"""
-# After ``_migrate``: a schema 2 file gains these columns only there.
-_INDEXES = """
-CREATE INDEX IF NOT EXISTS batches_by_first_sample ON batches (first_sample, sample_count)
-    WHERE sample_count > 0;
-"""
-_BATCH_COLUMNS = (
-    ("first_sample", "INTEGER NOT NULL DEFAULT 0"),
-    ("sample_count", "INTEGER NOT NULL DEFAULT 0"),
-    ("min_ts", "INTEGER"),
-    ("max_ts", "INTEGER"),
-    ("codec", "INTEGER NOT NULL DEFAULT 0"),
-    ("samples", "BLOB"),
-)
 CODEC_NONE = 0  # no samples
 CODEC_JSON_LZ4 = 1  # the JSON array of wire samples, LZ4 block with its size in front
 CODEC_SERIES_LZ4 = 2  # JSON ``[samples, series]`` of a batch in the series form, LZ4 as above
@@ -481,9 +378,9 @@ class Store:
             # commit pays one sync for every request in it (bench/collector_ingest.py).
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(SQLITE_SCHEMA)
             self._migrate()
-            self._db.executescript(_INDEXES)
+            self._db.executescript(SQLITE_INDEXES)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except OSError as exc:
             raise StoreError(f"cannot open store {path}: {exc.strerror or exc}") from None
@@ -518,12 +415,12 @@ class Store:
         columns = {str(row[1]) for row in db.execute("PRAGMA table_info(batches)")}
         tables = {str(row[0]) for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not {"samples", "series", "latest"} & tables and all(
-            name in columns for name, _ in _BATCH_COLUMNS
+            name in columns for name, _ in SQLITE_BATCH_COLUMNS
         ):
             return
         db.execute("BEGIN IMMEDIATE")
         try:
-            for name, declaration in _BATCH_COLUMNS:
+            for name, declaration in SQLITE_BATCH_COLUMNS:
                 if name not in columns:
                     db.execute(f"ALTER TABLE batches ADD COLUMN {name} {declaration}")
             if "samples" in tables:
