@@ -5,7 +5,7 @@
     .venv/bin/python bench/detection.py --quick      # 1 run of 2 scenarios (the smoke test)
 
 One lab (client VPN, CAD simulator). Both stacks watch the same scenario at the same time and page
-the same webhook receiver (``lifeline_lab.stack``): Lifeline — the agent in the laptop namespace,
+the same webhook receiver (``lifeline_lab.webhook``): Lifeline — the agent in the laptop namespace,
 the collector on the VPN concentrator's box reached through the tunnel or its public address —
 and the conventional stack — blackbox_exporter (icmp + tcp_connect to the CAD server) scraped
 every 5 s by Prometheus (rule ``probe_success == 0``, ``for: 0s``) and Alertmanager with its
@@ -57,22 +57,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import need_binary
 
 from lifeline_lab import impair, scenario
-from lifeline_lab.errors import LabError
-from lifeline_lab.stack import (
+from lifeline_lab.conventional import (
     ALERTMANAGER,
     BLACKBOX,
     PROMETHEUS,
     ConventionalSettings,
     ConventionalStack,
-    LifelineStack,
-    Notification,
-    WebhookReceiver,
-    agent_targets,
-    cad_losses,
-    healthy_fixtures,
-    wait_until,
 )
+from lifeline_lab.errors import LabError
+from lifeline_lab.procs import wait_until
+from lifeline_lab.stack import LifelineStack, agent_targets
 from lifeline_lab.topology import Lab
+from lifeline_lab.verdicts import cad_losses, healthy_fixtures
+from lifeline_lab.webhook import Notification, WebhookReceiver
 
 QUICK = ("cad-server-down", "loss-spikes-survived")
 GRADUAL = ("loss-ramp-total",)

@@ -12,11 +12,11 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from lifeline_lab.errors import CommandFailed
+from lifeline_lab.errors import CommandFailed, LabError
 
 IP = "ip"
 
@@ -176,3 +176,21 @@ def _signal(rec: ProcRecord, sig: int) -> None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(rec.pid, sig)
+
+
+def wait_until(
+    condition: Callable[[], object],
+    what: str,
+    *,
+    timeout: float,
+    interval: float = 0.1,
+    alive: Callable[[], bool] | None = None,
+) -> None:
+    """Poll ``condition`` until it is true; raise ``LabError`` naming ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if alive is not None and not alive():
+            raise LabError(f"gave up waiting for {what}: the process exited")
+        if time.monotonic() > deadline:
+            raise LabError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)

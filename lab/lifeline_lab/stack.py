@@ -1,21 +1,17 @@
-"""Lifeline and the conventional monitoring stack, running in a lab, paging one webhook receiver.
+"""Lifeline in the lab: the real collector in ``vpnhub`` and the real agent in ``laptop``.
 
 Where things run (one choice for tests, benchmarks and demos)::
 
-    laptop   lifeline-agent (the position)        blackbox_exporter + Prometheus + Alertmanager
+    laptop   lifeline-agent (the position)        the conventional stack (``conventional``)
     vpnhub   lifeline-collector on 0.0.0.0:8480   ← the agency edge: 10.20.0.1 through the tunnel,
                                                     203.0.113.10 from the internet (public fallback)
-    both     the test's WebhookReceiver, on each namespace's own loopback
+    both     the test's WebhookReceiver (``webhook``), on each namespace's own loopback
 
 The collector runs on the VPN concentrator's box, so the agent reaches it through the tunnel
 (``http://10.20.0.1:8480``) and, when the tunnel is down, over the internet on the concentrator's
 public address (``http://203.0.113.10:8480``, an endpoint marked ``public`` with
 ``allow_public = true``) by the primary or, bound to usb0, the hotspot — the fallback design
 decision 4 describes. Breaking the agency LAN (vpnhub ⇄ cad) leaves the collector reachable.
-
-The conventional stack runs beside the agent in the laptop namespace: its scrapes and its webhook
-never cross a lab impairment, which is its best case (at an agency, Prometheus would scrape the
-exporter through the same VPN it is watching).
 
 Every process is started through the ``Lab`` (it ends them by PID on teardown) and stopped by
 ``close()``; every file lives in a private temporary directory that ``close()`` removes.
@@ -31,136 +27,21 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from lifeline_lab import fixtures, impair
 from lifeline_lab.errors import LabError
-from lifeline_lab.netns import http_get, http_json, listener_in
+from lifeline_lab.netns import http_get
+from lifeline_lab.procs import wait_until
 from lifeline_lab.topology import ADDR, CAD_NAME, CAD_PORT, Lab
+from lifeline_lab.webhook import WebhookReceiver
 
 BIN = Path(sys.executable).parent
 COLLECTOR_PORT = 8480
 AGENT_ID = "pos-12"
 SITE = "north"
 POSITION = "12"
-BLACKBOX = "prometheus-blackbox-exporter"
-PROMETHEUS = "prometheus"
-ALERTMANAGER = "prometheus-alertmanager"
-
-
-# -- the webhook receiver -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Notification:
-    """One alert of one webhook payload, stamped with the receiver's wall clock."""
-
-    at: float
-    via: str  # the namespace it came in from
-    receiver: str
-    status: str  # firing | resolved
-    labels: dict[str, str]
-    annotations: dict[str, str]
-
-    @property
-    def name(self) -> str:
-        return self.labels.get("alertname", "")
-
-    @property
-    def severity(self) -> str:
-        return self.labels.get("severity", "")
-
-
-class WebhookReceiver:
-    """An Alertmanager-format webhook receiver listening on the loopback of several namespaces."""
-
-    def __init__(self, namespaces: Sequence[str]) -> None:
-        self._lock = threading.Lock()
-        self._items: list[Notification] = []
-        self.ports: dict[str, int] = {}
-        self._servers: list[ThreadingHTTPServer] = []
-        self._threads: list[threading.Thread] = []
-        try:
-            for ns in namespaces:
-                self._listen(ns)
-        except BaseException:
-            self.close()
-            raise
-
-    def _listen(self, ns: str) -> None:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                at = time.time()
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                try:
-                    payload = json.loads(body)
-                except ValueError:
-                    self.send_response(400)
-                    self.end_headers()
-                    return
-                receiver._record(at, ns, payload)
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=False)
-        server.socket.close()
-        server.socket = listener_in(ns)
-        server.server_address = server.socket.getsockname()
-        self.ports[ns] = int(server.server_address[1])
-        thread = threading.Thread(target=server.serve_forever, name=f"webhook-{ns}", daemon=True)
-        thread.start()
-        self._servers.append(server)
-        self._threads.append(thread)
-
-    def url(self, ns: str) -> str:
-        return f"http://127.0.0.1:{self.ports[ns]}/hook"
-
-    def _record(self, at: float, ns: str, payload: dict[str, Any]) -> None:
-        receiver = str(payload.get("receiver", ""))
-        items = [
-            Notification(
-                at,
-                ns,
-                receiver,
-                str(alert.get("status", "")),
-                {str(k): str(v) for k, v in (alert.get("labels") or {}).items()},
-                {str(k): str(v) for k, v in (alert.get("annotations") or {}).items()},
-            )
-            for alert in payload.get("alerts") or []
-        ]
-        with self._lock:
-            self._items.extend(items)
-
-    def notifications(
-        self, *, via: str | None = None, since: float = 0.0, status: str | None = None
-    ) -> list[Notification]:
-        with self._lock:
-            items = list(self._items)
-        return [
-            n
-            for n in items
-            if (via is None or n.via == via) and n.at >= since and (status is None or n.status == status)
-        ]
-
-    def close(self) -> None:
-        for server in self._servers:
-            server.shutdown()
-            server.server_close()
-        for thread in self._threads:
-            thread.join()
-        self._servers.clear()
-        self._threads.clear()
 
 
 # -- the agent's configuration ------------------------------------------------------------------
@@ -415,14 +296,6 @@ class LifelineStack:
             timeout,
         )
 
-    def agent_log(self) -> str:
-        rec = self.lab.procs.get("agent")
-        if rec is None:
-            return ""
-        with contextlib.suppress(OSError):
-            return Path(rec.log).read_text(errors="replace")[-6000:]
-        return ""
-
     # the collector's store, read-only
 
     @contextlib.contextmanager
@@ -472,248 +345,3 @@ class LifelineStack:
         self.stop_agent()
         self.lab.stop_process("collector")
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-# -- the conventional stack: blackbox_exporter + Prometheus + Alertmanager ----------------------
-
-PROBE_RULE = "BlackboxProbeFailed"
-BLACKBOX_PORT, PROMETHEUS_PORT, ALERTMANAGER_PORT = 9115, 9090, 9093
-
-
-@dataclass(frozen=True, slots=True)
-class ConventionalSettings:
-    """What the stack is tuned to; the defaults are the ones its documentation gives."""
-
-    scrape_interval: float = 5.0  # the benchmark's 5 s scrape
-    evaluation_interval: float = 5.0  # rules evaluated at the scrape rate
-    rule_for: float = 0.0  # `probe_success == 0` for 0m, the usual blackbox rule
-    group_wait: float = 30.0  # Alertmanager's documented default
-    group_interval: float = 300.0  # Alertmanager's documented default
-    modules: tuple[str, ...] = ("icmp", "tcp_connect")
-
-    def describe(self) -> str:
-        return (
-            f"blackbox_exporter {'+'.join(self.modules)} → Prometheus (scrape {self.scrape_interval:g} s,"
-            f" rules every {self.evaluation_interval:g} s, probe_success == 0 for {self.rule_for:g}s) →"
-            f" Alertmanager (group_wait {self.group_wait:g} s)"
-        )
-
-
-BLACKBOX_YML = """modules:
-  icmp:
-    prober: icmp
-    timeout: 4s
-    icmp:
-      preferred_ip_protocol: ip4
-  tcp_connect:
-    prober: tcp
-    timeout: 4s
-    tcp:
-      preferred_ip_protocol: ip4
-"""
-
-
-class ConventionalStack:
-    """blackbox_exporter, Prometheus and Alertmanager in the laptop namespace, owned by the lab."""
-
-    def __init__(
-        self, lab: Lab, receiver: WebhookReceiver, settings: ConventionalSettings | None = None
-    ) -> None:
-        self.lab = lab
-        self.receiver = receiver
-        self.settings = settings or ConventionalSettings()
-        self.ns = lab.ns("laptop")
-        self.dir = tempfile.mkdtemp(prefix=f"conventional-{lab.core}-")
-        self.paths = {
-            name: os.path.join(self.dir, name)
-            for name in ("blackbox.yml", "prometheus.yml", "rules.yml", "alertmanager.yml")
-        }
-
-    def start(self) -> None:
-        self._write_configs()
-        self.lab.popen(
-            "laptop",
-            [BLACKBOX, f"--config.file={self.paths['blackbox.yml']}",
-             f"--web.listen-address=127.0.0.1:{BLACKBOX_PORT}"],
-            name="blackbox",
-        )  # fmt: skip
-        self._ready("blackbox", BLACKBOX_PORT, "/-/healthy")
-        self.start_alerting()
-
-    def start_alerting(self) -> None:
-        am_dir, prom_dir = os.path.join(self.dir, "am"), os.path.join(self.dir, "prom")
-        self.lab.popen(
-            "laptop",
-            [ALERTMANAGER, f"--config.file={self.paths['alertmanager.yml']}", f"--storage.path={am_dir}",
-             f"--web.listen-address=127.0.0.1:{ALERTMANAGER_PORT}", "--cluster.listen-address="],
-            name="alertmanager",
-        )  # fmt: skip
-        self.lab.popen(
-            "laptop",
-            [PROMETHEUS, f"--config.file={self.paths['prometheus.yml']}", f"--storage.tsdb.path={prom_dir}",
-             f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"],
-            name="prometheus",
-        )  # fmt: skip
-        self._ready("alertmanager", ALERTMANAGER_PORT, "/-/ready")
-        self._ready("prometheus", PROMETHEUS_PORT, "/-/ready")
-
-    def stop_alerting(self) -> None:
-        for name in ("prometheus", "alertmanager"):
-            self.lab.stop_process(name)
-        for sub in ("am", "prom"):
-            shutil.rmtree(os.path.join(self.dir, sub), ignore_errors=True)
-
-    def _ready(self, name: str, port: int, path: str) -> None:
-        wait_until(
-            lambda: http_get(self.ns, "127.0.0.1", port, path)[0] == 200,
-            f"{name} to be ready",
-            timeout=60.0,
-            alive=lambda: self.lab.process_alive(name),
-        )
-
-    def _write_configs(self) -> None:
-        s = self.settings
-        targets = {"icmp": ADDR.cad_server, "tcp_connect": f"{ADDR.cad_server}:{CAD_PORT}"}
-        jobs = "".join(
-            f"""  - job_name: cad_{module}
-    metrics_path: /probe
-    params: {{module: [{module}]}}
-    static_configs: [{{targets: ["{targets[module]}"]}}]
-    relabel_configs:
-      - {{source_labels: [__address__], target_label: __param_target}}
-      - {{source_labels: [__param_target], target_label: instance}}
-      - {{target_label: __address__, replacement: "127.0.0.1:{BLACKBOX_PORT}"}}
-"""
-            for module in s.modules
-        )
-        Path(self.paths["blackbox.yml"]).write_text(BLACKBOX_YML)
-        Path(self.paths["prometheus.yml"]).write_text(
-            f"""global:
-  scrape_interval: {s.scrape_interval:g}s
-  scrape_timeout: {s.scrape_interval:g}s
-  evaluation_interval: {s.evaluation_interval:g}s
-rule_files: ["{self.paths["rules.yml"]}"]
-alerting:
-  alertmanagers: [{{static_configs: [{{targets: ["127.0.0.1:{ALERTMANAGER_PORT}"]}}]}}]
-scrape_configs:
-{jobs}"""
-        )
-        Path(self.paths["rules.yml"]).write_text(
-            f"""groups:
-  - name: blackbox
-    rules:
-      - alert: {PROBE_RULE}
-        expr: probe_success == 0
-        for: {s.rule_for:g}s
-        labels: {{severity: critical}}
-        annotations:
-          summary: "Probe failed (instance {{{{ $labels.instance }}}})"
-"""
-        )
-        Path(self.paths["alertmanager.yml"]).write_text(
-            f"""route:
-  receiver: supervisors
-  group_by: [alertname]
-  group_wait: {s.group_wait:g}s
-  group_interval: {s.group_interval:g}s
-  repeat_interval: 4h
-receivers:
-  - name: supervisors
-    webhook_configs:
-      - url: "{self.receiver.url(self.ns)}"
-        send_resolved: true
-"""
-        )
-
-    def probes_up(self) -> bool:
-        """Every probe scraped and succeeding (the baseline before a scenario)."""
-        data = http_json(self.ns, "127.0.0.1", PROMETHEUS_PORT, "/api/v1/query?query=probe_success")
-        if not isinstance(data, dict):
-            return False
-        results = data.get("data", {}).get("result", [])
-        return len(results) == len(self.settings.modules) and all(r["value"][1] == "1" for r in results)
-
-    def firing(self) -> list[str]:
-        """Instances whose alert Prometheus holds firing now (sent to Alertmanager, not yet paged)."""
-        data = http_json(self.ns, "127.0.0.1", PROMETHEUS_PORT, "/api/v1/alerts")
-        if not isinstance(data, dict):
-            return []
-        alerts = data.get("data", {}).get("alerts", [])
-        return [a["labels"].get("instance", "") for a in alerts if a.get("state") == "firing"]
-
-    def close(self) -> None:
-        self.stop_alerting()
-        self.lab.stop_process("blackbox")
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-# -- small shared helpers -----------------------------------------------------------------------
-
-
-def wait_until(
-    condition: Callable[[], object],
-    what: str,
-    *,
-    timeout: float,
-    interval: float = 0.1,
-    alive: Callable[[], bool] | None = None,
-) -> None:
-    """Poll ``condition`` until it is true; raise ``LabError`` naming ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if alive is not None and not alive():
-            raise LabError(f"gave up waiting for {what}: the process exited")
-        if time.monotonic() > deadline:
-            raise LabError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
-CHAIN = ("power", "link", "router", "internet", "vpn", "agency", "dns", "cad")  # the agent's layer chain
-
-
-def on_battery(lab: Lab, battery_ratio: float = 0.12, secs_left: float = 600.0) -> None:
-    """Mains power gone from now on, with the battery nearly empty."""
-    reading = {"on_ac": False, "battery_ratio": battery_ratio, "secs_left": secs_left}
-    fixtures.write(lab.fixture_path, [{"ts_ms": int(time.time() * 1000), "power": reading}], append=True)
-
-
-# How the lab breaks each layer of the agent's chain (and the backup path).
-BREAKS: dict[str, Callable[[Lab], None]] = {
-    "power": on_battery,
-    "link": lambda lab: impair.apply(lab, impair.make("cable-pull", "primary")),
-    "router": lambda lab: impair.apply(lab, impair.make("blackhole", "primary")),  # hung, carrier up
-    "internet": lambda lab: impair.apply(lab, impair.make("blackhole", "broadband")),
-    "vpn": lambda lab: impair.apply(lab, impair.make("vpn-block", "hub")),
-    "agency": lambda lab: impair.apply(lab, impair.make("blackhole", "agency")),
-    "dns": lambda lab: impair.apply(lab, impair.make("dns-fail", mode="stop")),
-    "cad": lambda lab: impair.apply(lab, impair.make("cad-down")),
-    "backup": lambda lab: impair.apply(lab, impair.make("blackhole", "cellular")),
-}
-
-
-def verdict_problems(assessment: dict[str, Any], layer: str, words: str) -> list[str]:
-    """Why an assessment does not name ``layer`` (in ``words``) and no other; empty when it does.
-
-    The verdict is the layer and starts with its words; every layer before it on the way to CAD
-    is ok (nothing upstream is blamed or hidden); the untouched backup path is ok.
-    """
-    out = []
-    if assessment.get("verdict_layer") != layer:
-        out.append(f"verdict layer {assessment.get('verdict_layer')!r}, expected {layer!r}")
-    if not str(assessment.get("verdict", "")).startswith(words):
-        out.append(f"verdict {assessment.get('verdict')!r} does not start with {words!r}")
-    states = {s["layer"]: s["state"] for s in assessment.get("layers", [])}
-    for name in (*CHAIN[: CHAIN.index(layer)], "backup"):
-        if states.get(name) != "ok":
-            out.append(f"{name} is {states.get(name)!r}, expected ok")
-    return out
-
-
-def healthy_fixtures(lab: Lab) -> None:
-    """Wi-Fi, hotspot modem and power readings of a healthy home, from now on."""
-    fixtures.write(lab.fixture_path, [{"ts_ms": int(time.time() * 1000), **fixtures.HEALTHY}])
-
-
-def cad_losses(lab: Lab, since: float = 0.0) -> list[float]:
-    """Wall times at which the CAD simulator declared CAD lost (its ground truth)."""
-    return [float(e["ts"]) for e in lab.cad_events() if e.get("event") == "lost" and float(e["ts"]) >= since]

@@ -23,9 +23,11 @@ from typing import Any
 import pytest
 
 from lifeline_lab import scenario
-from lifeline_lab.stack import LifelineStack, Notification, agent_targets, cad_losses
+from lifeline_lab.stack import LifelineStack, agent_targets
 from lifeline_lab.testing import lab_fixture, lifeline_stack, repair_afterwards
 from lifeline_lab.topology import ADDR, Lab
+from lifeline_lab.verdicts import cad_losses
+from lifeline_lab.webhook import Notification
 
 pytestmark = [pytest.mark.lab, pytest.mark.system, pytest.mark.slow]
 

@@ -16,9 +16,11 @@ import pytest
 
 from lifeline_agent.health.layers import CAD_REFUSED, CHAIN, FAILED
 from lifeline_lab import impair
-from lifeline_lab.stack import BREAKS, LifelineStack, agent_targets, wait_until
+from lifeline_lab.procs import wait_until
+from lifeline_lab.stack import LifelineStack, agent_targets
 from lifeline_lab.testing import break_layer, lab_fixture, lifeline_stack, repair_afterwards
 from lifeline_lab.topology import ADDR, Lab
+from lifeline_lab.verdicts import BREAKS
 
 pytestmark = [pytest.mark.lab, pytest.mark.system]
 

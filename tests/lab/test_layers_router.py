@@ -15,9 +15,10 @@ from collections.abc import Iterator
 import pytest
 
 from lifeline_agent.health.layers import CAD_REFUSED, FAILED, VPN_INFERRED
-from lifeline_lab.stack import BREAKS, LifelineStack, agent_targets, verdict_problems
+from lifeline_lab.stack import LifelineStack, agent_targets
 from lifeline_lab.testing import break_layer, lab_fixture, lifeline_stack, repair_afterwards
 from lifeline_lab.topology import Lab
+from lifeline_lab.verdicts import BREAKS, verdict_problems
 
 pytestmark = [pytest.mark.lab, pytest.mark.system]
 
