@@ -31,8 +31,9 @@ from typing import Any
 from lifeline_agent import __version__
 from lifeline_agent.clock import Clock, SystemClock, now_ms
 from lifeline_agent.config import AgentConfig, Target
-from lifeline_agent.delivery.shipper import FAILURE_REASONS, Shipper, Transport
+from lifeline_agent.delivery.shipper import FAILURE_REASONS, Shipper
 from lifeline_agent.delivery.spool import MemorySpool, Spool, SqliteSpool
+from lifeline_agent.delivery.transport import Transport
 from lifeline_agent.discovery import all_targets
 from lifeline_agent.forensics import Forensics, Trace
 from lifeline_agent.health import Assessment, HealthModel, LayerStatus, PathScore

@@ -1,3 +1,4 @@
 """Getting batches to the collector: the spool that holds them (``spool``), the shipper that sends
-and deletes only what was acked (``shipper``) and the HTTP clients, one per way out (``transport``).
+them and deletes only what was acked (``shipper``), the choice of endpoint and way out
+(``paths``) and the HTTP clients, one per way out (``transport``).
 """

@@ -16,12 +16,7 @@ A part refused while the rest of the request went through is about those batches
 back (in memory) for a growing while, ``refused_pause`` doubling up to ``MAX_HOLD``, so the
 batches behind them flow, and are then tried again.
 
-**Paths.** ``[collector].endpoints`` is an ordered list; public ones count only with
-``allow_public``. Each endpoint is tried over the default route, then (``via_backup``) bound to
-the backup interface — ``collector.backup_interface`` or the default route with the higher
-metric. A connect error, a timeout, a TLS failure or server errors past a short budget put that
-path in a jittered, growing cool-down and the next path is tried at once. The last path that
-worked is tried first; a background check fails back to a preferred path once it answers again.
+**Paths.** Which endpoint and which way out is tried, and when, is ``paths.Paths``.
 
 **Priority lane.** Priority batches (state changes) leave in an envelope of their own, ahead of
 any backlog, and a priority batch cuts any wait short for one attempt on every path.
@@ -41,16 +36,14 @@ from dataclasses import dataclass, field
 
 from lifeline_agent.clock import Clock, SystemClock, now_ms
 from lifeline_agent.config import AgentSection, CollectorSection
+from lifeline_agent.delivery.paths import INGEST_PATH, SERVER_ERROR_BUDGET, Paths, Route
 from lifeline_agent.delivery.spool import Spool, Spooled
 from lifeline_agent.delivery.transport import (
-    SO_BINDTODEVICE,
     HttpxTransport,
-    Response,
     Transport,
     failure_kind,
-    ssl_context,
 )
-from lifeline_agent.discovery import PROC_ROUTE, read_default_gateways
+from lifeline_agent.discovery import PROC_ROUTE
 from lifeline_agent.errors import DeliveryError, RefusedDelivery, RetryableDelivery, SpoolError
 from lifeline_agent.logs import bind
 from lifeline_agent.recorder import SeriesKey, series_key
@@ -59,30 +52,22 @@ from lifeline_wire import SCHEMA_VERSION, Envelope, IngestResponse, WireError, d
 __all__ = [
     "FAILURE_REASONS",
     "Backoff",
-    "HttpxTransport",
-    "Paths",
-    "Response",
-    "Route",
+    "Outcome",
     "Shipper",
-    "Transport",
     "parse_retry_after",
-    "ssl_context",
 ]
 
 log = logging.getLogger(__name__)
 
-INGEST_PATH = "/api/v1/ingest"
 HEALTH_PATH = "/healthz"
 MAX_RETRY_AFTER = 600.0
 REFUSED_PAUSE = 60.0
 IDLE_POLL = 1.0
 FAILBACK_INTERVAL = 60.0  # how often a preferred path that failed is checked again
-SERVER_ERROR_BUDGET = 10.0  # seconds of 5xx on one path before the next path is tried
 PRIORITY_RETRY_GAP = 1.0  # a priority batch forces an attempt at most this often
 # A priority batch does not wait for a hanging path to time out: the next path starts this long
 # after the previous one unless that one answered (RFC 8305's connection attempt delay).
 PRIORITY_STAGGER = 0.25
-DISCOVERY_TTL = 5.0  # the backup interface is looked up again after this long
 MAX_HOLD = 3600.0  # the longest a batch refused on its own waits before it is tried again
 # Answers that may mean "this part of the request is bad": without a per-batch answer the
 # envelope is split so the batches that go through are not held back by one that does not.
@@ -124,177 +109,6 @@ class Backoff:
 
     def copy(self) -> Backoff:
         return Backoff(self.initial, self.maximum, self._rng)
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """One way to one endpoint: over the default route, or bound to the backup interface."""
-
-    rank: int  # position in the ordered list; 0 is the preferred path
-    base: str  # the endpoint's base URL
-    via: str  # "default" | "backup"
-    interface: str = ""  # the interface bound to ("" = follow the routing table)
-
-    @property
-    def url(self) -> str:
-        return self.base + INGEST_PATH
-
-    @property
-    def name(self) -> str:
-        return f"{self.base} via {self.interface or 'the default route'}"
-
-
-@dataclass(slots=True)
-class RouteState:
-    backoff: Backoff
-    ready_at: float = 0.0  # monotonic; the path cools down until then
-    server_errors_since: float | None = None
-    failures: int = 0
-    last_error: str = ""
-
-
-class Paths:
-    """The ordered routes, which one works now, and which ones cool down after failing."""
-
-    def __init__(
-        self,
-        collector: CollectorSection,
-        backoff: Backoff,
-        clock: Clock,
-        route_file: str = PROC_ROUTE,
-        server_budget: float = SERVER_ERROR_BUDGET,
-    ) -> None:
-        self.collector = collector
-        self.clock = clock
-        self.route_file = route_file
-        self.server_budget = server_budget
-        self._template = backoff
-        self.bases = [ep.url for ep in collector.endpoints if not ep.public or collector.allow_public]
-        self._via_backup = {ep.url: ep.via_backup for ep in collector.endpoints}
-        self._public = {ep.url for ep in collector.endpoints if ep.public}
-        # What the health model knows about the way out (see :meth:`hint`).
-        self.primary_down = False
-        self.tunnel_down = False
-        self.current: Route | None = None  # the last route that delivered
-        self._states: dict[tuple[str, str], RouteState] = {}
-        self._backup: tuple[float, str] | None = None
-        self._unbindable_logged = False
-
-    def backup_interface(self) -> str:
-        """``collector.backup_interface``, else the default route with the higher metric ("" if none)."""
-        if self.collector.backup_interface:
-            return self.collector.backup_interface
-        now = self.clock.monotonic()
-        if self._backup is None or now - self._backup[0] > DISCOVERY_TTL:
-            gateways = read_default_gateways(self.route_file)
-            self._backup = (now, gateways[1].interface if len(gateways) > 1 else "")
-        return self._backup[1]
-
-    def routes(self) -> list[Route]:
-        backup = self.backup_interface()
-        if backup and SO_BINDTODEVICE is None:
-            if not self._unbindable_logged:
-                log.warning(
-                    "cannot bind to the backup interface %s on this system: default route only", backup
-                )
-                self._unbindable_logged = True
-            backup = ""
-        out: list[Route] = []
-        for base in self.bases:
-            out.append(Route(len(out), base, "default"))
-            if backup and self._via_backup.get(base, True):
-                out.append(Route(len(out), base, "backup", backup))
-        return out
-
-    def state(self, route: Route) -> RouteState:
-        key = (route.base, route.via)
-        found = self._states.get(key)
-        if found is None:
-            found = self._states[key] = RouteState(self._template.copy())
-        return found
-
-    def hint(self, primary_down: bool, tunnel_down: bool) -> None:
-        """The health model's view: the home side of the primary path is down (link, router or
-        ISP failed), or the tunnel is (VPN or agency side failed while the internet works).
-        :meth:`order` then tries first the paths that avoid what is known broken, so a state
-        change does not first wait on a path the agent already knows is dead."""
-        self.primary_down, self.tunnel_down = primary_down, tunnel_down
-
-    def _avoids_known_breakage(self, route: Route) -> bool:
-        if self.primary_down and route.via != "backup":
-            return False
-        return not (self.tunnel_down and route.base not in self._public)
-
-    def order(self, force: bool = False) -> list[Route]:
-        """Routes to try now: the one that worked last, then the rest by rank; cooling ones skipped.
-
-        Paths through what the health model knows is down go last (:meth:`hint`)."""
-        now = self.clock.monotonic()
-        routes = self.routes()
-        current = self.current
-
-        def key(r: Route) -> tuple[bool, bool, int]:
-            is_current = current is not None and (r.base, r.via) == (current.base, current.via)
-            return (not self._avoids_known_breakage(r), not is_current, r.rank)
-
-        routes.sort(key=key)
-        return [r for r in routes if force or self.state(r).ready_at <= now]
-
-    def earliest_ready(self) -> float:
-        """Seconds until the first cooling route may be tried again."""
-        now = self.clock.monotonic()
-        waits = [self.state(r).ready_at - now for r in self.routes()]
-        return max(0.0, min(waits, default=0.0))
-
-    def within_server_budget(self, route: Route) -> bool:
-        """True while 5xx on ``route`` have lasted less than the budget (retry it, do not move on)."""
-        state = self.state(route)
-        now = self.clock.monotonic()
-        if state.server_errors_since is None:
-            state.server_errors_since = now
-        return now - state.server_errors_since < self.server_budget
-
-    def failed(self, route: Route, reason: str, cooldown: float | None = None) -> float:
-        """Cool ``route`` down (growing, jittered; or ``cooldown`` seconds) and return the delay."""
-        state = self.state(route)
-        delay = cooldown if cooldown is not None else state.backoff.next()
-        state.ready_at = self.clock.monotonic() + delay
-        state.server_errors_since = None
-        state.failures += 1
-        logger = bind(log, endpoint=route.base, interface=route.interface or "default")
-        if reason != state.last_error:
-            logger.warning(
-                "delivery via %s failed: %s (next try on this path in %.1fs)", route.name, reason, delay
-            )
-        else:
-            logger.debug("delivery via %s failed again: %s", route.name, reason)
-        state.last_error = reason
-        return delay
-
-    def succeeded(self, route: Route) -> None:
-        state = self.state(route)
-        previous = self.current
-        if state.failures:
-            log.info("delivery via %s works again after %d failed attempts", route.name, state.failures)
-        state.backoff.reset()
-        state.ready_at = 0.0
-        state.server_errors_since = None
-        state.failures = 0
-        state.last_error = ""
-        switched = previous is None or (previous.base, previous.via) != (route.base, route.via)
-        if switched and (previous is not None or route.rank != 0):
-            bind(log, endpoint=route.base, interface=route.interface or "default").info(
-                "delivering via %s (path %d of the ordered list)", route.name, route.rank + 1
-            )
-        self.current = route
-
-    def prefer(self, route: Route) -> None:
-        """Fail back: ``route`` answered its reachability check, so it is tried first again."""
-        state = self.state(route)
-        state.backoff.reset()
-        state.ready_at = 0.0
-        log.info("failing back to %s: it answers again", route.name)
-        self.current = route
 
 
 @dataclass(slots=True)

@@ -42,7 +42,7 @@ def test_a_connect_error_moves_on_to_the_next_endpoint(
 ) -> None:
     ids = fill(spool, 5)
     shipper = make_shipper(collector_section(f"http://127.0.0.1:{closed_port}", collector.url), spool)
-    with caplog.at_level(logging.WARNING, logger="lifeline_agent.delivery.shipper"):
+    with caplog.at_level(logging.WARNING, logger="lifeline_agent.delivery"):
         run_until(shipper, lambda: spool.depth() == 0)
     assert collector.stored == ids
     assert shipper.paths.current is not None
@@ -216,7 +216,7 @@ def test_requests_bound_to_an_interface_really_bind(
     asyncio.run(main())
     assert collector.stored == ids[:3]
     fill(spool, 2, start=3)
-    with caplog.at_level(logging.WARNING, logger="lifeline_agent.delivery.shipper"):
+    with caplog.at_level(logging.WARNING, logger="lifeline_agent.delivery"):
         section = collector_section(
             f"http://127.0.0.1:{closed_port}", collector.url, backup_interface="nosuch0"
         )
@@ -235,7 +235,7 @@ def test_all_paths_down_backs_off_and_keeps_everything(
     shipper = make_shipper(
         collector_section(f"http://127.0.0.1:{closed_port}"), spool, route_file="/nonexistent"
     )
-    with caplog.at_level(logging.DEBUG, logger="lifeline_agent.delivery.shipper"):
+    with caplog.at_level(logging.DEBUG, logger="lifeline_agent.delivery"):
         run_until(shipper, lambda: shipper.stats.failures["network"] >= 4, limit=10.0)
     route = shipper.paths.routes()[0]
     assert shipper.paths.state(route).backoff.attempt >= 4  # each failure waited longer (jittered)
