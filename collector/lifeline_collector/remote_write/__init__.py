@@ -1,0 +1,1 @@
+"""Remote-write: every stored sample copied to Prometheus or a compatible TSDB."""
