@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +33,7 @@ from lifeline_collector.notify.base import (
     register,
     safe_url,
 )
-from lifeline_collector.notify.dispatch import BACKOFF_FIRST, BACKOFF_MAX
+from lifeline_collector.notify.dispatch import BACKOFF_FIRST, notify_policy
 from lifeline_collector.notify.http import make_client, post_json
 from lifeline_wire.tomlcfg import Section
 
@@ -165,8 +164,9 @@ class AlertmanagerNotifier:
 
     async def _drain_lane(self, member: _Member, wait: float | None) -> None:
         """Post the member's held bodies oldest first, each until accepted or out of attempts."""
-        delay = self.backoff_first
-        await asyncio.sleep(self._jittered(wait if wait is not None else delay))
+        policy = notify_policy(self.backoff_first)
+        failures = 0  # failed posts to this member in a row (the wait grows until one is accepted)
+        await asyncio.sleep(policy.delay(failures, wait))
         while member.lane:
             held = member.lane[0]
             try:
@@ -179,15 +179,11 @@ class AlertmanagerNotifier:
                     member.lane.popleft()
                     continue
                 log.warning("%s; %d attempt(s) left", message, held.attempts_left)
-                delay = min(BACKOFF_MAX, delay * 2)
-                await asyncio.sleep(self._jittered(exc.retry_after if exc.retry_after is not None else delay))
+                failures += 1
+                await asyncio.sleep(policy.delay(failures, exc.retry_after))
             else:
                 member.lane.popleft()
-                delay = self.backoff_first
-
-    @staticmethod
-    def _jittered(wait: float) -> float:
-        return min(BACKOFF_MAX, wait) * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not a secret
+                failures = 0
 
     async def aclose(self) -> None:
         for member in self.members:

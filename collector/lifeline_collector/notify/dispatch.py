@@ -10,19 +10,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Sequence
 
 from lifeline_collector.alerting.model import AlertGroup
 from lifeline_collector.errors import NotifyError
 from lifeline_collector.notify.base import Notifier, redact
 from lifeline_collector.stats import Stats
+from lifeline_wire.retry import RetryPolicy
 
 log = logging.getLogger("lifeline_collector.notify")
 
 QUEUE_LIMIT = 10_000
 BACKOFF_FIRST = 0.5
+# The longest wait between two attempts, Retry-After included: an alert a minute late is already
+# late, so a receiver asking for more is retried at this pace (or given up after max_attempts).
 BACKOFF_MAX = 30.0
+
+
+def notify_policy(first: float) -> RetryPolicy:
+    """The retry policy of a notifier's queue (and of an Alertmanager member's lane)."""
+    return RetryPolicy(initial=first, maximum=BACKOFF_MAX, retry_after_cap=BACKOFF_MAX)
 
 
 class Dispatcher:
@@ -89,7 +96,7 @@ class Dispatcher:
 
     async def _deliver(self, notifier: Notifier, group: AlertGroup) -> None:
         attempts = max(1, notifier.max_attempts)
-        delay = self.backoff_first
+        policy = notify_policy(self.backoff_first)
         for attempt in range(1, attempts + 1):
             try:
                 await notifier.send(group)
@@ -99,12 +106,10 @@ class Dispatcher:
                     self.stats.notification(notifier.name, "failed")
                     log.error("%s; gave up after %d attempt(s)", message, attempt)
                     return
-                wait = exc.retry_after if exc.retry_after is not None else delay
-                wait = min(BACKOFF_MAX, wait) * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not a secret
+                wait = policy.delay(attempt - 1, exc.retry_after)
                 self.stats.notification(notifier.name, "retry")
                 log.warning("%s; attempt %d of %d, next in %.1fs", message, attempt, attempts, wait)
                 await asyncio.sleep(wait)
-                delay = min(BACKOFF_MAX, delay * 2)
             except Exception as exc:  # the notifier retry loop: a bug in one notifier must not stop others
                 self.stats.notification(notifier.name, "failed")
                 log.error(

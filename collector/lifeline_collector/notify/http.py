@@ -1,18 +1,19 @@
 """Posting JSON to a peer and turning the outcome into "done", "retry" or "give up".
 
-Status semantics follow Alertmanager's ``notify/util.go``: 2xx delivered; 429 and 5xx worth
-retrying (honouring Retry-After); any other 4xx will not get better by retrying.
+Status semantics follow Alertmanager's ``notify/util.go``: 2xx delivered; 408, 429 and 5xx worth
+retrying (honouring Retry-After); any other 4xx will not get better by retrying. The rule itself
+is :func:`lifeline_wire.retry.decide`, shared with the shipper and remote-write.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+import time
 
 import httpx
 
 from lifeline_collector.errors import NotifyError
 from lifeline_collector.notify.base import NotifierConfig, redact, safe_url
+from lifeline_wire.retry import RetryDecision, decide, parse_retry_after
 
 
 def make_client(config: NotifierConfig) -> httpx.AsyncClient:
@@ -33,29 +34,15 @@ async def post_json(client: httpx.AsyncClient, config: NotifierConfig, url: str,
         raise NotifyError(
             config.name, f"cannot reach {where}: {type(exc).__name__}: {detail}", retryable=True
         ) from None
-    if response.is_success:
-        return
     status = response.status_code
+    decision = decide(status)
+    if decision is RetryDecision.DONE:
+        return
     snippet = redact(response.text[:200].strip().replace("\n", " "), secrets)
-    retryable = status == 429 or status >= 500
     raise NotifyError(
         config.name,
         f"{where} answered {status}" + (f": {snippet}" if snippet else ""),
-        retryable=retryable,
+        retryable=decision is RetryDecision.RETRY,
         status=status,
-        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        retry_after=parse_retry_after(response.headers.get("Retry-After"), time.time()),
     )
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())

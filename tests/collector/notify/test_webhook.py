@@ -145,6 +145,19 @@ async def test_5xx_and_429_are_retried_4xx_is_not(tmp_path: Path, receiver: Rece
     assert stats.notifications[("pager", "failed")] == 1
 
 
+async def test_408_is_retried_as_the_shipper_and_remote_write_retry_it(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    dispatcher, stats = make_dispatcher(tmp_path, receiver.url)
+    dispatcher.start()
+    receiver.statuses[:] = [408]
+    dispatcher.submit(group_of(firing_alert()))
+    assert await dispatcher.drain(10)
+    await dispatcher.stop()
+    assert len(receiver.requests) == 2
+    assert (stats.notifications[("pager", "retry")], stats.notifications[("pager", "ok")]) == (1, 1)
+
+
 async def test_no_secret_in_errors_or_logs(
     tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
