@@ -17,7 +17,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from lifeline_collector import exposition, ingest, openapi
+from lifeline_collector import exposition, openapi
+from lifeline_collector.ingest import handler as ingest
 from lifeline_collector.alerting import api as alerts_api
 from lifeline_collector.alerting.model import rfc3339
 from lifeline_collector.board.install import install as install_board

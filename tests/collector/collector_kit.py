@@ -17,8 +17,8 @@ import httpx
 from starlette.applications import Starlette
 
 from lifeline_collector.config import CollectorConfig, parse
-from lifeline_collector.ingest import Pending, prepare, prepare_fast
-from lifeline_collector.remote_write import DurableRemoteWriter, RemoteWriteConfig
+from lifeline_collector.ingest.handler import Pending, prepare, prepare_fast
+from lifeline_collector.remote_write.sender import DurableRemoteWriter, RemoteWriteConfig
 from lifeline_collector.service import Collector
 from lifeline_collector.store import AgentRow, unpack_samples
 from lifeline_wire import Batch, Envelope, Sample, decode_envelope, encode

@@ -14,12 +14,12 @@ import httpx
 import pytest
 from collector_kit import T0, cad_round, envelope, make_config, serving
 
-from lifeline_collector import ingest
+from lifeline_collector.ingest import handler as ingest
 from lifeline_collector.alerting.model import Finding
 from lifeline_collector.app import create_app
 from lifeline_collector.clock import ManualClock
 from lifeline_collector.fleet import AgentView, SeriesState
-from lifeline_collector.ingest import GroupCommit, prepare_fast
+from lifeline_collector.ingest.handler import GroupCommit, prepare_fast
 from lifeline_collector.service import Collector
 from lifeline_collector.store import BatchRow, labels_key
 from lifeline_wire import Batch, Envelope, Event, Sample, SeriesPoints, WireError, decode_envelope, encode

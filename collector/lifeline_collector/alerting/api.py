@@ -33,7 +33,7 @@ from lifeline_collector.alerting.errors import (
 from lifeline_collector.alerting.model import Alert
 from lifeline_collector.alerting.silences import Matcher, matcher_from_json, parse_matcher
 from lifeline_collector.errors import StoreError
-from lifeline_collector.ingest import bearer_token, error_response, read_body
+from lifeline_collector.ingest.handler import bearer_token, error_response, read_body
 from lifeline_wire.tomlcfg import parse_duration
 
 if TYPE_CHECKING:

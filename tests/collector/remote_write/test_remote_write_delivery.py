@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from lifeline_collector.remote_write import (
+from lifeline_collector.remote_write.sender import (
     RemoteSample,
     RemoteWriteConfig,
     RemoteWriter,

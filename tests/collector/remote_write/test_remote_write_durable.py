@@ -12,7 +12,7 @@ import pytest
 from collector_kit import durable_config, replay
 
 from lifeline_collector.prompb import Labels
-from lifeline_collector.remote_write import (
+from lifeline_collector.remote_write.sender import (
     DurableRemoteWriter,
     FileCursor,
     series_labels,

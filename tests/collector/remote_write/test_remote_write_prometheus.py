@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from lifeline_collector.remote_write import RemoteSample, RemoteWriteConfig, RemoteWriter, series_labels
+from lifeline_collector.remote_write.sender import RemoteSample, RemoteWriteConfig, RemoteWriter, series_labels
 
 if TYPE_CHECKING:
     from conftest import Prometheus
