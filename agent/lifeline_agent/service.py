@@ -35,6 +35,7 @@ from lifeline_agent.delivery.shipper import FAILURE_REASONS, Shipper
 from lifeline_agent.delivery.spool import MemorySpool, Spool, SqliteSpool
 from lifeline_agent.delivery.transport import Transport
 from lifeline_agent.discovery import all_targets
+from lifeline_agent.errors import SourceUnavailable
 from lifeline_agent.forensics import Forensics, Trace
 from lifeline_agent.health import Assessment, HealthModel, LayerStatus, PathScore
 from lifeline_agent.health.facts import SOURCES as HEALTH_SOURCES
@@ -46,7 +47,6 @@ from lifeline_agent.recorder import Recorder, SeriesKey, series_key
 from lifeline_agent.runner import ProbeRunner, ResultHook, TargetState
 from lifeline_agent.scheduler import Batcher, Scheduler, new_boot_id
 from lifeline_agent.sources import Reading, Source, build_sources
-from lifeline_agent.sources.errors import SourceUnavailable
 from lifeline_agent.warn import Warner
 from lifeline_agent.watchers.netlink import NetlinkEvent, NetlinkWatcher
 from lifeline_wire import Batch, BeatDigest

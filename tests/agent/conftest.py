@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -184,3 +185,26 @@ def fake_collector() -> Iterator[FakeCollector]:
     fake = FakeCollector()
     yield fake
     fake.close()
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 (network namespaces)")
+
+
+@pytest.fixture
+def netns() -> Iterator[Callable[[], str]]:
+    """A factory of uniquely named network namespaces, all deleted at the end of the test."""
+    _need_root()
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"llsrc-{os.getpid()}-{secrets.token_hex(3)}"
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        created.append(name)
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        return name
+
+    yield make
+    for name in created:
+        subprocess.run(["ip", "netns", "del", name], check=False)

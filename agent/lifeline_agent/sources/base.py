@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
 
-from lifeline_agent.sources.errors import SourceParseError, SourceReadError, SourceUnavailable
+from lifeline_agent.errors import SourceParseError, SourceReadError, SourceUnavailable
 from lifeline_wire.catalog import CATALOG
 
 IS_LINUX = sys.platform.startswith("linux")

@@ -26,8 +26,9 @@ from functools import partial
 from typing import Any
 
 from lifeline_agent.config import AgentConfig
-from lifeline_agent.sources._nla import NLM_F_DUMP, NLM_F_REQUEST, pack_attr, pack_message, split_attrs
-from lifeline_agent.sources._nlsocket import KeptNetlinkSocket
+from lifeline_agent.errors import SourceError, SourceParseError, SourceReadError, SourceUnavailable
+from lifeline_agent.netlink.attributes import NLM_F_DUMP, NLM_F_REQUEST, pack_attr, pack_message, split_attrs
+from lifeline_agent.netlink.kept_socket import KeptNetlinkSocket
 from lifeline_agent.sources.base import (
     IS_LINUX,
     Availability,
@@ -41,7 +42,6 @@ from lifeline_agent.sources.base import (
     run_tool,
     sample,
 )
-from lifeline_agent.sources.errors import SourceError, SourceParseError, SourceReadError, SourceUnavailable
 from lifeline_agent.sources.registry import SourceSpec, register
 
 SS_ESTABLISHED = 1

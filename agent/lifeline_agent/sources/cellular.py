@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lifeline_agent.config import AgentConfig
+from lifeline_agent.errors import SourceError, SourceParseError, SourceUnavailable
 from lifeline_agent.sources.base import (
     IS_LINUX,
     Availability,
@@ -32,7 +33,6 @@ from lifeline_agent.sources.base import (
     run_tool,
     sample,
 )
-from lifeline_agent.sources.errors import SourceError, SourceParseError, SourceUnavailable
 from lifeline_agent.sources.registry import SourceSpec, register
 
 MM_SERVICE = "org.freedesktop.ModemManager1"

@@ -12,7 +12,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from lifeline_agent.sources.errors import SourceParseError, SourceReadError
+from lifeline_agent.errors import SourceParseError, SourceReadError
 
 TYPE_A = 1
 TYPE_AAAA = 28

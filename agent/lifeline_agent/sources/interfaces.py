@@ -17,7 +17,8 @@ from typing import Any
 import psutil
 
 from lifeline_agent.config import AgentConfig
-from lifeline_agent.sources._netlink import Netlink
+from lifeline_agent.errors import SourceError
+from lifeline_agent.netlink.rtnetlink import Netlink
 from lifeline_agent.sources.base import (
     IS_LINUX,
     Availability,
@@ -27,7 +28,6 @@ from lifeline_agent.sources.base import (
     SourceSample,
     sample,
 )
-from lifeline_agent.sources.errors import SourceError
 from lifeline_agent.sources.registry import SourceSpec, register
 
 SYS_CLASS_NET = "/sys/class/net"

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from lifeline_agent.sources.errors import SourceParseError, SourceReadError, SourceUnavailable
+from lifeline_agent.errors import SourceParseError, SourceReadError, SourceUnavailable
 
 STATES = frozenset(
     {

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lifeline_agent.config import AgentConfig
+from lifeline_agent.errors import SourceError, SourceParseError, SourceReadError, SourceUnavailable
 from lifeline_agent.sources.base import (
     Availability,
     FixtureFile,
@@ -27,7 +28,6 @@ from lifeline_agent.sources.base import (
     read_first,
     sample,
 )
-from lifeline_agent.sources.errors import SourceError, SourceParseError, SourceReadError, SourceUnavailable
 from lifeline_agent.sources.registry import SourceSpec, register
 
 POWER_SUPPLY = "/sys/class/power_supply"

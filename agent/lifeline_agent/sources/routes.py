@@ -17,7 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from lifeline_agent.config import AgentConfig
-from lifeline_agent.sources._netlink import LinkInfo, Netlink, RouteInfo
+from lifeline_agent.errors import SourceError
+from lifeline_agent.netlink.rtnetlink import LinkInfo, Netlink, RouteInfo
 from lifeline_agent.sources.base import (
     IS_LINUX,
     Availability,
@@ -29,7 +30,6 @@ from lifeline_agent.sources.base import (
     sample,
 )
 from lifeline_agent.sources.dnsquery import DnsAnswer, query, system_nameserver
-from lifeline_agent.sources.errors import SourceError
 from lifeline_agent.sources.registry import SourceSpec, register
 from lifeline_agent.sources.vpn import VpnSource
 

@@ -26,7 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from lifeline_agent.config import AgentConfig
-from lifeline_agent.sources._netlink import ARPHRD_PPP, LinkInfo, Netlink
+from lifeline_agent.errors import SourceError, SourceUnavailable
+from lifeline_agent.netlink.rtnetlink import ARPHRD_PPP, LinkInfo, Netlink
 from lifeline_agent.sources.base import (
     IS_LINUX,
     Availability,
@@ -37,7 +38,6 @@ from lifeline_agent.sources.base import (
     not_linux,
     sample,
 )
-from lifeline_agent.sources.errors import SourceError, SourceUnavailable
 from lifeline_agent.sources.openvpn import Management, OpenVpnReport, read_status_file
 from lifeline_agent.sources.registry import SourceSpec, register
 from lifeline_agent.sources.wireguard import UAPI_DIR, WgDevice, kernel_get, uapi_get, uapi_socket

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from lifeline_agent.config import AgentConfig
-from lifeline_agent.sources._nla import as_int, attr
+from lifeline_agent.errors import SourceError, SourceParseError, SourceReadError, SourceUnavailable
+from lifeline_agent.netlink.attributes import as_int, attr
 from lifeline_agent.sources.base import (
     IS_LINUX,
     Availability,
@@ -30,7 +31,6 @@ from lifeline_agent.sources.base import (
     read_first,
     sample,
 )
-from lifeline_agent.sources.errors import SourceError, SourceParseError, SourceReadError, SourceUnavailable
 from lifeline_agent.sources.registry import SourceSpec, register
 
 PROC_NET_WIRELESS = "/proc/net/wireless"

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lifeline_agent.sources._nla import as_int, attr, attrs
-from lifeline_agent.sources.errors import SourceParseError, SourceReadError, SourceUnavailable
+from lifeline_agent.errors import SourceParseError, SourceReadError, SourceUnavailable
+from lifeline_agent.netlink.attributes import as_int, attr, attrs
 
 UAPI_DIR = "/var/run/wireguard"
 

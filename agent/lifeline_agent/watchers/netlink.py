@@ -2,7 +2,7 @@
 
 ``NetlinkWatcher`` subscribes a raw ``AF_NETLINK`` socket to the link, address and route groups
 (IPv4 and IPv6) and reads it on one thread. The datagrams are walked with ``struct`` by the same
-small reader the sources use (``sources._nla``, ``sources._netlink``) into the ``msg.dump()``
+small reader the sources use (``netlink.attributes``, ``netlink.rtnetlink``) into the ``msg.dump()``
 shape ``event_from_message`` takes, so no pyroute2 is loaded (it cost ~8 MB of RSS; only a
 watcher of another named namespace, as in the lab tests, has pyroute2 open its socket). Each change
 becomes a ``NetlinkEvent`` handed to the callback, which the scheduler uses to re-probe at once.
@@ -28,16 +28,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from lifeline_agent.sources._netlink import (
+from lifeline_agent.errors import SourceError, SourceUnavailable
+from lifeline_agent.netlink.attributes import as_int, attr, nla_text, split_attrs, split_messages
+from lifeline_agent.netlink.rtnetlink import (
     RTM_GETROUTE,
     RTMSG,
     Netlink,
     link_dump,
     route_dump,
 )
-from lifeline_agent.sources._nla import as_int, attr, nla_text, split_attrs, split_messages
 from lifeline_agent.sources.base import SourceEvent
-from lifeline_agent.sources.errors import SourceError, SourceUnavailable
 
 log = logging.getLogger(__name__)
 

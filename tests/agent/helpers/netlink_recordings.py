@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lifeline_agent.sources._nla import NLMSG_HEADER, align, split_messages
+from lifeline_agent.netlink.attributes import NLMSG_HEADER, align, split_messages
 
 
 def recorded_messages(path: Path, key: str) -> list[tuple[int, bytes, memoryview]]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lifeline_agent.config import parse
+from lifeline_agent.errors import SourceParseError, SourceReadError, SourceUnavailable
 from lifeline_agent.sources import KINDS, REGISTRY, build_sources, provider_samples
 from lifeline_agent.sources.base import (
     Availability,
@@ -19,7 +20,6 @@ from lifeline_agent.sources.base import (
     read_first,
     sample,
 )
-from lifeline_agent.sources.errors import SourceParseError, SourceReadError, SourceUnavailable
 from lifeline_wire.catalog import CATALOG
 
 

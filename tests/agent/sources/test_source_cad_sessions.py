@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from netlink_recordings import recorded_messages
 
+from lifeline_agent.errors import SourceParseError
 from lifeline_agent.sources.cad_sessions import (
     SOCK_DIAG_BY_FAMILY,
     CadEndpoint,
@@ -25,7 +26,6 @@ from lifeline_agent.sources.cad_sessions import (
     session_from_diag,
     session_from_raw,
 )
-from lifeline_agent.sources.errors import SourceParseError
 
 CAD = {"cad": ({"10.20.0.10"}, 443), "cad-alt": ({"10.20.0.11"}, 0)}
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from lifeline_agent.errors import SourceParseError
 from lifeline_agent.sources.base import FixtureFile
 from lifeline_agent.sources.cellular import (
     CellularFacts,
@@ -18,7 +19,6 @@ from lifeline_agent.sources.cellular import (
     parse_managed_objects,
     parse_mmcli_keyvalues,
 )
-from lifeline_agent.sources.errors import SourceParseError
 
 
 def _kv(fixtures: Path, name: str) -> dict[str, str]:

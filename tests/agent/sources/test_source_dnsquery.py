@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from lifeline_agent.errors import SourceParseError, SourceReadError
 from lifeline_agent.sources.dnsquery import (
     DnsAnswer,
     build_query,
@@ -16,7 +17,6 @@ from lifeline_agent.sources.dnsquery import (
     query,
     system_nameserver,
 )
-from lifeline_agent.sources.errors import SourceParseError, SourceReadError
 
 
 def test_query_wire_format() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lifeline_agent.sources.errors import SourceParseError, SourceReadError, SourceUnavailable
+from lifeline_agent.errors import SourceParseError, SourceReadError, SourceUnavailable
 from lifeline_agent.sources.openvpn import (
     Management,
     OpenVpnState,

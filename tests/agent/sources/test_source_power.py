@@ -8,7 +8,7 @@ from typing import NamedTuple
 import psutil
 import pytest
 
-from lifeline_agent.sources.errors import SourceParseError
+from lifeline_agent.errors import SourceParseError
 from lifeline_agent.sources.power import MainsSupply, PowerSource, PsutilBackend, read_mains
 
 

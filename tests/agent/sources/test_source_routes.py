@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from lifeline_agent.sources._netlink import Netlink, RouteInfo, route_from_dump
+from lifeline_agent.errors import SourceReadError
+from lifeline_agent.netlink.rtnetlink import Netlink, RouteInfo, route_from_dump
 from lifeline_agent.sources.dnsquery import DnsAnswer
-from lifeline_agent.sources.errors import SourceReadError
 from lifeline_agent.sources.routes import RoutesSource, assess, server_address, split_dns_check
 
 PRIMARY = RouteInfo("default", "eth0", "192.168.1.1", metric=100)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from lifeline_agent.sources._netlink import LinkInfo
+from lifeline_agent.netlink.rtnetlink import LinkInfo
 from lifeline_agent.sources.vpn import OpenVpnInstance, VpnFacts, VpnSource, classify
 
 IFF = {"up": True, "lower": True}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from lifeline_agent.errors import SourceParseError
 from lifeline_agent.sources.base import FixtureFile
-from lifeline_agent.sources.errors import SourceParseError
 from lifeline_agent.sources.wifi import (
     FixtureBackend,
     Nl80211Backend,
@@ -180,7 +180,7 @@ def test_nl80211_without_the_kernel_family_is_unavailable() -> None:
 
 
 def test_without_a_radio_nl80211_is_unavailable_before_pyroute2_is_asked(tmp_path: Path) -> None:
-    from lifeline_agent.sources.errors import SourceUnavailable
+    from lifeline_agent.errors import SourceUnavailable
     from lifeline_agent.sources.wifi import _open_iw
 
     with pytest.raises(SourceUnavailable, match=r"no wireless interface \(no radio in .*\)"):

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from lifeline_agent.sources.errors import SourceParseError, SourceReadError, SourceUnavailable
+from lifeline_agent.errors import SourceParseError, SourceReadError, SourceUnavailable
 from lifeline_agent.sources.wireguard import (
     WgDevice,
     WgPeer,

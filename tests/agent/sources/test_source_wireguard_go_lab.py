@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lifeline_agent.sources._netlink import Netlink
+from lifeline_agent.netlink.rtnetlink import Netlink
 from lifeline_agent.sources.vpn import VpnFacts, VpnSource
 from lifeline_agent.sources.wireguard import UAPI_DIR
 

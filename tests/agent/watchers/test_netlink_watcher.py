@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from netlink_recordings import recorded_messages
 
-from lifeline_agent.sources.errors import SourceUnavailable
+from lifeline_agent.errors import SourceUnavailable
 from lifeline_agent.watchers import netlink as netlink_module
 from lifeline_agent.watchers.netlink import (
     NetlinkEvent,

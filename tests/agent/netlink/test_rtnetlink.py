@@ -12,7 +12,16 @@ from typing import Any
 import pytest
 from netlink_recordings import recorded_messages
 
-from lifeline_agent.sources._netlink import (
+from lifeline_agent.errors import SourceReadError, SourceUnavailable
+from lifeline_agent.netlink.attributes import (
+    NLMSG_ERROR,
+    error_code,
+    pack_attr,
+    pack_message,
+    split_attrs,
+    split_messages,
+)
+from lifeline_agent.netlink.rtnetlink import (
     RTM_NEWLINK,
     RTM_NEWROUTE,
     LinkInfo,
@@ -24,15 +33,6 @@ from lifeline_agent.sources._netlink import (
     route_dump,
     route_from_dump,
 )
-from lifeline_agent.sources._nla import (
-    NLMSG_ERROR,
-    error_code,
-    pack_attr,
-    pack_message,
-    split_attrs,
-    split_messages,
-)
-from lifeline_agent.sources.errors import SourceReadError, SourceUnavailable
 
 
 def _recorded(fixtures: Path, key: str) -> list[tuple[int, bytes, memoryview]]:

@@ -1,6 +1,6 @@
 """A netlink socket kept open between requests, shared by the polled raw-netlink readers.
 
-``_netlink.Netlink`` (rtnetlink: links, routes) and ``cad_sessions.DiagBackend`` (inet_diag) are
+``rtnetlink.Netlink`` (rtnetlink: links, routes) and ``cad_sessions.DiagBackend`` (inet_diag) are
 read every few seconds, so each keeps one socket instead of opening one per read. Both need the
 same care: open on first use, re-open after any error so a reply that timed out is never taken for
 the answer to a later request, and one lock so a request and its replies are one step whichever
@@ -13,7 +13,8 @@ import socket
 import threading
 from collections.abc import Callable
 
-from lifeline_agent.sources._nla import (
+from lifeline_agent.errors import SourceReadError, SourceUnavailable
+from lifeline_agent.netlink.attributes import (
     NLM_F_DUMP_INTR,
     NLMSG_DONE,
     NLMSG_ERROR,
@@ -21,7 +22,6 @@ from lifeline_agent.sources._nla import (
     error_code,
     split_messages,
 )
-from lifeline_agent.sources.errors import SourceReadError, SourceUnavailable
 
 TIMEOUT = 2.0  # seconds for one datagram of a reply
 RECV = 1 << 16  # rtnetlink and inet_diag dump datagrams stay under 32 KiB

@@ -2,7 +2,7 @@
 
 Parsers take these plain dicts so they are testable with recorded replies; ``Any`` stays here and in
 the adapters that call pyroute2. The second half splits raw netlink datagrams with ``struct`` for
-the hot polling paths (see ``_netlink``).
+the hot polling paths (see ``rtnetlink``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def as_int(value: Any) -> int | None:
 # pyroute2 decodes every attribute of every message into Python objects; a link dump costs
 # milliseconds even on a machine with four links. The polling sources read a handful of fixed-size
 # attributes, so they walk the bytes with ``struct`` instead and build the same ``msg.dump()``-shaped
-# dicts the parsers above and in ``_netlink`` already take.
+# dicts the parsers above and in ``rtnetlink`` already take.
 
 NLMSG_HEADER = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
 NLA_HEADER = struct.Struct("=HH")  # length, type

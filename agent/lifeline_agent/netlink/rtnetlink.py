@@ -18,7 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lifeline_agent.sources._nla import (
+from lifeline_agent.errors import SourceReadError
+from lifeline_agent.netlink.attributes import (
     NLM_F_DUMP,
     NLM_F_REQUEST,
     as_int,
@@ -31,8 +32,7 @@ from lifeline_agent.sources._nla import (
     pack_message,
     split_attrs,
 )
-from lifeline_agent.sources._nlsocket import KeptNetlinkSocket
-from lifeline_agent.sources.errors import SourceReadError
+from lifeline_agent.netlink.kept_socket import KeptNetlinkSocket
 
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
