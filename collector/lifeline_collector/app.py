@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,6 +24,7 @@ from lifeline_collector.board.install import install as install_board
 from lifeline_collector.clock import Clock
 from lifeline_collector.config import CollectorConfig
 from lifeline_collector.fleet import AgentView
+from lifeline_collector.http import bearer_token, error_response, header, json_response, unauthorized
 from lifeline_collector.service import Collector
 from lifeline_collector.store import hash_token
 
@@ -34,11 +34,6 @@ def _version() -> str:
         return version("lifeline")
     except PackageNotFoundError:  # pragma: no cover - running from a plain checkout
         return "0.0.0"
-
-
-def json_response(body: Any, status: int = 200) -> Response:
-    # msgspec writes non-finite floats as null, which keeps the body valid JSON.
-    return Response(msgspec.json.encode(body), status_code=status, media_type="application/json")
 
 
 def _service(request: Request) -> Collector:
@@ -66,13 +61,13 @@ async def ingest_endpoint(request: Request) -> Response:
 async def heartbeat_endpoint(request: Request) -> Response:
     """The calling agent's heartbeat key (its token proves who it is), the UDP port and interval."""
     service = _service(request)
-    token = ingest.bearer_token(ingest.header(request, b"authorization"))
+    token = bearer_token(header(request, b"authorization"))
     agent = service.store.agent_for_token(token)
     if agent is None:
-        return ingest.unauthorized()
+        return unauthorized()
     offer = service.heartbeats.offer(agent, hash_token(token))
     if offer is None:
-        return ingest.error_response(404, "heartbeats are off on this collector")
+        return error_response(404, "heartbeats are off on this collector")
     body = {
         "key": base64.b64encode(offer.key).decode("ascii"),
         "port": offer.port,
@@ -88,7 +83,7 @@ async def position_endpoint(request: Request) -> Response:
     agent_id = request.path_params["agent"]
     agent = service.fleet.agents.get(agent_id)
     if agent is None:
-        return ingest.error_response(404, f"no agent {agent_id!r}")
+        return error_response(404, f"no agent {agent_id!r}")
     now = service.clock.now()
     silence = None if agent.last_seen is None else now - agent.last_seen
     series = [

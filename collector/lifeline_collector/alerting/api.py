@@ -33,7 +33,7 @@ from lifeline_collector.alerting.errors import (
 from lifeline_collector.alerting.model import Alert
 from lifeline_collector.alerting.silences import Matcher, matcher_from_json, parse_matcher
 from lifeline_collector.errors import StoreError
-from lifeline_collector.ingest.handler import bearer_token, error_response, read_body
+from lifeline_collector.http import bearer_token, error_response, json_response, read_body
 from lifeline_wire.tomlcfg import parse_duration
 
 if TYPE_CHECKING:
@@ -44,10 +44,6 @@ log = logging.getLogger("lifeline_collector.api")
 MAX_BODY = 64 * 1024
 MAX_TRACKED = 10_000  # client addresses whose failures are remembered (any client can pick many)
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-def json_response(body: Any, status: int = 200) -> Response:
-    return Response(msgspec.json.encode(body), status_code=status, media_type="application/json")
 
 
 def _service(request: Request) -> Collector:

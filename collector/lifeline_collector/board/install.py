@@ -29,7 +29,7 @@ from lifeline_collector.board.announce import announce_ack
 from lifeline_collector.board.settings import BoardConfig
 from lifeline_collector.board.web import MAX_FORM, Board, FormTooLarge
 from lifeline_collector.errors import StoreError
-from lifeline_collector.ingest.handler import error_response
+from lifeline_collector.http import error_response
 from lifeline_collector.people.accounts import Accounts
 from lifeline_collector.people.settings import AuthConfig
 from lifeline_collector.people.store import PeopleStore

@@ -39,7 +39,7 @@ from lifeline_collector.board import model, story
 from lifeline_collector.board.announce import announce_ack
 from lifeline_collector.board.live import BoardHub
 from lifeline_collector.errors import StoreError
-from lifeline_collector.ingest.handler import error_response, read_body
+from lifeline_collector.http import error_response, read_body
 from lifeline_collector.people.accounts import Accounts
 from lifeline_collector.people.store import MaintenanceRow, PeopleStore
 from lifeline_collector.people.web import (

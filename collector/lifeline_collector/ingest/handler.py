@@ -36,6 +36,7 @@ from starlette.responses import Response
 from lifeline_collector.clock import Clock
 from lifeline_collector.errors import StoreError
 from lifeline_collector.fleet import STREAK_METRICS, AgentView, Fleet, SeriesKey, SeriesState, Slots
+from lifeline_collector.http import bearer_token, error_response, header, read_body, unauthorized
 from lifeline_collector.limits import LimitsSection
 from lifeline_collector.stats import Stats
 from lifeline_collector.store import AgentRow, BatchRow, LatestState, SeqTotals, Store, labels_key
@@ -71,7 +72,6 @@ from lifeline_wire.schema import Point as WirePoint
 
 log = logging.getLogger("lifeline_collector.ingest")
 
-UNAUTHORIZED_BODY = b'{"error":"invalid or missing token"}'
 COLLECTOR_ONLY = frozenset(spec.name for spec in collector_catalog.METRICS)
 _SYNTAX_REASONS = ("JSON is malformed", "Input data was truncated")
 _by_time = itemgetter(0)
@@ -843,55 +843,6 @@ class GroupCommit:
                 self.commits += 1
                 self.requests += 1
         return outcomes
-
-
-def bearer_token(header: str | None) -> str:
-    if not header:
-        return ""
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
-
-
-def error_response(
-    status: int, error: str, field: str | None = None, headers: dict[str, str] | None = None
-) -> Response:
-    body: dict[str, str] = {"error": error}
-    if field is not None:
-        body["field"] = field
-    return Response(
-        msgspec.json.encode(body), status_code=status, media_type="application/json", headers=headers
-    )
-
-
-def unauthorized() -> Response:
-    return Response(
-        UNAUTHORIZED_BODY,
-        status_code=401,
-        media_type="application/json",
-        headers={"WWW-Authenticate": 'Bearer realm="lifeline"'},
-    )
-
-
-def header(request: Request, name: bytes) -> str:
-    """One request header (``name`` in lower case, as ASGI servers give them), or "": a scan of the
-    raw list, cheaper than building Starlette's ``Headers`` on the ingest path."""
-    for key, value in request.scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return ""
-
-
-async def read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None once it is known to exceed ``limit`` (declared or counted)."""
-    declared = header(request, b"content-length")
-    if declared.isascii() and declared.isdigit() and int(declared) > limit:  # "²" is a digit too
-        return None
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
 
 
 async def handle(

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from lifeline_collector.ingest.handler import bearer_token, error_response
+from lifeline_collector.http import bearer_token, error_response
 from lifeline_collector.people.store import role_rank
 
 if TYPE_CHECKING:
