@@ -84,11 +84,11 @@ class _ManualClock:
 def agent_batches(series_form: bool = True) -> tuple[object, object]:
     """Two batches (plain, with events) cut by the agent's own code after 5 one-second rounds."""
     from lifeline_agent.config import parse
+    from lifeline_agent.delivery.batcher import Batcher
     from lifeline_agent.delivery.shipper import Shipper
     from lifeline_agent.delivery.spool import MemorySpool
     from lifeline_agent.delivery.transport import Response
     from lifeline_agent.probes import REGISTRY, ProbeResult
-    from lifeline_agent.scheduler import Batcher
     from lifeline_agent.service import AgentService
 
     class NoTransport:

@@ -54,10 +54,10 @@ class SteppedClock:
 def build_backlog(spool_path: Path, minutes: float, seed: int = 5) -> tuple[str, int, int]:
     """Spool ``minutes`` of batches the agent would have made; returns (agent id, batches, samples)."""
     from lifeline_agent.config import load
+    from lifeline_agent.delivery.batcher import Batcher
     from lifeline_agent.delivery.spool import SqliteSpool
     from lifeline_agent.discovery import Gateway, gateway_targets
     from lifeline_agent.probes import REGISTRY, ProbeResult
-    from lifeline_agent.scheduler import Batcher
     from lifeline_agent.service import AgentService
 
     config = load(EXAMPLE)

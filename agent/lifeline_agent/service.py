@@ -31,6 +31,7 @@ from typing import Any
 from lifeline_agent import __version__
 from lifeline_agent.clock import Clock, SystemClock, now_ms
 from lifeline_agent.config import AgentConfig, Target
+from lifeline_agent.delivery.batcher import Batcher, new_boot_id
 from lifeline_agent.delivery.shipper import FAILURE_REASONS, Shipper
 from lifeline_agent.delivery.spool import MemorySpool, Spool, SqliteSpool
 from lifeline_agent.delivery.transport import Transport
@@ -43,9 +44,9 @@ from lifeline_agent.health.layers import TUNNEL_SIDE, layer_of
 from lifeline_agent.heartbeat import Sender, digest_of
 from lifeline_agent.metrics import MetricsServer, registry_for
 from lifeline_agent.probes import REGISTRY, ProbeResult
+from lifeline_agent.probes.runner import ProbeRunner, ResultHook, TargetState
+from lifeline_agent.probes.scheduler import Scheduler
 from lifeline_agent.recorder import Recorder, SeriesKey, series_key
-from lifeline_agent.runner import ProbeRunner, ResultHook, TargetState
-from lifeline_agent.scheduler import Batcher, Scheduler, new_boot_id
 from lifeline_agent.sources import Reading, Source, build_sources
 from lifeline_agent.warn import Warner
 from lifeline_agent.watchers.netlink import NetlinkEvent, NetlinkWatcher

@@ -32,7 +32,7 @@ import asyncio, dataclasses, json, sys
 from lifeline_agent.config import Target
 from lifeline_agent.probes.icmp import open_socket
 from lifeline_agent.recorder import Recorder
-from lifeline_agent.runner import ProbeRunner
+from lifeline_agent.probes.runner import ProbeRunner
 target = Target(**json.loads(sys.argv[1]))
 sock, raw = open_socket()
 sock.close()

@@ -12,8 +12,8 @@ import pytest
 
 from lifeline_agent.config import Target
 from lifeline_agent.probes.dns import DnsParseError, build_query, judge, parse_reply, read_name
+from lifeline_agent.probes.runner import ProbeRunner
 from lifeline_agent.recorder import Recorder
-from lifeline_agent.runner import ProbeRunner
 
 # A resolver's reply to "cad.agency.internal A" (id 0x1a2b): a CNAME to cad1.agency.internal, then
 # its A record 10.20.0.10; names after the question are compression pointers (as dig shows them).

@@ -14,11 +14,11 @@ from pathlib import Path
 import httpx
 
 from lifeline_agent.config import AgentSection, CollectorEndpoint, CollectorSection
+from lifeline_agent.delivery.batcher import Batcher
 from lifeline_agent.delivery.shipper import Backoff, Shipper
 from lifeline_agent.delivery.spool import MemorySpool
 from lifeline_agent.delivery.transport import Response
 from lifeline_agent.recorder import Recorder
-from lifeline_agent.scheduler import Batcher
 from lifeline_collector.app import create_app
 from lifeline_collector.config import parse
 from lifeline_collector.service import Collector

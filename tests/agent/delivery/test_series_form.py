@@ -11,9 +11,9 @@ from typing import Any
 
 from shipping import drain, make_shipper
 
+from lifeline_agent.delivery.batcher import Batcher, group_by_series
 from lifeline_agent.delivery.spool import MemorySpool, SqliteSpool
 from lifeline_agent.recorder import Recorder
-from lifeline_agent.scheduler import Batcher, group_by_series
 from lifeline_wire import Batch, Sample, SeriesPoints
 
 TS = 1_800_000_000_000

@@ -9,8 +9,8 @@ import pytest
 
 from lifeline_agent.config import Target
 from lifeline_agent.probes import REGISTRY, ProbeContext, ProbeResult, ProbeSpec
+from lifeline_agent.probes.runner import ProbeRunner, TargetState
 from lifeline_agent.recorder import Recorder, series_key
-from lifeline_agent.runner import ProbeRunner, TargetState
 
 
 class ScriptedProbe:
@@ -81,7 +81,7 @@ def test_state_change_emits_an_event_and_calls_hooks() -> None:
 
 def test_a_probe_that_raises_is_a_failed_round(caplog: pytest.LogCaptureFixture) -> None:
     runner, _recorder = runner_for(ScriptedProbe(KeyError("bug"), OK))
-    with caplog.at_level(logging.ERROR, logger="lifeline_agent.runner"):
+    with caplog.at_level(logging.ERROR, logger="lifeline_agent.probes.runner"):
         result = asyncio.run(runner.run_once(TARGET))
     assert (result.success, result.reason) == (False, "error")
     assert runner.probe_errors == 1
