@@ -15,7 +15,9 @@ import click
 
 from lifeline_lab import impair, scenario
 from lifeline_lab.errors import ImpairmentError, LabError, ScenarioError
-from lifeline_lab.topology import DEFAULT_PREFIX, DEFAULT_STATE_DIR, VPN_VARIANTS, Lab, running_labs
+from lifeline_lab.layout import VPN_VARIANTS
+from lifeline_lab.state import DEFAULT_STATE_DIR, locked, running_labs
+from lifeline_lab.topology import DEFAULT_PREFIX, Lab
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,7 +59,7 @@ def up(prefix: str, state_dir: str, vpn: str, no_cadsim: bool) -> None:
     _need_root()
     try:
         lab = Lab(prefix, vpn, state_dir=state_dir, cadsim=not no_cadsim, detach=True)
-        with lab.locked():
+        with locked(lab):
             lab.up()
     except LabError as exc:
         _fail(exc)
@@ -85,7 +87,7 @@ def down(prefix: str, state_dir: str) -> None:
     _need_root()
     try:
         lab = Lab.attach(prefix, state_dir)
-        with lab.locked():
+        with locked(lab):
             lab.down()
     except LabError as exc:
         _fail(exc)
@@ -185,7 +187,7 @@ def impair_cmd(
         if imp is None:
             if len(args) > 3:
                 raise ImpairmentError("usage: impair clear [LINK [KIND]]")
-            with lab.locked():
+            with locked(lab):
                 lab.reload()
                 link = args[1] if len(args) > 1 else None
                 count = impair.clear(lab, link, args[2] if len(args) > 2 else None)
@@ -196,7 +198,7 @@ def impair_cmd(
         if ramp_to is not None:
             _ramp(lab, imp, ramp_to, over, steps)
             return
-        with lab.locked():
+        with locked(lab):
             lab.reload()
             impair.apply(lab, imp)
         click.echo(f"applied: {imp.describe()}")
@@ -239,7 +241,7 @@ def _ramp(lab: Lab, imp: impair.Impairment, ramp_to: float, over: str, steps: in
     def on_step(step: impair.Impairment) -> None:
         click.echo(f"applied: {step.describe()}")
 
-    with lab.locked():
+    with locked(lab):
         lab.reload()
         impair.ramp(lab, imp, field, start, ramp_to, seconds, steps, on_step)
 

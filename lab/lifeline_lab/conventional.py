@@ -13,9 +13,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from lifeline_lab.layout import ADDR, CAD_PORT
 from lifeline_lab.netns import http_get, http_json
 from lifeline_lab.procs import wait_until
-from lifeline_lab.topology import ADDR, CAD_PORT, Lab
+from lifeline_lab.topology import Lab
 from lifeline_lab.webhook import WebhookReceiver
 
 BLACKBOX = "prometheus-blackbox-exporter"

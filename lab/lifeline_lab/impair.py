@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 from lifeline_lab import procs
 from lifeline_lab.errors import ImpairmentError, LabError
-from lifeline_lab.topology import ADDR, ROLES, WG_PORT
+from lifeline_lab.layout import ADDR, ROLES
+from lifeline_lab.wireguard import WG_PORT
 
 if TYPE_CHECKING:
     from lifeline_lab.topology import Lab

@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from lifeline_lab.errors import LabError
+from lifeline_lab.layout import ADDR, CAD_NAME, CAD_PORT
 from lifeline_lab.netns import http_get
 from lifeline_lab.procs import wait_until
-from lifeline_lab.topology import ADDR, CAD_NAME, CAD_PORT, Lab
+from lifeline_lab.topology import Lab
 from lifeline_lab.webhook import WebhookReceiver
 
 BIN = Path(sys.executable).parent

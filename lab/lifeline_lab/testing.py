@@ -34,9 +34,10 @@ import pytest
 from lifeline_lab import impair, procs
 from lifeline_lab.procs import wait_until
 from lifeline_lab.stack import LifelineStack
-from lifeline_lab.topology import WG_SOCKET_DIR, Lab, list_namespaces
+from lifeline_lab.topology import Lab, list_namespaces
 from lifeline_lab.verdicts import BREAKS, healthy_fixtures, verdict_problems
 from lifeline_lab.webhook import WebhookReceiver
+from lifeline_lab.wireguard import WG_SOCKET_DIR
 
 TOOLS = ("ip", "nft", "iptables", "tc", "wg", "wireguard-go", "fping", "ss")
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from lifeline_lab import impair
+from lifeline_lab.layout import ADDR
 from lifeline_lab.measure import PingResult, fping
-from lifeline_lab.topology import ADDR, Lab
+from lifeline_lab.topology import Lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.system, pytest.mark.slow]
 

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from lifeline_lab import cadsim, impair
-from lifeline_lab.topology import ADDR, CAD_NAME, Lab
+from lifeline_lab.layout import ADDR, CAD_NAME
+from lifeline_lab.topology import Lab
 
 pytestmark = pytest.mark.lab
 

@@ -23,9 +23,10 @@ from typing import Any
 import pytest
 
 from lifeline_lab import scenario
+from lifeline_lab.layout import ADDR
 from lifeline_lab.stack import LifelineStack, agent_targets
 from lifeline_lab.testing import lab_fixture, lifeline_stack, repair_afterwards
-from lifeline_lab.topology import ADDR, Lab
+from lifeline_lab.topology import Lab
 from lifeline_lab.verdicts import cad_losses
 from lifeline_lab.webhook import Notification
 

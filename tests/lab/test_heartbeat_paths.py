@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent" / "delivery
 from delivery_procs import Collector, Proc, agent_config, agent_proc, wait_for
 
 from lifeline_lab import impair
-from lifeline_lab.topology import ADDR, CAD_PORT, Lab
+from lifeline_lab.layout import ADDR, CAD_PORT
+from lifeline_lab.topology import Lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.system, pytest.mark.slow]
 

@@ -13,8 +13,9 @@ import pytest
 
 from lifeline_lab import impair
 from lifeline_lab.errors import ImpairmentError
+from lifeline_lab.layout import ADDR
 from lifeline_lab.measure import PingResult, fping
-from lifeline_lab.topology import ADDR, Lab
+from lifeline_lab.topology import Lab
 
 pytestmark = pytest.mark.lab
 

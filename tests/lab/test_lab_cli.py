@@ -10,9 +10,10 @@ from click.testing import CliRunner
 
 from lifeline_lab import scenario
 from lifeline_lab.cli import main
+from lifeline_lab.layout import ADDR
 from lifeline_lab.measure import fping
 from lifeline_lab.testing import leftovers, require_lab, unique_prefix
-from lifeline_lab.topology import ADDR, Lab
+from lifeline_lab.topology import Lab
 
 pytestmark = pytest.mark.lab
 

@@ -14,13 +14,15 @@ from typing import Any
 
 import pytest
 
-from lifeline_agent.health.layers import CAD_REFUSED, CHAIN, FAILED
+from lifeline_agent.health.layers import CAD_REFUSED
 from lifeline_lab import impair
+from lifeline_lab.layout import ADDR
 from lifeline_lab.procs import wait_until
 from lifeline_lab.stack import LifelineStack, agent_targets
 from lifeline_lab.testing import break_layer, lab_fixture, lifeline_stack, repair_afterwards
-from lifeline_lab.topology import ADDR, Lab
+from lifeline_lab.topology import Lab
 from lifeline_lab.verdicts import BREAKS
+from lifeline_wire.layers import CHAIN, FAILED_TEXT
 
 pytestmark = [pytest.mark.lab, pytest.mark.system]
 
@@ -49,7 +51,7 @@ def states(assessment: dict[str, Any]) -> dict[str, str]:
 
 # layer: the failed verdict's words (the link has its own test: the cable pull)
 EXPECTED = {
-    **{layer: FAILED[layer] for layer in ("router", "internet", "vpn", "agency", "dns")},
+    **{layer: FAILED_TEXT[layer] for layer in ("router", "internet", "vpn", "agency", "dns")},
     "cad": CAD_REFUSED,
     "power": "battery almost empty",
 }
@@ -64,7 +66,7 @@ def test_cable_pull_names_the_link_and_netlink_reports_it(agent: LifelineStack) 
     pulled_ms = int(time.time() * 1000)
     BREAKS["link"](agent.lab)
     judged = agent.wait_assessment(lambda a: a["verdict_layer"] == "link", "the verdict link")
-    assert judged["verdict"].startswith(FAILED["link"])
+    assert judged["verdict"].startswith(FAILED_TEXT["link"])
     assert states(judged)["power"] == "ok"
 
     def pulled() -> list[tuple[int, dict[str, Any]]]:

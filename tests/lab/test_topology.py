@@ -7,11 +7,12 @@ import shutil
 
 import pytest
 
-from lifeline_lab import impair
+from lifeline_lab import impair, wireguard
 from lifeline_lab.errors import LabStateError
+from lifeline_lab.layout import ADDR, ROLES
 from lifeline_lab.measure import fping
 from lifeline_lab.testing import leftovers, require_lab, unique_prefix
-from lifeline_lab.topology import ADDR, ROLES, Lab, list_namespaces
+from lifeline_lab.topology import Lab, list_namespaces
 
 pytestmark = pytest.mark.lab
 
@@ -32,7 +33,7 @@ def test_client_variant_reaches_cad_through_the_tunnel(lab: Lab) -> None:
     # The rest of the world has no way in: not the ISP, not the home router.
     assert fping(lab, "isp", ADDR.cad_server, count=3, timeout_ms=300).loss == 1.0
     assert fping(lab, "homerouter", ADDR.cad_server, count=3, timeout_ms=300).loss == 1.0
-    status = lab.wg_status()
+    status = wireguard.status(lab)
     assert status["latest_handshake"] > 0
     assert status["endpoint"] == f"{ADDR.vpnhub_public}:51820"
 
@@ -65,7 +66,7 @@ def test_router_variant_runs_beside_the_client_lab(lab: Lab, router_lab: Lab) ->
     links = router_lab.exec("laptop", ["ip", "-o", "link"]).stdout
     assert "wg-" not in links  # the laptop sees only its LAN
     assert "dev eth0" in route_get(router_lab, "laptop", ADDR.cad_server)
-    assert router_lab.wg_status()["namespace"] == router_lab.ns("homerouter")
+    assert wireguard.status(router_lab)["namespace"] == router_lab.ns("homerouter")
     assert fping(router_lab, "laptop", ADDR.cad_server, count=10).loss == 0.0
     assert fping(lab, "laptop", ADDR.cad_server, count=10).loss == 0.0
     impair.apply(router_lab, impair.make("link-down", "tunnel"))
