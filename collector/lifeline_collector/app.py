@@ -7,7 +7,6 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
@@ -17,7 +16,6 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from lifeline_collector import exposition, openapi
-from lifeline_collector.ingest import handler as ingest
 from lifeline_collector.alerting import api as alerts_api
 from lifeline_collector.alerting.model import rfc3339
 from lifeline_collector.board.install import install as install_board
@@ -25,6 +23,9 @@ from lifeline_collector.clock import Clock
 from lifeline_collector.config import CollectorConfig
 from lifeline_collector.fleet import AgentView
 from lifeline_collector.http import bearer_token, error_response, header, json_response, unauthorized
+from lifeline_collector.ingest import handler
+from lifeline_collector.ingest.commit import Stored
+from lifeline_collector.ingest.group_commit import GroupCommit
 from lifeline_collector.service import Collector
 from lifeline_collector.store import hash_token
 
@@ -43,9 +44,9 @@ def _service(request: Request) -> Collector:
 
 async def ingest_endpoint(request: Request) -> Response:
     service = _service(request)
-    committer: ingest.GroupCommit = request.app.state.committer
+    committer: GroupCommit = request.app.state.committer
     config = service.config
-    response = await ingest.handle(
+    response = await handler.handle(
         request,
         service.store,
         config.server.max_body_bytes,
@@ -147,7 +148,7 @@ class CollectorApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def _latest_views(stored: list[ingest.Stored]) -> list[AgentView]:
+def _latest_views(stored: list[Stored]) -> list[AgentView]:
     """Each agent once (a commit may hold two requests of one agent), in commit order."""
     return list({item.agent.id: item.agent for item in stored}.values())
 
@@ -182,7 +183,7 @@ def create_app(config: CollectorConfig, *, clock: Clock | None = None, ticker: b
     )
     app.state.collector = service
     # Requests that arrive together share one commit; their agents' alerts are judged right after it.
-    app.state.committer = ingest.GroupCommit(
+    app.state.committer = GroupCommit(
         service.ingestor, lambda stored: service.evaluate_reported(_latest_views(stored))
     )
     app.state.admin_guard = alerts_api.AdminGuard(

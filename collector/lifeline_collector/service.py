@@ -22,7 +22,7 @@ from lifeline_collector.config import CollectorConfig, split_listen
 from lifeline_collector.errors import StoreError
 from lifeline_collector.fleet import AgentView, Fleet
 from lifeline_collector.heartbeat import Heartbeats, listen_address
-from lifeline_collector.ingest.handler import Ingestor
+from lifeline_collector.ingest.commit import Ingestor
 from lifeline_collector.notify import REGISTRY, Notifier, NotifyContext
 from lifeline_collector.notify.dispatch import Dispatcher
 from lifeline_collector.remote_write.sender import DurableRemoteWriter

@@ -17,7 +17,9 @@ import httpx
 from starlette.applications import Starlette
 
 from lifeline_collector.config import CollectorConfig, parse
-from lifeline_collector.ingest.handler import Pending, prepare, prepare_fast
+from lifeline_collector.ingest.fast import prepare_fast
+from lifeline_collector.ingest.pending import Pending
+from lifeline_collector.ingest.strict import prepare
 from lifeline_collector.remote_write.sender import DurableRemoteWriter, RemoteWriteConfig
 from lifeline_collector.service import Collector
 from lifeline_collector.store import AgentRow, unpack_samples

@@ -14,14 +14,15 @@ import httpx
 import pytest
 from collector_kit import T0, cad_round, envelope, make_config, serving
 
-from lifeline_collector.ingest import handler as ingest
 from lifeline_collector.alerting.model import Finding
 from lifeline_collector.app import create_app
 from lifeline_collector.clock import ManualClock
 from lifeline_collector.fleet import AgentView, SeriesState
-from lifeline_collector.ingest.handler import GroupCommit, prepare_fast
+from lifeline_collector.ingest import fast
+from lifeline_collector.ingest.fast import prepare_fast
+from lifeline_collector.ingest.group_commit import GroupCommit
 from lifeline_collector.service import Collector
-from lifeline_collector.store import BatchRow, labels_key
+from lifeline_collector.store import AgentRow, BatchRow, labels_key
 from lifeline_wire import Batch, Envelope, Event, Sample, SeriesPoints, WireError, decode_envelope, encode
 
 pytestmark = pytest.mark.anyio
@@ -56,7 +57,7 @@ def three_forms(value: str, ts: int = MS) -> dict[str, bytes]:
     }
 
 
-AGENT_ROW = ingest.AgentRow("pos-1", "", "", MS, None, None, None)
+AGENT_ROW = AgentRow("pos-1", "", "", MS, None, None, None)
 
 
 @pytest.mark.parametrize("spelled", ['"NaN"', '"+Inf"', '"-Inf"'])
@@ -256,8 +257,8 @@ async def test_event_limits_reject_the_batch_naming_the_key(tmp_path: Path, cloc
 async def test_rejected_requests_leave_nothing_in_the_ingest_caches(
     tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ingest, "_series_infos", {})
-    monkeypatch.setattr(ingest, "_label_texts", {})
+    monkeypatch.setattr(fast, "_series_infos", {})
+    monkeypatch.setattr(fast, "_label_texts", {})
     app = create_app(make_config(tmp_path), clock=clock, ticker=False)
     service: Collector = app.state.collector
     token = service.store.add_agent("pos-1", now_ms=MS)
@@ -275,8 +276,8 @@ async def test_rejected_requests_leave_nothing_in_the_ingest_caches(
             sent = good.replace(b'{"target":"cad"}', padded)
             assert (await client.post("/api/v1/ingest", content=sent, headers=auth)).status_code == 200
     # Only the one accepted series, and no 100 kB label text, is remembered.
-    assert [key[0] for key in ingest._series_infos] == []
-    assert all(len(text) < 1024 for text in ingest._label_texts)
+    assert [key[0] for key in fast._series_infos] == []
+    assert all(len(text) < 1024 for text in fast._label_texts)
 
 
 class Flaky:

@@ -12,7 +12,9 @@ import pytest
 from collector_kit import T0, fast_agrees_with_strict, make_config
 
 from lifeline_collector.errors import StoreError
-from lifeline_collector.ingest.handler import GroupCommit, Stored, prepare_fast
+from lifeline_collector.ingest.commit import Stored
+from lifeline_collector.ingest.fast import prepare_fast
+from lifeline_collector.ingest.group_commit import GroupCommit
 from lifeline_collector.service import Collector
 from lifeline_collector.store import AgentRow, labels_key
 from lifeline_wire import Batch, Envelope, Event, Sample, encode

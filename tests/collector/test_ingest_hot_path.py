@@ -10,7 +10,9 @@ import pytest
 from collector_kit import T0, make_config
 
 from lifeline_collector.fleet import SeriesState
-from lifeline_collector.ingest.handler import check_batch, plan, prepare
+from lifeline_collector.ingest.admission import check_batch
+from lifeline_collector.ingest.plan import plan
+from lifeline_collector.ingest.strict import prepare
 from lifeline_collector.service import Collector
 from lifeline_collector.store import AgentRow, labels_key
 from lifeline_collector.store import core as store_module

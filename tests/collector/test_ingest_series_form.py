@@ -18,7 +18,8 @@ from collector_kit import T0, fast_agrees_with_strict, make_config, serving
 from lifeline_collector.app import create_app
 from lifeline_collector.clock import ManualClock
 from lifeline_collector.fleet import Fleet
-from lifeline_collector.ingest.handler import prepare, prepare_fast
+from lifeline_collector.ingest.fast import prepare_fast
+from lifeline_collector.ingest.strict import prepare
 from lifeline_collector.service import Collector
 from lifeline_collector.store import (
     CODEC_JSON_LZ4,

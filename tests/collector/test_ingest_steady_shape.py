@@ -14,7 +14,9 @@ import pytest
 from collector_kit import T0, make_config
 
 from lifeline_collector.fleet import Fleet
-from lifeline_collector.ingest.handler import Pending, prepare, prepare_fast
+from lifeline_collector.ingest.fast import prepare_fast
+from lifeline_collector.ingest.pending import Pending
+from lifeline_collector.ingest.strict import prepare
 from lifeline_collector.service import Collector
 from lifeline_collector.store import AgentRow, Store
 from lifeline_wire import Batch, Envelope, SeriesPoints, decode_envelope, encode
