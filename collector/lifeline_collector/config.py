@@ -15,7 +15,7 @@ from lifeline_collector.heartbeat import HeartbeatConfig, read_heartbeat
 from lifeline_collector.limits import LimitsSection, read_limits
 from lifeline_collector.notify import REGISTRY, NotifierConfig
 from lifeline_collector.people.settings import AuthConfig, read_auth
-from lifeline_collector.remote_write.sender import RemoteWriteConfig, read_remote_write
+from lifeline_collector.remote_write.config import RemoteWriteConfig, read_remote_write
 from lifeline_collector.store.backends import DEFAULT_POOL_SIZE, is_postgres_dsn
 from lifeline_collector.token_files import token_file_hash
 from lifeline_wire.tomlcfg import ConfigError, Section, build, load_toml

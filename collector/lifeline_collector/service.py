@@ -25,7 +25,7 @@ from lifeline_collector.heartbeat import Heartbeats, listen_address
 from lifeline_collector.ingest.commit import Ingestor
 from lifeline_collector.notify import REGISTRY, Notifier, NotifyContext
 from lifeline_collector.notify.dispatch import Dispatcher
-from lifeline_collector.remote_write.sender import DurableRemoteWriter
+from lifeline_collector.remote_write.durable import DurableRemoteWriter
 from lifeline_collector.stats import Stats
 from lifeline_collector.store import AgentRow, Store
 from lifeline_wire import Envelope, IngestResponse

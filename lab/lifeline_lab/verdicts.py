@@ -12,7 +12,8 @@ from typing import Any
 
 from lifeline_lab import fixtures, impair
 from lifeline_lab.topology import Lab
-from lifeline_wire.layers import CHAIN
+
+CHAIN = ("power", "link", "router", "internet", "vpn", "agency", "dns", "cad")  # the agent's layer chain
 
 
 def on_battery(lab: Lab, battery_ratio: float = 0.12, secs_left: float = 600.0) -> None:

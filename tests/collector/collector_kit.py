@@ -20,7 +20,8 @@ from lifeline_collector.config import CollectorConfig, parse
 from lifeline_collector.ingest.fast import prepare_fast
 from lifeline_collector.ingest.pending import Pending
 from lifeline_collector.ingest.strict import prepare
-from lifeline_collector.remote_write.sender import DurableRemoteWriter, RemoteWriteConfig
+from lifeline_collector.remote_write.config import RemoteWriteConfig
+from lifeline_collector.remote_write.durable import DurableRemoteWriter
 from lifeline_collector.service import Collector
 from lifeline_collector.store import AgentRow, unpack_samples
 from lifeline_wire import Batch, Envelope, Sample, decode_envelope, encode

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lifeline_collector import prompb
+from lifeline_collector.remote_write import prompb
 
 PROMETHEUS = "/usr/bin/prometheus"
 

@@ -6,7 +6,7 @@ import cramjam
 import pytest
 from google.protobuf import descriptor
 
-from lifeline_collector import prompb
+from lifeline_collector.remote_write import prompb
 
 # WriteRequest{timeseries: [{labels: [{__name__: "up"}], samples: [{value: 1.0, timestamp: 5}]}]}
 # worked out by hand from the protobuf wire format:

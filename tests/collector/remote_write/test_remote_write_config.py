@@ -6,7 +6,7 @@ import tomllib
 
 import pytest
 
-from lifeline_collector.remote_write.sender import RemoteWriteConfig, read_remote_write
+from lifeline_collector.remote_write.config import RemoteWriteConfig, read_remote_write
 from lifeline_wire.tomlcfg import ConfigError, Section, build
 
 

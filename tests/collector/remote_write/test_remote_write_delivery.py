@@ -10,12 +10,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from lifeline_collector.remote_write.sender import (
-    RemoteSample,
-    RemoteWriteConfig,
-    RemoteWriter,
-    series_labels,
-)
+from lifeline_collector.remote_write.config import RemoteWriteConfig
+from lifeline_collector.remote_write.in_memory import RemoteWriter
+from lifeline_collector.remote_write.prompb import RemoteSample, series_labels
 
 if TYPE_CHECKING:
     from conftest import Received, Receiver

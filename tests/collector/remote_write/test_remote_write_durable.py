@@ -11,12 +11,8 @@ from typing import TYPE_CHECKING
 import pytest
 from collector_kit import durable_config, replay
 
-from lifeline_collector.prompb import Labels
-from lifeline_collector.remote_write.sender import (
-    DurableRemoteWriter,
-    FileCursor,
-    series_labels,
-)
+from lifeline_collector.remote_write.durable import DurableRemoteWriter, FileCursor
+from lifeline_collector.remote_write.prompb import Labels, series_labels
 
 if TYPE_CHECKING:
     from conftest import Receiver

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 from collector_kit import durable_config, replay
 
-from lifeline_collector.remote_write.sender import DurableRemoteWriter
+from lifeline_collector.remote_write.durable import DurableRemoteWriter
 from lifeline_collector.store import CODEC_JSON_LZ4, CODEC_SERIES_LZ4, Store
 from lifeline_wire import Batch, Sample, SeriesPoints
 

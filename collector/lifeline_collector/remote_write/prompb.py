@@ -19,6 +19,14 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 PACKAGE = "prometheus"
 METRIC_NAME_LABEL = "__name__"
 
+# The headers of every request: the body is this module's encoding, the version the spec's.
+PROTOCOL_HEADERS = {
+    "Content-Encoding": "snappy",
+    "Content-Type": "application/x-protobuf",
+    "X-Prometheus-Remote-Write-Version": "0.1.0",
+    "User-Agent": "lifeline-collector",
+}
+
 _F = descriptor_pb2.FieldDescriptorProto
 
 
@@ -76,6 +84,8 @@ Label: Any = message_factory.GetMessageClass(_FILE_DESCRIPTOR.message_types_by_n
 Sample: Any = message_factory.GetMessageClass(_FILE_DESCRIPTOR.message_types_by_name["Sample"])
 
 Labels = tuple[tuple[str, str], ...]
+# (labels incl. __name__, value, timestamp in ms) — labels from ``series_labels``.
+RemoteSample = tuple[Labels, float, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +115,12 @@ def normalize_labels(labels: Mapping[str, str] | Iterable[tuple[str, str]]) -> L
     return tuple(sorted((name, value) for name, value in out.items() if value))
 
 
-def group(samples: Iterable[tuple[Labels, float, int]]) -> list[Series]:
+def series_labels(name: str, labels: Mapping[str, str]) -> Labels:
+    """The label set of one series: ``name`` as ``__name__`` plus ``labels``, sorted per the spec."""
+    return normalize_labels({**labels, METRIC_NAME_LABEL: name})
+
+
+def group(samples: Iterable[RemoteSample]) -> list[Series]:
     """Group (labels, value, ts_ms) samples into series, samples in timestamp order per series."""
     by_series: dict[Labels, list[tuple[float, int]]] = {}
     for labels, value, ts_ms in samples:
