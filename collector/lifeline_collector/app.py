@@ -110,7 +110,7 @@ async def position_endpoint(request: Request) -> Response:
             "sequence": {"gaps_total": agent.seq.jumps, "missing": agent.seq.missing},
             "series": series,
             "alerts": [alerts_api.alert_json(service, a) for a in service.engine.states.of_scope(agent.id)],
-            "history": service.store.alert_history(agent.id, limit=20),
+            "history": service.alert_store.alert_history(agent.id, limit=20),
         }
     )
 

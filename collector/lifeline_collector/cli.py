@@ -230,6 +230,7 @@ def silences_add(
 ) -> None:
     """Silence the alerts all MATCHERs match, from now for DURATION; prints the silence id."""
     from lifeline_collector.alerting import operator
+    from lifeline_collector.alerting.store import AlertStore
     from lifeline_wire.tomlcfg import parse_duration
 
     try:
@@ -239,7 +240,12 @@ def silences_add(
     store = _store(_load(config_path))
     try:
         silence = operator.create_silence(
-            store, matchers, now=time.time(), duration=seconds, created_by=created_by, comment=comment
+            AlertStore(store),
+            matchers,
+            now=time.time(),
+            duration=seconds,
+            created_by=created_by,
+            comment=comment,
         )
         cli_audit(
             store, "silence", ",".join(matchers), {"id": silence.id, "by": created_by, "reason": comment}
@@ -258,10 +264,12 @@ def silences_add(
 @config_option
 def silences_list(include_expired: bool, config_path: str) -> None:
     """List silences: id, state, matchers, until, who and why."""
+    from lifeline_collector.alerting.store import AlertStore
+
     store = _store(_load(config_path))
     now = time.time()
     try:
-        rows = store.silences(since_ms=None if include_expired else round(now * 1000))
+        rows = AlertStore(store).silences(since_ms=None if include_expired else round(now * 1000))
     finally:
         store.close()
     click.echo(f"{'ID':<36}  {'STATE':<8} {'ENDS (UTC)':<19}  {'BY':<14} MATCHERS — COMMENT")
@@ -280,10 +288,11 @@ def silences_list(include_expired: bool, config_path: str) -> None:
 def silences_expire(silence_id: str, config_path: str) -> None:
     """End silence SILENCE_ID now (it stays listed with --all)."""
     from lifeline_collector.alerting import operator
+    from lifeline_collector.alerting.store import AlertStore
 
     store = _store(_load(config_path))
     try:
-        operator.expire_silence(store, silence_id, now=time.time())
+        operator.expire_silence(AlertStore(store), silence_id, now=time.time())
         cli_audit(store, "silence.expire", silence_id)
     except CollectorError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -303,10 +312,11 @@ def alerts() -> None:
 def alerts_list(config_path: str) -> None:
     """Active alerts as the collector last recorded them, with silences and acknowledgements."""
     from lifeline_collector.alerting import operator
+    from lifeline_collector.alerting.store import AlertStore
 
     store = _store(_load(config_path))
     try:
-        rows = operator.list_alerts(store, now=time.time())
+        rows = operator.list_alerts(AlertStore(store), now=time.time())
     finally:
         store.close()
     click.echo(f"{'FINGERPRINT':<16}  {'STATE':<8} {'SINCE (UTC)':<19}  {'NOTE':<22} SUMMARY")
@@ -336,10 +346,11 @@ def alerts_list(config_path: str) -> None:
 def alerts_ack(fingerprint: str, by: str, comment: str, config_path: str) -> None:
     """Acknowledge alert FINGERPRINT: no more repeats or escalation for it."""
     from lifeline_collector.alerting import operator
+    from lifeline_collector.alerting.store import AlertStore
 
     store = _store(_load(config_path))
     try:
-        ack = operator.acknowledge(store, fingerprint, by=by, comment=comment, now=time.time())
+        ack = operator.acknowledge(AlertStore(store), fingerprint, by=by, comment=comment, now=time.time())
         cli_audit(store, "ack", fingerprint, {"by": by, "note": comment})
     except CollectorError as exc:
         click.echo(f"error: {exc}", err=True)

@@ -17,6 +17,7 @@ from lifeline_collector.alerting.routing import Router
 from lifeline_collector.alerting.rules import CadTargetUnreachable, PositionSilent
 from lifeline_collector.alerting.silences import Ack, Matcher, Registry, Silence
 from lifeline_collector.alerting.state import Change
+from lifeline_collector.alerting.store import AlertStore
 from lifeline_collector.clock import Clock, SystemClock
 from lifeline_collector.config import CollectorConfig, split_listen
 from lifeline_collector.errors import StoreError
@@ -40,6 +41,7 @@ class Collector:
         self.config = config
         self.clock: Clock = clock or SystemClock()
         self.store = Store(config.store.location, pool_size=config.store.pool_size)
+        self.alert_store = AlertStore(self.store)
         self.fleet = Fleet.load(self.store)
         self.stats = Stats()
         context = NotifyContext(
@@ -53,7 +55,9 @@ class Collector:
         alerting = config.alerting
         holds = alerting.holds
         now = self.clock.now()
-        self.registry = Registry(self.store.silences(since_ms=round(now * 1000)), self.store.acks())
+        self.registry = Registry(
+            self.alert_store.silences(since_ms=round(now * 1000)), self.alert_store.acks()
+        )
         self.position_silent = PositionSilent(
             alerting.silent_after, public_url, started_at=now, heartbeat_after=alerting.heartbeat_silent_after
         )
@@ -196,7 +200,7 @@ class Collector:
             self.fleet.sync_agents(self.store.agents())
             self.heartbeats.refresh(self.store.token_hashes())
             self.registry.load(
-                self.store.silences(since_ms=round(self.clock.now() * 1000)), self.store.acks()
+                self.alert_store.silences(since_ms=round(self.clock.now() * 1000)), self.alert_store.acks()
             )
         if changed:
             self.silence.watch_all(self.fleet.agents.values())
@@ -252,7 +256,7 @@ class Collector:
         duration: float | None = None,
     ) -> Silence:
         silence = operator.create_silence(
-            self.store,
+            self.alert_store,
             matchers,
             now=self.clock.now(),
             duration=duration,
@@ -269,20 +273,20 @@ class Collector:
         return silence
 
     def expire_silence(self, silence_id: str) -> None:
-        operator.expire_silence(self.store, silence_id, now=self.clock.now())
+        operator.expire_silence(self.alert_store, silence_id, now=self.clock.now())
         self.registry.silences.pop(silence_id, None)
         log.info("silence %s expired", silence_id)
         self.engine.tick()  # what it held back and still fires is paged now
 
     def silences(self, *, include_expired: bool = False) -> list[Silence]:
-        return self.store.silences(since_ms=None if include_expired else round(self.clock.now() * 1000))
+        return self.alert_store.silences(since_ms=None if include_expired else round(self.clock.now() * 1000))
 
     def acknowledge(self, fingerprint: str, *, by: str, comment: str = "") -> tuple[Alert, Ack]:
         alert = self.engine.states.get(fingerprint)
         if alert is None:
             raise UnknownAlertError(fingerprint)
         ack = operator.acknowledge(
-            self.store, fingerprint, by=by, comment=comment, now=self.clock.now(), alert=alert
+            self.alert_store, fingerprint, by=by, comment=comment, now=self.clock.now(), alert=alert
         )
         self.registry.acks[fingerprint] = ack
         log.info("alert %s %s acknowledged by %s", alert.name, fingerprint, ack.by)
@@ -294,7 +298,7 @@ class Collector:
     def _restore(self) -> None:
         """Alerts active at the last stop come back with what was paged, so a restart re-pages nothing."""
         try:
-            saved = self.store.active_alerts()
+            saved = self.alert_store.active_alerts()
         except StoreError as exc:
             log.error("active alerts not restored: %s", exc)
             return
@@ -317,8 +321,8 @@ class Collector:
 
     def _record(self, change: Change) -> None:
         try:
-            self.store.record_alert(change.alert, int(self.clock.now() * 1000))
-            self.store.save_active(change.alert)
+            self.alert_store.record_alert(change.alert, int(self.clock.now() * 1000))
+            self.alert_store.save_active(change.alert)
         except StoreError as exc:
             log.error("alert history not recorded: %s", exc)
 
@@ -328,7 +332,7 @@ class Collector:
         receivers = self.engine.notifications.receivers_of(alert.fingerprint)
         body["receivers"] = None if receivers is None else list(receivers)
         try:
-            self.store.save_status(alert.fingerprint, body)
+            self.alert_store.save_status(alert.fingerprint, body)
         except StoreError as exc:
             log.error("alert status not recorded: %s", exc)
 

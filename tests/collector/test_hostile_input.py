@@ -455,7 +455,7 @@ async def test_an_agent_cannot_move_itself_to_another_site(tmp_path: Path, clock
 def test_labels_key_cache_keeps_only_plausible_label_sets() -> None:
     huge = {"target": "x" * 256, "role": "y" * 256}
     assert labels_key(huge) == labels_key(dict(huge))
-    from lifeline_collector.store import core as store_module
+    from lifeline_collector.store import codec as store_module
 
     assert tuple(huge.items()) not in store_module._labels_keys
 

@@ -15,7 +15,7 @@ from lifeline_collector.ingest.plan import plan
 from lifeline_collector.ingest.strict import prepare
 from lifeline_collector.service import Collector
 from lifeline_collector.store import AgentRow, labels_key
-from lifeline_collector.store import core as store_module
+from lifeline_collector.store import codec as store_module
 from lifeline_wire import Batch, Envelope, Sample
 
 MS = int(T0 * 1000)

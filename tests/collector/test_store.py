@@ -18,6 +18,7 @@ from lifeline_collector import store as store_module
 from lifeline_collector.alerting.errors import UnknownSilenceError
 from lifeline_collector.alerting.model import Alert, AlertState, fingerprint
 from lifeline_collector.alerting.silences import Ack, Matcher, Silence
+from lifeline_collector.alerting.store import AlertStore
 from lifeline_collector.errors import DuplicateAgentError, UnknownAgentError
 from lifeline_collector.store import Store, hash_token, labels_key
 from lifeline_wire import Batch, Sample
@@ -308,6 +309,7 @@ def test_a_change_made_through_another_store_is_noticed(store: Store, location: 
 
 def test_alerts_silences_acks_and_sequence_totals_round_trip(store: Store) -> None:
     """What the alert engine and the board keep: the same answers from either database."""
+    alerts = AlertStore(store)
     labels = {"alertname": "PositionSilent", "agent": "pos-1", "severity": "critical"}
     alert = Alert(
         labels=labels,
@@ -318,29 +320,29 @@ def test_alerts_silences_acks_and_sequence_totals_round_trip(store: Store) -> No
         scope="pos-1",
         fired_at=T0 + 1,
     )
-    store.save_active(alert)
-    store.save_status(alert.fingerprint, {"am": "ok"})
-    store.record_alert(alert, MS)
-    store.add_ack(Ack(alert.fingerprint, T0, "sup-anna", T0 + 5, "calling"), alert)
-    ((back, status),) = store.active_alerts()
+    alerts.save_active(alert)
+    alerts.save_status(alert.fingerprint, {"am": "ok"})
+    alerts.record_alert(alert, MS)
+    alerts.add_ack(Ack(alert.fingerprint, T0, "sup-anna", T0 + 5, "calling"), alert)
+    ((back, status),) = alerts.active_alerts()
     assert (back.fingerprint, back.labels, back.fired_at, status) == (
         alert.fingerprint,
         labels,
         T0 + 1,
         {"am": "ok"},
     )
-    assert [(a.by, a.comment) for a in store.acks()] == [("sup-anna", "calling")]
-    assert [h["state"] for h in store.alert_history("pos-1")] == ["acknowledged", "firing"]
+    assert [(a.by, a.comment) for a in alerts.acks()] == [("sup-anna", "calling")]
+    assert [h["state"] for h in alerts.alert_history("pos-1")] == ["acknowledged", "firing"]
     silence = Silence("s1", (Matcher.make("agent", "=", "pos-1"),), T0 + 10, T0 + 3600, "it", "work", T0)
-    store.add_silence(silence)
-    store.expire_silence("s1", MS)  # before it started: it starts and ends now
-    (expired,) = store.silences()
+    alerts.add_silence(silence)
+    alerts.expire_silence("s1", MS)  # before it started: it starts and ends now
+    (expired,) = alerts.silences()
     assert (expired.starts_at, expired.ends_at) == (T0, T0)
     with pytest.raises(UnknownSilenceError):
-        store.expire_silence("s1", MS)
-    store.save_active(replace(alert, state=AlertState.RESOLVED, ends_at=T0 + 60))
-    assert store.active_alerts() == []
-    assert store.acks() == []
+        alerts.expire_silence("s1", MS)
+    alerts.save_active(replace(alert, state=AlertState.RESOLVED, ends_at=T0 + 60))
+    assert alerts.active_alerts() == []
+    assert alerts.acks() == []
     store.add_agent("pos-1", now_ms=MS)
     with store.writer() as writer:
         for seq in (0, 3):  # 1 and 2 skipped

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from lifeline_collector.alerting.errors import SilenceError
 from lifeline_collector.alerting.model import Alert
 from lifeline_collector.alerting.silences import Ack, Matcher, Silence, new_silence, parse_matcher
-from lifeline_collector.store import Store
+from lifeline_collector.alerting.store import AlertStore
 
 LATEST = 253_402_300_799.0  # 9999-12-31T23:59:59Z: the last time RFC 3339 (and the store) can hold
 
 
 def create_silence(
-    store: Store,
+    store: AlertStore,
     matchers: Iterable[Matcher | str],
     *,
     now: float,
@@ -48,12 +48,12 @@ def create_silence(
     return silence
 
 
-def expire_silence(store: Store, silence_id: str, *, now: float) -> None:
+def expire_silence(store: AlertStore, silence_id: str, *, now: float) -> None:
     store.expire_silence(silence_id, round(now * 1000))
 
 
 def acknowledge(
-    store: Store, fingerprint: str, *, by: str, comment: str = "", now: float, alert: Alert | None = None
+    store: AlertStore, fingerprint: str, *, by: str, comment: str = "", now: float, alert: Alert | None = None
 ) -> Ack:
     """Acknowledge the active alert ``fingerprint`` (looked up in the store unless given)."""
     if not by.strip():
@@ -72,7 +72,7 @@ class AlertRow:
     ack: Ack | None
 
 
-def list_alerts(store: Store, *, now: float) -> list[AlertRow]:
+def list_alerts(store: AlertStore, *, now: float) -> list[AlertRow]:
     """The active alerts as the collector last recorded them, with silences and acks as of now."""
     silences = store.silences(since_ms=round(now * 1000))
     acks = {a.fingerprint: a for a in store.acks()}

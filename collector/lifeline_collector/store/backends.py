@@ -20,8 +20,6 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
-from lifeline_collector.store.schema import PG_MIGRATIONS
-
 DEFAULT_POOL_SIZE = 4
 POOL_TIMEOUT = 5.0  # seconds to wait for a connection before the request fails (503, retried)
 MIGRATION_LOCK = 0x4C49_4645  # pg_advisory_xact_lock key held while migrating ("LIFE")
@@ -35,6 +33,15 @@ def safe_dsn(dsn: str) -> str:
     """The DSN without its password, for errors and logs."""
     dsn = re.sub(r"^([a-z]+://[^:@/]*):[^@/]*@", r"\1:<redacted>@", dsn)
     return re.sub(r"(password=)[^&\s]*", r"\1<redacted>", dsn)
+
+
+def is_store_trouble(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store cannot write (full, read-only, an I/O error, corrupt) rather
+    than that one statement was refused (a constraint, a duplicate agent): only trouble makes
+    /healthz answer 503, so a load balancer never drops a collector over one refused write."""
+    if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
+        return True
+    return any(cls.__name__ == "OperationalError" for cls in type(exc).__mro__)  # psycopg's too
 
 
 class Cursor(Protocol):
@@ -196,8 +203,9 @@ class PostgresBackend:
             row = db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
         return int(row[0] or 0)
 
-    def migrate(self, migrations: Sequence[tuple[int, str]] = PG_MIGRATIONS) -> list[int]:
-        """Apply the migrations not applied yet; the versions applied now."""
+    def migrate(self, migrations: Sequence[tuple[int, str]]) -> list[int]:
+        """Apply the numbered migrations (``schema.PG_MIGRATIONS``) not applied yet; the versions
+        applied now."""
         applied: list[int] = []
         with self.pool.connection() as pooled:
             conn: Any = pooled

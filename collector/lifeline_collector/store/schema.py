@@ -4,9 +4,22 @@ numbered migrations (``schema_migrations``). Both stand at ``SCHEMA_VERSION`` wh
 A new table or column goes into both: into ``SQLITE_SCHEMA`` (created if missing, so an older file
 gains it when opened) and as the next numbered entry of ``PG_MIGRATIONS`` (each runs once, in
 order, in its own transaction), with ``SCHEMA_VERSION`` raised to that number.
+
+Older SQLite files are converted when opened (``migrate_sqlite``): schema 2 stored one row per
+sample in ``samples`` (each sample keeps its number, so a remote-write cursor saved before stays
+valid), and schemas 2 and 3 kept one ``latest`` row per series, keyed through a ``series`` table
+(they become each agent's ``agent_latest`` row, and both tables go).
 """
 
 from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+
+from lifeline_collector.store.codec import CODEC_JSON_LZ4, as_float, as_int, json_encoder, pack_samples
+from lifeline_collector.store.writer import NEXT_SAMPLE, write_agent_latest
+from lifeline_wire import Sample
 
 SCHEMA_VERSION = 4  # the last of PG_MIGRATIONS, and SQLite's user_version when current
 
@@ -104,7 +117,7 @@ CREATE TABLE IF NOT EXISTS alerts_active (
     status TEXT NOT NULL DEFAULT '{}'
 ) WITHOUT ROWID;
 """
-# After ``_migrate``: a schema 2 file gains these columns only there.
+# After ``migrate_sqlite``: a schema 2 file gains these columns only there.
 SQLITE_INDEXES = """
 CREATE INDEX IF NOT EXISTS batches_by_first_sample ON batches (first_sample, sample_count)
     WHERE sample_count > 0;
@@ -293,3 +306,84 @@ INSERT INTO meta (key, value) VALUES ('leader_epoch', 0);
 """,
     ),
 )
+
+
+def migrate_sqlite(db: sqlite3.Connection) -> None:
+    """Schema 2 → 3: each batch's sample rows become its blob, every sample keeping its number.
+    Schemas 2 and 3 → 4: the per-series ``latest`` rows become one ``agent_latest`` row per agent."""
+    columns = {str(row[1]) for row in db.execute("PRAGMA table_info(batches)")}
+    tables = {str(row[0]) for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not {"samples", "series", "latest"} & tables and all(
+        name in columns for name, _ in SQLITE_BATCH_COLUMNS
+    ):
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for name, declaration in SQLITE_BATCH_COLUMNS:
+            if name not in columns:
+                db.execute(f"ALTER TABLE batches ADD COLUMN {name} {declaration}")
+        if "samples" in tables:
+            _convert_sample_rows(db)
+            db.execute("DROP TABLE samples")
+        if "latest" in tables:
+            _convert_latest_rows(db)
+            db.execute("DROP TABLE latest")
+        if "series" in tables:
+            db.execute("DROP TABLE series")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _convert_sample_rows(db: sqlite3.Connection) -> None:
+    """Schema 2's sample rows into batch blobs. A sample keeps its row id as its number, so a
+    remote-write cursor saved before stays valid (a batch whose rows retention had thinned out
+    keeps the numbers up to its last row). Samples whose batch row was pruned get a batch row of
+    their own (boot ``migrated``, seq = the old batch id): nothing is lost."""
+    rows = db.execute(
+        "SELECT p.batch, p.rowid, s.agent, s.name, s.labels, p.value, p.ts_ms FROM samples p"
+        " JOIN series s ON s.id = p.series ORDER BY p.batch, p.rowid"
+    )
+    next_sample = 1
+    for batch_id, group in itertools.groupby(rows, key=lambda row: row[0]):
+        members = list(group)
+        samples = [
+            Sample(str(n), as_float(v), as_int(ts), json.loads(str(lk))) for _, _, _, n, lk, v, ts in members
+        ]
+        count = len(samples)
+        last = max(as_int(member[1]) for member in members)
+        first = last - count + 1
+        low, high = min(s.ts_ms for s in samples), max(s.ts_ms for s in samples)
+        blob = pack_samples(json_encoder.encode(samples))
+        changed = db.execute(
+            "UPDATE batches SET first_sample = ?, sample_count = ?, min_ts = ?, max_ts = ?, codec = ?,"
+            " samples = ? WHERE id = ?",
+            (first, count, low, high, CODEC_JSON_LZ4, blob, batch_id),
+        ).rowcount
+        if changed == 0:  # the batch row was pruned before its samples
+            db.execute(
+                "INSERT INTO batches (agent, boot_id, seq, created_ms, received_ms, priority, first_sample,"
+                " sample_count, min_ts, max_ts, codec, samples)"
+                " VALUES (?, 'migrated', ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
+                (str(members[0][2]), batch_id, low, low, first, count, low, high, CODEC_JSON_LZ4, blob),
+            )
+        next_sample = max(next_sample, last + 1)
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+        (NEXT_SAMPLE, next_sample),
+    )
+
+
+def _convert_latest_rows(db: sqlite3.Connection) -> None:
+    """Schemas 2 and 3 kept each series' newest value in its own ``latest`` row: they become one
+    ``agent_latest`` row per agent (an agent that already has one keeps it: it is newer)."""
+    rows = db.execute(
+        "SELECT s.agent, s.name, s.labels, l.value, l.ts_ms, l.zero_streak FROM latest l"
+        " JOIN series s ON s.id = l.series"
+        " WHERE s.agent NOT IN (SELECT agent FROM agent_latest) ORDER BY s.agent, s.id"
+    ).fetchall()
+    for agent, group in itertools.groupby(rows, key=lambda row: row[0]):
+        states = [(str(n), str(lk), as_float(v), as_int(ts), as_int(z)) for _, n, lk, v, ts, z in group]
+        write_agent_latest(db, str(agent), states)

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lifeline_collector.alerting import operator
 from lifeline_collector.alerting.silences import parse_matcher
+from lifeline_collector.alerting.store import AlertStore
 from lifeline_collector.clock import ManualClock
 from lifeline_collector.exposition import make_registry, render
 from lifeline_collector.service import Collector
@@ -109,7 +110,7 @@ def test_an_acknowledgement_written_by_the_cli_counts_at_the_next_tick(
     (alert,) = service.engine.active()
     clock.advance(30)
     other = Store(service.store.path)  # what `lifeline-collector alerts ack` does
-    operator.acknowledge(other, alert.fingerprint, by="sup-cli", now=clock.now())
+    operator.acknowledge(AlertStore(other), alert.fingerprint, by="sup-cli", now=clock.now())
     other.close()
     assert acks(scrape(service), "PositionLayerFailed", "south") == (0, 0)
     clock.advance(1)

@@ -138,11 +138,12 @@ def test_a_silence_added_by_another_process_applies_at_the_next_tick(
     setup: tuple[Collector, Recorder], clock: ManualClock, tmp_path: Path
 ) -> None:
     from lifeline_collector.alerting import operator
+    from lifeline_collector.alerting.store import AlertStore
     from lifeline_collector.store import Store
 
     service, rec = setup
     other = Store(service.store.path)
-    operator.create_silence(other, ["site=south"], now=clock.now(), duration=60, created_by="cli")
+    operator.create_silence(AlertStore(other), ["site=south"], now=clock.now(), duration=60, created_by="cli")
     other.close()
     service.tick()
     Position(service, clock, "pos-2", "south", "2").vpn_down()
@@ -218,7 +219,7 @@ def test_repeat_then_escalation_then_ack_stops_both(
     assert len(rec.pages(reason="escalation")) == 1
     # Alertmanager still gets its keep-alive (only notifiers that want resends take those).
     assert rec.pages(reason="resend")
-    history = service.store.alert_history("pos-12")
+    history = service.alert_store.alert_history("pos-12")
     ack = next(h for h in history if h["state"] == "acknowledged")
     assert ack["annotations"]["acknowledged_by"] == "sup-ana"  # type: ignore[index]
     # Resolution goes to everyone who was paged, escalation receivers included.
