@@ -2,7 +2,7 @@
 
 HTTP semantics follow Alertmanager's notifier: 2xx done (per-item results decide what is
 deleted); 408, 429, 5xx and network errors retried with exponential backoff and jitter,
-honouring ``Retry-After``; 401/403 and other 4xx keep everything, are not retried on that path
+honouring ``Retry-After`` (the one policy of :mod:`lifeline_wire.retry`); 401/403 and other 4xx keep everything, are not retried on that path
 for ``refused_pause`` and are logged with the collector's ``error``/``field`` reason.
 
 A batch leaves the spool only when the collector's own answer — the wire's ``IngestResponse``,
@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import json
 import logging
-import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -48,19 +46,17 @@ from lifeline_agent.errors import DeliveryError, RefusedDelivery, RetryableDeliv
 from lifeline_agent.logs import bind
 from lifeline_agent.recorder import SeriesKey, series_key
 from lifeline_wire import SCHEMA_VERSION, Envelope, IngestResponse, WireError, decode_response, encode
+from lifeline_wire.retry import Backoff, RetryDecision, decide, parse_retry_after
 
 __all__ = [
     "FAILURE_REASONS",
-    "Backoff",
     "Outcome",
     "Shipper",
-    "parse_retry_after",
 ]
 
 log = logging.getLogger(__name__)
 
 HEALTH_PATH = "/healthz"
-MAX_RETRY_AFTER = 600.0
 REFUSED_PAUSE = 60.0
 IDLE_POLL = 1.0
 FAILBACK_INTERVAL = 60.0  # how often a preferred path that failed is checked again
@@ -74,41 +70,6 @@ MAX_HOLD = 3600.0  # the longest a batch refused on its own waits before it is t
 SPLIT_STATUSES = frozenset({400, 413, 422})
 # Closed set of failure reasons (label values of lifeline_agent_send_failures_total).
 FAILURE_REASONS = ("network", "tls", "throttled", "server", "auth", "invalid", "too_large", "bad_response")
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), capped; None if absent/bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), MAX_RETRY_AFTER)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return min(max(0.0, when.timestamp() - now), MAX_RETRY_AFTER)
-
-
-class Backoff:
-    """Exponential backoff with jitter: ``initial·2ⁿ`` capped at ``maximum``, scaled by 0.5–1.0."""
-
-    def __init__(self, initial: float = 0.5, maximum: float = 30.0, rng: random.Random | None = None) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.attempt = 0
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
-
-    def next(self, retry_after: float | None = None) -> float:
-        delay = min(self.maximum, self.initial * 2.0**self.attempt) * self._rng.uniform(0.5, 1.0)
-        self.attempt += 1
-        return max(delay, retry_after) if retry_after is not None else delay
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-    def copy(self) -> Backoff:
-        return Backoff(self.initial, self.maximum, self._rng)
 
 
 @dataclass(slots=True)
@@ -431,7 +392,7 @@ class Shipper:
                 return await self._split(url, items, interface, status, reason)
             raise RefusedDelivery(url, f"{reason} (no per-batch answer)", status)
         reason = _reason_text(response.body)
-        if status in (408, 429) or status >= 500:
+        if decide(status) is RetryDecision.RETRY:
             retry_after = parse_retry_after(response.headers.get("retry-after"), self.clock.time())
             raise RetryableDelivery(url, reason, status, retry_after)
         if 400 <= status < 500:

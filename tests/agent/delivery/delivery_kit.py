@@ -16,9 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from lifeline_agent.config import AgentSection, CollectorEndpoint, CollectorSection
-from lifeline_agent.delivery.shipper import Backoff, Shipper
+from lifeline_agent.delivery.shipper import Shipper
 from lifeline_agent.delivery.spool import Spool
 from lifeline_wire import Batch, IngestResponse, ItemResult, Sample, decode_envelope, encode
+from lifeline_wire.retry import Backoff
 
 CERTS = Path(__file__).parent / "certs"
 TOKEN = "delivery-token"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from delivery_kit import Answer, LoopbackCollector, collector_section, make_shipper, run_until, sample_batch
 
-from lifeline_agent.delivery.shipper import Backoff
 from lifeline_agent.delivery.spool import SqliteSpool
+from lifeline_wire.retry import Backoff
 
 # 30 minutes at the default 5 s batch interval; ~60 samples a batch (a handful of 1 Hz targets).
 BACKLOG = 30 * 60 // 5

@@ -13,7 +13,7 @@ import pytest
 from shipping import TOKEN, drain, make_shipper
 
 from lifeline_agent.config import AgentSection, CollectorEndpoint, CollectorSection
-from lifeline_agent.delivery.shipper import Backoff, Shipper, parse_retry_after
+from lifeline_agent.delivery.shipper import Shipper
 from lifeline_agent.delivery.spool import SqliteSpool
 from lifeline_agent.errors import RefusedDelivery, RetryableDelivery
 from lifeline_wire import SCHEMA_VERSION, Batch, IngestResponse, ItemResult, Sample, encode
@@ -318,23 +318,6 @@ def test_envelope_carries_site_and_position(collector: FakeCollector, spool: Sql
     drain(make_shipper(collector.url, spool), spool)
     envelope = json.loads(seen[0])
     assert (envelope["site"], envelope["position"], envelope["version"]) == ("north", "12", SCHEMA_VERSION)
-
-
-def test_retry_after_parsing() -> None:
-    assert parse_retry_after("7", 0.0) == 7.0
-    assert parse_retry_after("99999", 0.0) == 600.0
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412470.0) == 10.0
-    assert parse_retry_after("soon", 0.0) is None
-    assert parse_retry_after(None, 0.0) is None
-
-
-def test_backoff_grows_is_capped_and_honours_retry_after() -> None:
-    backoff = Backoff(initial=1.0, maximum=8.0)
-    delays = [backoff.next() for _ in range(6)]
-    assert all(0.5 * min(8.0, 2.0**n) <= d <= min(8.0, 2.0**n) for n, d in enumerate(delays))
-    assert backoff.next(retry_after=30.0) == 30.0
-    backoff.reset()
-    assert backoff.next() <= 1.0
 
 
 def test_a_round_that_raises_unexpectedly_does_not_end_delivery(

@@ -6,8 +6,9 @@ import asyncio
 import time
 
 from lifeline_agent.config import AgentSection, CollectorEndpoint, CollectorSection
-from lifeline_agent.delivery.shipper import Backoff, Shipper
+from lifeline_agent.delivery.shipper import Shipper
 from lifeline_agent.delivery.spool import SqliteSpool
+from lifeline_wire.retry import Backoff
 
 TOKEN = "secret-token-1"
 
