@@ -2,8 +2,9 @@
 
 HTTP semantics follow Alertmanager's notifier: 2xx done (per-item results decide what is
 deleted); 408, 429, 5xx and network errors retried with exponential backoff and jitter,
-honouring ``Retry-After`` (the one policy of :mod:`lifeline_wire.retry`); 401/403 and other 4xx keep everything, are not retried on that path
-for ``refused_pause`` and are logged with the collector's ``error``/``field`` reason.
+honouring ``Retry-After`` (the one policy of :mod:`lifeline_wire.retry`); 401/403 and other 4xx
+keep everything, are not retried on that path for ``refused_pause`` and are logged with the
+collector's ``error``/``field`` reason.
 
 A batch leaves the spool only when the collector's own answer — the wire's ``IngestResponse``,
 decoded strictly — names that very batch (accepted, duplicate or rejected). Anything else in the
