@@ -40,7 +40,7 @@ from lifeline_agent.errors import SourceUnavailable
 from lifeline_agent.forensics import Forensics, Trace
 from lifeline_agent.health import Assessment, HealthModel, LayerStatus, PathScore
 from lifeline_agent.health.facts import SOURCES as HEALTH_SOURCES
-from lifeline_agent.health.layers import TUNNEL_SIDE, layer_of
+from lifeline_agent.health.layers import target_layer
 from lifeline_agent.heartbeat import Sender, digest_of
 from lifeline_agent.metrics import MetricsServer, registry_for
 from lifeline_agent.probes import REGISTRY, ProbeResult
@@ -51,6 +51,7 @@ from lifeline_agent.sources import Reading, Source, build_sources
 from lifeline_agent.warn import Warner
 from lifeline_agent.watchers.netlink import NetlinkEvent, NetlinkWatcher
 from lifeline_wire import Batch, BeatDigest
+from lifeline_wire.layers import AGENCY_SIDE
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +246,7 @@ class AgentService:
         inside = [
             t
             for t in self.scheduler.targets
-            if (layer_of(t) in TUNNEL_SIDE and t.role != "vpn") or t.path == "tunnel"
+            if (target_layer(t) in AGENCY_SIDE and t.role != "vpn") or t.path == "tunnel"
         ]
         answered = [self.runner.states[t.name].up for t in inside if t.name in self.runner.states]
         if not any(up is not None for up in answered):

@@ -24,11 +24,10 @@ from typing import Any
 import httpx
 
 from lifeline_wire import Batch, Envelope, Sample, encode
-from lifeline_wire.catalog.health import LAYERS, STATES
+from lifeline_wire.catalog.health import STATES
+from lifeline_wire.layers import CHAIN
 
 BIN = Path(sys.executable).parent
-# The chain a packet travels, from the wire's vocabulary (the backup path is reported apart).
-CHAIN = tuple(layer for layer in LAYERS if layer != "backup")
 PASSWORD = "lifeline-demo-password"  # noqa: S105 - the demo accounts of a throwaway store
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = (

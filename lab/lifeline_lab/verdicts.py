@@ -12,8 +12,7 @@ from typing import Any
 
 from lifeline_lab import fixtures, impair
 from lifeline_lab.topology import Lab
-
-CHAIN = ("power", "link", "router", "internet", "vpn", "agency", "dns", "cad")  # the agent's layer chain
+from lifeline_wire.layers import CHAIN
 
 
 def on_battery(lab: Lab, battery_ratio: float = 0.12, secs_left: float = 600.0) -> None:

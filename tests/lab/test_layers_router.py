@@ -14,11 +14,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from lifeline_agent.health.layers import CAD_REFUSED, FAILED, VPN_INFERRED
+from lifeline_agent.health.layers import CAD_REFUSED, VPN_INFERRED
 from lifeline_lab.stack import LifelineStack, agent_targets
 from lifeline_lab.testing import break_layer, lab_fixture, lifeline_stack, repair_afterwards
 from lifeline_lab.topology import Lab
 from lifeline_lab.verdicts import BREAKS, verdict_problems
+from lifeline_wire.layers import FAILED_TEXT
 
 pytestmark = [pytest.mark.lab, pytest.mark.system]
 
@@ -41,7 +42,7 @@ def repaired(stack: LifelineStack) -> Iterator[LifelineStack]:
 
 # layer: the failed verdict's words
 EXPECTED = {
-    **{layer: FAILED[layer] for layer in ("link", "router", "internet", "vpn", "agency", "dns")},
+    **{layer: FAILED_TEXT[layer] for layer in ("link", "router", "internet", "vpn", "agency", "dns")},
     "cad": CAD_REFUSED,
     "power": "battery almost empty",
 }

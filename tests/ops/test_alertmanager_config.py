@@ -183,7 +183,8 @@ PATH_LAYERS = ("link", "router", "internet", "vpn", "agency", "dns", "cad")
 def _judgement(ms: int, failed: tuple[str, ...] = (), power: str = "ok", verdict: str = "none") -> list[Any]:
     """What an agent's health model reports: every layer's state, the verdict, risk and backup."""
     from lifeline_wire import Sample
-    from lifeline_wire.catalog.health import LAYERS, STATES
+    from lifeline_wire.catalog.health import STATES
+    from lifeline_wire.layers import LAYERS
 
     states = {layer: "failed" if layer in failed else "ok" for layer in LAYERS}
     states["power"] = power

@@ -6,14 +6,15 @@ it and ships what it says. See :mod:`lifeline_agent.health.model` for the API.
 
 from __future__ import annotations
 
-from lifeline_agent.health.facts import CellularFacts, PowerFacts, RouteFacts, VpnFacts, WifiFacts
-from lifeline_agent.health.layers import CHAIN, LAYERS, Tuning, layer_of
+from lifeline_agent.health.facts import RouteFacts, VpnFacts
+from lifeline_agent.health.layers import Tuning, target_layer
 from lifeline_agent.health.model import Assessment, HealthModel, LayerStatus, PathScore, ProbeOutcome
 from lifeline_agent.health.render import local_warning, render_status
+from lifeline_agent.sources.cellular import CellularFacts
+from lifeline_agent.sources.power import PowerFacts
+from lifeline_agent.sources.wifi import WifiFacts
 
 __all__ = [
-    "CHAIN",
-    "LAYERS",
     "Assessment",
     "CellularFacts",
     "HealthModel",
@@ -25,7 +26,7 @@ __all__ = [
     "Tuning",
     "VpnFacts",
     "WifiFacts",
-    "layer_of",
     "local_warning",
     "render_status",
+    "target_layer",
 ]

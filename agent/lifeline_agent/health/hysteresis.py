@@ -37,10 +37,10 @@ class Hysteresis:
     reason: str = "no data yet"
     since: float = 0.0
     better_since: float | None = None  # when the raw judgement first became better than ``state``
-    cause: str = ""
+    cause: str = "none"
 
     def update(
-        self, raw_state: str, raw_reason: str, now: float, recover_hold: float, cause: str = ""
+        self, raw_state: str, raw_reason: str, now: float, recover_hold: float, cause: str = "none"
     ) -> bool:
         """Feed this evaluation's raw judgement; return True when the steady state changed."""
         if raw_state == self.state:

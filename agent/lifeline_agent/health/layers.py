@@ -1,10 +1,10 @@
-"""The layers between the dispatcher and CAD, and the rules that judge each one.
+"""The rules that judge each layer from its own evidence (probes of its targets, local facts).
 
-A signal travels power → link → router → internet → vpn → agency → dns → cad; ``backup`` stands
-beside that chain (is the hotspot ready to carry the position?). Every rule returns a
-:class:`Finding` — a raw state and a reason in words a supervisor reads — or None when it has no
-evidence. Minimum durations live here (through :class:`~lifeline_agent.health.hysteresis.Held`);
-recovery holds live in the model.
+The layers and their words are the wire's vocabulary (:mod:`lifeline_wire.layers`). Every rule
+returns a :class:`Finding` — a raw state, a cause from the wire's closed set and a reason in words
+a supervisor reads, rendered from those fields — or None when it has no evidence. Minimum
+durations live here (through :class:`~lifeline_agent.health.hysteresis.Held`); recovery holds live
+in the model.
 """
 
 from __future__ import annotations
@@ -14,50 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lifeline_agent.config import Target, Thresholds
-from lifeline_agent.health.facts import CellularFacts, PowerFacts, RouteFacts, VpnFacts, WifiFacts
+from lifeline_agent.health.facts import RouteFacts, VpnFacts
 from lifeline_agent.health.hysteresis import SEVERITY, Held
 from lifeline_agent.health.series import REFUSED, TargetSeries, loss_view
-from lifeline_wire.catalog.health import LAYERS as CATALOG_LAYERS
+from lifeline_agent.sources.cellular import CellularFacts
+from lifeline_agent.sources.power import PowerFacts
+from lifeline_agent.sources.wifi import WifiFacts
+from lifeline_wire.layers import FAILED_TEXT, SUBJECTS, degraded_text, layer_of, ms, pct
 
-CHAIN = ("power", "link", "router", "internet", "vpn", "agency", "dns", "cad")
-LAYERS = (*CHAIN, "backup")
-assert LAYERS == CATALOG_LAYERS, "health layers must match lifeline_wire.catalog.health.LAYERS"
-
-# Layers whose probes travel the tunnel to the agency: their loss and delay are CAD's.
-TUNNEL_SIDE = ("vpn", "agency", "dns", "cad")
-
-TITLES = {
-    "power": "Power",
-    "link": "Home network",
-    "router": "Home router",
-    "internet": "Internet (ISP)",
-    "vpn": "VPN tunnel",
-    "agency": "Agency network",
-    "dns": "Agency DNS",
-    "cad": "CAD server",
-    "backup": "Backup path",
-}
-# The subject of a "degraded" sentence: "<subject> losing packets (4.2 %)".
-SUBJECTS = {
-    "link": "home network",
-    "router": "home router",
-    "internet": "home internet (ISP)",
-    "vpn": "VPN tunnel",
-    "agency": "agency network",
-    "dns": "agency DNS",
-    "cad": "CAD connection",
-    "backup": "backup path (hotspot)",
-}
-FAILED = {
-    "link": "home network link down",
-    "router": "home router unreachable",
-    "internet": "home internet (ISP) down",
-    "vpn": "VPN tunnel down",
-    "agency": "agency network unreachable through the tunnel",
-    "dns": "agency DNS not answering",
-    "cad": "CAD server not answering",
-    "backup": "backup path (hotspot) not ready",
-}
 CAD_REFUSED = "CAD server refusing connections"
 VPN_INFERRED = "VPN tunnel down (home VPN router)"
 # Why the hotspot cannot carry the position, in the words the page, board and warning use.
@@ -123,19 +87,22 @@ class Tuning:
 class Finding:
     state: str  # ok | degraded | failed | unknown
     reason: str
-    # What kind of trouble: "loss" (some packets lost), "silent" (a target stopped answering) and
-    # "signal" (weak radio) explain failures further along the chain; "power" (home power out)
-    # explains the home side failing; "quality" (delay, jitter, MOS) and "down" explain nothing.
-    cause: str = ""
+    # What kind of trouble, one of lifeline_wire.layers.CAUSES: "loss" (some packets lost),
+    # "silent" (a target stopped answering) and "signal" (weak radio) explain failures further
+    # along the chain; "power" (home power out) explains the home side failing; the quality causes
+    # (latency, jitter, voice, slow_answer), "handshake" and "down" explain nothing.
+    cause: str = "none"
+    figure: str = ""  # the measured number behind the cause, in words ("4.2 %", "RTT 320 ms")
 
 
-def layer_of(target: Target) -> str:
-    """The layer a target's probes speak for."""
-    if target.path == "backup":
-        return "backup"
-    if target.path == "tunnel" and target.role in ("link", "router", "internet"):
-        return "agency"  # a host beyond the VPN gateway that is neither DNS nor CAD
-    return target.role
+def degraded(layer: str, cause: str, figure: str) -> Finding:
+    """A degraded layer, its sentence rendered from its fields: "home network losing packets (4.2 %)"."""
+    return Finding("degraded", degraded_text(layer, cause, figure), cause, figure)
+
+
+def target_layer(target: Target) -> str:
+    """The layer a configured target's probes speak for (the wire's rule over its role and path)."""
+    return layer_of(target.role, target.path)
 
 
 def worst(*findings: Finding | None) -> Finding | None:
@@ -145,17 +112,6 @@ def worst(*findings: Finding | None) -> Finding | None:
         if f is not None and (best is None or SEVERITY[f.state] > SEVERITY[best.state]):
             best = f
     return best
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms"
-
-
-def pct(ratio: float) -> str:
-    value = ratio * 100
-    if value == 0:
-        return "0 %"
-    return f"{value:.1f} %" if value < 10 else f"{value:.0f} %"
 
 
 def dbm(value: float, unit: str = "dBm") -> str:
@@ -299,26 +255,25 @@ def judge_probes(
 
     if not live:
         return None
-    subject = SUBJECTS[layer]
     if failed:
-        return Finding("failed", CAD_REFUSED if refused else FAILED[layer], "down")
+        return Finding("failed", CAD_REFUSED if refused else FAILED_TEXT[layer], "down")
     if loss_held:
         # Before "not answering": under heavy loss a target misses several rounds in a row, and
         # that is still loss (it answers in between), not a target that went quiet.
-        return Finding("degraded", f"{subject} losing packets ({pct(loss.ratio)})", "loss")
+        return degraded(layer, "loss", pct(loss.ratio))
     if silent:
         names = ", ".join(s.target.name for s in silent)
-        return Finding("degraded", f"{subject}: {names} not answering", "silent")
+        return Finding("degraded", f"{SUBJECTS[layer]}: {names} not answering", "silent")
     if (rtt_high or rtt_crit) and rtt is not None:
-        return Finding("degraded", f"{subject} slow (RTT {ms(rtt)})", "quality")
+        return degraded(layer, "latency", f"RTT {ms(rtt)}")
     if rtt_jump and rtt is not None and usual is not None:
-        return Finding("degraded", f"{subject} slow (RTT {ms(rtt)}, usually {ms(usual)})", "quality")
+        return degraded(layer, "latency", f"RTT {ms(rtt)}, usually {ms(usual)}")
     if jittery and jitter is not None:
-        return Finding("degraded", f"{subject} unsteady (jitter {ms(jitter)})", "quality")
+        return degraded(layer, "jitter", f"jitter {ms(jitter)}")
     if poor and mos is not None:
-        return Finding("degraded", f"{subject} poor for voice (MOS {mos:.1f})", "quality")
+        return degraded(layer, "voice", f"MOS {mos:.1f}")
     if slow and wait is not None:
-        return Finding("degraded", f"{subject} slow to answer ({wait:.1f} s)", "quality")
+        return degraded(layer, "slow_answer", f"{wait:.1f} s")
     if rtt is not None:
         return Finding("ok", f"answering (RTT {ms(rtt)})")
     if wait is not None:
@@ -363,9 +318,9 @@ def judge_link(
     weak = held.update("link:wifi", signal is not None and signal < th.wifi_rssi_degraded, now)
     if routes is not None and routes.primary_up is False:
         iface = f" ({routes.primary_interface})" if routes.primary_interface else ""
-        return Finding("failed", f"{FAILED['link']}{iface}")
+        return Finding("failed", f"{FAILED_TEXT['link']}{iface}", "down")
     if primary_wifi is not None and not primary_wifi.connected:
-        return Finding("failed", "Wi-Fi disconnected")
+        return Finding("failed", "Wi-Fi disconnected", "down")
     if signal is not None:
         if weak >= tu.quality_hold:
             return Finding("degraded", f"Wi-Fi signal weak ({dbm(signal)})", "signal")
@@ -380,17 +335,19 @@ def judge_vpn(facts: VpnFacts | None, tunnel_ok: bool, th: Thresholds) -> Findin
     if facts is None or not facts.present:
         return None
     if facts.up is False:
-        return Finding("failed", FAILED["vpn"])
+        return Finding("failed", FAILED_TEXT["vpn"], "down")
     age = facts.handshake_age
     if age is not None:
         never = age == float("inf")
         if age >= th.handshake_critical:
             since = "no handshake yet" if never else f"no handshake for {age:.0f} s"
             if tunnel_ok:
-                return Finding("degraded", f"VPN handshake stale ({since}) though traffic still passes")
-            return Finding("failed", f"{FAILED['vpn']} ({since})")
+                return Finding(
+                    "degraded", f"VPN handshake stale ({since}) though traffic still passes", "handshake"
+                )
+            return Finding("failed", f"{FAILED_TEXT['vpn']} ({since})", "down")
         if age >= th.handshake_degraded:
-            return Finding("degraded", f"VPN handshake overdue ({age:.0f} s)")
+            return Finding("degraded", f"VPN handshake overdue ({age:.0f} s)", "handshake")
     return Finding("ok", "tunnel up")
 
 
@@ -399,10 +356,10 @@ def judge_backup_facts(
 ) -> Finding | None:
     findings: list[Finding | None] = []
     if routes is not None and routes.backup_interface and routes.backup_up is False:
-        findings.append(Finding("failed", f"{HOTSPOT_OFF}: {routes.backup_interface} down"))
+        findings.append(Finding("failed", f"{HOTSPOT_OFF}: {routes.backup_interface} down", "down"))
     if cellular is not None:
         if cellular.connected is False:
-            findings.append(Finding("failed", "hotspot not ready: hotspot has no mobile connection"))
+            findings.append(Finding("failed", "hotspot not ready: hotspot has no mobile connection", "down"))
         weak = [
             f"{label} {dbm(value, unit)}"
             for label, value, limit, unit in (
@@ -413,10 +370,12 @@ def judge_backup_facts(
             if value is not None and value < limit
         ]
         if weak:
-            findings.append(Finding("degraded", f"hotspot signal weak ({', '.join(weak)})"))
+            findings.append(Finding("degraded", f"hotspot signal weak ({', '.join(weak)})", "signal"))
     if wifi is not None and wifi.path == "backup":
         if not wifi.connected:
-            findings.append(Finding("failed", "hotspot not ready: hotspot Wi-Fi disconnected (hotspot off?)"))
+            findings.append(
+                Finding("failed", "hotspot not ready: hotspot Wi-Fi disconnected (hotspot off?)", "down")
+            )
         elif wifi.signal_dbm is not None and wifi.signal_dbm < th.wifi_rssi_critical:
-            findings.append(Finding("degraded", f"hotspot Wi-Fi weak ({dbm(wifi.signal_dbm)})"))
+            findings.append(Finding("degraded", f"hotspot Wi-Fi weak ({dbm(wifi.signal_dbm)})", "signal"))
     return worst(*findings)

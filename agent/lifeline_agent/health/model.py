@@ -25,51 +25,48 @@ from typing import Protocol, TypeVar
 from lifeline_agent.clock import Clock
 from lifeline_agent.config import Target, Thresholds
 from lifeline_agent.health import render
-from lifeline_agent.health.facts import (
-    CellularFacts,
-    Facts,
-    PowerFacts,
-    RouteFacts,
-    SessionFacts,
-    VpnFacts,
-    WifiFacts,
-    coerce,
-)
+from lifeline_agent.health.facts import Facts, RouteFacts, SessionFacts, VpnFacts, coerce
 from lifeline_agent.health.hysteresis import BandTracker, Held, Hysteresis
 from lifeline_agent.health.layers import (
     CAD_REFUSED,
-    CHAIN,
-    FAILED,
     HOTSPOT_NO_INTERNET,
     HOTSPOT_ROLES,
     HOTSPOT_UNREACHABLE,
-    LAYERS,
-    SUBJECTS,
-    TUNNEL_SIDE,
     VPN_INFERRED,
     Finding,
     Tuning,
     all_failing,
+    degraded,
     judge_backup_facts,
     judge_link,
     judge_power,
     judge_probes,
     judge_vpn,
-    layer_of,
-    ms,
     overdue_margin,
-    pct,
+    target_layer,
     worst,
 )
 from lifeline_agent.health.risk import RiskInputs, assess
 from lifeline_agent.health.series import REFUSED, Round, TargetSeries, loss_view
+from lifeline_agent.sources.cellular import CellularFacts
+from lifeline_agent.sources.power import PowerFacts
+from lifeline_agent.sources.wifi import WifiFacts
 from lifeline_wire.catalog.health import STATES
+from lifeline_wire.layers import (
+    AGENCY_SIDE,
+    CAD_PATH,
+    CHAIN,
+    FAILED_TEXT,
+    HOME_SIDE,
+    LAYERS,
+    QUALITY_CAUSES,
+    ms,
+    pct,
+)
 from lifeline_wire.schema import Event, EventAttr, Sample
 
 F = TypeVar("F")
-NETWORK = ("link", "router", "internet")
 NO_DATA = "no measurements yet"
-NETWORK_CHAIN = CHAIN[1:]  # everything a packet crosses (power is not on the way)
 _NUMBERS = re.compile(r"\s*\([^()]*\d[^()]*\)")
 # Bytes a silent tunnel's peer still sends now and then (a handshake response is 92, a keepalive
 # 32): received bytes growing by more than this since a silence began mean data came back.
@@ -102,6 +99,7 @@ class LayerStatus:
     state: str  # ok | degraded | failed | unknown
     reason: str
     since: float  # Unix seconds when the layer entered this state
+    cause: str = "none"  # what is wrong, one of lifeline_wire.layers.CAUSES
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +128,9 @@ class Assessment:
     vpn_inferred: bool  # the VPN state was inferred from reachability (home VPN router)
     mos: tuple[PathScore, ...] = ()
     warning: str | None = None  # the dispatcher's local warning, None when there is nothing to do
+    # What is wrong with the verdict's layer (lifeline_wire.layers.CAUSES): the field the collector
+    # decides on; the verdict sentence is for people.
+    verdict_cause: str = "none"
 
     def layer(self, name: str) -> LayerStatus:
         for status in self.layers:
@@ -260,9 +261,8 @@ class HealthModel:
         out = [
             Sample("lifeline_layer_state", float(STATES[s.state]), ts, {"layer": s.layer}) for s in a.layers
         ]
-        out.append(
-            Sample("lifeline_verdict_info", 1.0, ts, {"layer": a.verdict_layer, "verdict": a.verdict_label})
-        )
+        verdict = {"layer": a.verdict_layer, "cause": a.verdict_cause, "verdict": a.verdict_label}
+        out.append(Sample("lifeline_verdict_info", 1.0, ts, verdict))
         out.append(Sample("lifeline_cad_risk_ratio", a.risk, ts))
         out.append(Sample("lifeline_cad_time_to_loss_seconds", a.time_to_loss, ts))
         if include_mos:
@@ -277,7 +277,7 @@ class HealthModel:
         now, wall = self.clock.monotonic(), self.clock.time()
         by_layer: dict[str, list[TargetSeries]] = {layer: [] for layer in LAYERS}
         for series in self._series.values():
-            by_layer.setdefault(layer_of(series.target), []).append(series)
+            by_layer.setdefault(target_layer(series.target), []).append(series)
         # A VPN target probed outside the tunnel is the concentrator's public address: its answers
         # say the internet reaches the concentrator, not that the tunnel carries anything.
         by_layer["endpoint"] = [s for s in by_layer["vpn"] if s.target.path == "primary"]
@@ -292,7 +292,7 @@ class HealthModel:
         )
         tunnel_ok = any(
             s.last is not None and s.last.success and s.last.t >= now - tu.recent
-            for layer in TUNNEL_SIDE
+            for layer in AGENCY_SIDE
             for s in by_layer[layer]
         )
 
@@ -315,7 +315,7 @@ class HealthModel:
             raw["vpn"] = worst(raw["vpn"], self._tunnel_silent(probes, by_layer, now, vpn))
         if power is not None and power.on_ac is False and raw["power"] is not None:
             home_down = routes is not None and routes.primary_up is False
-            home_down = home_down or any(all_failing(by_layer[layer], now) for layer in NETWORK)
+            home_down = home_down or any(all_failing(by_layer[layer], now) for layer in HOME_SIDE)
             if raw["power"].state == "ok" and home_down:
                 # Unplugged at the moment the home network went: the mains are out, not the cable.
                 raw["power"] = Finding("degraded", "on battery — home power out", "power")
@@ -338,29 +338,27 @@ class HealthModel:
             # not answering" for half a second), or when it is the home side and traffic has just
             # moved back from the hotspot (not "home network down" for the hold).
             answering = previous == "failed" and finding.state in ("ok", "degraded")
-            at_once = answering and (
-                (released and layer in NETWORK_CHAIN) or (failed_back and layer in NETWORK)
-            )
+            at_once = answering and ((released and layer in CAD_PATH) or (failed_back and layer in HOME_SIDE))
             hold = 0.0 if at_once else tu.recover_hold
             if tracker.update(finding.state, finding.reason, now, hold, finding.cause):
                 changes.append((layer, previous, tracker.state))
-                if layer in NETWORK_CHAIN and previous == "failed" and tracker.state != "failed":
+                if layer in CAD_PATH and previous == "failed" and tracker.state != "failed":
                     released = True
         inferred = raw["vpn"] is None
         if inferred:
             finding = self._infer_vpn()
             previous = self._trackers["vpn"].state
-            if self._trackers["vpn"].update(finding.state, finding.reason, now, 0.0):
+            if self._trackers["vpn"].update(finding.state, finding.reason, now, 0.0, finding.cause):
                 changes.append(("vpn", previous, finding.state))
 
         statuses = tuple(
-            LayerStatus(layer, tr.state, tr.reason, wall - (now - tr.since))
+            LayerStatus(layer, tr.state, tr.reason, wall - (now - tr.since), tr.cause)
             for layer, tr in self._trackers.items()
         )
         states = {s.layer: s for s in statuses}
         power_out = power is not None and power.on_ac is False
         power_cut = power_out or self._cut_by_power()
-        verdict_layer, verdict = self._verdict(states, on_backup, power_out, power_cut)
+        verdict_layer, verdict, verdict_cause = self._verdict(states, on_backup, power_out, power_cut)
 
         backup_series = [s for s in by_layer["backup"] if not s.stale(now)]
         backup_state = states["backup"].state
@@ -372,7 +370,7 @@ class HealthModel:
             else None
         )
 
-        first_failed = next((s for s in statuses if s.layer in NETWORK_CHAIN and s.state == "failed"), None)
+        first_failed = next((s for s in statuses if s.layer in CAD_PATH and s.state == "failed"), None)
         failed_layer = first_failed.layer if first_failed else ""
         failed_since = now - (wall - first_failed.since) if first_failed else now
         path = self._path_series(by_layer, now)
@@ -382,7 +380,7 @@ class HealthModel:
                 path=path,
                 failed_layer=failed_layer,
                 # The verdict names the failed layer or the loss upstream that explains it.
-                failed_text=verdict if verdict_layer in NETWORK_CHAIN else FAILED.get(failed_layer, ""),
+                failed_text=verdict if verdict_layer in CAD_PATH else FAILED_TEXT.get(failed_layer, ""),
                 failed_for=now - failed_since + tu.fail_hold,
                 power=power,
                 vpn=vpn,
@@ -403,7 +401,7 @@ class HealthModel:
         if verdict_layer == "none" and verdict == "healthy" and self._band.band in ("warn", "page"):
             # No layer has crossed its threshold yet, but the trend says CAD is at risk: say why
             # ("packet loss on the path to CAD rising") rather than "healthy".
-            verdict = part.reason
+            verdict, verdict_cause = part.reason, "trend"
 
         scores = tuple(
             PathScore(s.target, m)
@@ -434,6 +432,7 @@ class HealthModel:
             risk_reason=part.reason,
             vpn_inferred=inferred,
             mos=scores,
+            verdict_cause=verdict_cause,
         )
         assessment = _with_warning(assessment)
         self._record_events(assessment, changes, previous_band if band_changed else None)
@@ -464,7 +463,7 @@ class HealthModel:
         recovered: float | None = None  # a failed layer further up answers again since then
         for layer in LAYERS:
             not_before = None
-            if layer in NETWORK_CHAIN:
+            if layer in CAD_PATH:
                 if explained:
                     self._upstream_failing.pop(layer, None)
                 elif waiting:
@@ -479,9 +478,9 @@ class HealthModel:
             if layer == "backup":
                 found[layer] = self._judge_backup(by_layer[layer], now, routes)
                 continue
-            crossing = self._crossing(layer, by_layer, on_backup) if layer in NETWORK_CHAIN else []
+            crossing = self._crossing(layer, by_layer, on_backup) if layer in CAD_PATH else []
             found[layer] = judge_probes(layer, by_layer[layer], now, th, tu, held, not_before, crossing)
-            if layer not in NETWORK_CHAIN:
+            if layer not in CAD_PATH:
                 continue
             finding = found[layer]
             if finding is not None and finding.cause == "down" and not on_backup:
@@ -535,25 +534,24 @@ class HealthModel:
         if not losing:
             return
         own = _loss_ratio(by_layer["dns"], now, th.loss_window)
-        found["dns"] = Finding("degraded", f"{SUBJECTS['dns']} losing packets ({pct(own)})", "loss")
+        found["dns"] = degraded("dns", "loss", pct(own))
         first = next(iter(losing))
         charged = {"router": "link"}.get(first, first)
         current = found[charged]
         lossy = losing[first] >= th.loss_degraded
         if lossy and charged in ("link", "internet") and (current is None or current.state == "ok"):
-            text = f"{SUBJECTS[charged]} losing packets ({pct(losing[first])})"
-            found[charged] = Finding("degraded", text, "loss")
+            found[charged] = degraded(charged, "loss", pct(losing[first]))
 
     @staticmethod
     def _crossing(layer: str, by_layer: dict[str, list[TargetSeries]], on_backup: bool) -> list[TargetSeries]:
         """The probes of the layers behind ``layer`` whose packets cross it on their way."""
-        at = NETWORK_CHAIN.index(layer)
+        at = CAD_PATH.index(layer)
         # DNS is a side branch: CAD traffic does not cross the resolver.
-        behind = [b for b in NETWORK_CHAIN[at + 1 :] if not (layer == "dns" and b == "cad")]
-        if layer in NETWORK:
+        behind = [b for b in CAD_PATH[at + 1 :] if not (layer == "dns" and b == "cad")]
+        if layer in HOME_SIDE:
             behind.append("endpoint")  # the concentrator's public address is reached over the home
         # On the hotspot the tunnel no longer runs over the home network: only the ISP probe does.
-        if on_backup and layer in NETWORK:
+        if on_backup and layer in HOME_SIDE:
             return [s for b in behind for s in by_layer[b] if s.target.path == "primary"]
         return [s for b in behind for s in by_layer[b] if s.target.path != "backup"]
 
@@ -573,7 +571,7 @@ class HealthModel:
         if not any(s.answered_since(since) for s in crossing):
             return finding
         loss = loss_view(live, now - self.thresholds.loss_window)
-        return Finding("degraded", f"{SUBJECTS[layer]} losing packets ({pct(loss.ratio)})", "loss")
+        return degraded(layer, "loss", pct(loss.ratio))
 
     def _unless_lossy_ahead(
         self, layer: str, finding: Finding, by_layer: dict[str, list[TargetSeries]], now: float
@@ -589,10 +587,10 @@ class HealthModel:
         if not starts or now - min(starts) >= self.tuning.cad_outage_dead:
             return finding
         since = min(starts)
-        at = NETWORK_CHAIN.index(layer)
+        at = CAD_PATH.index(layer)
         ahead = [
             group
-            for b in NETWORK_CHAIN[:at]
+            for b in CAD_PATH[:at]
             if b != "dns"
             for group in [[s for s in by_layer[b] if not s.stale(now) and s.target.path != "backup"]]
             if group
@@ -603,7 +601,7 @@ class HealthModel:
         if max(loss_view(group, since).ratio for group in ahead) < LOSSY_AHEAD:
             return finding
         loss = loss_view(live, now - self.thresholds.loss_window)
-        return Finding("degraded", f"{SUBJECTS[layer]} losing packets ({pct(loss.ratio)})", "loss")
+        return degraded(layer, "loss", pct(loss.ratio))
 
     def _tunnel_receiving(self, since: float, now: float) -> bool | None:
         """Whether the tunnel's peer sent data since ``since``, from the VPN's byte counters: True
@@ -641,13 +639,13 @@ class HealthModel:
         first = next((b for b in behind if (f := found[b]) is not None and f.state == "failed"), None)
         if first is None or (found[first] or Finding("ok", "")).reason == CAD_REFUSED:
             return None
-        if any((f := found[b]) is not None and f.state == "failed" for b in NETWORK):
+        if any((f := found[b]) is not None and f.state == "failed" for b in HOME_SIDE):
             return None  # cut on the home side: the chain names it
         starts = [t for t in (s.failed_since() for s in by_layer[first] if not s.stale(now)) if t is not None]
         if not starts:
             return None
         since = min(starts)
-        inside = [s for layer in TUNNEL_SIDE for s in by_layer[layer] if not s.stale(now)]
+        inside = [s for layer in AGENCY_SIDE for s in by_layer[layer] if not s.stale(now)]
         if any(s.answered_since(since) for s in inside):
             return None
         if any(r.reason in REFUSED for s in inside for r in s.since(since)):
@@ -658,7 +656,9 @@ class HealthModel:
         endpoint = [s for s in by_layer["endpoint"] if not s.stale(now) and s.last_answered() is not None]
         if endpoint and not any(s.answered_since(since) for s in endpoint):
             return Finding(
-                "failed", f"{FAILED['vpn']} (the concentrator does not answer at its public address)", "down"
+                "failed",
+                f"{FAILED_TEXT['vpn']} (the concentrator does not answer at its public address)",
+                "down",
             )
         answers = " (the concentrator answers at its public address)" if endpoint else ""
         silent_for = now - since
@@ -672,7 +672,7 @@ class HealthModel:
             and vpn.handshake_age >= silent_for
         )
         if no_handshake or any(not s.stale(now) for s in by_layer["vpn"]):
-            return Finding("failed", f"{FAILED['vpn']} — nothing comes back through it{answers}", "down")
+            return Finding("failed", f"{FAILED_TEXT['vpn']} — nothing comes back through it{answers}", "down")
         probed = [b for b in behind if any(not s.stale(now) for s in by_layer[b])]
         other = "CAD server" if probed == ["cad"] else "agency network"
         return Finding(
@@ -698,7 +698,7 @@ class HealthModel:
         if far and (near_answers or (not near and link_up)):
             return Finding("failed", HOTSPOT_NO_INTERNET, "down")
         if near or far:
-            return Finding("failed", HOTSPOT_UNREACHABLE if near else FAILED["backup"], "down")
+            return Finding("failed", HOTSPOT_UNREACHABLE if near else FAILED_TEXT["backup"], "down")
         return finding
 
     def _cut_by_power(self) -> bool:
@@ -706,7 +706,7 @@ class HealthModel:
         out_at = self._power_out_at
         return out_at is not None and any(
             self._trackers[layer].state == "failed" and self._trackers[layer].since <= out_at
-            for layer in NETWORK
+            for layer in HOME_SIDE
         )
 
     def _recently_failing(self, series: list[TargetSeries], now: float) -> bool:
@@ -731,10 +731,7 @@ class HealthModel:
         th, tu = self.thresholds, self.tuning
         router = found["router"]
         if router is not None and router.state == "degraded" and router.cause == "loss":
-            moved = Finding(
-                "degraded", router.reason.replace(SUBJECTS["router"], SUBJECTS["link"], 1), "loss"
-            )
-            found["link"] = worst(found["link"], moved)
+            found["link"] = worst(found["link"], degraded("link", "loss", router.figure))
             found["router"] = Finding("ok", "answering (the loss is on the way to it)")
         elif router is not None and router.state == "failed":
             # Under heavy loss the router misses every echo for a while and is judged failed; the
@@ -746,9 +743,8 @@ class HealthModel:
             partial = loss.partial_seconds > 0 or loss.episodes >= 3
             lossy = partial and loss.ratio >= th.loss_degraded
             if lossy and loss.sustained(tu.min_loss_rounds, tu.min_loss_episodes, tu.spike_max):
-                moved = Finding("degraded", f"{SUBJECTS['link']} losing packets ({pct(loss.ratio)})", "loss")
-                found["link"] = worst(found["link"], moved)
-        for layer in ("internet", *TUNNEL_SIDE):
+                found["link"] = worst(found["link"], degraded("link", "loss", pct(loss.ratio)))
+        for layer in ("internet", *AGENCY_SIDE):
             finding = found[layer]
             if finding is None or finding.state != "degraded" or finding.cause != "loss":
                 continue
@@ -760,12 +756,11 @@ class HealthModel:
                 if there >= th.loss_degraded and there >= 0.5 * seen:
                     current = found[charged]
                     if current is None or current.state == "ok":
-                        text = f"{SUBJECTS[charged]} losing packets ({pct(there)})"
-                        found[charged] = Finding("degraded", text, "loss")
+                        found[charged] = degraded(charged, "loss", pct(there))
                     break
-        for layer in TUNNEL_SIDE:
+        for layer in AGENCY_SIDE:
             finding = found[layer]
-            if finding is None or finding.state != "degraded" or finding.cause != "quality":
+            if finding is None or finding.state != "degraded" or finding.cause not in QUALITY_CAUSES:
                 continue
             rtt, jitter = _echo_quality(by_layer[layer], now, tu.recent)
             for origin in ("router", "internet"):
@@ -773,18 +768,15 @@ class HealthModel:
                 if before is None or before.state != "ok":
                     continue
                 up_rtt, up_jitter = _echo_quality(by_layer[origin], now, tu.recent)
-                subject = SUBJECTS[origin]
                 if up_rtt is not None and up_rtt >= th.rtt_degraded and up_rtt >= 0.5 * (rtt or 0.0):
-                    found[origin] = Finding("degraded", f"{subject} slow (RTT {ms(up_rtt)})", "quality")
+                    found[origin] = degraded(origin, "latency", f"RTT {ms(up_rtt)}")
                     break
                 if (
                     up_jitter is not None
                     and up_jitter >= th.jitter_degraded
                     and up_jitter >= 0.5 * (jitter or 0.0)
                 ):
-                    found[origin] = Finding(
-                        "degraded", f"{subject} unsteady (jitter {ms(up_jitter)})", "quality"
-                    )
+                    found[origin] = degraded(origin, "jitter", f"jitter {ms(up_jitter)}")
                     break
 
     def _fact(self, source: str, kind: type[F], now: float) -> F | None:
@@ -802,16 +794,17 @@ class HealthModel:
             return Finding("unknown", "not measured (no probe through the tunnel)")
         if all(s == "failed" for s in beyond):
             if state["internet"] == "ok":
-                return Finding("failed", VPN_INFERRED)
+                return Finding("failed", VPN_INFERRED, "down")
             if state["internet"] == "unknown" and state["router"] == "ok":
-                return Finding("failed", "VPN tunnel or home internet down (home VPN router)")
+                return Finding("failed", "VPN tunnel or home internet down (home VPN router)", "down")
             return Finding("unknown", "cannot tell: the way to the tunnel is down")
         # Anything answering beyond the tunnel proves the tunnel carries traffic.
         return Finding("ok", "carries traffic (judged from the agency side)")
 
     def _verdict(
         self, states: dict[str, LayerStatus], on_backup: bool, power_out: bool, power_cut: bool
-    ) -> tuple[str, str]:
+    ) -> tuple[str, str, str]:
+        """The verdict's layer, its sentence and its cause."""
         chain = [states[layer] for layer in CHAIN]
         failed = next((s for s in chain if s.state == "failed"), None)
         degraded = next((s for s in chain if s.state == "degraded"), None)
@@ -828,33 +821,33 @@ class HealthModel:
             # (Power only while the laptop is on battery, or for what failed while it was: once
             # the mains are back, a layer that fails anew is its own story.)
             explains = cause in ("loss", "silent", "signal") or (
-                cause == "power" and power_cut and failed.layer in NETWORK
+                cause == "power" and power_cut and failed.layer in HOME_SIDE
             )
             if explains:
                 pick = degraded
         if pick is None and states["backup"].state in ("failed", "degraded"):
             pick = states["backup"]
         if pick is None:
-            if all(states[layer].state == "unknown" for layer in NETWORK_CHAIN):
-                return "none", NO_DATA  # "no data" is never shown as "healthy"
-            return "none", "healthy"
+            if all(states[layer].state == "unknown" for layer in CAD_PATH):
+                return "none", NO_DATA, "none"  # "no data" is never shown as "healthy"
+            return "none", "healthy", "none"
         text = pick.reason
         if pick.state == "failed":
             # Nothing measured in front of the silent layer (no link, Wi-Fi or interface facts; no
             # probe of the router): its silence cannot be told from the layer before it going.
-            if pick.layer == "router" and states["link"].state == "unknown" and text == FAILED["router"]:
+            if pick.layer == "router" and states["link"].state == "unknown" and text == FAILED_TEXT["router"]:
                 text = "home network or home router down"
             elif (
                 pick.layer == "internet"
                 and states["router"].state == "unknown"
-                and text == FAILED["internet"]
+                and text == FAILED_TEXT["internet"]
             ):
                 text = "home router or home internet (ISP) down"
             elif pick.layer == "internet" and states["router"].state == "ok":
                 text = f"{text}, router fine"
             elif (
                 pick.layer == "vpn"
-                and text.startswith(FAILED["vpn"])
+                and text.startswith(FAILED_TEXT["vpn"])
                 and "home VPN router" not in text
                 and states["internet"].state == "ok"
             ):
@@ -865,9 +858,9 @@ class HealthModel:
             text = f"{text} — primary fine"
         if pick.layer != "power" and power_out:
             text = f"{text} — on battery, home power out"
-        if on_backup and pick.layer in NETWORK:
+        if on_backup and pick.layer in HOME_SIDE:
             text = f"{text} — running on the backup path"
-        return pick.layer, text
+        return pick.layer, text, pick.cause
 
     def _fresh_session(self, now: float) -> SessionFacts | None:
         entry = self._facts.get("cad_sessions")
@@ -918,6 +911,7 @@ class HealthModel:
                 **base,
                 "layer": a.verdict_layer,
                 "state": a.verdict_state,
+                "cause": a.verdict_cause,
                 "verdict": a.verdict,
                 "previous": previous.verdict if previous else "",
                 "backup_ready": "unknown" if a.backup_ready is None else str(a.backup_ready).lower(),

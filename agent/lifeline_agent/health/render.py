@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from lifeline_agent.health.layers import CHAIN, TITLES, ms, pct
+from lifeline_wire.layers import CHAIN, TITLES, ms, pct
 
 if TYPE_CHECKING:
     from lifeline_agent.health.model import Assessment

@@ -24,10 +24,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lifeline_agent.config import Thresholds
-from lifeline_agent.health.facts import CellularFacts, PowerFacts, SessionFacts, VpnFacts, WifiFacts
+from lifeline_agent.health.facts import SessionFacts, VpnFacts
 from lifeline_agent.health.hysteresis import Held
-from lifeline_agent.health.layers import Tuning, battery_words, dbm, ms, pct
+from lifeline_agent.health.layers import Tuning, battery_words, dbm
 from lifeline_agent.health.series import TargetSeries, fit, loss_bins, loss_view, rtt_bins
+from lifeline_agent.sources.cellular import CellularFacts
+from lifeline_agent.sources.power import PowerFacts
+from lifeline_agent.sources.wifi import WifiFacts
+from lifeline_wire.layers import ms, pct
 
 INF = math.inf
 

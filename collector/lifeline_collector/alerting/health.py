@@ -1,9 +1,11 @@
 """The agent's own judgement, read back from the latest stored series of one position.
 
-The agent decides at the edge (design decision 1): per-layer state, a verdict sentence, the risk of
-losing CAD and the time left, whether the backup path is ready. Rules read those latest values —
-never the event stream, so a lost event cannot leave an alert stuck — and add the few measured
-figures a supervisor needs ("loss 18 %") from the probe series of the same layer.
+The agent decides at the edge (design decision 1): per-layer state, the verdict (its layer and
+cause as fields, and a sentence for people), the risk of losing CAD and the time left, whether the
+backup path is ready. Rules read those latest values — never the event stream, so a lost event
+cannot leave an alert stuck — and add the few measured figures a supervisor needs ("loss 18 %")
+from the probe series of the same layer, chosen by the verdict's cause. Decisions read fields
+only, never the agent's words: the sentence is shown, not parsed.
 """
 
 from __future__ import annotations
@@ -15,25 +17,9 @@ from dataclasses import dataclass
 
 from lifeline_collector.fleet import AgentView, SeriesState
 from lifeline_wire.catalog.health import STATES
+from lifeline_wire.layers import CAD_PATH, FAILED_TEXT, cause_of, pct, series_layer
 
 STATE_NAMES = {value: name for name, value in STATES.items()}
-CHAIN = ("power", "link", "router", "internet", "vpn", "agency", "dns", "cad")
-PATH = CHAIN[1:]  # the layers CAD traffic crosses, home side first
-AGENCY_SIDE = ("vpn", "agency", "dns", "cad")  # beyond the home: shared by many positions
-HOME_SIDE = ("link", "router", "internet")  # what goes down with the home's mains power
-
-# How a supervisor names a layer when the agent's verdict is missing.
-FAILED_TEXT = {
-    "power": "laptop battery almost empty — home power out",
-    "link": "home network link down",
-    "router": "home router unreachable",
-    "internet": "home internet (ISP) down",
-    "vpn": "VPN tunnel down",
-    "agency": "agency network unreachable through the tunnel",
-    "dns": "agency DNS not answering",
-    "cad": "CAD server not answering",
-    "backup": "backup path (hotspot) not ready",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +28,8 @@ class Health:
 
     layers: Mapping[str, str]  # layer → ok | degraded | failed | unknown
     verdict_layer: str  # the first broken layer, "none" when healthy or not reported
-    verdict: str  # the agent's sentence without its numbers ("VPN tunnel losing packets")
+    verdict: str  # the agent's sentence without its numbers ("VPN tunnel losing packets"), to show
+    verdict_cause: str  # what is wrong with it (lifeline_wire.layers.CAUSES); "unknown" if not said
     risk: float | None  # 0..1
     time_to_loss: float | None  # seconds, +Inf when stable
     failover_ready: bool | None
@@ -53,7 +40,7 @@ class Health:
     def state(self, layer: str) -> str:
         return self.layers.get(layer, "unknown")
 
-    def first_failed(self, layers: tuple[str, ...] = PATH) -> str | None:
+    def first_failed(self, layers: tuple[str, ...] = CAD_PATH) -> str | None:
         """The first failed layer on the way to CAD (power excluded), or None."""
         return next((layer for layer in layers if self.layers.get(layer) == "failed"), None)
 
@@ -118,7 +105,7 @@ def _read_health(agent: AgentView) -> Health:
         layer = state.labels.get("layer", "")
         if layer and not math.isnan(state.value):
             layers[layer] = STATE_NAMES.get(int(state.value), "unknown")
-    verdict_layer, verdict = "none", "healthy"
+    verdict_layer, verdict, cause = "none", "healthy", "none"
     # The agent sends only its current verdict; older label sets stay in the store with older
     # timestamps, so the newest one is the verdict now.
     latest = None
@@ -128,10 +115,14 @@ def _read_health(agent: AgentView) -> Health:
     if latest is not None:
         verdict_layer = latest.labels.get("layer", "none") or "none"
         verdict = latest.labels.get("verdict", "") or FAILED_TEXT.get(verdict_layer, "healthy")
+        # An agent that does not send the cause (older than the field) is read as "unknown": generic
+        # for its layer, never guessed from its sentence.
+        cause = cause_of(latest.labels.get("cause"))
     return Health(
         layers=layers,
         verdict_layer=verdict_layer,
         verdict=verdict,
+        verdict_cause=cause,
         risk=_value(agent, "lifeline_cad_risk_ratio"),
         time_to_loss=_value(agent, "lifeline_cad_time_to_loss_seconds"),
         failover_ready=_flag(agent, "lifeline_failover_ready"),
@@ -141,20 +132,9 @@ def _read_health(agent: AgentView) -> Health:
     )
 
 
-def layer_of(labels: Mapping[str, str]) -> str:
-    """The layer a probe series speaks for (the agent's rule: backup path, then tunnel, then role)."""
-    role, path = labels.get("role", ""), labels.get("path", "")
-    role = "router" if role == "gateway" else role
-    if path == "backup":
-        return "backup"
-    if path == "tunnel" and role in ("link", "router", "internet"):
-        return "agency"
-    return role
-
-
 def _probes(agent: AgentView, name: str, layer: str) -> Iterator[SeriesState]:
     for state in agent.named(name):
-        if layer_of(state.labels) == layer and not math.isnan(state.value):
+        if series_layer(state.labels) == layer and not math.isnan(state.value):
             yield state
 
 
@@ -170,15 +150,11 @@ def failing_dependencies(agent: AgentView, layer: str) -> list[str]:
     return failing or sorted({dependency_of(s.labels) for s in states} - {""})
 
 
-def pct(ratio: float) -> str:
-    value = ratio * 100
-    return f"{value:.1f} %" if value < 10 else f"{value:.0f} %"
-
-
-def figure(agent: AgentView, layer: str, verdict: str) -> str:
-    """The measured number behind a degraded verdict, e.g. "loss 18 %" or "RTT 320 ms"; or ""."""
-    text = verdict.lower()
-    if "slow" in text:
+def figure(agent: AgentView, layer: str, cause: str) -> str:
+    """The measured number behind a degraded verdict, chosen by its cause: "RTT 320 ms" for slow
+    round trips or answers, "jitter 45 ms", "MOS 3.1"; otherwise (loss, and any cause without a
+    figure of its own, "unknown" included) the layer's loss when it loses some: "loss 18 %"; or ""."""
+    if cause in ("latency", "slow_answer"):
         rtts = [
             s.value
             for s in _probes(agent, "lifeline_probe_rtt_seconds", layer)
@@ -186,11 +162,11 @@ def figure(agent: AgentView, layer: str, verdict: str) -> str:
         ]
         if rtts:
             return f"RTT {max(rtts) * 1000:.0f} ms"
-    if "unsteady" in text or "jitter" in text:
+    if cause == "jitter":
         jitters = [s.value for s in _probes(agent, "lifeline_probe_jitter_seconds", layer)]
         if jitters:
             return f"jitter {max(jitters) * 1000:.0f} ms"
-    if "mos" in text or "voice" in text:
+    if cause == "voice":
         scores = [s.value for s in _probes(agent, "lifeline_probe_mos", layer)]
         if scores:
             return f"MOS {min(scores):.1f}"
@@ -203,10 +179,9 @@ def figure(agent: AgentView, layer: str, verdict: str) -> str:
 def cause_text(agent: AgentView, health: Health) -> str:
     """The verdict with its figure: "VPN tunnel losing packets (loss 18 %)"."""
     if health.verdict_layer == "none":
-        # No layer judged broken yet: the agent's verdict says what its trend saw, if it says.
-        quiet = health.verdict in ("", "healthy", "no measurements yet", "stable")
-        return "connection quality falling" if quiet else health.verdict
-    number = figure(agent, health.verdict_layer, health.verdict)
+        # No layer judged broken yet: the agent's verdict says what its trend saw, if it says so.
+        return health.verdict if health.verdict_cause == "trend" else "connection quality falling"
+    number = figure(agent, health.verdict_layer, health.verdict_cause)
     return f"{health.verdict} ({number})" if number else health.verdict
 
 

@@ -17,10 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from lifeline_collector.alerting.health import (
-    AGENCY_SIDE,
-    FAILED_TEXT,
-    HOME_SIDE,
-    PATH,
     Health,
     battery_text,
     cause_text,
@@ -30,6 +26,7 @@ from lifeline_collector.alerting.health import (
 from lifeline_collector.alerting.model import Finding
 from lifeline_collector.alerting.rules import agent_labels, position_link
 from lifeline_collector.fleet import AgentView
+from lifeline_wire.layers import AGENCY_SIDE, CAD_PATH, FAILED_TEXT, HOME_SIDE
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +149,7 @@ class PositionLayerFailed:
         # page that names the power, not a page for the router and a warning for the battery.
         power_cause = health.verdict_layer == "power" and failed in HOME_SIDE
         if failed is not None:
-            named = health.verdict_layer in PATH or power_cause
+            named = health.verdict_layer in CAD_PATH or power_cause
             layer = health.verdict_layer if named else failed
             cause = cause_text(agent, health) if named else FAILED_TEXT[failed]
             labels = agent_labels(agent, self.name, "critical")

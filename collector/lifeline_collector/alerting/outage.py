@@ -32,11 +32,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from lifeline_collector.alerting.health import FAILED_TEXT, layer_of, read_health
+from lifeline_collector.alerting.health import read_health
 from lifeline_collector.alerting.heard import last_heard
 from lifeline_collector.alerting.model import Alert, AlertState, Finding, fingerprint
 from lifeline_collector.alerting.state import AlertStates
 from lifeline_collector.fleet import AgentView
+from lifeline_wire.layers import FAILED_TEXT, series_layer
 
 # The rules whose critical findings make one position's outage, most serious first.
 RULES = ("PositionSilent", "PositionLayerFailed", "CadTargetUnreachable", "CadAtRisk")
@@ -79,7 +80,7 @@ def recovering(agent: AgentView, finding: Finding, since: float) -> bool:
         probes = [s for s in agent.named("lifeline_probe_success") if s.labels.get("target") == target]
     elif name == "PositionLayerFailed":
         layer = labels.get("layer", "")
-        probes = [s for s in agent.named("lifeline_probe_success") if layer_of(s.labels) == layer]
+        probes = [s for s in agent.named("lifeline_probe_success") if series_layer(s.labels) == layer]
     else:
         return False
     offset = agent.clock_offset or 0.0

@@ -56,6 +56,7 @@ from lifeline_collector.people.web import (
     wants_html,
 )
 from lifeline_collector.service import Collector
+from lifeline_wire.layers import LAYERS
 from lifeline_wire.tomlcfg import parse_duration
 
 HERE = Path(__file__).parent
@@ -324,7 +325,7 @@ class Board:
         row = model.row_of(service, view, now, maintenance)
         judged = health.read_health(view)
         layers = [
-            (layer, judged.state(layer)) for layer in (*health.CHAIN, "backup") if layer in judged.layers
+            (layer, judged.state(layer)) for layer in LAYERS if layer in judged.layers
         ]
         alerts = []
         for alert in sorted(service.engine.states.of_scope(agent_id), key=lambda a: a.starts_at):

@@ -17,9 +17,10 @@ import pytest
 
 from lifeline_agent.config import Target, Thresholds
 from lifeline_agent.health import Assessment, HealthModel, PowerFacts, RouteFacts, VpnFacts, WifiFacts
-from lifeline_agent.health.layers import CHAIN, layer_of
+from lifeline_agent.health.layers import target_layer
 from lifeline_agent.probes.base import ProbeResult
 from lifeline_agent.probes.stats import JitterEstimator
+from lifeline_wire.layers import CHAIN
 
 START_WALL = 1_700_000_000.0
 
@@ -105,7 +106,7 @@ class Position:
         self.conds.clear()
 
     def _through(self, target: Target) -> list[Cond]:
-        layer = layer_of(target)
+        layer = target_layer(target)
         if layer == "backup":
             return [self.cond("backup")]
         # The concentrator's box, when a test breaks it (only then: each condition draws noise).
@@ -124,7 +125,7 @@ class Position:
 
     def probe(self, target: Target) -> ProbeResult:
         conds = self._through(target)
-        base = BASE_RTT[layer_of(target)]
+        base = BASE_RTT[target_layer(target)]
         if any(c.down for c in conds) or target.name in self.unlucky:
             reason = "timeout"
             return ProbeResult(False, reason, sent=target.count if target.kind == "icmp" else 1)

@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from lifeline_wire.catalog import CATALOG
+from lifeline_wire.layers import CAUSES
 from lifeline_wire.schema import Batch, Envelope, decode_envelope
 
 Position = Any
@@ -101,7 +102,7 @@ def test_samples_are_catalog_series_the_collector_accepts(position: Callable[...
     assert states["router"] == 0.0
     assert len(states) == 9
     (info,) = [s for s in samples if s.name == "lifeline_verdict_info"]
-    assert info.labels == {"layer": "vpn", "verdict": "VPN tunnel down, internet fine"}
+    assert info.labels == {"layer": "vpn", "cause": "down", "verdict": "VPN tunnel down, internet fine"}
     (risk,) = [s for s in samples if s.name == "lifeline_cad_risk_ratio"]
     assert risk.value == 1.0
     mos = {s.labels["target"]: s.value for s in samples if s.name == "lifeline_probe_mos"}
@@ -119,3 +120,28 @@ def test_a_stable_position_sends_an_infinite_time_to_loss(position: Callable[...
     (ttl,) = [s for s in pos.model.samples() if s.name == "lifeline_cad_time_to_loss_seconds"]
     assert math.isinf(ttl.number)
     assert not [s for s in pos.model.samples(include_mos=False) if s.name == "lifeline_probe_mos"]
+
+
+def test_the_verdict_travels_with_its_cause_as_a_field(position: Callable[..., Position]) -> None:
+    """The collector decides from the cause label; the sentence is rendered from the same fields."""
+    healthy = position()
+    (info,) = [s for s in healthy.model.samples() if s.name == "lifeline_verdict_info"]
+    assert (info.labels["layer"], info.labels["cause"]) == ("none", "none")
+
+    lossy = position()
+    lossy.cond("router").loss = 0.3
+    a = lossy.run(40)[-1]
+    assert (a.verdict_layer, a.verdict_cause) == ("link", "loss")
+    assert a.layer("link").cause == "loss"
+    (info,) = [s for s in lossy.model.samples() if s.name == "lifeline_verdict_info"]
+    assert (info.labels["layer"], info.labels["cause"]) == ("link", "loss")
+    (event,) = [e for e in lossy.model.events() if e.type == "health.verdict"][-1:]
+    assert event.attributes["cause"] == "loss"
+
+    slow = position()
+    slow.cond("internet").delay = 0.2
+    slow.cond("internet").noise = 0.005
+    a = slow.run(25)[-1]
+    assert (a.verdict_layer, a.verdict_cause) == ("internet", "latency")
+    assert a.verdict.startswith("home internet (ISP) slow (RTT ")
+    assert all(s.cause in CAUSES for s in a.layers)

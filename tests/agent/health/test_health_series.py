@@ -8,7 +8,7 @@ import pytest
 from series_kit import series_of
 
 from lifeline_agent.config import Target
-from lifeline_agent.health import layer_of
+from lifeline_agent.health import target_layer
 from lifeline_agent.health.series import Round, TargetSeries, fit, loss_view
 
 
@@ -97,4 +97,4 @@ def test_an_outage_runs_from_when_the_failed_rounds_began_and_counts_an_overdue_
     ],
 )
 def test_roles_and_paths_map_to_layers(role: str, path: str, layer: str) -> None:
-    assert layer_of(Target("t", role, "icmp", "192.0.2.1", path=path)) == layer
+    assert target_layer(Target("t", role, "icmp", "192.0.2.1", path=path)) == layer

@@ -8,15 +8,15 @@ from typing import Any
 import pytest
 
 from lifeline_agent.config import Target
-from lifeline_agent.health import CHAIN, LAYERS, PowerFacts, RouteFacts, WifiFacts
+from lifeline_agent.health import PowerFacts, RouteFacts, WifiFacts
 from lifeline_agent.health.layers import Tuning
-from lifeline_wire.catalog.health import LAYERS as CATALOG_LAYERS
+from lifeline_wire.layers import CHAIN, LAYERS
 
 Position = Any  # the simulated position from conftest.py
 
 
-def test_layers_are_the_catalog_layers() -> None:
-    assert LAYERS == CATALOG_LAYERS
+def test_layers_are_the_catalog_layers(position: Callable[..., Position]) -> None:
+    assert tuple(s.layer for s in position(settle=0).model.evaluate().layers) == LAYERS
 
 
 def test_no_data_is_not_healthy(position: Callable[..., Position]) -> None:

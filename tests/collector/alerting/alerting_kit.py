@@ -17,7 +17,8 @@ from lifeline_collector.config import CollectorConfig, parse
 from lifeline_collector.service import Collector
 from lifeline_collector.store import AgentRow
 from lifeline_wire import Batch, Envelope, Sample
-from lifeline_wire.catalog.health import LAYERS, STATES
+from lifeline_wire.catalog.health import STATES
+from lifeline_wire.layers import LAYERS
 
 MS = int(T0 * 1000)
 INF = math.inf
@@ -43,19 +44,24 @@ def judgement(
     *,
     layers: Mapping[str, str] | None = None,
     verdict: tuple[str, str] = ("none", "healthy"),
+    cause: str | None = None,
     risk: float = 0.0,
     ttl: float = INF,
     ready: float | None = 1.0,
     on_backup: float = 0.0,
 ) -> list[Sample]:
-    """What an agent's health model sends every batch: every layer, the verdict, risk, backup."""
+    """What an agent's health model sends every batch: every layer, the verdict, risk, backup.
+
+    ``cause`` is the verdict's cause label; None leaves it out, as an agent older than the field does.
+    """
     states = {layer: "ok" for layer in LAYERS}
     states.update(layers or {})
     samples = [
         Sample("lifeline_layer_state", float(STATES[state]), ts_ms, {"layer": layer})
         for layer, state in states.items()
     ]
-    samples.append(Sample("lifeline_verdict_info", 1.0, ts_ms, {"layer": verdict[0], "verdict": verdict[1]}))
+    said = {"layer": verdict[0], "verdict": verdict[1]} | ({} if cause is None else {"cause": cause})
+    samples.append(Sample("lifeline_verdict_info", 1.0, ts_ms, said))
     samples.append(Sample("lifeline_cad_risk_ratio", risk, ts_ms))
     samples.append(Sample("lifeline_cad_time_to_loss_seconds", ttl, ts_ms))
     if ready is not None:

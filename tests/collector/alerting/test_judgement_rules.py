@@ -55,6 +55,7 @@ def degrading(position: Position, risk: float, ttl: float, loss: float, ready: f
             ts,
             layers={"vpn": "degraded"},
             verdict=("vpn", "VPN tunnel losing packets"),
+            cause="loss",
             risk=risk,
             ttl=ttl,
             ready=ready,
@@ -74,7 +75,12 @@ def layer_failed(
 ) -> None:
     """The agent's judgement that ``layer`` alone failed, in ``words`` (its verdict)."""
     judged = judgement(
-        position.now_ms, layers={layer: "failed"}, verdict=(layer, words), ready=ready, on_backup=on_backup
+        position.now_ms,
+        layers={layer: "failed"},
+        verdict=(layer, words),
+        cause="down",
+        ready=ready,
+        on_backup=on_backup,
     )
     position.report(judged, priority=priority)
 
@@ -130,6 +136,52 @@ def test_risk_with_no_time_left_says_cad_is_going_now(scene: Scene) -> None:
     assert {a.annotations["summary"] for a in scene.active("CadAtRisk")} == {
         "Position 12 (north) is losing CAD now — VPN tunnel losing packets (loss 60 %); hotspot ready."
     }
+
+
+def _measured_vpn(position: Position, words: str, cause: str | None) -> None:
+    """A degraded VPN tunnel whose probes show loss, a slow round trip and jitter at once, so the
+    figure a page quotes tells which of them the collector chose."""
+    ts = position.now_ms
+    labels = {"target": "vpn.agency.example", "role": "vpn", "path": "tunnel", "kind": "icmp"}
+    position.report(
+        judgement(ts, layers={"vpn": "degraded"}, verdict=("vpn", words), cause=cause, risk=0.6, ttl=240)
+        + probe_round(ts, "vpn.agency.example", "vpn", ok=True, loss=0.06)
+        + [
+            Sample("lifeline_probe_rtt_seconds", 0.32, ts, {**labels, "stat": "avg"}),
+            Sample("lifeline_probe_jitter_seconds", 0.045, ts, labels),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("words", "cause", "figure"),
+    [
+        # The sentence says one thing, the cause another: the figure follows the cause.
+        ("VPN tunnel slow", "loss", "loss 6.0 %"),
+        ("VPN tunnel losing packets", "latency", "RTT 320 ms"),
+        ("VPN tunnel losing packets", "jitter", "jitter 45 ms"),
+        # An agent older than the cause field: generic for its layer, whatever its sentence says.
+        ("VPN tunnel slow", None, "loss 6.0 %"),
+        ("VPN tunnel unsteady", None, "loss 6.0 %"),
+    ],
+)
+def test_the_figure_is_chosen_by_the_verdicts_cause_never_by_its_words(
+    scene: Scene, words: str, cause: str | None, figure: str
+) -> None:
+    position = scene.position("12", healthy_first=True)
+    _measured_vpn(position, words, cause)
+    assert scene.only_page("CadAtRisk").annotations["summary"] == (
+        f"Position 12 (north) will likely lose CAD within 4 min — {words} ({figure}); hotspot ready."
+    )
+
+
+def test_a_trend_without_a_broken_layer_is_quoted_only_when_the_cause_says_trend(scene: Scene) -> None:
+    words = "packet loss on the path to CAD rising"
+    for number, cause, said in (("12", "trend", words), ("13", None, "connection quality falling")):
+        position = scene.position(number, healthy_first=True)
+        position.report(judgement(position.now_ms, verdict=("none", words), cause=cause, risk=0.6, ttl=240))
+        (page,) = [p for p in scene.rec.pages("CadAtRisk") if p.alerts[0].labels["agent"] == f"pos-{number}"]
+        assert f"— {said}; hotspot ready." in page.alerts[0].annotations["summary"]
 
 
 def test_a_hard_cut_is_not_paged_as_a_prediction(scene: Scene) -> None:

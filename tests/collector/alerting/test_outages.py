@@ -319,7 +319,9 @@ def test_at_risk_then_silent_then_flickering_is_one_incident_that_does_not_resol
     pos.beat_for(1.0)
     clock.advance(0.25)
     pos.report(
-        judgement(pos.now_ms, verdict=("none", "home network losing packets"), risk=0.9, ttl=30.0)
+        judgement(
+            pos.now_ms, verdict=("none", "home network losing packets"), cause="trend", risk=0.9, ttl=30.0
+        )
         + probe_round(pos.now_ms, "vpn.agency.example", "vpn", ok=True, loss=0.3)
     )
     pos.beat_for(1.0)

@@ -14,8 +14,9 @@ from lifeline_collector.app import create_app
 from lifeline_collector.clock import ManualClock
 from lifeline_collector.service import Collector
 from lifeline_wire import Batch, Envelope, Sample
-from lifeline_wire.catalog.health import LAYERS, STATES
+from lifeline_wire.catalog.health import STATES
 from lifeline_wire.heartbeat import BeatDigest
+from lifeline_wire.layers import LAYERS
 
 pytestmark = [pytest.mark.anyio, pytest.mark.system]
 

@@ -2,7 +2,6 @@
 
 from lifeline_wire.catalog.spec import MetricSpec
 
-LAYERS = ("power", "link", "router", "internet", "vpn", "agency", "dns", "cad", "backup")
 STATES = {"ok": 0, "degraded": 1, "failed": 2, "unknown": 3}
 
 METRICS: tuple[MetricSpec, ...] = (
@@ -15,8 +14,9 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "lifeline_verdict_info",
         "info",
-        "The first broken layer in words (value 1; layer = none when healthy)",
-        ("layer", "verdict"),
+        "The first broken layer, what is wrong with it (cause) and the verdict in words (value 1; "
+        "layer = none when healthy)",
+        ("layer", "cause", "verdict"),
     ),
     MetricSpec(
         "lifeline_cad_risk_ratio",
