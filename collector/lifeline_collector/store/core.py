@@ -371,7 +371,7 @@ class Store:
 
 
 class MetaCursor:
-    """A number in ``meta``: ``load`` and ``save`` as remote_write.CursorStore asks."""
+    """A number in ``meta``: ``load`` and ``save`` as remote_write.durable.CursorStore asks."""
 
     def __init__(self, store: Store, key: str) -> None:
         self.store = store
