@@ -1,47 +1,35 @@
 """The local facts the health model reads, and the one place that accepts them from the sources.
 
-The sources (``lifeline_agent.sources``) fill these small records, or hand over their own fact
-objects: :func:`coerce` reads the same field names (and a few documented aliases) from any object
-or mapping, so the two packages stay decoupled. A bad field is dropped with a problem naming it
-(``wifi.signal_dbm: must be a number (got 'abc')``) and the rest of the record is kept; nothing
-here raises for bad data.
+Power, Wi-Fi and cellular facts are the records their source builds (``sources.power.PowerFacts``,
+``sources.wifi.WifiFacts``, ``sources.cellular.CellularFacts``): one record per fact, so a field
+renamed in a source is a type error in the model, never a value that silently reads as None. The
+VPN, link and CAD-session facts are summaries the model draws from the sources' typed states
+(:func:`vpn_summary`, :func:`link_summary`, :func:`route_summary`, :func:`session_summary`).
+
+A mapping (a test, a recorded fixture) is read by the record's own field names. A bad or unknown
+field is dropped with a problem naming it (``wifi.signal_dbm: must be a number (got 'abc')``) and
+the rest of the record is kept; nothing here raises for bad data.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lifeline_agent.sources.cad_sessions import CadSessionsState
+from lifeline_agent.sources.cellular import CellularFacts
+from lifeline_agent.sources.interfaces import InterfacesState
+from lifeline_agent.sources.power import PowerFacts
+from lifeline_agent.sources.routes import RoutesState
+from lifeline_agent.sources.vpn import VpnState
+from lifeline_agent.sources.wifi import WifiFacts
+
 SOURCES = ("power", "wifi", "cellular", "vpn", "routes", "interfaces", "cad_sessions")
-
-
-@dataclass(frozen=True, slots=True)
-class PowerFacts:
-    on_ac: bool | None = None  # None: the machine cannot tell
-    percent: float | None = None  # battery charge 0..100
-    secs_left: float | None = None  # battery time left; None when unknown or on AC
-
-
-@dataclass(frozen=True, slots=True)
-class WifiFacts:
-    interface: str = ""
-    connected: bool = True  # associated to an access point
-    signal_dbm: float | None = None
-    bitrate: float | None = None  # bits per second
-    path: str = "primary"  # "backup" when this Wi-Fi is the hotspot (a MiFi)
-
-
-@dataclass(frozen=True, slots=True)
-class CellularFacts:
-    modem: str = ""
-    connected: bool | None = None
-    access_technology: str = ""
-    rsrp: float | None = None  # dBm
-    rsrq: float | None = None  # dB
-    sinr: float | None = None  # dB
-    quality: float | None = None  # 0..1
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,53 +67,6 @@ class SessionFacts:
 
 Facts = PowerFacts | WifiFacts | CellularFacts | VpnFacts | RouteFacts | SessionFacts
 
-# field -> (kind, aliases the sources may use)
-_FIELDS: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
-    "power": {
-        "on_ac": ("flag", ("power_plugged", "plugged", "ac")),
-        "percent": ("number", ("battery_percent",)),
-        "secs_left": ("number", ("secsleft", "seconds_left", "time_left")),
-    },
-    "wifi": {
-        "interface": ("text", ()),
-        "connected": ("flag", ("associated",)),
-        "signal_dbm": ("number", ("signal", "rssi", "rssi_dbm")),
-        "bitrate": ("number", ("tx_bitrate", "bitrate_bps")),
-        "path": ("text", ()),
-    },
-    "cellular": {
-        "modem": ("text", ("name",)),
-        "connected": ("flag", ()),
-        "access_technology": ("text", ("technology", "access_tech")),
-        "rsrp": ("number", ("rsrp_dbm",)),
-        "rsrq": ("number", ("rsrq_db",)),
-        "sinr": ("number", ("sinr_db", "snr")),
-        "quality": ("number", ("signal_quality",)),
-    },
-    "vpn": {
-        "present": ("flag", ("found",)),
-        "interface": ("text", ()),
-        "kind": ("text", ("vpn_type", "type")),
-        "up": ("flag", ()),
-        "handshake_age": ("number", ("handshake_age_seconds", "latest_handshake_age")),
-        "rx_bytes": ("number", ()),
-        "tx_bytes": ("number", ()),
-    },
-    "routes": {
-        "primary_interface": ("text", ()),
-        "primary_up": ("flag", ()),
-        "backup_interface": ("text", ()),
-        "backup_up": ("flag", ()),
-        "on_backup": ("flag", ()),
-    },
-}
-_FIELDS["interfaces"] = _FIELDS["routes"]
-_FIELDS["cad_sessions"] = {
-    "sessions": ("number", ()),
-    "stalled": ("number", ()),
-    "since_ack": ("number", ()),
-}
-
 _TYPES: dict[str, type[Facts]] = {
     "power": PowerFacts,
     "wifi": WifiFacts,
@@ -137,47 +78,129 @@ _TYPES: dict[str, type[Facts]] = {
 }
 
 
+def vpn_summary(state: VpnState) -> VpnFacts:
+    """The VPN source's tunnels as the model sees them: none means the laptop has no VPN of its own.
+
+    With several tunnels the one that is up is the dispatch tunnel; a tunnel whose VPN stack could
+    not be read (``up`` None) is judged by its interface's link state.
+    """
+    if not state.tunnels:
+        return VpnFacts(present=False)
+    chosen = next((t for t in state.tunnels if t.up is True), state.tunnels[0])
+    up = chosen.up
+    if chosen.link_up is False:
+        up = False
+    elif up is None:
+        up = chosen.link_up
+    return VpnFacts(
+        True,
+        chosen.interface,
+        chosen.vpn_type,
+        up,
+        _number(chosen.handshake_age),
+        _number(chosen.rx_bytes),
+        _number(chosen.tx_bytes),
+    )
+
+
+def link_summary(state: InterfacesState) -> RouteFacts:
+    """The interfaces source's list: a path is up if any of its interfaces is."""
+    by_path: dict[str, list[tuple[str, bool]]] = {}
+    for item in state.interfaces:
+        by_path.setdefault(item.path, []).append((item.name, item.up and item.present))
+
+    def pick(entries: list[tuple[str, bool]]) -> tuple[str, bool | None]:
+        if not entries:
+            return "", None
+        working = [name for name, up in entries if up]
+        return (working[0], True) if working else (entries[0][0], False)
+
+    primary_name, primary_up = pick(by_path.get("primary", []))
+    backup_name, backup_up = pick(by_path.get("backup", []))
+    return RouteFacts(primary_name, primary_up, backup_name, backup_up)
+
+
+def route_summary(state: RoutesState) -> RouteFacts:
+    """The routes source's view: which interfaces carry the primary and backup default routes."""
+    return RouteFacts(
+        primary_interface=state.primary_interface,
+        backup_interface=state.backup_interface,
+        on_backup=state.on_backup,
+    )
+
+
+def session_summary(state: CadSessionsState) -> SessionFacts:
+    """The CAD sessions source's per-target facts, taken together: the worst session counts."""
+    waits = [w for t in state.targets if (w := _number(t.since_ack)) is not None]
+    return SessionFacts(
+        sum(t.sessions for t in state.targets),
+        max((t.stalled for t in state.targets), default=0),
+        max(waits, default=None),
+    )
+
+
 def coerce(source: str, facts: object) -> tuple[Facts | None, tuple[str, ...]]:
     """Turn what a source handed over into one of the records above, plus the problems found.
 
-    Returns ``(None, problems)`` for an unknown source name or a value that is not a record.
+    Returns ``(None, problems)`` for an unknown source name or a value that is not this source's
+    record, state or a mapping.
     """
-    fields = _FIELDS.get(source)
-    if fields is None:
+    wanted = _TYPES.get(source)
+    if wanted is None:
         return None, (f"{source}: unknown facts source (known: {', '.join(SOURCES)})",)
-    wanted = _TYPES[source]
     if isinstance(facts, wanted):
         return facts, ()
-    if source == "vpn" and _has(facts, "tunnels"):
-        return _from_tunnels(facts)
-    if source == "interfaces" and _has(facts, "interfaces"):
-        return _from_interfaces(facts)
-    if source == "cad_sessions" and _has(facts, "targets"):
-        return _from_sessions(facts)
-    if facts is None or isinstance(facts, str | bytes | int | float):
-        return None, (f"{source}: expected a record of facts (got {type(facts).__name__})",)
+    if source == "vpn" and isinstance(facts, VpnState):
+        return vpn_summary(facts), ()
+    if source == "interfaces" and isinstance(facts, InterfacesState):
+        return link_summary(facts), ()
+    if source == "routes" and isinstance(facts, RoutesState):
+        return route_summary(facts), ()
+    if source == "cad_sessions" and isinstance(facts, CadSessionsState):
+        return session_summary(facts), ()
+    if isinstance(facts, Mapping):
+        return _from_mapping(source, wanted, facts)
+    return None, (f"{source}: expected a {wanted.__name__} record (got {type(facts).__name__})",)
+
+
+def _from_mapping(
+    source: str, wanted: type[Facts], facts: Mapping[Any, object]
+) -> tuple[Facts | None, tuple[str, ...]]:
+    kinds = _kinds(wanted)
     values: dict[str, Any] = {}
     problems: list[str] = []
-    for name, (kind, aliases) in fields.items():
-        present, raw = _lookup(facts, (name, *aliases))
-        if not present or raw is None:
+    for name, kind in kinds.items():
+        raw = facts.get(name)
+        if raw is None:
             continue
         value, problem = _convert(kind, raw)
         if problem:
             problems.append(f"{source}.{name}: {problem}")
         else:
             values[name] = value
+    problems += [
+        f"{source}.{name}: not a field of {wanted.__name__} (fields: {', '.join(kinds)})"
+        for name in facts
+        if name not in kinds
+    ]
     return wanted(**values), tuple(problems)
 
 
-def _lookup(obj: object, names: tuple[str, ...]) -> tuple[bool, object]:
-    for name in names:
-        if isinstance(obj, Mapping):
-            if name in obj:
-                return True, obj[name]
-        elif hasattr(obj, name):
-            return True, getattr(obj, name)
-    return False, None
+def _kinds(record: type[Facts]) -> dict[str, str]:
+    """Each field a mapping may set, by the kind of value it takes (from the record's own types)."""
+    hints = typing.get_type_hints(record)
+    out: dict[str, str] = {}
+    for field in dataclasses.fields(record):
+        hint = hints[field.name]
+        members = set(typing.get_args(hint)) if isinstance(hint, types.UnionType) else {hint}
+        members.discard(type(None))
+        if members == {bool}:
+            out[field.name] = "flag"
+        elif members and members <= {int, float}:
+            out[field.name] = "number"
+        elif members == {str}:
+            out[field.name] = "text"
+    return out
 
 
 def _convert(kind: str, raw: object) -> tuple[object, str]:
@@ -198,77 +221,8 @@ def _convert(kind: str, raw: object) -> tuple[object, str]:
     return None, f"must be a string (got {raw!r})"
 
 
-def _has(obj: object, name: str) -> bool:
-    return name in obj if isinstance(obj, Mapping) else hasattr(obj, name)
-
-
-def _items(obj: object, name: str) -> list[object]:
-    _, value = _lookup(obj, (name,))
-    return list(value) if isinstance(value, list | tuple) else []
-
-
-def _from_tunnels(state: object) -> tuple[Facts | None, tuple[str, ...]]:
-    """The VPN source's list of tunnels: none means the laptop has no VPN of its own.
-
-    With several tunnels the one that is up is the dispatch tunnel; a tunnel whose VPN stack
-    could not be read (``up`` None) is judged by its interface's link state.
-    """
-    tunnels = _items(state, "tunnels")
-    if not tunnels:
-        return VpnFacts(present=False), ()
-    chosen = next((t for t in tunnels if _lookup(t, ("up",))[1] is True), tunnels[0])
-    record, problems = coerce("vpn", chosen)
-    if not isinstance(record, VpnFacts):
-        return None, problems
-    link_up = _lookup(chosen, ("link_up",))[1]
-    up = record.up
-    if link_up is False:
-        up = False
-    elif up is None and isinstance(link_up, bool):
-        up = link_up
-    return (
-        VpnFacts(
-            True, record.interface, record.kind, up, record.handshake_age, record.rx_bytes, record.tx_bytes
-        ),
-        problems,
-    )
-
-
-def _from_sessions(state: object) -> tuple[Facts | None, tuple[str, ...]]:
-    """The CAD sessions source's per-target facts, taken together: the worst session counts."""
-    sessions = stalled = 0
-    waits: list[float] = []
-    problems: list[str] = []
-    for index, item in enumerate(_items(state, "targets")):
-        record, found = coerce("cad_sessions", {k: _lookup(item, (k,))[1] for k in _FIELDS["cad_sessions"]})
-        problems += [f"targets[{index}].{p.partition('.')[2]}" for p in found]
-        if isinstance(record, SessionFacts):
-            sessions += int(record.sessions)
-            stalled = max(stalled, int(record.stalled))
-            if record.since_ack is not None:
-                waits.append(record.since_ack)
-    return SessionFacts(sessions, stalled, max(waits, default=None)), tuple(problems)
-
-
-def _from_interfaces(state: object) -> tuple[Facts | None, tuple[str, ...]]:
-    """The interfaces source's list: the primary path is up if any of its interfaces is."""
-    by_path: dict[str, list[tuple[str, bool]]] = {}
-    problems: list[str] = []
-    for index, item in enumerate(_items(state, "interfaces")):
-        name, path = _lookup(item, ("name",))[1], _lookup(item, ("path",))[1]
-        present, up = _lookup(item, ("present",))[1], _lookup(item, ("up",))[1]
-        if not isinstance(name, str) or not isinstance(path, str) or not isinstance(up, bool):
-            problems.append(f"interfaces[{index}]: needs name, path and up (got {item!r})")
-            continue
-        by_path.setdefault(path, []).append((name, up and present is not False))
-    primary, backup = by_path.get("primary", []), by_path.get("backup", [])
-
-    def pick(entries: list[tuple[str, bool]]) -> tuple[str, bool | None]:
-        if not entries:
-            return "", None
-        working = [name for name, up in entries if up]
-        return (working[0], True) if working else (entries[0][0], False)
-
-    primary_name, primary_up = pick(primary)
-    backup_name, backup_up = pick(backup)
-    return RouteFacts(primary_name, primary_up, backup_name, backup_up), tuple(problems)
+def _number(value: float | None) -> float | None:
+    """A source's number as the model takes it: a float, or None for absent or NaN."""
+    if value is None or math.isnan(value):
+        return None
+    return float(value)

@@ -84,14 +84,16 @@ _LAB_TECHNOLOGY = {"gsm": "2g", "umts": "3g", "hspa": "3g", "5gnr": "5g", "none"
 
 @dataclass(frozen=True, slots=True)
 class CellularFacts:
-    modem: str  # ModemManager's index ("0"), bounded by the hardware
-    state: str  # a name from MMModemState
-    connected: bool
-    access_technology: str  # 5g | lte | 3g | 2g | unknown (the best of the current set)
+    """What the cellular source read; the health model judges the backup path from this very record."""
+
+    modem: str = ""  # ModemManager's index ("0"), bounded by the hardware
+    connected: bool | None = None
+    access_technology: str = ""  # 5g | lte | 3g | 2g | unknown (the best of the current set)
+    rsrp: float | None = None  # dBm
+    rsrq: float | None = None  # dB
+    sinr: float | None = None  # dB
     signal_quality: float | None = None  # 0..1
-    rsrp_dbm: float | None = None
-    rsrq_db: float | None = None
-    sinr_db: float | None = None
+    state: str = ""  # a name from MMModemState
     backend: str = ""
 
 
@@ -162,9 +164,9 @@ def cellular_from_mmcli(modem_kv: Mapping[str, str], signal_kv: Mapping[str, str
         connected=state == "connected",
         access_technology=gen,
         signal_quality=quality / 100.0 if quality is not None else None,
-        rsrp_dbm=_number(signal_kv, f"{prefix}.rsrp"),
-        rsrq_db=_number(signal_kv, f"{prefix}.rsrq"),
-        sinr_db=_number(signal_kv, f"{prefix}.snr"),
+        rsrp=_number(signal_kv, f"{prefix}.rsrp"),
+        rsrq=_number(signal_kv, f"{prefix}.rsrq"),
+        sinr=_number(signal_kv, f"{prefix}.snr"),
         backend="mmcli",
     )
 
@@ -205,9 +207,9 @@ def cellular_from_dbus(path: str, interfaces: Mapping[str, Mapping[str, Any]]) -
         connected=state_code == STATE_CONNECTED,
         access_technology=gen,
         signal_quality=percent / 100.0 if isinstance(percent, int) else None,
-        rsrp_dbm=_signal_number(chosen, "rsrp"),
-        rsrq_db=_signal_number(chosen, "rsrq"),
-        sinr_db=_signal_number(chosen, "snr"),
+        rsrp=_signal_number(chosen, "rsrp"),
+        rsrq=_signal_number(chosen, "rsrq"),
+        sinr=_signal_number(chosen, "snr"),
         backend="modemmanager",
     )
 
@@ -326,9 +328,9 @@ class FixtureBackend(FixtureReplay[list[CellularFacts]]):
                 connected=state == "connected",
                 access_technology=tech,
                 signal_quality=rec.number("signal_quality"),
-                rsrp_dbm=rec.number("rsrp_dbm"),
-                rsrq_db=rec.number("rsrq_db"),
-                sinr_db=rec.number("sinr_db"),
+                rsrp=rec.number("rsrp_dbm"),
+                rsrq=rec.number("rsrq_db"),
+                sinr=rec.number("sinr_db"),
                 backend="fixture",
             )
         ]
@@ -366,9 +368,9 @@ class CellularSource:
                 )
             )
         for name, value in (
-            ("lifeline_cellular_rsrp_dbm", facts.rsrp_dbm),
-            ("lifeline_cellular_rsrq_db", facts.rsrq_db),
-            ("lifeline_cellular_sinr_db", facts.sinr_db),
+            ("lifeline_cellular_rsrp_dbm", facts.rsrp),
+            ("lifeline_cellular_rsrq_db", facts.rsrq),
+            ("lifeline_cellular_sinr_db", facts.sinr),
         ):
             if value is not None:
                 samples.append(sample(name, value, modem=facts.modem))
@@ -376,7 +378,7 @@ class CellularSource:
             sample("lifeline_cellular_connected", 1.0 if facts.connected else 0.0, modem=facts.modem)
         )
         events: list[SourceEvent] = []
-        now = (facts.connected, facts.access_technology)
+        now = (facts.connected is True, facts.access_technology)
         if self._last is not None and now != self._last:
             events.append(
                 SourceEvent(

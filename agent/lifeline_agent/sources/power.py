@@ -41,9 +41,11 @@ class MainsSupply:
 
 @dataclass(frozen=True, slots=True)
 class PowerFacts:
-    on_ac: bool
-    battery_percent: float | None = None  # None: no battery
-    seconds_left: float | None = None  # None: on AC, unknown, or no battery
+    """What the power source read; the health model judges the power layer from this very record."""
+
+    on_ac: bool | None = None  # None: the machine cannot tell
+    percent: float | None = None  # battery charge 0..100; None: no battery
+    secs_left: float | None = None  # battery time left; None: on AC, unknown, or no battery
     mains: tuple[MainsSupply, ...] = ()
     backend: str = ""
 
@@ -103,7 +105,7 @@ def combine(battery: Any, mains: Sequence[MainsSupply]) -> PowerFacts:
         )
     ):
         left = float(battery.secsleft)
-    return PowerFacts(on_ac=on_ac, battery_percent=percent, seconds_left=left, mains=tuple(mains))
+    return PowerFacts(on_ac=on_ac, percent=percent, secs_left=left, mains=tuple(mains))
 
 
 class PsutilBackend:
@@ -129,7 +131,7 @@ class PsutilBackend:
 
     def read(self) -> PowerFacts:
         facts = combine(self._read_battery(), read_mains(self.sysfs_root))
-        return PowerFacts(facts.on_ac, facts.battery_percent, facts.seconds_left, facts.mains, "psutil")
+        return PowerFacts(facts.on_ac, facts.percent, facts.secs_left, facts.mains, "psutil")
 
 
 class FixtureBackend(FixtureReplay[PowerFacts]):
@@ -142,8 +144,8 @@ class FixtureBackend(FixtureReplay[PowerFacts]):
         ratio = rec.number("battery_ratio")
         return PowerFacts(
             on_ac=True if on_ac is None else on_ac,
-            battery_percent=None if ratio is None else ratio * 100.0,
-            seconds_left=rec.number("secs_left"),
+            percent=None if ratio is None else ratio * 100.0,
+            secs_left=rec.number("secs_left"),
             backend="fixture",
         )
 
@@ -167,15 +169,15 @@ class PowerSource:
         except SourceError as exc:
             return Reading(error=exc.reason)
         samples: list[SourceSample] = [sample("lifeline_power_on_ac", 1.0 if facts.on_ac else 0.0)]
-        if facts.battery_percent is not None:
-            samples.append(sample("lifeline_battery_ratio", facts.battery_percent / 100.0))
-        if facts.seconds_left is not None:
-            samples.append(sample("lifeline_battery_time_left_seconds", facts.seconds_left))
+        if facts.percent is not None:
+            samples.append(sample("lifeline_battery_ratio", facts.percent / 100.0))
+        if facts.secs_left is not None:
+            samples.append(sample("lifeline_battery_time_left_seconds", facts.secs_left))
         events: list[SourceEvent] = []
         if self._on_ac is not None and facts.on_ac != self._on_ac:
             attributes: dict[str, str | int | float | bool] = {}
-            if facts.battery_percent is not None:
-                attributes["battery_percent"] = facts.battery_percent
+            if facts.percent is not None:
+                attributes["battery_percent"] = facts.percent
             events.append(SourceEvent("power.ac_restored" if facts.on_ac else "power.ac_lost", attributes))
         self._on_ac = facts.on_ac
         return Reading(tuple(samples), tuple(events), facts)

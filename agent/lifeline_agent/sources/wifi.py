@@ -39,12 +39,15 @@ SYS_CLASS_IEEE80211 = "/sys/class/ieee80211"  # one entry per radio (wiphy) cfg8
 
 @dataclass(frozen=True, slots=True)
 class WifiFacts:
-    interface: str
-    associated: bool
+    """What the Wi-Fi source read; the health model judges the link from this very record."""
+
+    interface: str = ""
+    connected: bool = True  # associated to an access point
     signal_dbm: float | None = None
     bitrate_bps: float | None = None
     retries: int | None = None  # nl80211: tx retries; /proc: packets discarded after too many retries
     backend: str = ""
+    path: str = "primary"  # "backup" when this Wi-Fi is the hotspot (a MiFi)
 
 
 # --- pure parsers ----------------------------------------------------------------------------------
@@ -65,7 +68,7 @@ def parse_station(interface: str, reply: Mapping[str, Any]) -> WifiFacts:
         units = as_int(attr(rate, "NL80211_RATE_INFO_BITRATE"))
     return WifiFacts(
         interface=interface,
-        associated=True,
+        connected=True,
         signal_dbm=float(signal) if signal is not None else None,
         bitrate_bps=units * 100_000.0 if units is not None else None,
         retries=as_int(attr(info, "NL80211_STA_INFO_TX_RETRIES")),
@@ -96,7 +99,7 @@ def parse_proc_net_wireless(text: str) -> list[WifiFacts]:
         out.append(
             WifiFacts(
                 interface=name.strip(),
-                associated=associated,
+                connected=associated,
                 signal_dbm=level if associated and level < 0 else None,
                 retries=retry,
                 backend="proc",
@@ -239,7 +242,7 @@ class FixtureBackend(FixtureReplay[list[WifiFacts]]):
         return [
             WifiFacts(
                 interface=rec.text("interface", "wlan0"),
-                associated=True if associated is None else associated,
+                connected=True if associated is None else associated,
                 signal_dbm=rec.number("signal_dbm"),
                 bitrate_bps=rec.number("bitrate_bps"),
                 retries=rec.integer("retries"),
@@ -292,16 +295,16 @@ class WifiSource:
         if facts.retries is not None:
             samples.append(sample("lifeline_wifi_retries_total", facts.retries, interface=facts.interface))
         events: list[SourceEvent] = []
-        if self._associated is not None and facts.associated != self._associated:
-            kind = "wifi.associated" if facts.associated else "wifi.disassociated"
+        if self._associated is not None and facts.connected != self._associated:
+            kind = "wifi.associated" if facts.connected else "wifi.disassociated"
             events.append(SourceEvent(kind, {"interface": facts.interface}))
-        self._associated = facts.associated
+        self._associated = facts.connected
         return Reading(tuple(samples), tuple(events), facts)
 
     def _pick(self, found: list[WifiFacts]) -> WifiFacts | None:
         if self.interface:
             return next((f for f in found if f.interface == self.interface), None)
-        return next((f for f in found if f.associated), found[0] if found else None)
+        return next((f for f in found if f.connected), found[0] if found else None)
 
 
 def _factory(config: AgentConfig, built: Mapping[str, Source]) -> Source | None:

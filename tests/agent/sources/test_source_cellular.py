@@ -40,9 +40,9 @@ def test_mmcli_lte_modem(fixtures: Path) -> None:
         connected=True,
         access_technology="lte",
         signal_quality=0.67,
-        rsrp_dbm=-104.0,
-        rsrq_db=-16.0,
-        sinr_db=6.4,
+        rsrp=-104.0,
+        rsrq=-16.0,
+        sinr=6.4,
         backend="mmcli",
     )
 
@@ -50,15 +50,15 @@ def test_mmcli_lte_modem(fixtures: Path) -> None:
 def test_mmcli_5g_prefers_nr_values(fixtures: Path) -> None:
     facts = cellular_from_mmcli(_kv(fixtures, "mmcli_modem_5g.txt"), _kv(fixtures, "mmcli_signal_5g.txt"))
     assert (facts.modem, facts.access_technology) == ("1", "5g")
-    assert (facts.rsrp_dbm, facts.rsrq_db, facts.sinr_db) == (-88.0, -11.0, 19.5)
+    assert (facts.rsrp, facts.rsrq, facts.sinr) == (-88.0, -11.0, 19.5)
 
 
 def test_older_mmcli_comma_list_and_no_signal_setup(fixtures: Path) -> None:
     facts = cellular_from_mmcli(_kv(fixtures, "mmcli_modem_searching_old.txt"), {})
     assert (facts.state, facts.connected, facts.access_technology) == ("searching", False, "3g")
     assert facts.signal_quality == pytest.approx(0.12)
-    assert facts.rsrp_dbm is None
-    assert facts.sinr_db is None
+    assert facts.rsrp is None
+    assert facts.sinr is None
 
 
 @pytest.mark.parametrize(
@@ -93,9 +93,9 @@ def test_dbus_managed_objects(fixtures: Path) -> None:
         connected=True,
         access_technology="5g",
         signal_quality=0.74,
-        rsrp_dbm=-101.0,
-        rsrq_db=-12.0,
-        sinr_db=8.5,
+        rsrp=-101.0,
+        rsrq=-12.0,
+        sinr=8.5,
         backend="modemmanager",
     )
     assert (searching.state, searching.connected, searching.access_technology) == (
@@ -103,7 +103,7 @@ def test_dbus_managed_objects(fixtures: Path) -> None:
         False,
         "unknown",
     )
-    assert searching.rsrp_dbm is None
+    assert searching.rsrp is None
 
 
 def test_dbus_reply_of_the_wrong_shape() -> None:

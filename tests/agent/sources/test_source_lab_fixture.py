@@ -31,7 +31,7 @@ def test_a_lab_power_cut_timeline_replays_through_every_fixture_backend(tmp_path
     assert wifi.FixtureBackend(fixture).read() == [
         wifi.WifiFacts(
             interface=healthy_wifi["interface"],
-            associated=True,
+            connected=True,
             signal_dbm=float(healthy_wifi["signal_dbm"]),
             bitrate_bps=float(healthy_wifi["bitrate_bps"]),
             retries=healthy_wifi["retries"],
@@ -43,7 +43,7 @@ def test_a_lab_power_cut_timeline_replays_through_every_fixture_backend(tmp_path
 
     now[0] = 1031.0
     on_battery = power.FixtureBackend(fixture).read()
-    assert (on_battery.on_ac, on_battery.battery_percent, on_battery.seconds_left) == (False, 42.0, 3600.0)
+    assert (on_battery.on_ac, on_battery.percent, on_battery.secs_left) == (False, 42.0, 3600.0)
     (modem,) = cellular.FixtureBackend(fixture).read()
-    assert (modem.access_technology, modem.signal_quality, modem.rsrp_dbm) == ("5g", 0.3, -112.0)
+    assert (modem.access_technology, modem.signal_quality, modem.rsrp) == ("5g", 0.3, -112.0)
     assert modem.connected

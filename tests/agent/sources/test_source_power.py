@@ -84,7 +84,7 @@ def test_desktop_without_battery_uses_mains_only(tmp_path: Path) -> None:
     reading = PowerSource([PsutilBackend(str(tmp_path), battery=lambda: None)]).read()
     assert reading.ok
     assert reading.facts is not None
-    assert (reading.facts.on_ac, reading.facts.battery_percent) == (True, None)
+    assert (reading.facts.on_ac, reading.facts.percent) == (True, None)
 
 
 def test_no_battery_no_mains_is_unavailable_not_on_ac(tmp_path: Path) -> None:
@@ -99,4 +99,4 @@ def test_no_battery_no_mains_is_unavailable_not_on_ac(tmp_path: Path) -> None:
 def test_psutil_only_when_sysfs_has_no_mains(tmp_path: Path) -> None:
     reading = PowerSource([PsutilBackend(str(tmp_path), battery=lambda: ON_BATTERY)]).read()
     assert reading.facts is not None
-    assert (reading.facts.on_ac, reading.facts.seconds_left) == (False, 5400.0)
+    assert (reading.facts.on_ac, reading.facts.secs_left) == (False, 5400.0)

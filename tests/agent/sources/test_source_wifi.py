@@ -30,7 +30,7 @@ def test_station_reply_gives_signal_bitrate_and_retries(fixtures: Path) -> None:
     facts = parse_station("wlan0", _station(fixtures, "nl80211_station_wlan0.json"))
     assert facts == WifiFacts(
         interface="wlan0",
-        associated=True,
+        connected=True,
         signal_dbm=-58.0,
         bitrate_bps=866_700_000.0,  # BITRATE32 8667 × 100 kbit/s (VHT MCS 9, 2 streams, 80 MHz, short GI)
         retries=4213,
@@ -104,7 +104,7 @@ def test_fixture_backend_and_association_events(tmp_path: Path) -> None:
         fh.write('{"ts_ms": 2000, "wifi": {"interface": "wlan0", "associated": false}}\n')
     second = source.read()
     assert second.facts is not None
-    assert second.facts.associated is False
+    assert second.facts.connected is False
     assert [(e.type, e.attributes) for e in second.events] == [("wifi.disassociated", {"interface": "wlan0"})]
     assert second.samples == ()
 
