@@ -1,7 +1,8 @@
 """The sender: POSTs batches of samples to one receiver and settles each sample as sent or failed.
 
 Delivery follows the remote-write 1.0 spec: 2xx done; 429/5xx and an unreachable receiver retried
-with backoff and jitter, honouring ``Retry-After``; other 4xx not retried. A 400 (e.g. one sample
+with backoff and jitter, honouring ``Retry-After`` (the one policy of :mod:`lifeline_wire.retry`,
+which retries 408 too); other 4xx not retried. A 400 (e.g. one sample
 too old) rejects the *whole* request in Prometheus, so a rejected batch is split in time order a
 few times to deliver what can be delivered; 413 splits it too. Prometheus before 2.49 answers
 "too old sample" with 500 (prometheus/prometheus#13334): that is treated as the rejection it is.
@@ -12,13 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import email.utils
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from lifeline_collector.remote_write import prompb
 from lifeline_collector.remote_write.config import RemoteWriteConfig
 from lifeline_collector.remote_write.prompb import PROTOCOL_HEADERS, RemoteSample
 from lifeline_wire.catalog import CATALOG
+from lifeline_wire.retry import RetryDecision, RetryPolicy, decide, parse_retry_after
 
 # One logger for all of remote-write: operators filter on one name.
 log = logging.getLogger("lifeline_collector.remote_write")
@@ -39,8 +38,6 @@ _PERMANENT_500_REASONS = ("too old sample", "out of bounds", "out of order sampl
 MAX_SPLIT_DEPTH = 4
 # The same rejection is logged as a warning again only after this long (repeats go to debug).
 _REWARN_AFTER = 600.0
-# Never wait longer than this for one Retry-After, whatever the receiver says.
-MAX_RETRY_AFTER = 600.0
 
 
 @dataclass(slots=True, eq=False)  # hashed by identity: a prometheus_client registry keys on it
@@ -201,11 +198,8 @@ class Sender:
             await self._sleep(delay)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), MAX_RETRY_AFTER)
-        base = min(self.config.min_backoff * (2.0 ** min(attempt, 30)), self.config.max_backoff)
-        # Jitter spreads replicas' retries apart; not security relevant.
-        return base / 2 + random.uniform(0, base / 2)  # noqa: S311
+        policy = RetryPolicy(initial=self.config.min_backoff, maximum=self.config.max_backoff)
+        return policy.delay(attempt, retry_after)
 
     async def _post(self, body: bytes) -> _Answer:
         try:
@@ -218,14 +212,16 @@ class Sender:
             return _Answer(None, None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         status = response.status_code
         reason = _reason(response)
-        if 200 <= status < 300:
+        decision = decide(status)
+        if decision is RetryDecision.DONE:
             return _Answer(Outcome.SENT, status, "")
         if status == 413:
             return _Answer(Outcome.TOO_LARGE, status, reason)
-        if status == 429 or status >= 500:
+        if decision is RetryDecision.RETRY:
             if status == 500 and any(text in reason.lower() for text in _PERMANENT_500_REASONS):
                 return _Answer(Outcome.REJECTED, 400, f"{reason} (answered 500)")
-            return _Answer(None, status, reason, _retry_after(response.headers.get("Retry-After")))
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
+            return _Answer(None, status, reason, retry_after)
         return _Answer(Outcome.REJECTED, status, reason)
 
     def _headers(self) -> dict[str, str]:
@@ -246,19 +242,3 @@ def _reason(response: httpx.Response) -> str:
     text = response.text.strip().splitlines()
     first = text[0] if text else response.reason_phrase
     return first[:200]
-
-
-def _retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date; None if absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -138,6 +138,15 @@ def test_429_honours_retry_after(receiver: Receiver) -> None:
     assert writer.stats.sent == 2
 
 
+def test_408_is_retried_as_every_sender_retries_it(receiver: Receiver) -> None:
+    receiver.responder = _scripted((408, {}, "request timeout"))
+    sleep = RecordingSleep()
+    writer = RemoteWriter(_config(receiver.url), sleep=sleep)
+    asyncio.run(_write(writer, _samples(2)))
+    assert len(receiver.requests) == 2
+    assert (writer.stats.sent, writer.stats.failed, writer.stats.retries) == (2, 0, 1)
+
+
 def test_4xx_is_not_retried_and_is_counted_and_logged_once(
     receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
