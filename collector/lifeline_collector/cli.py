@@ -229,7 +229,7 @@ def silences_add(
     matchers: tuple[str, ...], duration: str, created_by: str, comment: str, config_path: str
 ) -> None:
     """Silence the alerts all MATCHERs match, from now for DURATION; prints the silence id."""
-    from lifeline_collector.alerting import operator
+    from lifeline_collector.alerting import actions
     from lifeline_collector.alerting.store import AlertStore
     from lifeline_wire.tomlcfg import parse_duration
 
@@ -239,7 +239,7 @@ def silences_add(
         raise click.BadParameter(str(exc), param_hint="--duration") from None
     store = _store(_load(config_path))
     try:
-        silence = operator.create_silence(
+        silence = actions.create_silence(
             AlertStore(store),
             matchers,
             now=time.time(),
@@ -287,12 +287,12 @@ def silences_list(include_expired: bool, config_path: str) -> None:
 @config_option
 def silences_expire(silence_id: str, config_path: str) -> None:
     """End silence SILENCE_ID now (it stays listed with --all)."""
-    from lifeline_collector.alerting import operator
+    from lifeline_collector.alerting import actions
     from lifeline_collector.alerting.store import AlertStore
 
     store = _store(_load(config_path))
     try:
-        operator.expire_silence(AlertStore(store), silence_id, now=time.time())
+        actions.expire_silence(AlertStore(store), silence_id, now=time.time())
         cli_audit(store, "silence.expire", silence_id)
     except CollectorError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -311,12 +311,12 @@ def alerts() -> None:
 @config_option
 def alerts_list(config_path: str) -> None:
     """Active alerts as the collector last recorded them, with silences and acknowledgements."""
-    from lifeline_collector.alerting import operator
+    from lifeline_collector.alerting import actions
     from lifeline_collector.alerting.store import AlertStore
 
     store = _store(_load(config_path))
     try:
-        rows = operator.list_alerts(AlertStore(store), now=time.time())
+        rows = actions.list_alerts(AlertStore(store), now=time.time())
     finally:
         store.close()
     click.echo(f"{'FINGERPRINT':<16}  {'STATE':<8} {'SINCE (UTC)':<19}  {'NOTE':<22} SUMMARY")
@@ -345,12 +345,12 @@ def alerts_list(config_path: str) -> None:
 @config_option
 def alerts_ack(fingerprint: str, by: str, comment: str, config_path: str) -> None:
     """Acknowledge alert FINGERPRINT: no more repeats or escalation for it."""
-    from lifeline_collector.alerting import operator
+    from lifeline_collector.alerting import actions
     from lifeline_collector.alerting.store import AlertStore
 
     store = _store(_load(config_path))
     try:
-        ack = operator.acknowledge(AlertStore(store), fingerprint, by=by, comment=comment, now=time.time())
+        ack = actions.acknowledge(AlertStore(store), fingerprint, by=by, comment=comment, now=time.time())
         cli_audit(store, "ack", fingerprint, {"by": by, "note": comment})
     except CollectorError as exc:
         click.echo(f"error: {exc}", err=True)

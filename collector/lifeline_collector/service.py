@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from lifeline_collector.alerting import operator
+from lifeline_collector.alerting import actions
 from lifeline_collector.alerting.engine import AlertEngine
 from lifeline_collector.alerting.errors import UnknownAlertError
 from lifeline_collector.alerting.heard import SilenceWatch
 from lifeline_collector.alerting.incidents import FleetCorrelator, FleetPolicy
-from lifeline_collector.alerting.judgement import CadAtRisk, FailoverNotReady, PositionLayerFailed, RiskBands
 from lifeline_collector.alerting.model import Alert
 from lifeline_collector.alerting.notifications import AlertStatus
 from lifeline_collector.alerting.routing import Router
-from lifeline_collector.alerting.rules import CadTargetUnreachable, PositionSilent
+from lifeline_collector.alerting.rules.cad_at_risk import CadAtRisk, RiskBands
+from lifeline_collector.alerting.rules.cad_target_unreachable import CadTargetUnreachable
+from lifeline_collector.alerting.rules.failover_not_ready import FailoverNotReady
+from lifeline_collector.alerting.rules.position_layer_failed import PositionLayerFailed
+from lifeline_collector.alerting.rules.position_silent import PositionSilent
 from lifeline_collector.alerting.silences import Ack, Matcher, Registry, Silence
 from lifeline_collector.alerting.state import Change
 from lifeline_collector.alerting.store import AlertStore
@@ -255,7 +258,7 @@ class Collector:
         ends_at: float | None = None,
         duration: float | None = None,
     ) -> Silence:
-        silence = operator.create_silence(
+        silence = actions.create_silence(
             self.alert_store,
             matchers,
             now=self.clock.now(),
@@ -273,7 +276,7 @@ class Collector:
         return silence
 
     def expire_silence(self, silence_id: str) -> None:
-        operator.expire_silence(self.alert_store, silence_id, now=self.clock.now())
+        actions.expire_silence(self.alert_store, silence_id, now=self.clock.now())
         self.registry.silences.pop(silence_id, None)
         log.info("silence %s expired", silence_id)
         self.engine.tick()  # what it held back and still fires is paged now
@@ -285,7 +288,7 @@ class Collector:
         alert = self.engine.states.get(fingerprint)
         if alert is None:
             raise UnknownAlertError(fingerprint)
-        ack = operator.acknowledge(
+        ack = actions.acknowledge(
             self.alert_store, fingerprint, by=by, comment=comment, now=self.clock.now(), alert=alert
         )
         self.registry.acks[fingerprint] = ack

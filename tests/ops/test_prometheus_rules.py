@@ -97,7 +97,7 @@ def test_promtool_test_rules_catches_a_reverted_behaviour(
 
 
 def test_holds_and_lead_are_the_collectors_defaults() -> None:
-    from lifeline_collector.alerting.judgement import CadAtRisk
+    from lifeline_collector.alerting.rules.cad_at_risk import CadAtRisk
     from lifeline_collector.config import DEFAULT_HOLDS, AlertingSection
 
     defaults = AlertingSection()

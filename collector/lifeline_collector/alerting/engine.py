@@ -17,7 +17,7 @@ from lifeline_collector.alerting import health, incidents, model, outage
 from lifeline_collector.alerting.model import Alert, AlertGroup, AlertState
 from lifeline_collector.alerting.notifications import AlertStatus, Notifications
 from lifeline_collector.alerting.routing import Router
-from lifeline_collector.alerting.rules import Rule, Waiting
+from lifeline_collector.alerting.rules.rule import Rule, Waiting
 from lifeline_collector.alerting.silences import Registry
 from lifeline_collector.alerting.state import AlertStates, Change
 from lifeline_collector.clock import Clock

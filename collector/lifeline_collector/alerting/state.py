@@ -18,13 +18,6 @@ class Change:
     alert: Alert  # the alert in its new state
     previous: AlertState | None  # None: the alert is new
 
-    @property
-    def notifiable(self) -> bool:
-        """Supervisors hear about firing, and about resolution of what they heard fire."""
-        if self.alert.state is AlertState.FIRING:
-            return self.previous is not AlertState.FIRING
-        return self.alert.state is AlertState.RESOLVED and self.previous is AlertState.FIRING
-
 
 class AlertStates:
     def __init__(self, resolve_hold: float = 0.0) -> None:

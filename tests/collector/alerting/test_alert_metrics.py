@@ -9,7 +9,7 @@ import pytest
 from alerting_kit import MS, Position, Recorder, collector, judgement
 from prometheus_client.parser import text_string_to_metric_families
 
-from lifeline_collector.alerting import operator
+from lifeline_collector.alerting import actions
 from lifeline_collector.alerting.silences import parse_matcher
 from lifeline_collector.alerting.store import AlertStore
 from lifeline_collector.clock import ManualClock
@@ -110,7 +110,7 @@ def test_an_acknowledgement_written_by_the_cli_counts_at_the_next_tick(
     (alert,) = service.engine.active()
     clock.advance(30)
     other = Store(service.store.path)  # what `lifeline-collector alerts ack` does
-    operator.acknowledge(AlertStore(other), alert.fingerprint, by="sup-cli", now=clock.now())
+    actions.acknowledge(AlertStore(other), alert.fingerprint, by="sup-cli", now=clock.now())
     other.close()
     assert acks(scrape(service), "PositionLayerFailed", "south") == (0, 0)
     clock.advance(1)

@@ -137,13 +137,13 @@ def test_expiring_a_silence_early_releases_what_it_held(
 def test_a_silence_added_by_another_process_applies_at_the_next_tick(
     setup: tuple[Collector, Recorder], clock: ManualClock, tmp_path: Path
 ) -> None:
-    from lifeline_collector.alerting import operator
+    from lifeline_collector.alerting import actions
     from lifeline_collector.alerting.store import AlertStore
     from lifeline_collector.store import Store
 
     service, rec = setup
     other = Store(service.store.path)
-    operator.create_silence(AlertStore(other), ["site=south"], now=clock.now(), duration=60, created_by="cli")
+    actions.create_silence(AlertStore(other), ["site=south"], now=clock.now(), duration=60, created_by="cli")
     other.close()
     service.tick()
     Position(service, clock, "pos-2", "south", "2").vpn_down()

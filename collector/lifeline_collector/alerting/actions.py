@@ -1,4 +1,4 @@
-"""What an operator does about alerts — silence, expire, acknowledge, list — against the store.
+"""What an operator does about alerts — silence, expire, acknowledge, list — kept by ``AlertStore``.
 
 Used both by the running collector (API, which also updates its in-memory registry) and by the
 ``lifeline-collector silences`` / ``alerts`` commands, which work on the store directly; the

@@ -1,122 +1,17 @@
-"""Alert rules: each looks at one agent's view and states which conditions hold right now.
-
-Rules do not remember anything; the state machine turns their findings into a lifecycle.
-"""
+"""PositionSilent: a position not heard from, worded from what is known — the paths that were
+beating before, and the agent's last judgement."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Protocol, runtime_checkable
 
-from lifeline_collector.alerting.health import read_health
 from lifeline_collector.alerting.heard import SilencePolicy, last_heard
 from lifeline_collector.alerting.model import Finding
+from lifeline_collector.alerting.rules.cad_target_unreachable import cad_failures, rounds
+from lifeline_collector.alerting.rules.rule import agent_labels, position_link
 from lifeline_collector.fleet import AgentView
 from lifeline_wire.heartbeat import BeatDigest
-
-
-class Rule(Protocol):
-    name: str
-
-    def evaluate(self, agent: AgentView, now: float) -> Iterable[Finding]: ...
-
-
-@runtime_checkable
-class Waiting(Protocol):
-    """A rule whose finding for a position can change with time alone (a grace it counts down),
-    so the alert tick must not skip that position as quiet while ``waiting`` says so."""
-
-    def waiting(self, scope: str) -> bool: ...
-
-
-def agent_labels(agent: AgentView, alertname: str, severity: str) -> dict[str, str]:
-    labels = {"alertname": alertname, "agent": agent.id, "severity": severity}
-    if agent.site:
-        labels["site"] = agent.site
-    if agent.position:
-        labels["position"] = agent.position
-    return labels
-
-
-def position_link(public_url: str, agent: AgentView) -> str:
-    return f"{public_url}/positions/{agent.id}"
-
-
-def _rounds(count: int) -> str:
-    return "1 round" if count == 1 else f"{count} rounds"
-
-
-def _whole(value: float) -> int:
-    """A stored count as an int; a non-finite one (a store written before the wire refused them)
-    counts 0, so a silent position's page is still worded from the rest of what it reported."""
-    return int(value) if value - value == 0 else 0  # inf - inf and nan - nan are NaN
-
-
-def cad_failures(agent: AgentView) -> dict[str, tuple[int, str]]:
-    """role="cad" targets → (failed rounds in a row, probe kind).
-
-    A target probed over several paths counts as failing only as long as every path fails.
-    Per path, the agent's own failure count and the collector's count of success == 0 samples
-    agree when nothing is lost; the larger is used so neither a missing metric nor a lost batch
-    hides a failure.
-    """
-    per_path: dict[tuple[str, str], tuple[int, str]] = {}
-    for name in ("lifeline_probe_consecutive_failures", "lifeline_probe_success"):
-        for state in agent.named(name):
-            if state.labels.get("role") != "cad":
-                continue
-            key = (state.labels.get("target", ""), state.labels.get("path", ""))
-            count = state.zero_streak if name == "lifeline_probe_success" else _whole(state.value)
-            previous = per_path.get(key, (0, ""))[0]
-            per_path[key] = (max(previous, count), state.labels.get("kind", ""))
-    out: dict[str, tuple[int, str]] = {}
-    for (target, _path), (count, kind) in per_path.items():
-        if target not in out or count < out[target][0]:
-            out[target] = (count, kind)
-    return out
-
-
-class CadTargetUnreachable:
-    """A CAD target failing: pending from the first failed round, firing at ``failures`` rounds —
-    unless the agent judges its CAD layer and does not call it failed: then the failed rounds are
-    loss the CAD session rides out (4 s of 40 % loss fails a TCP connect four times in a row one
-    time in six), and a real loss of CAD pages as ``PositionLayerFailed`` with its cause."""
-
-    name = "CadTargetUnreachable"
-
-    def __init__(self, failures: int, public_url: str) -> None:
-        self.failures = failures
-        self.public_url = public_url
-
-    def evaluate(self, agent: AgentView, now: float) -> Iterator[Finding]:
-        failing = sorted(cad_failures(agent).items())
-        if not any(count >= 1 for _target, (count, _kind) in failing):
-            return
-        judged = read_health(agent)
-        cad_fine = bool(judged.layers) and judged.state("cad") != "failed"
-        for target, (count, kind) in failing:
-            if count < 1:
-                continue
-            labels = agent_labels(agent, self.name, "critical")
-            labels["target"] = target
-            labels["role"] = "cad"
-            how = f" ({kind} probe)" if kind else ""
-            yield Finding(
-                scope=agent.id,
-                labels=labels,
-                annotations={
-                    "summary": f"{agent.display_name}: CAD server {target} unreachable for {_rounds(count)}",
-                    "description": (
-                        f"The agent's probes{how} to the CAD server {target} failed {_rounds(count)}"
-                        " in a row."
-                        " The telecommunicator may be unable to work CAD: call the position and be ready"
-                        " to move its calls."
-                    ),
-                    "link": position_link(self.public_url, agent),
-                },
-                firing=count >= self.failures and not cad_fine,
-            )
 
 
 class PositionSilent:
@@ -254,7 +149,7 @@ def last_known_state(agent: AgentView) -> str:
         parts.append(latest.labels.get("verdict") or f"{latest.labels.get('layer')} failing")
     for target, (count, _kind) in sorted(cad_failures(agent).items()):
         parts.append(
-            f"CAD server {target} failing for {_rounds(count)}" if count else f"CAD server {target} reachable"
+            f"CAD server {target} failing for {rounds(count)}" if count else f"CAD server {target} reachable"
         )
     for ready in agent.named("lifeline_failover_ready"):
         parts.append("backup path ready" if ready.value == 1 else "backup path not ready")
