@@ -324,9 +324,7 @@ class Board:
         maintenance = self.hub.maintenance()
         row = model.row_of(service, view, now, maintenance)
         judged = health.read_health(view)
-        layers = [
-            (layer, judged.state(layer)) for layer in LAYERS if layer in judged.layers
-        ]
+        layers = [(layer, judged.state(layer)) for layer in LAYERS if layer in judged.layers]
         alerts = []
         for alert in sorted(service.engine.states.of_scope(agent_id), key=lambda a: a.starts_at):
             ack = service.registry.ack_of(alert.fingerprint, alert.starts_at)

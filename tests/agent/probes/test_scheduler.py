@@ -14,6 +14,7 @@ from lifeline_agent.probes.runner import ProbeRunner
 from lifeline_agent.probes.scheduler import Scheduler, Wake
 from lifeline_agent.recorder import Recorder
 
+
 class CountingProbe:
     def __init__(self) -> None:
         self.calls = 0
