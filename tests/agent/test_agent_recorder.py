@@ -58,14 +58,14 @@ def test_latest_keeps_last_value_and_forget_drops_a_series() -> None:
     assert rec.latest() == {}
 
 
-def verdict(layer: str, words: str) -> dict[str, str]:
-    return {"layer": layer, "verdict": words}
+def verdict(layer: str, words: str, cause: str = "none") -> dict[str, str]:
+    return {"layer": layer, "cause": cause, "verdict": words}
 
 
 def test_a_new_verdict_replaces_the_old_one_and_the_old_one_is_sent_at_zero() -> None:
     rec = Recorder()
     first, second = verdict("none", "no measurements yet"), verdict("none", "healthy")
-    third = verdict("internet", "home internet losing packets")
+    third = verdict("internet", "home internet losing packets", "loss")
     rec.sample("lifeline_verdict_info", 1, first, ts_ms=1_000)
     rec.sample("lifeline_verdict_info", 1, second, ts_ms=2_000)
     rec.sample("lifeline_verdict_info", 1, second, ts_ms=3_000)  # the same verdict again: no zero
@@ -88,7 +88,7 @@ def test_a_new_verdict_replaces_the_old_one_and_the_old_one_is_sent_at_zero() ->
 
 def test_a_verdict_that_comes_back_replaces_the_one_in_between() -> None:
     rec = Recorder()
-    healthy, lossy = verdict("none", "healthy"), verdict("internet", "home internet losing packets")
+    healthy, lossy = verdict("none", "healthy"), verdict("internet", "home internet losing packets", "loss")
     for labels in (healthy, lossy, healthy):
         rec.sample("lifeline_verdict_info", 1, labels)
     assert rec.latest() == {series_key("lifeline_verdict_info", healthy): 1.0}

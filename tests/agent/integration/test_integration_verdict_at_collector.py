@@ -25,9 +25,9 @@ from lifeline_collector.service import Collector
 
 BASE = "http://collector"
 VERDICTS = [
-    {"layer": "none", "verdict": "no measurements yet"},
-    {"layer": "none", "verdict": "healthy"},
-    {"layer": "internet", "verdict": "home internet losing packets"},
+    {"layer": "none", "cause": "none", "verdict": "no measurements yet"},
+    {"layer": "none", "cause": "none", "verdict": "healthy"},
+    {"layer": "internet", "cause": "loss", "verdict": "home internet losing packets"},
 ]
 
 
