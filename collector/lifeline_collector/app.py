@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import json
 import math
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
@@ -21,6 +24,7 @@ from lifeline_collector.alerting.model import rfc3339
 from lifeline_collector.board.install import install as install_board
 from lifeline_collector.clock import Clock
 from lifeline_collector.config import CollectorConfig
+from lifeline_collector.errors import DuplicateAgentError, StoreError, UnknownAgentError
 from lifeline_collector.fleet import AgentView
 from lifeline_collector.http import bearer_token, error_response, header, json_response, unauthorized
 from lifeline_collector.ingest import handler
@@ -85,6 +89,9 @@ async def position_endpoint(request: Request) -> Response:
     agent = service.fleet.agents.get(agent_id)
     if agent is None:
         return error_response(404, f"no agent {agent_id!r}")
+    asked = _stored_history(service, agent_id, request.query_params)
+    if isinstance(asked, Response):
+        return asked
     now = service.clock.now()
     silence = None if agent.last_seen is None else now - agent.last_seen
     series = [
@@ -111,8 +118,42 @@ async def position_endpoint(request: Request) -> Response:
             "series": series,
             "alerts": [alerts_api.alert_json(service, a) for a in service.engine.states.of_scope(agent.id)],
             "history": service.alert_store.alert_history(agent.id, limit=20),
+            **asked,
         }
     )
+
+
+SAMPLES_LIMIT = 10_000  # the newest, when more are stored since ``since``
+EVENTS_LIMIT = 1_000  # the oldest, when more are stored since ``since``
+_MILLISECONDS = re.compile(r"[0-9]{1,16}")
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]{0,199}")
+
+
+def _stored_history(service: Collector, agent_id: str, query: Mapping[str, str]) -> dict[str, Any] | Response:
+    """What ``?samples=NAME``, ``?events=TYPE`` and ``?since=UNIX_MS`` ask of one position's stored
+    history (the latest series alone cannot say whether a value was ever 0 since a moment, or
+    which events arrived), or a 400 naming the parameter."""
+    since_text = query.get("since", "0")
+    if not _MILLISECONDS.fullmatch(since_text):
+        return error_response(400, f"since: must be milliseconds since the epoch (got {since_text[:40]!r})")
+    since_ms = int(since_text)
+    out: dict[str, Any] = {}
+    name = query.get("samples")
+    if name is not None:
+        if not _METRIC_NAME.fullmatch(name):
+            return error_response(400, f"samples: must be a metric name (got {name[:40]!r})")
+        rows = service.store.samples_of(agent_id, name, since_ms)[-SAMPLES_LIMIT:]
+        out["samples"] = [
+            {"labels": json.loads(key), "ts_ms": ts, "value": value if math.isfinite(value) else str(value)}
+            for key, ts, value in rows
+        ]
+    kind = query.get("events")
+    if kind is not None:
+        if not 0 < len(kind) <= 200:
+            return error_response(400, "events: must be an event type of 1 to 200 characters")
+        events = service.store.events_of(agent_id, kind, since_ms, EVENTS_LIMIT)
+        out["events"] = [{"ts_ms": ts, "attributes": json.loads(attributes)} for ts, attributes in events]
+    return out
 
 
 async def metrics_endpoint(request: Request) -> Response:
@@ -131,6 +172,22 @@ async def openapi_endpoint(request: Request) -> Response:
     return json_response(request.app.state.openapi)
 
 
+def store_error_response(exc: StoreError) -> Response:
+    """What any endpoint answers when the store fails under it: 503 with ``Retry-After`` when the
+    store cannot be reached or cannot write (PostgreSQL restarting, a disk full), so an agent keeps
+    its spool and retries and a load balancer can try another collector; never a 500."""
+    if isinstance(exc, UnknownAgentError):
+        return error_response(404, str(exc))
+    if isinstance(exc, DuplicateAgentError):
+        return error_response(409, str(exc))
+    return error_response(503, "store unavailable, retry later", headers={"Retry-After": "1"})
+
+
+async def _store_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StoreError)
+    return store_error_response(exc)
+
+
 INGEST_PATH = "/api/v1/ingest"
 
 
@@ -142,7 +199,10 @@ class CollectorApp(Starlette):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == INGEST_PATH and scope["method"] == "POST":
             scope["app"] = self
-            response = await ingest_endpoint(Request(scope, receive, send))
+            try:
+                response = await ingest_endpoint(Request(scope, receive, send))
+            except StoreError as exc:  # the token lookup; the commit answers its own failures
+                response = store_error_response(exc)
             await response(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
@@ -180,6 +240,7 @@ def create_app(config: CollectorConfig, *, clock: Clock | None = None, ticker: b
             Route("/healthz", healthz_endpoint, methods=["GET"]),
         ],
         lifespan=lifespan,
+        exception_handlers={StoreError: _store_error},
     )
     app.state.collector = service
     # Requests that arrive together share one commit; their agents' alerts are judged right after it.

@@ -1,15 +1,13 @@
 """``lifeline-collector``: serve, manage agents and their tokens, check a config.
 
-Exit codes: 0 ok, 1 runtime failure (also: a leader that lost its lease), 2 usage or config error.
+Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
-import threading
 import time
 from datetime import UTC, datetime
 from types import FrameType
@@ -76,7 +74,8 @@ def serve(config_path: str, log_level: str) -> None:
 
     config = _load(config_path)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    lease_lost = _lead(config)
+    # Over PostgreSQL this serves at once beside the other collectors; the one holding the lease
+    # evaluates alerts and notifies (lifeline_collector.leader, contended for inside the service).
     try:
         app = create_app(config)
     except CollectorError as exc:
@@ -89,29 +88,8 @@ def serve(config_path: str, log_level: str) -> None:
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, _stopped)
     server.run()
-    lease_lost.set()  # a clean stop: the watch ends, the lease goes with the process
     if not server.started:
         sys.exit(1)
-
-
-def _lead(config: CollectorConfig) -> threading.Event:
-    """Over PostgreSQL, serve only while leading (lifeline_collector.leader): wait for the lease,
-    then watch it; a lost lease ends the process at once, before it can page again."""
-    stop = threading.Event()
-    if config.store.backend != "postgresql":
-        return stop
-    from lifeline_collector.leader import Leadership
-
-    _store(config).close()  # the schema is current before anyone leads (a standby migrates too)
-    leadership = Leadership(config.store.dsn)
-    leadership.acquire()
-
-    def lost() -> None:
-        logging.shutdown()
-        os._exit(1)
-
-    leadership.watch(lost, stop)
-    return stop
 
 
 def _stopped(signum: int, frame: FrameType | None) -> None:

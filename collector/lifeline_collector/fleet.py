@@ -1,7 +1,9 @@
 """The in-memory view of every agent: identity, when it was last heard, its latest series.
 
 Rebuilt from the store at start and updated after each committed ingest; exposition and the alert
-rules read it, so neither touches SQLite on the hot path.
+rules read it, so neither touches the database on the hot path. Collectors sharing one PostgreSQL
+also merge what the others stored and heard (``merge_reported``, ``merge_beat``; see
+lifeline_collector.replica).
 """
 
 from __future__ import annotations
@@ -180,3 +182,54 @@ class Fleet:
         view.clock_offset = clock_offset
         view.seq = seq
         return view
+
+    def merge_reported(
+        self,
+        agent: str,
+        seen: float,
+        clock_offset: float | None,
+        states: Iterable[LatestState],
+    ) -> AgentView | None:
+        """What another collector stored for ``agent``'s latest batch: taken whole if it is newer
+        than what this process knows (None: not newer, or not an active agent here)."""
+        view = self.agents.get(agent)
+        if view is None or (view.last_seen is not None and seen <= view.last_seen):
+            return None
+        series: dict[str, dict[str, SeriesState]] = {}
+        for name, labels, value, ts_ms, zero_streak in states:
+            series.setdefault(name, {})[labels] = SeriesState(json.loads(labels), value, ts_ms, zero_streak)
+        view.series = series
+        view.slots = None
+        view.last_seen = seen
+        view.clock_offset = clock_offset
+        return view
+
+    def merge_beat(self, beat: SharedBeat) -> AgentView | None:
+        """A beat another collector verified: its fields are taken where they are newer (None: it
+        told nothing new). Each field is replaced whole, as the heartbeat receiver does."""
+        view = self.agents.get(beat.agent)
+        if view is None:
+            return None
+        if view.last_beat is not None and beat.at <= view.last_beat:
+            return None
+        paths = view.beat_paths
+        newer = {path: at for path, at in beat.paths.items() if at > paths.get(path, float("-inf"))}
+        if newer:
+            view.beat_paths = {**paths, **newer}
+        view.beat = beat.digest
+        view.beat_interval = beat.interval
+        view.signed_off = beat.signed_off
+        view.last_beat = beat.at
+        return view
+
+
+@dataclass(frozen=True, slots=True)
+class SharedBeat:
+    """The newest beat of one agent that some collector verified (times on collector clocks)."""
+
+    agent: str
+    at: float  # when that collector received it
+    paths: dict[str, float]  # path -> the last valid beat over it there
+    digest: BeatDigest | None
+    interval: float | None
+    signed_off: float | None  # when the agent said it stops on purpose (None: it does not)

@@ -10,6 +10,8 @@ The receiver runs in a thread of its own with a blocking socket, so a beat costs
 loop nothing but the GIL it briefly shares. Per datagram, cheapest check first: a per-source rate
 limit, the frame and agent id, the agent's key, the MAC (constant time), the fields, the send time
 and the replay window; each outcome is counted (``lifeline_heartbeats_total{result}``).
+
+Over 500 lines on purpose: key derivation, the per-datagram checks and the socket are one seam.
 """
 
 from __future__ import annotations
@@ -226,6 +228,9 @@ class BeatReceiver:
         self._agents: dict[bytes, _Agent] = {}  # by the agent id's bytes, as the datagram holds it
         self._window = 0  # the current second of the clock
         self._rejects: dict[str, int] = {}  # source address -> datagrams rejected this second
+        # Agents with a valid beat since ``take_changed`` (None: nobody asks, nothing is kept).
+        # Collectors sharing one PostgreSQL publish those beats (lifeline_collector.replica).
+        self.changed: set[str] | None = None
 
     @property
     def keys(self) -> dict[str, bytes]:
@@ -241,6 +246,22 @@ class BeatReceiver:
             agent = known.get(ident)
             table[ident] = agent if agent is not None and agent.key == key else _Agent(agent_id, key)
         self._agents = table
+
+    def take_changed(self) -> set[str]:
+        """The agents beating since the last call (swapped whole: the receiver thread adds to the
+        new set from then on)."""
+        changed = self.changed
+        if changed is None:
+            return set()
+        self.changed = set()
+        return changed
+
+    def last_sent(self, agent_id: str) -> tuple[str, int] | None:
+        """(boot, agent-clock send time) of the newest valid beat of ``agent_id`` (None: none yet)."""
+        agent = self._agents.get(agent_id.encode())
+        if agent is None or not agent.boot:
+            return None
+        return agent.boot, agent.last_sent_ms
 
     def add_key(self, agent_id: str, key: bytes) -> None:
         """Learn one agent's key (it just asked for it, possibly before the registry sync)."""
@@ -333,6 +354,9 @@ class BeatReceiver:
         elif view.signed_off is not None:
             view.signed_off = None
         view.last_beat = now
+        changed = self.changed
+        if changed is not None:
+            changed.add(agent.id)
         if self.on_heard is not None and (previous is None or now - previous > self.heard_gap):
             self.on_heard(agent.id)
         return "ok"

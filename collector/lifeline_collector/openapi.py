@@ -252,13 +252,32 @@ def document(version: str) -> dict[str, Any]:
                 "get": {
                     "summary": "One position: identity, last report, latest series, active alerts",
                     "parameters": [
-                        {"name": "agent", "in": "path", "required": True, "schema": {"type": "string"}}
+                        {"name": "agent", "in": "path", "required": True, "schema": {"type": "string"}},
+                        {
+                            "name": "samples",
+                            "in": "query",
+                            "description": "Add `samples`: this metric's stored samples (the newest 10000)",
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "events",
+                            "in": "query",
+                            "description": "Add `events`: the stored events of this type (the oldest 1000)",
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "description": "Only samples and events from this time on (Unix ms)",
+                            "schema": {"type": "integer", "minimum": 0},
+                        },
                     ],
                     "responses": {
                         "200": {
                             "description": "Position detail",
                             "content": {_JSON: {"schema": {"type": "object"}}},
                         },
+                        "400": _error("A query parameter is malformed (the error names it)"),
                         "404": _error("No such agent"),
                     },
                 }

@@ -1,9 +1,18 @@
-"""The running collector: store, fleet view, ingest, alert engine and notifiers wired together."""
+"""The running collector: store, fleet view, ingest, alert engine and notifiers wired together.
+
+Over PostgreSQL several collectors run side by side: each serves everything (ingest, heartbeats,
+the board, the API) and shares its fleet view (lifeline_collector.replica); the one holding the
+lease (lifeline_collector.leader) evaluates alerts and notifies. The others keep their alert
+view read from the database, for their board and API.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections.abc import Coroutine
+from typing import Any
 
 from lifeline_collector.alerting import actions
 from lifeline_collector.alerting.engine import AlertEngine
@@ -24,14 +33,17 @@ from lifeline_collector.alerting.store import AlertStore
 from lifeline_collector.clock import Clock, SystemClock
 from lifeline_collector.config import CollectorConfig, split_listen
 from lifeline_collector.errors import StoreError
-from lifeline_collector.fleet import AgentView, Fleet
+from lifeline_collector.fleet import AgentView, Fleet, SharedBeat
 from lifeline_collector.heartbeat import Heartbeats, listen_address
 from lifeline_collector.ingest.commit import Ingestor
+from lifeline_collector.leader import Fence, FencedNotifier, Leadership
 from lifeline_collector.notify import REGISTRY, Notifier, NotifyContext
 from lifeline_collector.notify.dispatch import Dispatcher
 from lifeline_collector.remote_write.durable import DurableRemoteWriter
+from lifeline_collector.replica import Reported, SharedFleet
 from lifeline_collector.stats import Stats
 from lifeline_collector.store import AgentRow, Store
+from lifeline_collector.store.codec import decode_states
 from lifeline_wire import Envelope, IngestResponse
 
 log = logging.getLogger("lifeline_collector")
@@ -47,17 +59,75 @@ class Collector:
         self.alert_store = AlertStore(self.store)
         self.fleet = Fleet.load(self.store)
         self.stats = Stats()
-        context = NotifyContext(
+        self._context = NotifyContext(
             external_url=config.server.public_url,
             clock=self.clock,
             resend_interval=config.alerting.resend_interval,
         )
-        notifiers: list[Notifier] = [REGISTRY[n.kind].build(n, context) for n in config.notifiers]
-        self.dispatcher = Dispatcher(notifiers, self.stats)
+        # Over PostgreSQL every collector serves and shares its fleet view; only the holder of the
+        # lease evaluates and notifies (lifeline_collector.leader). One SQLite process always leads.
+        self.shared = config.store.backend == "postgresql"
+        self.leadership: Leadership | None = Leadership(config.store.dsn) if self.shared else None
+        self.fence = Fence(self.leadership.held if self.leadership is not None else lambda: True)
+        self.leading = not self.shared
+        self.dispatcher = self._dispatcher(None)
+        self._build_alerting(self.clock.now())
+        self.ingestor = Ingestor(self.store, self.fleet, self.stats, self.clock, config.limits)
+        self.remote_writer: DurableRemoteWriter | None = None
+        if config.remote_write.enabled:
+            # Woken after each commit; it also polls, so the leader sends what others stored too.
+            self.ingestor.on_stored.append(lambda _stored: self._wake_remote_writer())
+            if not self.shared:
+                self.remote_writer = self._remote_writer()
+        self.heartbeats = Heartbeats(
+            config.heartbeat,
+            listen_address(config.heartbeat.listen or config.server.listen, split_listen),
+            config.store.path,
+            self.fleet,
+            self.clock,
+            self.heard,
+        )
+        self.heartbeats.refresh(self.store.token_hashes())
+        self.replica: SharedFleet | None = None
+        if self.shared:
+            self.replica = SharedFleet(
+                config.store.dsn, self.fleet, self.heartbeats.receiver, self.clock, self._shared
+            )
+        self._data_version = self.store.data_version()
+        self._last_prune = self.clock.now()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._silence_task: asyncio.Task[None] | None = None
+        self._stopping = threading.Event()
+        self._winding_down: set[asyncio.Task[None]] = set()
+
+    def _dispatcher(self, term: int | None) -> Dispatcher:
+        """Notifiers for one term of leadership (fenced to it), or plain ones for SQLite."""
+        notifiers: list[Notifier] = [REGISTRY[n.kind].build(n, self._context) for n in self.config.notifiers]
+        if self.shared:
+            # Term None (not leading): notifiers that never send; the engine does not call them.
+            notifiers = [FencedNotifier(n, self.fence, -1 if term is None else term) for n in notifiers]
+        return Dispatcher(notifiers, self.stats)
+
+    def _remote_writer(self) -> DurableRemoteWriter:
+        # Reads the store after a cursor, so samples keep their original timestamps and a
+        # restart or a long receiver outage resends from where it stopped. Over PostgreSQL the
+        # cursor is in the database and only the leader sends: the next one resumes there.
+        shared = self.store.cursor("remote_write_cursor") if self.shared else None
+        return DurableRemoteWriter(self.config.remote_write, self.store, shared)
+
+    def _wake_remote_writer(self) -> None:
+        if self.remote_writer is not None:
+            self.remote_writer.wake()
+
+    def _build_alerting(self, now: float, *, strict: bool = False) -> None:
+        """Silences, acknowledgements, the rules and the engine, with the alerts active in the
+        store restored: at start, and each time this collector starts to lead (the same state a
+        restarted collector reads back, so what was paged is not paged again)."""
+        config = self.config
         public_url = config.server.public_url
         alerting = config.alerting
         holds = alerting.holds
-        now = self.clock.now()
         self.registry = Registry(
             self.alert_store.silences(since_ms=round(now * 1000)), self.alert_store.acks()
         )
@@ -66,8 +136,7 @@ class Collector:
         )
         # Positions turning silent are found from a heap of deadlines, not a sweep of the fleet.
         self.silence = SilenceWatch(self.position_silent.policy)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._silence_task: asyncio.Task[None] | None = None
+        previous = getattr(self, "engine", None)
         self.engine = AlertEngine(
             [
                 CadTargetUnreachable(alerting.cad_failures, public_url),
@@ -84,8 +153,9 @@ class Collector:
             resend_interval=alerting.resend_interval,
             resolve_hold=alerting.resolve_hold,
             quiet_for=alerting.silent_after,
-            deliver=self.dispatcher.submit,
-            record=self._record,
+            deliver=lambda group: self.dispatcher.submit(group),  # the dispatcher of the current term
+            # What the board hooked into the engine it saw (install) stays hooked.
+            record=self._record if previous is None else previous.record,
             correlator=FleetCorrelator(
                 FleetPolicy(
                     alerting.fleet_min_positions,
@@ -101,47 +171,31 @@ class Collector:
             registry=self.registry,
             on_status=self._status,
         )
-        self._restore()
+        self._restore(strict=strict)
         self.silence.watch_all(self.fleet.agents.values())
-        self.ingestor = Ingestor(self.store, self.fleet, self.stats, self.clock, config.limits)
-        self.remote_writer: DurableRemoteWriter | None = None
-        if config.remote_write.enabled:
-            # Reads the store after a cursor, so samples keep their original timestamps and a
-            # restart or a long receiver outage resends from where it stopped.
-            # Collectors taking turns over PostgreSQL share the cursor; alone, a file beside the store.
-            shared = (
-                self.store.cursor("remote_write_cursor") if config.store.backend == "postgresql" else None
-            )
-            self.remote_writer = DurableRemoteWriter(config.remote_write, self.store, shared)
-            writer = self.remote_writer
-            self.ingestor.on_stored.append(lambda _stored: writer.wake())
-        self.heartbeats = Heartbeats(
-            config.heartbeat,
-            listen_address(config.heartbeat.listen or config.server.listen, split_listen),
-            config.store.path,
-            self.fleet,
-            self.clock,
-            self.heard,
-        )
-        self.heartbeats.refresh(self.store.token_hashes())
-        self._data_version = self.store.data_version()
-        self._last_prune = self.clock.now()
-        self._ticker: asyncio.Task[None] | None = None
 
     async def start(self, *, ticker: bool = True) -> None:
-        """Start notifier workers and (unless a test drives ``tick``) the evaluation tick."""
+        """Start notifier workers and (unless a test drives ``tick``) the evaluation tick; over
+        PostgreSQL also fleet sharing and the contest for the lease."""
+        self._loop = asyncio.get_running_loop()
         self.dispatcher.start()
         if self.remote_writer is not None:
             self.remote_writer.start()
         self.heartbeats.start()
-        self._loop = asyncio.get_running_loop()
+        if self.replica is not None:
+            self.replica.start()
         if ticker:
             self._ticker = asyncio.create_task(self._tick_loop(), name="alert-tick")
             self._ticker.add_done_callback(_report_crash)
             self._silence_task = asyncio.create_task(self._silence_loop(), name="silence-check")
             self._silence_task.add_done_callback(_report_crash)
+        if self.leadership is not None:
+            self._stopping.clear()
+            self.leadership.run(self._gained, self._lost, self._stopping)
 
     async def stop(self) -> None:
+        self._stopping.set()
+        self.fence.term = None
         if self._ticker is not None:
             self._ticker.cancel()
             await asyncio.gather(self._ticker, return_exceptions=True)
@@ -151,11 +205,80 @@ class Collector:
             await asyncio.gather(self._silence_task, return_exceptions=True)
             self._silence_task = None
         self.heartbeats.stop()
+        if self.replica is not None:
+            await asyncio.to_thread(self.replica.stop)
         self._loop = None  # the receiver thread is gone: nothing calls ``heard`` any more
         await self.dispatcher.stop()
         if self.remote_writer is not None:
             await self.remote_writer.drain()
+        if self.leadership is not None:
+            self.leadership.release()
         self.store.close()
+
+    # --- leading: only the lease holder evaluates and notifies ---------------------------------
+
+    def _gained(self, epoch: int) -> None:
+        """From the lease thread: this process leads from now on (the loop takes it over)."""
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._take_lead, epoch)
+
+    def _lost(self, epoch: int) -> None:
+        """From the lease thread, the moment the lease is found gone: fence first (no notifier of
+        this term sends from now on), then let the loop step down."""
+        if self.fence.term == epoch:
+            self.fence.term = None
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._step_down, epoch)
+
+    def _take_lead(self, epoch: int) -> None:
+        if self._stopping.is_set():
+            return
+        now = self.clock.now()
+        try:
+            self.fleet.sync_agents(self.store.agents())
+            self._build_alerting(now, strict=True)
+        except StoreError as exc:
+            # Not able to read what was paged: leading now could page it twice. Give the lease up;
+            # the contest goes on (this process or another gets it once the store answers).
+            log.error("cannot take over alerting (epoch %d): %s; giving the lease up", epoch, exc)
+            if self.leadership is not None:
+                self.leadership.release()
+            return
+        old = self.dispatcher
+        self.dispatcher = self._dispatcher(epoch)
+        self.dispatcher.start()
+        self._background(old.stop(flush_timeout=0.0))
+        if self.config.remote_write.enabled:
+            self.remote_writer = self._remote_writer()
+            self.remote_writer.start()
+        self.fence.term = epoch
+        self.leading = True
+        log.info("evaluating alerts and notifying (epoch %d)", epoch)
+
+    def _step_down(self, epoch: int) -> None:
+        if self.fence.term == epoch:
+            self.fence.term = None
+        if not self.leading:
+            return
+        self.leading = False
+        old = self.dispatcher
+        self.dispatcher = self._dispatcher(None)
+        self.dispatcher.start()
+        self._background(old.stop(flush_timeout=0.0))
+        writer, self.remote_writer = self.remote_writer, None
+        if writer is not None:
+            self._background(writer.drain(timeout=1.0))
+        log.warning("stepped down (epoch %d): serving, not evaluating; contending again", epoch)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Wind down what a term left running, off the caller's path (held until it ends)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._winding_down.add(task)
+        task.add_done_callback(self._winding_down.discard)
+
+    # --- serving ---------------------------------------------------------------------------------
 
     def ingest(self, agent: AgentRow, envelope: Envelope) -> IngestResponse:
         """Store a request and evaluate that agent's alerts at once (no waiting for the tick)."""
@@ -165,6 +288,8 @@ class Collector:
 
     def evaluate_reported(self, agents: list[AgentView]) -> None:
         """Judge agents that just reported, and watch their silence from this report."""
+        if not self.leading:
+            return
         self.engine.evaluate(agents)
         for agent in agents:
             self.silence.watch(agent)
@@ -182,15 +307,47 @@ class Collector:
         """On the event loop: watch the agent's silence from its new beat, and re-evaluate it at
         once if it holds an alert (a silent position heard again)."""
         agent = self.fleet.agents.get(agent_id)
-        if agent is None:
+        if agent is None or not self.leading:
             return
         self.silence.watch(agent)
         if self.engine.states.holds(agent_id):
             self.engine.evaluate([agent])
 
+    def _shared(self, beats: list[SharedBeat], reported: list[Reported]) -> None:
+        """From the fleet-sharing thread: what other collectors stored and heard."""
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._merge, beats, reported)
+
+    def _merge(self, beats: list[SharedBeat], reported: list[Reported]) -> None:
+        """On the event loop: take what is newer into the fleet view; the leader judges the
+        positions that reported elsewhere at once, and follows the silence of those heard."""
+        stored: list[AgentView] = []
+        for row in reported:
+            view = self.fleet.agents.get(row.agent)
+            if view is None or (view.last_seen is not None and row.seen <= view.last_seen):
+                continue
+            try:
+                states = decode_states(row.states, row.agent) if row.states is not None else []
+            except StoreError as exc:
+                log.error("latest values of %s not shared: %s", row.agent, exc)
+                continue
+            merged = self.fleet.merge_reported(row.agent, row.seen, row.clock_offset, states)
+            if merged is not None:
+                stored.append(merged)
+        self.evaluate_reported(stored)
+        for beat in beats:
+            if self.fleet.merge_beat(beat) is not None:
+                self.heard_now(beat.agent)
+
     def check_silence(self) -> None:
         """Evaluate the positions whose silence began since the last check."""
-        due = self.silence.due(self.clock.now(), self.fleet.agents.get)
+        if not self.leading:
+            return
+        now = self.clock.now()
+        if self.replica is not None and not self.replica.current(now):
+            return  # beats other collectors received are not in view: a silence cannot be told
+        due = self.silence.due(now, self.fleet.agents.get)
         if due:
             self.engine.evaluate(due)
 
@@ -198,13 +355,17 @@ class Collector:
         """Once per evaluate_interval: follow the agent registry, find silence, resend, prune."""
         version = self.store.data_version()
         changed = version != self._data_version
-        if changed:  # another process (agents add/revoke/rename) committed
+        if changed:  # another process (agents add/revoke/rename, another collector) committed
             self._data_version = version
             self.fleet.sync_agents(self.store.agents())
             self.heartbeats.refresh(self.store.token_hashes())
             self.registry.load(
                 self.alert_store.silences(since_ms=round(self.clock.now() * 1000)), self.alert_store.acks()
             )
+        if not self.leading:
+            if changed:  # the alerts the leader recorded, for this collector's board and API
+                self._build_alerting(self.clock.now())
+            return
         if changed:
             self.silence.watch_all(self.fleet.agents.values())
         self.check_silence()
@@ -217,6 +378,11 @@ class Collector:
             if removed:
                 log.info("pruned %d samples older than the retention", removed)
 
+    def _tick_engine(self) -> None:
+        """What an operator's change releases or holds back (only the leader notifies)."""
+        if self.leading:
+            self.engine.tick()
+
     async def _tick_loop(self) -> None:
         interval = self.config.alerting.evaluate_interval
         last_error = ""  # the same failure every tick is logged once
@@ -225,7 +391,9 @@ class Collector:
             try:
                 self.tick()
             except StoreError as exc:
-                log.error("alert evaluation skipped: %s", exc)
+                if str(exc) != last_error:
+                    log.error("alert evaluation skipped: %s", exc)
+                last_error = str(exc)
             except Exception as exc:  # the tick pages for every position: it must outlive any bug
                 if repr(exc) != last_error:
                     log.exception("alert evaluation failed (tick goes on)")
@@ -272,14 +440,14 @@ class Collector:
         log.info(
             "silence %s added by %s: %s", silence.id, silence.created_by, ",".join(map(str, silence.matchers))
         )
-        self.engine.tick()
+        self._tick_engine()
         return silence
 
     def expire_silence(self, silence_id: str) -> None:
         actions.expire_silence(self.alert_store, silence_id, now=self.clock.now())
         self.registry.silences.pop(silence_id, None)
         log.info("silence %s expired", silence_id)
-        self.engine.tick()  # what it held back and still fires is paged now
+        self._tick_engine()  # what it held back and still fires is paged now
 
     def silences(self, *, include_expired: bool = False) -> list[Silence]:
         return self.alert_store.silences(since_ms=None if include_expired else round(self.clock.now() * 1000))
@@ -293,16 +461,20 @@ class Collector:
         )
         self.registry.acks[fingerprint] = ack
         log.info("alert %s %s acknowledged by %s", alert.name, fingerprint, ack.by)
-        self.engine.tick()
+        self._tick_engine()
         return alert, ack
 
     # --- bookkeeping ---------------------------------------------------------------------------
 
-    def _restore(self) -> None:
-        """Alerts active at the last stop come back with what was paged, so a restart re-pages nothing."""
+    def _restore(self, *, strict: bool = False) -> None:
+        """Alerts active at the last stop come back with what was paged, so a restart re-pages
+        nothing. ``strict``: a store that cannot say raises (a collector taking over must not lead
+        without knowing what was paged)."""
         try:
             saved = self.alert_store.active_alerts()
         except StoreError as exc:
+            if strict:
+                raise
             log.error("active alerts not restored: %s", exc)
             return
         self.engine.states.restore(alert for alert, _status in saved)

@@ -66,8 +66,11 @@ def listener_in(ns: str, host: str = "127.0.0.1", port: int = 0) -> socket.socke
     return sock
 
 
-def http_get(ns: str, host: str, port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
-    """``(status, body)`` of a plain HTTP/1.0 GET made from inside ``ns``; (0, b"") when unreachable."""
+def http_get(
+    ns: str, host: str, port: int, path: str, timeout: float = 2.0, *, token: str = ""
+) -> tuple[int, bytes]:
+    """``(status, body)`` of a plain HTTP/1.0 GET made from inside ``ns`` (with ``token`` as its
+    bearer credential when given); (0, b"") when unreachable."""
     try:
         sock = socket_in(ns)
     except LabError:
@@ -76,7 +79,8 @@ def http_get(ns: str, host: str, port: int, path: str, timeout: float = 2.0) -> 
         sock.settimeout(timeout)
         try:
             sock.connect((host, port))
-            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode())
+            auth = f"Authorization: Bearer {token}\r\n" if token else ""
+            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n{auth}\r\n".encode())
             chunks = []
             while True:
                 chunk = sock.recv(65536)
@@ -94,9 +98,9 @@ def http_get(ns: str, host: str, port: int, path: str, timeout: float = 2.0) -> 
     return status, body
 
 
-def http_json(ns: str, host: str, port: int, path: str, timeout: float = 2.0) -> Any:
-    """The JSON body of a GET from inside ``ns``; None when unreachable or not JSON."""
-    status, body = http_get(ns, host, port, path, timeout)
+def http_json(ns: str, host: str, port: int, path: str, timeout: float = 2.0, *, token: str = "") -> Any:
+    """The JSON body of a GET from inside ``ns``; None when unreachable, refused or not JSON."""
+    status, body = http_get(ns, host, port, path, timeout, token=token)
     if status != 200:
         return None
     try:

@@ -19,17 +19,18 @@ Every process is started through the ``Lab`` (it ends them by PID on teardown) a
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import secrets
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from lifeline_lab.errors import LabError
 from lifeline_lab.layout import ADDR, CAD_NAME, CAD_PORT
@@ -157,7 +158,9 @@ def agent_config(
 # -- Lifeline: collector in vpnhub, agent in laptop ---------------------------------------------
 
 
-def collector_config(workdir: str, webhook_url: str, *, extra: str = "") -> str:
+def collector_config(workdir: str, webhook_url: str, viewer_token_file: str, *, extra: str = "") -> str:
+    """The collector's configuration: reads need a login, as by default; the lab reads with the
+    read-only viewer token, as a status display would."""
     return f"""
 [server]
 listen = "0.0.0.0:{COLLECTOR_PORT}"
@@ -165,6 +168,9 @@ public_url = "http://{ADDR.vpnhub_lan}:{COLLECTOR_PORT}"
 
 [store]
 path = {json.dumps(os.path.join(workdir, "collector.db"))}
+
+[auth]
+viewer_token_file = {json.dumps(viewer_token_file)}
 
 [alerting]
 evaluate_interval = "500ms"
@@ -187,7 +193,8 @@ class LifelineStack:
         self.dir = tempfile.mkdtemp(prefix=f"lifeline-{lab.core}-")
         self.token_file = os.path.join(self.dir, "agent.token")
         self.collector_toml = os.path.join(self.dir, "collector.toml")
-        self.db_path = os.path.join(self.dir, "collector.db")
+        self.viewer_token_file = os.path.join(self.dir, "viewer.token")
+        self.viewer_token = secrets.token_urlsafe(32)
         self.agent_toml = os.path.join(self.dir, "agent.toml")
         self.state_dir = os.path.join(self.dir, "agent")
         self.agent_runs = 0
@@ -198,7 +205,10 @@ class LifelineStack:
 
     def start_collector(self) -> None:
         url = self.receiver.url(self.lab.ns("vpnhub"))
-        Path(self.collector_toml).write_text(collector_config(self.dir, url, extra=self._collector_extra))
+        with open(os.open(self.viewer_token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+            out.write(self.viewer_token + "\n")
+        text = collector_config(self.dir, url, self.viewer_token_file, extra=self._collector_extra)
+        Path(self.collector_toml).write_text(text)
         if not os.path.exists(self.token_file):
             done = subprocess.run(
                 [str(BIN / "lifeline-collector"), "agents", "add", AGENT_ID, "--site", SITE,
@@ -297,49 +307,42 @@ class LifelineStack:
             timeout,
         )
 
-    # the collector's store, read-only
+    # the collector's data, through its read API with the viewer token
 
-    @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5.0)
+    def position(self, **query: str | int) -> dict[str, Any]:
+        """``GET /positions/pos-12`` with ``query``, asked from inside vpnhub."""
+        path = f"/positions/{AGENT_ID}" + (f"?{urlencode(query)}" if query else "")
+        ns = self.lab.ns("vpnhub")
+        status, body = http_get(ns, "127.0.0.1", COLLECTOR_PORT, path, timeout=10.0, token=self.viewer_token)
         try:
-            yield db
-        finally:
-            db.close()
+            found = json.loads(body) if status == 200 else None
+        except ValueError:
+            found = None
+        if not isinstance(found, dict):
+            raise LabError(f"GET {path} from the collector: status {status} {body[:200]!r}")
+        return found
 
     def events(self, type_: str, since_ms: int = 0) -> list[tuple[int, dict[str, Any]]]:
         """``(ts_ms, attributes)`` of the agent's events of one type the collector stored."""
-        with self._db() as db:
-            rows = db.execute(
-                "SELECT ts_ms, attributes FROM events WHERE agent = ? AND type = ? AND ts_ms >= ?"
-                " ORDER BY ts_ms",
-                (AGENT_ID, type_, since_ms),
-            ).fetchall()
-        return [(int(ts), json.loads(attrs)) for ts, attrs in rows]
+        return [
+            (int(e["ts_ms"]), dict(e["attributes"]))
+            for e in self.position(events=type_, since=since_ms)["events"]
+        ]
 
     def samples(self, name: str, since_ms: int = 0) -> list[tuple[dict[str, str], int, float]]:
-        """``(labels, ts_ms, value)`` of one metric the collector stored, oldest first (the store
-        keeps each batch's samples as one blob: decoded here)."""
-        from lifeline_collector.store import unpack_samples
-
-        with self._db() as db:
-            rows = db.execute(
-                "SELECT codec, samples FROM batches WHERE agent = ? AND sample_count > 0 AND max_ts >= ?"
-                " ORDER BY id",
-                (AGENT_ID, since_ms),
-            ).fetchall()
-        out = [
-            (dict(sample.labels), sample.ts_ms, sample.number)
-            for codec, blob in rows
-            for sample in unpack_samples(int(codec), blob)
-            if sample.name == name and sample.ts_ms >= since_ms
+        """``(labels, ts_ms, value)`` of one metric the collector stored, oldest first."""
+        return [
+            (dict(s["labels"]), int(s["ts_ms"]), float(s["value"]))
+            for s in self.position(samples=name, since=since_ms)["samples"]
         ]
-        out.sort(key=lambda row: row[1])
-        return out
 
     def latest_verdict(self) -> dict[str, str] | None:
-        """The labels of the newest ``lifeline_verdict_info`` the collector holds."""
-        found = [(ts, labels) for labels, ts, value in self.samples("lifeline_verdict_info") if value == 1]
+        """The labels of the newest ``lifeline_verdict_info`` the collector holds at 1."""
+        found = [
+            (datetime.fromisoformat(s["ts"]), dict(s["labels"]))
+            for s in self.position()["series"]
+            if s["name"] == "lifeline_verdict_info" and s["value"] == 1
+        ]
         return max(found, key=lambda item: item[0])[1] if found else None
 
     def close(self) -> None:

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from collector_kit import free_port
@@ -36,6 +36,21 @@ class Server:
     port: int
     directory: Path
     _names: Iterator[int]
+    _control: list[str] = field(default_factory=list)  # pg_ctl (as the server's user) -D data
+    _options: str = ""
+
+    def stop(self) -> None:
+        """Stop the server as an operator's restart does (fast: sessions are ended)."""
+        subprocess.run([*self._control, "-m", "fast", "-w", "stop"], check=True, capture_output=True)
+
+    def start(self) -> None:
+        """Start it again on the same port and data."""
+        log = self.directory / "server.log"
+        subprocess.run(
+            [*self._control, "-l", str(log), "-o", self._options, "-w", "start"],
+            check=True,
+            capture_output=True,
+        )
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{database}"
@@ -83,7 +98,9 @@ def running_postgres() -> Iterator[Server]:
         shutil.rmtree(directory, ignore_errors=True)
         raise RuntimeError(f"postgresql did not start: {exc.stderr.decode()} {detail}") from None
     try:
-        yield Server(port, directory, itertools.count())
+        yield Server(
+            port, directory, itertools.count(), [*as_user, str(bindir / "pg_ctl"), "-D", str(data)], options
+        )
     finally:
         subprocess.run(
             [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from collector_kit import T0, Receiver, cad_round, envelope, make_config, serving
@@ -13,6 +14,7 @@ from starlette.routing import Route
 from lifeline_collector.app import create_app
 from lifeline_collector.clock import ManualClock
 from lifeline_collector.service import Collector
+from lifeline_wire import Batch, Envelope, Event, encode
 
 pytestmark = pytest.mark.anyio
 
@@ -133,3 +135,60 @@ async def test_openapi_and_healthz(tmp_path: Path, clock: ManualClock) -> None:
     schemas = doc["components"]["schemas"]
     assert {"Envelope", "Batch", "Sample", "IngestResponse", "ItemResult", "Error"} <= set(schemas)
     assert set(schemas["Batch"]["required"]) >= {"agent_id", "boot_id", "seq", "created_ms"}
+
+
+async def test_position_history_by_query_from_since_on(tmp_path: Path, clock: ManualClock) -> None:
+    """``?samples=`` and ``?events=`` read one position's stored history from ``?since=`` on;
+    without them the document is unchanged; a bad parameter is a 400 that names it."""
+    (tmp_path / "read.token").write_text("display-token-0123456789\n")
+    config = make_config(
+        tmp_path, auth={"read_access": "viewer", "viewer_token_file": str(tmp_path / "read.token")}
+    )
+    app = create_app(config, clock=clock, ticker=False)
+    service: Collector = app.state.collector
+    token = service.store.add_agent("pos-12", site="north", position="12", now_ms=MS)
+    reader = {"Authorization": "Bearer display-token-0123456789"}
+    async with serving(app) as client:
+        for seq in range(3):
+            ts = MS + 1000 * (seq + 1)
+            link = Event("link.changed", ts, {"interface": "eth0", "action": "down" if seq == 1 else "up"})
+            batch = Batch("pos-12", "boot-1", seq, ts, cad_round(ts, seq != 1, int(seq == 1)), [link])
+            body = encode(Envelope(version=1, batches=[batch], sent_ms=ts))
+            answer = await client.post(
+                "/api/v1/ingest", content=body, headers={"Authorization": f"Bearer {token}"}
+            )
+            assert answer.status_code == 200
+
+        async def position(**params: str) -> dict[str, Any]:
+            answer = await client.get("/positions/pos-12", params=params, headers=reader)
+            assert answer.status_code == 200
+            body: dict[str, Any] = answer.json()
+            return body
+
+        asked = await position(samples="lifeline_probe_success", since=str(MS + 2000))
+        assert [(s["ts_ms"], s["value"]) for s in asked["samples"]] == [(MS + 2000, 0.0), (MS + 3000, 1.0)]
+        assert asked["samples"][0]["labels"] == {"target": "cad-primary", "role": "cad", "kind": "tcp"}
+        assert "events" not in asked
+        assert len((await position(samples="lifeline_probe_success"))["samples"]) == 3
+        events = (await position(events="link.changed", since=str(MS + 2000)))["events"]
+        assert events == [
+            {"ts_ms": MS + 2000, "attributes": {"interface": "eth0", "action": "down"}},
+            {"ts_ms": MS + 3000, "attributes": {"interface": "eth0", "action": "up"}},
+        ]
+        assert (await position(events="route.misrouted"))["events"] == []
+        plain = await position()
+        assert "samples" not in plain
+        assert "events" not in plain
+
+        refused = await client.get("/positions/pos-12", params={"samples": "lifeline_probe_success"})
+        assert refused.status_code == 401
+        for params, named in (
+            ({"since": "yesterday"}, "since"),
+            ({"since": "-1"}, "since"),
+            ({"since": "²"}, "since"),
+            ({"samples": "not a metric"}, "samples"),
+            ({"events": ""}, "events"),
+        ):
+            bad = await client.get("/positions/pos-12", params=params, headers=reader)
+            assert bad.status_code == 400, params
+            assert bad.json()["error"].startswith(f"{named}:"), params

@@ -22,6 +22,10 @@ from typing import Any, Protocol
 
 DEFAULT_POOL_SIZE = 4
 POOL_TIMEOUT = 5.0  # seconds to wait for a connection before the request fails (503, retried)
+# While the server cannot be reached, how long a request waits for a connection before it fails:
+# reads run on the event loop, and five seconds per request there would stall heartbeats and the
+# board for everyone until PostgreSQL is back.
+UNREACHABLE_TIMEOUT = 0.25
 MIGRATION_LOCK = 0x4C49_4645  # pg_advisory_xact_lock key held while migrating ("LIFE")
 
 
@@ -153,6 +157,7 @@ class PostgresBackend:
         import psycopg_pool
 
         self.errors: tuple[type[BaseException], ...] = (psycopg.Error, psycopg_pool.PoolTimeout)
+        self._timeout = POOL_TIMEOUT
         self.pool = psycopg_pool.ConnectionPool(
             dsn,
             min_size=1,
@@ -167,8 +172,20 @@ class PostgresBackend:
             self.pool.close()
             raise
 
+    def _getconn(self) -> Any:
+        """A pooled connection; while the server is unreachable, fail fast instead of waiting."""
+        import psycopg_pool
+
+        try:
+            conn = self.pool.getconn(timeout=self._timeout)
+        except psycopg_pool.PoolTimeout:
+            self._timeout = UNREACHABLE_TIMEOUT
+            raise
+        self._timeout = POOL_TIMEOUT
+        return conn
+
     def begin(self) -> Connection:
-        conn = self.pool.getconn()
+        conn = self._getconn()
         try:
             conn.execute("BEGIN")
         except BaseException:
@@ -191,8 +208,11 @@ class PostgresBackend:
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[Connection]:
-        with self.pool.connection() as conn:
+        conn = self._getconn()
+        try:
             yield PostgresConnection(conn)
+        finally:
+            self.pool.putconn(conn)
 
     def data_version(self) -> int:
         with self.connection() as db:

@@ -21,7 +21,7 @@ from lifeline_collector.store.codec import CODEC_JSON_LZ4, as_float, as_int, jso
 from lifeline_collector.store.writer import NEXT_SAMPLE, write_agent_latest
 from lifeline_wire import Sample
 
-SCHEMA_VERSION = 4  # the last of PG_MIGRATIONS, and SQLite's user_version when current
+SCHEMA_VERSION = 5  # the last of PG_MIGRATIONS, and SQLite's user_version when current
 
 SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
@@ -134,7 +134,9 @@ SQLITE_BATCH_COLUMNS = (
 
 # Numbered migrations; each runs once, in order, in its own transaction. Version 4 is the schema
 # SQLite reached as user_version 4 (the first one PostgreSQL had), in PostgreSQL's types:
-# milliseconds and sequence numbers are BIGINT, blobs BYTEA.
+# milliseconds and sequence numbers are BIGINT, blobs BYTEA. Version 5 (the fleet state collectors
+# share) exists in PostgreSQL alone: one SQLite process has nobody to share with, and its
+# user_version only follows the number.
 PG_MIGRATIONS: tuple[tuple[int, str], ...] = (
     (
         4,
@@ -303,6 +305,41 @@ CREATE AGGREGATE total(double precision) (SFUNC = float8pl, STYPE = double preci
 INSERT INTO meta (key, value) VALUES ('changes', 0);
 -- The term of the collector leading alerting (lifeline_collector.leader): one more each takeover.
 INSERT INTO meta (key, value) VALUES ('leader_epoch', 0);
+""",
+    ),
+    (
+        5,
+        """
+-- Fleet state shared by collectors side by side (lifeline_collector.replica): every change of an
+-- agent's row (ingest stamps last_seen in each commit) and of its newest beat gets a number from
+-- one sequence, so a collector reads only what changed since it last looked.
+CREATE SEQUENCE fleet_change;
+CREATE FUNCTION fleet_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.change := nextval('fleet_change');
+    RETURN NEW;
+END $$;
+ALTER TABLE agents ADD COLUMN change BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX agents_by_change ON agents (change);
+CREATE TRIGGER agents_change BEFORE INSERT OR UPDATE ON agents
+    FOR EACH ROW EXECUTE FUNCTION fleet_change();
+-- The newest beat of each agent that some collector verified (times: that collector's clock;
+-- sent_ms: the agent's, so a beat replayed to another collector never replaces a newer one).
+CREATE TABLE fleet_beats (
+    agent TEXT PRIMARY KEY,
+    beat_ms BIGINT NOT NULL,
+    sent_ms BIGINT NOT NULL,
+    boot_id TEXT NOT NULL,
+    signed_off_ms BIGINT,
+    paths JSONB NOT NULL,
+    beat_interval DOUBLE PRECISION NOT NULL,
+    digest TEXT,
+    collector TEXT NOT NULL,
+    change BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX fleet_beats_by_change ON fleet_beats (change);
+CREATE TRIGGER fleet_beats_change BEFORE INSERT OR UPDATE ON fleet_beats
+    FOR EACH ROW EXECUTE FUNCTION fleet_change();
 """,
     ),
 )
