@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import math
@@ -47,6 +46,7 @@ from lifeline_agent.probes import REGISTRY, ProbeResult
 from lifeline_agent.probes.runner import ProbeRunner, ResultHook, TargetState
 from lifeline_agent.probes.scheduler import Scheduler
 from lifeline_agent.recorder import Recorder, SeriesKey, series_key
+from lifeline_agent.runtime import tune_malloc
 from lifeline_agent.sources import Reading, Source, build_sources
 from lifeline_agent.warn import Warner
 from lifeline_agent.watchers.netlink import NetlinkEvent, NetlinkWatcher
@@ -79,9 +79,6 @@ POLLED_ONLY_WHEN_AVAILABLE = frozenset({"wifi", "cellular", "power"})
 NETLINK_SETTLE = 0.02  # a link change comes as a burst (link, addresses, routes): take it as one
 NETLINK_MIN_GAP = 0.5  # re-probe bursts at most this often
 EVENT_TYPES = {"link": "link.changed", "address": "address.changed", "route": "route.changed"}
-M_ARENA_MAX, M_MMAP_THRESHOLD = -8, -3  # mallopt(3) parameters, from <malloc.h>
-MALLOC_ARENAS = 1
-MALLOC_MMAP_THRESHOLD = 128 * 1024  # glibc's initial value, fixed
 
 WatcherFactory = Callable[[Callable[[NetlinkEvent], None]], NetlinkWatcher]
 
@@ -753,26 +750,6 @@ async def pause(stop: asyncio.Event, delay: float) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(delay):
             await stop.wait()
-
-
-def tune_malloc() -> bool:
-    """Keep glibc's malloc from holding freed memory; False where that is not glibc (no change).
-
-    Two habits of glibc cost the agent RSS, 7 MB at 60 targets. Each thread that allocates while
-    another holds the main arena gets an arena of its own and keeps what was freed there (the
-    worker threads of the spool, the sources and status.json each held megabytes of batch
-    buffers): one arena for all, as the threads run one at a time under the GIL anyway. And after
-    a large block is freed glibc raises its mmap threshold to that size, so the next batch's
-    buffers come from the heap and fragment it: a fixed threshold keeps large blocks mmapped and
-    returned on free.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError):
-        return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
-    return all([mallopt(M_ARENA_MAX, MALLOC_ARENAS), mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)])
 
 
 def close_sources(sources: Sequence[Source]) -> None:

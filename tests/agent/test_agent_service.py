@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import platform
 import shutil
 import socket
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 
 from lifeline_agent.config import parse
 from lifeline_agent.delivery.spool import SqliteSpool
-from lifeline_agent.service import AgentService, pause, read_status, tune_malloc, write_json_atomic
+from lifeline_agent.service import AgentService, pause, read_status, write_json_atomic
 from lifeline_agent.sources.base import FixtureFile
 from lifeline_agent.sources.wifi import FixtureBackend, WifiFacts, WifiSource
 
@@ -272,8 +271,3 @@ def test_status_file_is_compact_json_replaced_whole(tmp_path: Path) -> None:
     assert path.read_text() == '{"agent":"ws-7","targets":[],"risk":0.5}'
     assert read_status(str(tmp_path)) == {"agent": "ws-7", "targets": [], "risk": 0.5}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["status.json"]  # no temporary file left
-
-
-def test_malloc_is_tuned_on_glibc() -> None:
-    glibc = platform.libc_ver()[0] == "glibc"
-    assert tune_malloc() is glibc
