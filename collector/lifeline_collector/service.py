@@ -4,6 +4,9 @@ Over PostgreSQL several collectors run side by side: each serves everything (ing
 the board, the API) and shares its fleet view (lifeline_collector.replica); the one holding the
 lease (lifeline_collector.leader) evaluates alerts and notifies. The others keep their alert
 view read from the database, for their board and API.
+
+Over 500 lines on purpose: the wiring, the ticks and the lease hand-over of the running collector
+read as one sequence; each part it wires lives in its own package.
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ dns-fail          the agency DNS server stopped (``mode = "stop"``) or port 53 d
 The active set lives in the lab's state file. Every change recomputes the wanted kernel state from
 the whole set and applies only the difference, so impairments combine (delay + loss + rate on one
 link) and each one clears on its own.
+
+Over 500 lines on purpose: the kinds, the wanted kernel state and how each kind is applied are one
+table read top to bottom; the daemons and the topology live elsewhere.
 """
 
 from __future__ import annotations

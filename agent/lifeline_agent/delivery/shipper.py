@@ -21,6 +21,9 @@ batches behind them flow, and are then tried again.
 
 **Priority lane.** Priority batches (state changes) leave in an envelope of their own, ahead of
 any backlog, and a priority batch cuts any wait short for one attempt on every path.
+
+Over 500 lines on purpose: what is deleted, split, held back or retried is decided from one answer
+in one class, so the rule for deleting a batch is read in one place.
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ moved to the file's ``unreadable`` table, counted in ``unreadable`` and logged, 
 
 ``Spool`` is the seam: ``SqliteSpool`` is the real one, ``MemorySpool`` keeps batches in memory
 (``run --once``, tests); one test suite runs against both.
+
+Over 500 lines on purpose: the write path and its recoveries (corrupt file, disk full, unreadable
+batch, bounds) share one connection and one set of counters; apart, each would hide what the other keeps.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from typing import Protocol
 import msgspec
 
 from lifeline_agent.clock import Clock, SystemClock, now_ms
+from lifeline_agent.config import AgentConfig
 from lifeline_agent.errors import SpoolError
 from lifeline_wire import Batch, encode
 
@@ -683,3 +687,8 @@ class MemorySpool:
 
     def close(self) -> None:
         pass
+
+
+def open_spool(config: AgentConfig) -> SqliteSpool:
+    """The spool ``[spool]`` describes: its path and both of its bounds."""
+    return SqliteSpool(config.spool_path, config.spool.max_bytes, config.spool.max_age)

@@ -9,6 +9,9 @@ It is read every 2 s, so the inet_diag backend keeps one socket open, asks once 
 families, hands the kernel a filter (``INET_DIAG_REQ_BYTECODE``) naming the CAD addresses and
 ports, so only CAD sockets come back, and walks the reply with ``struct`` for the five
 ``tcp_info`` fields used, instead of pyroute2's ``DiagSocket`` decoding every socket on the machine.
+
+Over 500 lines on purpose: the inet_diag request, its kernel filter and the raw reply parser are one
+protocol, kept beside the ``ss`` fallback whose sessions they must match.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 Server-rendered (Jinja2), one small plain script per page, every asset served from this package:
 nothing is fetched from elsewhere, so the board works in an air-gapped agency.
+
+Over 500 lines on purpose: every handler here goes through the same login, CSRF and audit steps of
+one ``Board``; what needs none of them lives beside it (model, live, story, install).
 """
 
 from __future__ import annotations
