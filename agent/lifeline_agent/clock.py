@@ -1,7 +1,12 @@
-"""The clock seam: wall time for timestamps, monotonic time for intervals and deadlines."""
+"""The clock seam: wall time for timestamps, monotonic time for intervals and deadlines.
+
+And ``pause``: the wait between two turns of every agent loop, cut short when the agent stops.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from typing import Protocol
 
@@ -24,3 +29,12 @@ class SystemClock:
 
 def now_ms(clock: Clock) -> int:
     return int(clock.time() * 1000)
+
+
+async def pause(stop: asyncio.Event, delay: float) -> None:
+    """Sleep ``delay`` seconds or until ``stop`` is set: one timer on this task, no helper task."""
+    if stop.is_set():
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(delay):
+            await stop.wait()

@@ -19,7 +19,6 @@ What runs, all on one event loop (anything that blocks goes to a thread)::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -28,11 +27,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lifeline_agent import __version__
-from lifeline_agent.clock import Clock, SystemClock, now_ms
+from lifeline_agent.clock import Clock, SystemClock, now_ms, pause
 from lifeline_agent.config import AgentConfig, Target
 from lifeline_agent.delivery.batcher import Batcher, new_boot_id
 from lifeline_agent.delivery.shipper import FAILURE_REASONS, Shipper
-from lifeline_agent.delivery.spool import MemorySpool, Spool, SqliteSpool
+from lifeline_agent.delivery.spool import MemorySpool, Spool, open_spool
 from lifeline_agent.delivery.transport import Transport
 from lifeline_agent.discovery import all_targets
 from lifeline_agent.errors import SourceUnavailable
@@ -56,11 +55,6 @@ from lifeline_wire.layers import AGENCY_SIDE
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
-
-
-def open_spool(config: AgentConfig) -> SqliteSpool:
-    """The spool ``[spool]`` describes: its path and both of its bounds."""
-    return SqliteSpool(config.spool_path, config.spool.max_bytes, config.spool.max_age)
 
 
 STATUS_INTERVAL = 1.0
@@ -741,15 +735,6 @@ class AgentService:
     def _write_status(self, running: bool = True) -> None:
         path = os.path.join(self.config.agent.state_dir, STATUS_FILE)
         write_json_atomic(path, self.status(running))
-
-
-async def pause(stop: asyncio.Event, delay: float) -> None:
-    """Sleep ``delay`` seconds or until ``stop`` is set: one timer on this task, no helper task."""
-    if stop.is_set():
-        return
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(delay):
-            await stop.wait()
 
 
 def close_sources(sources: Sequence[Source]) -> None:

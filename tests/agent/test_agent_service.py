@@ -16,7 +16,7 @@ import pytest
 
 from lifeline_agent.config import parse
 from lifeline_agent.delivery.spool import SqliteSpool
-from lifeline_agent.service import AgentService, pause, read_status, write_json_atomic
+from lifeline_agent.service import AgentService, read_status, write_json_atomic
 from lifeline_agent.sources.base import FixtureFile
 from lifeline_agent.sources.wifi import FixtureBackend, WifiFacts, WifiSource
 
@@ -146,25 +146,6 @@ def test_once_probes_every_target_and_sends_nothing(tmp_path: Path, tcp_listener
     assert json.dumps(batch.every_sample()[0].labels)
 
 
-def test_the_spool_takes_both_bounds_from_the_config(tmp_path: Path) -> None:
-    from lifeline_agent.config import parse
-    from lifeline_agent.service import open_spool
-
-    config = parse(
-        {
-            "agent": {"id": "pos-1", "state_dir": str(tmp_path)},
-            "spool": {"max_bytes": "5MB", "max_age": "2h"},
-        }
-    )
-    spool = open_spool(config)
-    try:
-        assert spool.max_age == 7200.0
-        assert spool.path == str(tmp_path / "spool.db")
-        assert spool.max_bytes == 5_000_000
-    finally:
-        spool.close()
-
-
 def test_sources_poll_slowly_only_while_the_netlink_watcher_lives(tmp_path: Path) -> None:
     from lifeline_agent.service import source_interval
     from lifeline_agent.watchers.netlink import NetlinkWatcher
@@ -247,21 +228,6 @@ def test_absent_hardware_is_not_polled_until_its_provider_check_finds_it(
 
     asyncio.run(main())
     assert wifi.closed  # what a source keeps open is released at stop
-
-
-def test_pause_ends_at_its_delay_or_when_stopped() -> None:
-    async def main() -> tuple[bool, bool]:
-        stop = asyncio.Event()
-        await pause(stop, 0.01)  # nobody stops it: the delay ends it
-        timed_out = not stop.is_set()
-        waiting = asyncio.create_task(pause(stop, 3600))
-        await asyncio.sleep(0)
-        stop.set()
-        await asyncio.wait_for(waiting, timeout=10)
-        await asyncio.wait_for(pause(stop, 3600), timeout=10)  # already stopped: returns at once
-        return timed_out, waiting.done()
-
-    assert asyncio.run(main()) == (True, True)
 
 
 def test_status_file_is_compact_json_replaced_whole(tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lifeline_agent.delivery.spool import MemorySpool, Spool, SqliteSpool
+from lifeline_agent.config import parse
+from lifeline_agent.delivery.spool import MemorySpool, Spool, SqliteSpool, open_spool
 from lifeline_wire import Batch, Sample
 
 TS = 1_800_000_000_000
@@ -198,3 +199,19 @@ def test_a_batch_that_no_longer_decodes_is_set_aside_not_deleted_and_holds_nothi
         assert seqs(reopened) == [0, 2]
     finally:
         reopened.close()
+
+
+def test_the_spool_takes_both_bounds_from_the_config(tmp_path: Path) -> None:
+    config = parse(
+        {
+            "agent": {"id": "pos-1", "state_dir": str(tmp_path)},
+            "spool": {"max_bytes": "5MB", "max_age": "2h"},
+        }
+    )
+    spool = open_spool(config)
+    try:
+        assert spool.max_age == 7200.0
+        assert spool.path == str(tmp_path / "spool.db")
+        assert spool.max_bytes == 5_000_000
+    finally:
+        spool.close()
