@@ -6,9 +6,10 @@ it and ships what it says. See :mod:`lifeline_agent.health.model` for the API.
 
 from __future__ import annotations
 
+from lifeline_agent.health.assessment import Assessment, LayerStatus, PathScore, ProbeOutcome
 from lifeline_agent.health.facts import RouteFacts, VpnFacts
 from lifeline_agent.health.layers import Tuning, target_layer
-from lifeline_agent.health.model import Assessment, HealthModel, LayerStatus, PathScore, ProbeOutcome
+from lifeline_agent.health.model import HealthModel
 from lifeline_agent.health.render import local_warning, render_status
 from lifeline_agent.sources.cellular import CellularFacts
 from lifeline_agent.sources.power import PowerFacts

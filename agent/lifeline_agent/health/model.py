@@ -17,14 +17,13 @@ wall time for the timestamps that leave the agent). No I/O, no sleeping, so test
 from __future__ import annotations
 
 import math
-import re
 from collections import deque
-from dataclasses import dataclass, replace
-from typing import Protocol, TypeVar
+from dataclasses import replace
+from typing import TypeVar
 
 from lifeline_agent.clock import Clock
 from lifeline_agent.config import Target, Thresholds
-from lifeline_agent.health import render
+from lifeline_agent.health.assessment import NO_DATA, Assessment, LayerStatus, PathScore, ProbeOutcome
 from lifeline_agent.health.facts import Facts, RouteFacts, SessionFacts, VpnFacts, coerce
 from lifeline_agent.health.hysteresis import BandTracker, Held, Hysteresis
 from lifeline_agent.health.layers import (
@@ -46,6 +45,7 @@ from lifeline_agent.health.layers import (
     target_layer,
     worst,
 )
+from lifeline_agent.health.render import local_warning
 from lifeline_agent.health.risk import RiskInputs, assess
 from lifeline_agent.health.series import REFUSED, Round, TargetSeries, loss_view
 from lifeline_agent.sources.cellular import CellularFacts
@@ -66,86 +66,12 @@ from lifeline_wire.layers import (
 from lifeline_wire.schema import Event, EventAttr, Sample
 
 F = TypeVar("F")
-NO_DATA = "no measurements yet"
-_NUMBERS = re.compile(r"\s*\([^()]*\d[^()]*\)")
 # Bytes a silent tunnel's peer still sends now and then (a handshake response is 92, a keepalive
 # 32): received bytes growing by more than this since a silence began mean data came back.
 RX_CHATTER = 256
 # Silence behind a layer ahead that still answers, with at least this share of its packets lost
 # since the silence began, is loss (the burst eats every probe of a round or two), not an outage …
 LOSSY_AHEAD = 0.2
-
-
-class ProbeOutcome(Protocol):
-    """What the model reads of a probe round (``lifeline_agent.probes.ProbeResult`` fits)."""
-
-    @property
-    def success(self) -> bool: ...
-    @property
-    def reason(self) -> str: ...
-    @property
-    def sent(self) -> int: ...
-    @property
-    def received(self) -> int: ...
-    @property
-    def rtt_avg(self) -> float | None: ...
-    @property
-    def jitter(self) -> float | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class LayerStatus:
-    layer: str
-    state: str  # ok | degraded | failed | unknown
-    reason: str
-    since: float  # Unix seconds when the layer entered this state
-    cause: str = "none"  # what is wrong, one of lifeline_wire.layers.CAUSES
-
-
-@dataclass(frozen=True, slots=True)
-class PathScore:
-    target: Target
-    mos: float
-
-
-@dataclass(frozen=True, slots=True)
-class Assessment:
-    at: float  # Unix seconds
-    position: str
-    layers: tuple[LayerStatus, ...]  # in LAYERS order
-    verdict: str  # the first broken layer in words, or "healthy"
-    verdict_layer: str  # that layer, or "none"
-    verdict_state: str  # its state: ok (healthy), degraded or failed; unknown before any data
-    backup_ready: bool | None  # None: no backup path is probed
-    backup_rtt: float | None
-    backup_loss: float | None
-    backup_reason: str
-    on_backup: bool
-    risk: float  # 0..1
-    risk_band: str  # low | watch | warn | page
-    time_to_loss: float  # seconds; math.inf when stable
-    risk_reason: str
-    vpn_inferred: bool  # the VPN state was inferred from reachability (home VPN router)
-    mos: tuple[PathScore, ...] = ()
-    warning: str | None = None  # the dispatcher's local warning, None when there is nothing to do
-    # What is wrong with the verdict's layer (lifeline_wire.layers.CAUSES): the field the collector
-    # decides on; the verdict sentence is for people.
-    verdict_cause: str = "none"
-
-    def layer(self, name: str) -> LayerStatus:
-        for status in self.layers:
-            if status.layer == name:
-                return status
-        raise KeyError(name)
-
-    @property
-    def healthy(self) -> bool:
-        return self.verdict_layer == "none"
-
-    @property
-    def verdict_label(self) -> str:
-        """The verdict without its changing numbers: a stable label value and change key."""
-        return _NUMBERS.sub("", self.verdict)
 
 
 class HealthModel:
@@ -954,7 +880,7 @@ def _back_at(series: list[TargetSeries]) -> float:
 
 
 def _with_warning(a: Assessment) -> Assessment:
-    return replace(a, warning=render.local_warning(a))
+    return replace(a, warning=local_warning(a))
 
 
 def _merge_links(routes: RouteFacts | None, interfaces: RouteFacts | None) -> RouteFacts | None:

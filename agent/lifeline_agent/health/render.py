@@ -6,12 +6,9 @@ Plain language on purpose — the reader is a telecommunicator in the middle of 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
+from lifeline_agent.health.assessment import Assessment
 from lifeline_wire.layers import CHAIN, TITLES, ms, pct
-
-if TYPE_CHECKING:
-    from lifeline_agent.health.model import Assessment
 
 MARKERS = {"ok": "✔", "degraded": "!", "failed": "✖", "unknown": "?"}
 HEADLINES = {"ok": "OK", "degraded": "DEGRADED", "failed": "FAILING"}
