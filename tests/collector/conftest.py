@@ -11,9 +11,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from collector_kit import T0, Receiver, running_receiver
-from pg_kit import Server, postgres_bin, running_postgres
 
 from lifeline_collector.clock import ManualClock
+from lifeline_lab.postgres import Server, postgres_bin, running_postgres
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ import psycopg
 import pytest
 from collector_kit import Receiver
 from collectors_kit import add_agent, collectors, report
-from pg_kit import Server, postgres_bin, running_postgres
+
+from lifeline_lab.postgres import Server, postgres_bin, running_postgres
 
 pytestmark = [
     pytest.mark.system,

@@ -1,8 +1,9 @@
-"""A real PostgreSQL server (Debian's ``postgresql``) for tests, in a throwaway directory.
+"""A real PostgreSQL server (Debian's ``postgresql``) in a throwaway directory, for tests and
+benchmarks.
 
 The server refuses to run as root, so as root it runs as ``nobody``; it listens on a Unix socket in
-its directory and a free loopback port, and is stopped and removed afterwards. Each test gets a
-database of its own (``fresh_database``), dropped at its end.
+its directory and a free loopback port, and is stopped and removed afterwards. ``fresh_database``
+gives each user a database of its own, dropped at its end.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ import glob
 import itertools
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from collector_kit import free_port
 
 USER = "lifeline"
 
@@ -29,6 +29,13 @@ def postgres_bin() -> Path | None:
         glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(Path(p).parent.parent.name)
     )
     return Path(found[-1]).parent if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @dataclass
@@ -52,6 +59,10 @@ class Server:
             capture_output=True,
         )
 
+    def postmaster_pid(self) -> int:
+        """The server's main process (its backends are its children), for CPU accounting."""
+        return int((self.directory / "data" / "postmaster.pid").read_text().split()[0])
+
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{database}"
 
@@ -71,7 +82,9 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_postgres() -> Iterator[Server]:
+def running_postgres(*, fsync: bool = False) -> Iterator[Server]:
+    """A fresh server; ``fsync=False`` (tests) trades durability on a power cut for speed, a
+    benchmark that compares engines keeps it on as a production server does."""
     bindir = postgres_bin()
     if bindir is None:
         raise RuntimeError("postgresql is not installed")
@@ -81,14 +94,16 @@ def running_postgres() -> Iterator[Server]:
         as_user = ["runuser", "-u", "nobody", "--"]
         shutil.chown(directory, "nobody")
     data, log = directory / "data", directory / "server.log"
-    port = free_port()
+    port = _free_port()
     try:
         subprocess.run(
             [*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", USER,
              "--no-locale", "-E", "UTF8", "--no-sync"],
             check=True, capture_output=True,
         )  # fmt: skip
-        options = f"-k {directory} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options = (
+            f"-k {directory} -p {port} -c listen_addresses=127.0.0.1 -c fsync={'on' if fsync else 'off'}"
+        )
         subprocess.run(
             [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start"],
             check=True, capture_output=True,
