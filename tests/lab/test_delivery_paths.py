@@ -162,7 +162,7 @@ def test_tunnel_blackholed_the_state_change_goes_to_the_public_endpoint(setup: S
         assert priority, "a state change travels in the priority lane"
         # It came over the home broadband to the public address: the home router's NAT address.
         # (Only requests since the cut: a batch that went through the tunnel just before it may
-        # land within a second of a state change that no longer waits for the tunnel to time out.)
+        # land within a second of a state change that does not wait for the tunnel to time out.)
         around = around_since(collector, received, start)
         assert around == {ADDR.router_wan}
         # (The agent logs the switch once it has the answer: a moment after the collector stored it.)
