@@ -24,6 +24,7 @@ from typing import TypeVar
 from lifeline_agent.clock import Clock
 from lifeline_agent.config import Target, Thresholds
 from lifeline_agent.health.assessment import NO_DATA, Assessment, LayerStatus, PathScore, ProbeOutcome
+from lifeline_agent.health.events import LayerChange, change_events, state_samples
 from lifeline_agent.health.facts import Facts, RouteFacts, SessionFacts, VpnFacts, coerce
 from lifeline_agent.health.hysteresis import BandTracker, Held, Hysteresis
 from lifeline_agent.health.layers import (
@@ -51,7 +52,6 @@ from lifeline_agent.health.series import REFUSED, Round, TargetSeries, loss_view
 from lifeline_agent.sources.cellular import CellularFacts
 from lifeline_agent.sources.power import PowerFacts
 from lifeline_agent.sources.wifi import WifiFacts
-from lifeline_wire.catalog.health import STATES
 from lifeline_wire.layers import (
     AGENCY_SIDE,
     CAD_PATH,
@@ -63,7 +63,7 @@ from lifeline_wire.layers import (
     ms,
     pct,
 )
-from lifeline_wire.schema import Event, EventAttr, Sample
+from lifeline_wire.schema import Event, Sample
 
 F = TypeVar("F")
 # Bytes a silent tunnel's peer still sends now and then (a handshake response is 92, a keepalive
@@ -180,23 +180,7 @@ class HealthModel:
 
     def samples(self, include_mos: bool = True) -> list[Sample]:
         """The catalog series of the last assessment (empty before the first evaluation)."""
-        a = self._last
-        if a is None:
-            return []
-        ts = int(a.at * 1000)
-        out = [
-            Sample("lifeline_layer_state", float(STATES[s.state]), ts, {"layer": s.layer}) for s in a.layers
-        ]
-        verdict = {"layer": a.verdict_layer, "cause": a.verdict_cause, "verdict": a.verdict_label}
-        out.append(Sample("lifeline_verdict_info", 1.0, ts, verdict))
-        out.append(Sample("lifeline_cad_risk_ratio", a.risk, ts))
-        out.append(Sample("lifeline_cad_time_to_loss_seconds", a.time_to_loss, ts))
-        if include_mos:
-            for score in a.mos:
-                t = score.target
-                labels = {"target": t.name, "role": t.role, "path": t.path, "kind": t.kind}
-                out.append(Sample("lifeline_probe_mos", score.mos, ts, labels))
-        return out
+        return [] if self._last is None else state_samples(self._last, include_mos)
 
     def evaluate(self) -> Assessment:
         th, tu, held = self.thresholds, self.tuning, self._held
@@ -251,7 +235,7 @@ class HealthModel:
             # The mains are back but the router is still booting: what it took down is still the
             # power cut's doing, not a new failure of its own (and not worth a second page).
             raw["power"] = Finding("degraded", "home power back, the home network still coming up", "power")
-        changes: list[tuple[str, str, str]] = []
+        changes: list[LayerChange] = []
         released = False  # a failed layer on the way has served its recovery hold just now
         for layer in LAYERS:
             if layer == "vpn" and raw["vpn"] is None:
@@ -361,7 +345,9 @@ class HealthModel:
             verdict_cause=verdict_cause,
         )
         assessment = _with_warning(assessment)
-        self._record_events(assessment, changes, previous_band if band_changed else None)
+        self._events += change_events(
+            assessment, self._last, changes, previous_band if band_changed else None
+        )
         self._last = assessment
         return assessment
 
@@ -813,51 +799,6 @@ class HealthModel:
             if found:
                 return found
         return []
-
-    def _record_events(
-        self, a: Assessment, changes: list[tuple[str, str, str]], previous_band: str | None
-    ) -> None:
-        ts = int(a.at * 1000)
-        base: dict[str, EventAttr] = {"position": a.position} if a.position else {}
-        for layer, before, after in changes:
-            attrs: dict[str, EventAttr] = {
-                **base,
-                "layer": layer,
-                "state": after,
-                "previous": before,
-                "reason": a.layer(layer).reason,
-            }
-            self._events.append(Event("health.layer", ts, attrs))
-        previous = self._last
-        before_key = (
-            (previous.verdict_layer, previous.verdict_state, previous.verdict_label) if previous else None
-        )
-        if before_key != (a.verdict_layer, a.verdict_state, a.verdict_label):
-            attrs = {
-                **base,
-                "layer": a.verdict_layer,
-                "state": a.verdict_state,
-                "cause": a.verdict_cause,
-                "verdict": a.verdict,
-                "previous": previous.verdict if previous else "",
-                "backup_ready": "unknown" if a.backup_ready is None else str(a.backup_ready).lower(),
-                "on_backup": a.on_backup,
-                "risk": a.risk,
-            }
-            if math.isfinite(a.time_to_loss):
-                attrs["time_to_loss"] = round(a.time_to_loss, 1)
-            self._events.append(Event("health.verdict", ts, attrs))
-        if previous_band is not None:
-            attrs = {
-                **base,
-                "band": a.risk_band,
-                "previous": previous_band,
-                "risk": a.risk,
-                "reason": a.risk_reason,
-            }
-            if math.isfinite(a.time_to_loss):
-                attrs["time_to_loss"] = round(a.time_to_loss, 1)
-            self._events.append(Event("health.risk", ts, attrs))
 
 
 def _loss_ratio(series: list[TargetSeries], now: float, window: float) -> float:
