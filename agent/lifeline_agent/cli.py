@@ -23,7 +23,8 @@ from lifeline_agent.errors import AgentError
 from lifeline_agent.health import Assessment, render_status
 from lifeline_agent.logs import configure, context_of
 from lifeline_agent.probes import KINDS
-from lifeline_agent.service import STATUS_FILE, AgentService, assessment_from_dict, read_status
+from lifeline_agent.service import AgentService
+from lifeline_agent.status import STATUS_FILE, assessment_from_dict, read_status
 
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 2

@@ -19,11 +19,9 @@ What runs, all on one event loop (anything that blocks goes to a thread)::
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lifeline_agent import __version__
@@ -36,7 +34,7 @@ from lifeline_agent.delivery.transport import Transport
 from lifeline_agent.discovery import all_targets
 from lifeline_agent.errors import SourceUnavailable
 from lifeline_agent.forensics import Forensics, Trace
-from lifeline_agent.health import Assessment, HealthModel, LayerStatus, PathScore
+from lifeline_agent.health import Assessment, HealthModel
 from lifeline_agent.health.facts import SOURCES as HEALTH_SOURCES
 from lifeline_agent.health.layers import target_layer
 from lifeline_agent.heartbeat import Sender, digest_of
@@ -47,6 +45,7 @@ from lifeline_agent.probes.scheduler import Scheduler
 from lifeline_agent.recorder import Recorder, SeriesKey, series_key
 from lifeline_agent.runtime import tune_malloc
 from lifeline_agent.sources import Reading, Source, build_sources
+from lifeline_agent.status import status_document, write_status, write_status_every_second
 from lifeline_agent.warn import Warner
 from lifeline_agent.watchers.netlink import NetlinkEvent, NetlinkWatcher
 from lifeline_wire import Batch, BeatDigest
@@ -54,10 +53,6 @@ from lifeline_wire.layers import AGENCY_SIDE
 
 log = logging.getLogger(__name__)
 
-STATUS_FILE = "status.json"
-
-
-STATUS_INTERVAL = 1.0
 # How often each source is read (seconds); everything else every second. While the netlink watcher
 # runs, a link, address or route change re-reads vpn, interfaces, routes (and power) at once, so their polls
 # only catch what netlink does not announce (counters, handshakes) and can be slower. Should the
@@ -606,7 +601,9 @@ class AgentService:
             background.append(asyncio.create_task(self.heartbeat.run(stop), name="heartbeat"))
         batching = asyncio.create_task(self._batch_loop(batcher, stop), name="batcher")
         shipping = asyncio.create_task(self.shipper.run(stop), name="shipper")
-        status = asyncio.create_task(self._status_loop(stop), name="status")
+        status = asyncio.create_task(
+            write_status_every_second(config.agent.state_dir, self.status, stop), name="status"
+        )
         for task in (*background, batching, status):
             task.add_done_callback(_log_crash)
         try:
@@ -628,7 +625,7 @@ class AgentService:
             shipping.cancel()
             await asyncio.gather(shipping, return_exceptions=True)
             await self.shipper.aclose()
-            self._write_status(running=False)
+            write_status(config.agent.state_dir, self.status(running=False))
             if server is not None:
                 server.close()
             waiting = spool.depth()
@@ -684,57 +681,26 @@ class AgentService:
             if not stop.is_set():
                 await batcher.flush()
 
-    async def _status_loop(self, stop: asyncio.Event) -> None:
-        path = os.path.join(self.config.agent.state_dir, STATUS_FILE)
-        while not stop.is_set():
-            await asyncio.to_thread(write_json_atomic, path, self.status(True))
-            await pause(stop, STATUS_INTERVAL)
-
     async def _flush(self, priority: bool) -> None:
         if self._batcher is not None:
             await self._batcher.flush(priority)
 
     def status(self, running: bool = True) -> dict[str, Any]:
-        spool = self._spool
-        shipper = self.shipper
-        assessment = self.health.last
-        return {
-            "agent": self.config.agent.id,
-            "site": self.config.agent.site,
-            "position": self.config.agent.position,
-            "version": __version__,
-            "boot_id": self.boot_id,
-            "pid": os.getpid(),
-            "running": running,
-            "updated_ms": now_ms(self.clock),
-            "assessment": assessment_to_dict(assessment) if assessment is not None else None,
-            "warning": self.warner.status(),
-            "providers": {
-                name: {"available": ok, "reason": reason}
-                for name, (ok, reason) in sorted(self.providers.items())
-            },
-            "routes": _routes_status(self.facts.get("routes")),
-            "targets": [self.runner.state(t).snapshot() for t in self.targets],
-            "spool": {
-                "path": self.config.spool_path,
-                "batches": spool.depth() if spool is not None else 0,
-                "dropped": spool.dropped if spool is not None else 0,
-            },
-            "delivery": {
-                # The route that delivered last (endpoint and path: default or bound to the backup).
-                "endpoint": shipper.paths.current.base if shipper and shipper.paths.current else "",
-                "via": shipper.paths.current.via if shipper and shipper.paths.current else "",
-                "sent": shipper.stats.sent if shipper else 0,
-                "rejected": shipper.stats.rejected if shipper else 0,
-                "last_ok_ms": shipper.stats.last_ok_ms if shipper else 0,
-                "last_error": shipper.stats.last_error if shipper else "",
-            },
-            "heartbeat": self.heartbeat.status() if self.heartbeat is not None else None,
-        }
-
-    def _write_status(self, running: bool = True) -> None:
-        path = os.path.join(self.config.agent.state_dir, STATUS_FILE)
-        write_json_atomic(path, self.status(running))
+        """The status.json document as of now."""
+        return status_document(
+            self.config,
+            self.boot_id,
+            running=running,
+            updated_ms=now_ms(self.clock),
+            assessment=self.health.last,
+            warning=self.warner.status(),
+            providers=self.providers,
+            routes=self.facts.get("routes"),
+            targets=[self.runner.state(t).snapshot() for t in self.targets],
+            spool=self._spool,
+            shipper=self.shipper,
+            heartbeat=self.heartbeat.status() if self.heartbeat is not None else None,
+        )
 
 
 def close_sources(sources: Sequence[Source]) -> None:
@@ -748,125 +714,3 @@ def close_sources(sources: Sequence[Source]) -> None:
 def _log_crash(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("agent task %s stopped: %r", task.get_name(), task.exception(), exc_info=task.exception())
-
-
-def _routes_status(state: Any) -> dict[str, Any] | None:
-    """How CAD is reached, for status.json: the interface and source address per CAD address."""
-    if state is None:
-        return None
-    return {
-        "primary_interface": state.primary_interface,
-        "backup_interface": state.backup_interface,
-        "on_backup": state.on_backup,
-        "cad": [
-            {
-                "target": c.target,
-                "address": c.address,
-                "interface": c.route.interface if c.route else "",
-                "source": c.route.prefsrc if c.route else "",
-                "via_tunnel": c.via_tunnel,
-                "misrouted": c.misrouted,
-            }
-            for c in state.cad
-        ],
-        "split_dns": [{"target": r.target, "ok": r.ok, "reason": r.reason} for r in state.split_dns],
-    }
-
-
-# -- status.json ------------------------------------------------------------------------------------
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
-def assessment_to_dict(a: Assessment) -> dict[str, Any]:
-    """JSON-safe (no Infinity: an unbounded time to loss is null)."""
-    return {
-        "at": a.at,
-        "position": a.position,
-        "layers": [
-            {"layer": s.layer, "state": s.state, "reason": s.reason, "since": s.since} for s in a.layers
-        ],
-        "verdict": a.verdict,
-        "verdict_layer": a.verdict_layer,
-        "verdict_state": a.verdict_state,
-        "backup_ready": a.backup_ready,
-        "backup_rtt": _finite(a.backup_rtt),
-        "backup_loss": _finite(a.backup_loss),
-        "backup_reason": a.backup_reason,
-        "on_backup": a.on_backup,
-        "risk": _finite(a.risk) or 0.0,
-        "risk_band": a.risk_band,
-        "time_to_loss": _finite(a.time_to_loss),
-        "risk_reason": a.risk_reason,
-        "vpn_inferred": a.vpn_inferred,
-        "mos": [
-            {
-                "target": p.target.name,
-                "role": p.target.role,
-                "path": p.target.path,
-                "kind": p.target.kind,
-                "mos": p.mos,
-            }
-            for p in a.mos
-            if math.isfinite(p.mos)
-        ],
-        "warning": a.warning,
-    }
-
-
-def assessment_from_dict(d: Mapping[str, Any]) -> Assessment:
-    """The inverse of :func:`assessment_to_dict`; raises KeyError/TypeError/ValueError on bad input."""
-    ttl = d.get("time_to_loss")
-    return Assessment(
-        at=float(d["at"]),
-        position=str(d.get("position", "")),
-        layers=tuple(
-            LayerStatus(str(s["layer"]), str(s["state"]), str(s["reason"]), float(s["since"]))
-            for s in d["layers"]
-        ),
-        verdict=str(d["verdict"]),
-        verdict_layer=str(d["verdict_layer"]),
-        verdict_state=str(d["verdict_state"]),
-        backup_ready=d.get("backup_ready"),
-        backup_rtt=d.get("backup_rtt"),
-        backup_loss=d.get("backup_loss"),
-        backup_reason=str(d.get("backup_reason", "")),
-        on_backup=bool(d.get("on_backup")),
-        risk=float(d.get("risk", 0.0)),
-        risk_band=str(d.get("risk_band", "low")),
-        time_to_loss=math.inf if ttl is None else float(ttl),
-        risk_reason=str(d.get("risk_reason", "")),
-        vpn_inferred=bool(d.get("vpn_inferred")),
-        mos=tuple(
-            PathScore(
-                Target(name=m["target"], role=m["role"], kind=m["kind"], host="", path=m["path"]),
-                float(m["mos"]),
-            )
-            for m in d.get("mos", [])
-        ),
-        warning=d.get("warning"),
-    )
-
-
-def write_json_atomic(path: str, data: Mapping[str, Any]) -> None:
-    """Write to a temporary file and rename it over ``path``: a reader sees the old or the new file.
-
-    Compact, in one write: ``indent`` would turn off json's C encoder (5× slower, every second).
-    ``lifeline-agent status --json`` prints it indented.
-    """
-    text = json.dumps(data, separators=(",", ":"))
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
-def read_status(state_dir: str) -> dict[str, Any]:
-    """The status the running agent last wrote (raises OSError / ValueError)."""
-    with open(os.path.join(state_dir, STATUS_FILE), encoding="utf-8") as handle:
-        data = json.load(handle)
-    if not isinstance(data, dict):
-        raise ValueError("status.json is not an object")
-    return data

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from lifeline_agent.cli import main
 from lifeline_agent.delivery.spool import SqliteSpool
-from lifeline_agent.service import read_status
+from lifeline_agent.status import read_status
 from lifeline_wire import Batch
 
 TESTDATA = Path(__file__).parent / "testdata"

@@ -16,9 +16,10 @@ import pytest
 
 from lifeline_agent.config import parse
 from lifeline_agent.delivery.spool import SqliteSpool
-from lifeline_agent.service import AgentService, read_status, write_json_atomic
+from lifeline_agent.service import AgentService
 from lifeline_agent.sources.base import FixtureFile
 from lifeline_agent.sources.wifi import FixtureBackend, WifiFacts, WifiSource
+from lifeline_agent.status import read_status
 
 
 def config_for(tmp_path: Path, collector_url: str, cad_port: int) -> Any:
@@ -228,12 +229,3 @@ def test_absent_hardware_is_not_polled_until_its_provider_check_finds_it(
 
     asyncio.run(main())
     assert wifi.closed  # what a source keeps open is released at stop
-
-
-def test_status_file_is_compact_json_replaced_whole(tmp_path: Path) -> None:
-    path = tmp_path / "status.json"
-    write_json_atomic(str(path), {"agent": "ws-7", "targets": [{"name": "cad", "up": True}]})
-    write_json_atomic(str(path), {"agent": "ws-7", "targets": [], "risk": 0.5})
-    assert path.read_text() == '{"agent":"ws-7","targets":[],"risk":0.5}'
-    assert read_status(str(tmp_path)) == {"agent": "ws-7", "targets": [], "risk": 0.5}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["status.json"]  # no temporary file left

@@ -21,8 +21,9 @@ from click.testing import CliRunner
 
 from lifeline_agent.cli import main as cli
 from lifeline_agent.config import load
-from lifeline_agent.service import AgentService, assessment_from_dict, read_status
+from lifeline_agent.service import AgentService
 from lifeline_agent.sources import build_sources
+from lifeline_agent.status import assessment_from_dict, read_status
 
 
 def write_config(tmp_path: Path, collector_url: str, cad_port: int) -> Path:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from lifeline_agent.delivery.spool import SqliteSpool
-from lifeline_agent.service import read_status
+from lifeline_agent.status import read_status
 
 pytestmark = [
     pytest.mark.lab,
