@@ -41,7 +41,7 @@ class Cooldown(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Route:
+class DeliveryPath:
     """One way to one endpoint: over the default route, or bound to the backup interface."""
 
     rank: int  # position in the ordered list; 0 is the preferred path
@@ -59,7 +59,7 @@ class Route:
 
 
 @dataclass(slots=True)
-class RouteState:
+class PathState:
     backoff: Cooldown
     ready_at: float = 0.0  # monotonic; the path cools down until then
     server_errors_since: float | None = None
@@ -89,8 +89,8 @@ class Paths:
         # What the health model knows about the way out (see :meth:`hint`).
         self.primary_down = False
         self.tunnel_down = False
-        self.current: Route | None = None  # the last route that delivered
-        self._states: dict[tuple[str, str], RouteState] = {}
+        self.current: DeliveryPath | None = None  # the last route that delivered
+        self._states: dict[tuple[str, str], PathState] = {}
         self._backup: tuple[float, str] | None = None
         self._unbindable_logged = False
 
@@ -104,7 +104,7 @@ class Paths:
             self._backup = (now, gateways[1].interface if len(gateways) > 1 else "")
         return self._backup[1]
 
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[DeliveryPath]:
         backup = self.backup_interface()
         if backup and SO_BINDTODEVICE is None:
             if not self._unbindable_logged:
@@ -113,18 +113,18 @@ class Paths:
                 )
                 self._unbindable_logged = True
             backup = ""
-        out: list[Route] = []
+        out: list[DeliveryPath] = []
         for base in self.bases:
-            out.append(Route(len(out), base, "default"))
+            out.append(DeliveryPath(len(out), base, "default"))
             if backup and self._via_backup.get(base, True):
-                out.append(Route(len(out), base, "backup", backup))
+                out.append(DeliveryPath(len(out), base, "backup", backup))
         return out
 
-    def state(self, route: Route) -> RouteState:
+    def state(self, route: DeliveryPath) -> PathState:
         key = (route.base, route.via)
         found = self._states.get(key)
         if found is None:
-            found = self._states[key] = RouteState(self._template.copy())
+            found = self._states[key] = PathState(self._template.copy())
         return found
 
     def hint(self, primary_down: bool, tunnel_down: bool) -> None:
@@ -134,12 +134,12 @@ class Paths:
         change does not first wait on a path the agent already knows is dead."""
         self.primary_down, self.tunnel_down = primary_down, tunnel_down
 
-    def _avoids_known_breakage(self, route: Route) -> bool:
+    def _avoids_known_breakage(self, route: DeliveryPath) -> bool:
         if self.primary_down and route.via != "backup":
             return False
         return not (self.tunnel_down and route.base not in self._public)
 
-    def order(self, force: bool = False) -> list[Route]:
+    def order(self, force: bool = False) -> list[DeliveryPath]:
         """Routes to try now: the one that worked last, then the rest by rank; cooling ones skipped.
 
         Paths through what the health model knows is down go last (:meth:`hint`)."""
@@ -147,7 +147,7 @@ class Paths:
         routes = self.routes()
         current = self.current
 
-        def key(r: Route) -> tuple[bool, bool, int]:
+        def key(r: DeliveryPath) -> tuple[bool, bool, int]:
             is_current = current is not None and (r.base, r.via) == (current.base, current.via)
             return (not self._avoids_known_breakage(r), not is_current, r.rank)
 
@@ -160,7 +160,7 @@ class Paths:
         waits = [self.state(r).ready_at - now for r in self.routes()]
         return max(0.0, min(waits, default=0.0))
 
-    def within_server_budget(self, route: Route) -> bool:
+    def within_server_budget(self, route: DeliveryPath) -> bool:
         """True while 5xx on ``route`` have lasted less than the budget (retry it, do not move on)."""
         state = self.state(route)
         now = self.clock.monotonic()
@@ -168,7 +168,7 @@ class Paths:
             state.server_errors_since = now
         return now - state.server_errors_since < self.server_budget
 
-    def failed(self, route: Route, reason: str, cooldown: float | None = None) -> float:
+    def failed(self, route: DeliveryPath, reason: str, cooldown: float | None = None) -> float:
         """Cool ``route`` down (growing, jittered; or ``cooldown`` seconds) and return the delay."""
         state = self.state(route)
         delay = cooldown if cooldown is not None else state.backoff.next()
@@ -185,7 +185,7 @@ class Paths:
         state.last_error = reason
         return delay
 
-    def succeeded(self, route: Route) -> None:
+    def succeeded(self, route: DeliveryPath) -> None:
         state = self.state(route)
         previous = self.current
         if state.failures:
@@ -202,7 +202,7 @@ class Paths:
             )
         self.current = route
 
-    def prefer(self, route: Route) -> None:
+    def prefer(self, route: DeliveryPath) -> None:
         """Fail back: ``route`` answered its reachability check, so it is tried first again."""
         state = self.state(route)
         state.backoff.reset()

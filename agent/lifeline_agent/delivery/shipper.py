@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 from lifeline_agent.clock import Clock, SystemClock, now_ms
 from lifeline_agent.config import AgentSection, CollectorSection
-from lifeline_agent.delivery.paths import INGEST_PATH, SERVER_ERROR_BUDGET, Paths, Route
+from lifeline_agent.delivery.paths import INGEST_PATH, SERVER_ERROR_BUDGET, DeliveryPath, Paths
 from lifeline_agent.delivery.spool import Spool, Spooled
 from lifeline_agent.delivery.transport import (
     HttpxTransport,
@@ -54,7 +54,7 @@ from lifeline_wire.retry import Backoff, RetryDecision, decide, parse_retry_afte
 
 __all__ = [
     "FAILURE_REASONS",
-    "Outcome",
+    "RoundResult",
     "Shipper",
 ]
 
@@ -86,7 +86,7 @@ class ShipperStats:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class RoundResult:
     """What one shipping round achieved: progress, nothing to send, or seconds to wait."""
 
     progressed: bool = False
@@ -176,7 +176,7 @@ class Shipper:
             failback.cancel()
             await asyncio.gather(failback, return_exceptions=True)
 
-    async def ship_pending(self, force: bool = False) -> Outcome:
+    async def ship_pending(self, force: bool = False) -> RoundResult:
         """One envelope of pending batches over the first path that takes it."""
         limit = self.collector.max_batches_per_request
         now = self.clock.monotonic()
@@ -186,8 +186,8 @@ class Shipper:
         items = [item for item in items if item.key not in self._held][:limit]
         if not items:
             if waiting:  # only held batches are left: come back when the first hold ends
-                return Outcome(wait=max(0.01, min(self._held.values()) - now))
-            return Outcome(idle=True)
+                return RoundResult(wait=max(0.01, min(self._held.values()) - now))
+            return RoundResult(idle=True)
         if items[0].batch.priority:  # state changes travel alone: a small, fast request
             items = [item for item in items if item.batch.priority]
             routes = self.paths.order(force)
@@ -205,25 +205,25 @@ class Shipper:
                     bind(log, endpoint=route.base, status=exc.status).warning(
                         "delivery via %s failed, retrying in %.1fs: %s", route.name, delay, exc.reason
                     )
-                    return Outcome(wait=delay)
+                    return RoundResult(wait=delay)
                 self.paths.failed(route, _failure_text(exc, kind))
                 continue
             except RefusedDelivery as exc:
                 self._refused(route, exc)
                 continue
             self.paths.succeeded(route)
-            return Outcome(progressed=done > 0)
+            return RoundResult(progressed=done > 0)
         wait = self.paths.earliest_ready()
         self._blocked(wait)
-        return Outcome(wait=max(wait, 0.01))
+        return RoundResult(wait=max(wait, 0.01))
 
-    async def _race(self, routes: list[Route], items: list[Spooled]) -> Outcome:
+    async def _race(self, routes: list[DeliveryPath], items: list[Spooled]) -> RoundResult:
         """Deliver a priority batch over the first path that answers, without waiting for each
         path to time out in turn: the next path starts ``priority_stagger`` after the previous one
         (or at once when it fails). A cut that takes the tunnel down would otherwise hold the state
         change back by the timeout of every dead path before it. The collector counts a batch once
         by (agent, boot, sequence), so a second copy that arrives is answered "duplicate"."""
-        running: dict[asyncio.Task[int], Route] = {}
+        running: dict[asyncio.Task[int], DeliveryPath] = {}
         queue = list(routes)
         try:
             while queue or running:
@@ -244,7 +244,7 @@ class Shipper:
                     exc = task.exception()
                     if exc is None:
                         self.paths.succeeded(route)
-                        return Outcome(progressed=task.result() > 0)
+                        return RoundResult(progressed=task.result() > 0)
                     if isinstance(exc, RefusedDelivery):
                         self._refused(route, exc)
                     elif isinstance(exc, RetryableDelivery):
@@ -257,9 +257,9 @@ class Shipper:
             await asyncio.gather(*running, return_exceptions=True)
         wait = self.paths.earliest_ready()
         self._blocked(wait)
-        return Outcome(wait=max(wait, 0.01))
+        return RoundResult(wait=max(wait, 0.01))
 
-    def _refused(self, route: Route, exc: RefusedDelivery) -> None:
+    def _refused(self, route: DeliveryPath, exc: RefusedDelivery) -> None:
         """A 4xx the collector will answer again: keep the batches, rest this path a while."""
         self._note_failure(exc)
         self.paths.failed(
@@ -345,7 +345,7 @@ class Shipper:
                     self.paths.prefer(route)
                     break
 
-    async def _answers(self, route: Route) -> bool:
+    async def _answers(self, route: DeliveryPath) -> bool:
         try:
             response = await self.transport.get(route.base + HEALTH_PATH, route.interface)
         except DeliveryError:

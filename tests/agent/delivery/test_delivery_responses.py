@@ -24,7 +24,7 @@ from delivery_kit import (
     server_tls,
 )
 
-from lifeline_agent.delivery.shipper import Outcome, Shipper
+from lifeline_agent.delivery.shipper import RoundResult, Shipper
 from lifeline_agent.delivery.spool import SqliteSpool
 
 
@@ -35,8 +35,8 @@ def spool(tmp_path: Path) -> Iterator[SqliteSpool]:
     spool.close()
 
 
-def ship(shipper: Shipper, times: int = 1) -> list[Outcome]:
-    async def main() -> list[Outcome]:
+def ship(shipper: Shipper, times: int = 1) -> list[RoundResult]:
+    async def main() -> list[RoundResult]:
         out = [await shipper.ship_pending() for _ in range(times)]
         await shipper.aclose()
         return out
