@@ -141,7 +141,9 @@ def agent_batches(series_form: bool = True) -> tuple[object, object]:
         spool = MemorySpool(clock=clock)
         service = AgentService(config, clock=clock, spool=spool, token="")
         service.boot_id = TEMPLATE_BOOT
-        service.shipper = Shipper(config.agent, config.collector, spool, "", NoTransport(), clock)
+        service.shipper = service.self_metrics.shipper = Shipper(
+            config.agent, config.collector, spool, "", NoTransport(), clock
+        )
         rounds = {"n": 0}
 
         async def fake(target: object, ctx: object) -> ProbeResult:
@@ -175,7 +177,7 @@ def agent_batches(series_form: bool = True) -> tuple[object, object]:
             service.recorder,
             spool,
             clock,
-            service._record_self,
+            service.self_metrics.record,
             series_form=series_form,
         )
         return batcher.cut()[0]

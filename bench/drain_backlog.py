@@ -87,7 +87,9 @@ def build_backlog(spool_path: Path, minutes: float, seed: int = 5) -> tuple[str,
         )
 
     service.runner.registry = {kind: dataclasses.replace(spec, run=answer) for kind, spec in REGISTRY.items()}
-    batcher = Batcher(config.agent.id, service.boot_id, service.recorder, spool, clock, service._record_self)
+    batcher = Batcher(
+        config.agent.id, service.boot_id, service.recorder, spool, clock, service.self_metrics.record
+    )
     seconds = int(minutes * 60)
     every = max(1, round(config.schedule.batch_interval))
 

@@ -28,7 +28,7 @@ from lifeline_agent import __version__
 from lifeline_agent.clock import Clock, SystemClock, now_ms, pause
 from lifeline_agent.config import AgentConfig, Target
 from lifeline_agent.delivery.batcher import Batcher, new_boot_id
-from lifeline_agent.delivery.shipper import FAILURE_REASONS, Shipper
+from lifeline_agent.delivery.shipper import Shipper
 from lifeline_agent.delivery.spool import MemorySpool, Spool, open_spool
 from lifeline_agent.delivery.transport import Transport
 from lifeline_agent.discovery import all_targets
@@ -42,8 +42,9 @@ from lifeline_agent.metrics import MetricsServer, registry_for
 from lifeline_agent.probes import REGISTRY, ProbeResult
 from lifeline_agent.probes.runner import ProbeRunner, ResultHook, TargetState
 from lifeline_agent.probes.scheduler import Scheduler
-from lifeline_agent.recorder import Recorder, SeriesKey, series_key
+from lifeline_agent.recorder import Recorder
 from lifeline_agent.runtime import tune_malloc
+from lifeline_agent.self_metrics import SelfMetrics
 from lifeline_agent.sources import Reading, Source, build_sources
 from lifeline_agent.status import status_document, write_status, write_status_every_second
 from lifeline_agent.warn import Warner
@@ -114,6 +115,9 @@ class AgentService:
         self.scheduler: Scheduler | None = None
         self.watcher: NetlinkWatcher | None = None
         self.providers: dict[str, tuple[bool, str]] = {}
+        self.self_metrics = SelfMetrics(
+            self.recorder, self.clock, config.agent.position, self.runner, self.providers, spool
+        )
         self.facts: dict[str, Any] = {}  # the latest facts of each source
         self._source_errors: dict[str, str] = {}
         self._source_locks: dict[str, asyncio.Lock] = {}
@@ -486,48 +490,18 @@ class AgentService:
             self.request_evaluation()
             await pause(stop, NETLINK_MIN_GAP)
 
-    # -- self metrics ---------------------------------------------------------------------------
-
-    def live_values(self) -> dict[SeriesKey, float]:
-        """The agent's own metrics as of now (for /metrics and for every batch)."""
-        values: dict[SeriesKey, float] = {
-            series_key(
-                "lifeline_agent_info", {"version": __version__, "position": self.config.agent.position}
-            ): 1.0,
-            series_key("lifeline_agent_probe_errors_total", {}): float(self.runner.probe_errors),
-        }
-        for name, (ok, _reason) in self.providers.items():
-            values[series_key("lifeline_provider_available", {"provider": name})] = 1.0 if ok else 0.0
-        spool = self._spool
-        if spool is not None:
-            values[series_key("lifeline_agent_spool_batches", {})] = float(spool.depth())
-            values[series_key("lifeline_agent_spool_bytes", {})] = float(spool.size_bytes())
-            values[series_key("lifeline_agent_spool_dropped_batches_total", {})] = float(spool.dropped)
-            values[series_key("lifeline_agent_spool_unreadable_batches", {})] = float(spool.unreadable)
-        if self.shipper is not None:
-            stats = self.shipper.stats
-            values[series_key("lifeline_agent_batches_sent_total", {})] = float(stats.sent)
-            values[series_key("lifeline_agent_batches_rejected_total", {})] = float(stats.rejected)
-            for reason in FAILURE_REASONS:
-                key = series_key("lifeline_agent_send_failures_total", {"reason": reason})
-                values[key] = float(stats.failures[reason])
-            shipper_values = getattr(self.shipper, "live_values", None)
-            if shipper_values is not None:
-                values.update(shipper_values())
-        return values
-
-    def _record_self(self) -> None:
-        ts = now_ms(self.clock)
-        for (name, labels), value in self.live_values().items():
-            self.recorder.sample(name, value, dict(labels), ts)
-
     # -- one shot -------------------------------------------------------------------------------
 
     async def once(self) -> Batch:
         """Probe every target once (concurrently) and return the batch that would be sent."""
         await asyncio.gather(*(self.runner.run_once(t) for t in self.targets))
         batcher = Batcher(
-            self.config.agent.id, self.boot_id, self.recorder, MemorySpool(), self.clock, self._record_self
+            self.config.agent.id,
+            self.boot_id,
+            self.recorder,
+            MemorySpool(),
+            self.clock,
+            self.self_metrics.record,
         )
         return batcher.cut()[0]
 
@@ -543,13 +517,14 @@ class AgentService:
         spool = self._spool = self._spool or open_spool(config)
         token = self._token if self._token is not None else config.agent.read_token()
         self.shipper = Shipper(config.agent, config.collector, spool, token, self._transport, self.clock)
+        self.self_metrics.spool, self.self_metrics.shipper = spool, self.shipper
         self._batcher = batcher = Batcher(
             config.agent.id,
             self.boot_id,
             self.recorder,
             spool,
             self.clock,
-            before_cut=self._record_self,
+            before_cut=self.self_metrics.record,
             after_spool=self.shipper.wake,
         )
         self.recorder.event(
@@ -666,7 +641,7 @@ class AgentService:
         if not (self.config.metrics.enabled and listen):
             return None
         try:
-            server = MetricsServer(listen, registry_for(self.recorder, self.live_values))
+            server = MetricsServer(listen, registry_for(self.recorder, self.self_metrics.values))
         except OSError as exc:
             log.error("cannot serve /metrics on %s: %s (carrying on without it)", listen, exc.strerror)
             return None
