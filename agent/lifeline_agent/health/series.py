@@ -219,6 +219,11 @@ def loss_view(series: Iterable[TargetSeries], start: float) -> LossView:
     return LossView(sent, lost, lossy, partial, episodes)
 
 
+def back_at(series: Iterable[TargetSeries]) -> float:
+    """When the last of these targets answered again after an outage (-inf: none did)."""
+    return max((s.back_at for s in series if s.back_at is not None), default=-math.inf)
+
+
 def loss_bins(series: Iterable[TargetSeries], start: float, now: float) -> list[tuple[float, float, float]]:
     """(age, loss ratio, echoes) per one-second bin since ``start``; age is negative seconds before now."""
     acc: dict[int, list[int]] = {}
