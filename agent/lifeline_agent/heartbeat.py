@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from lifeline_agent.clock import Clock
-from lifeline_agent.config import HeartbeatSection
+from lifeline_agent.config import AgentConfig, HeartbeatSection
+from lifeline_agent.delivery.shipper import Shipper
 from lifeline_agent.delivery.transport import SO_BINDTODEVICE, Transport, bind_options
 from lifeline_agent.errors import RetryableDelivery
 from lifeline_agent.health import Assessment
@@ -410,3 +411,52 @@ def parse_offer(body: bytes) -> tuple[bytes, int, float]:
 
 
 __all__ = ["OFFER_PATH", "Sender", "digest_of", "parse_offer"]
+
+
+class LatestDigest:
+    """The latest assessment as a beat carries it, converted once per assessment (beats are frequent).
+
+    None before the first assessment: nothing to say yet."""
+
+    def __init__(self, last: Callable[[], Assessment | None]) -> None:
+        self._last = last
+        self._digest: tuple[Assessment, BeatDigest] | None = None
+
+    def __call__(self) -> BeatDigest | None:
+        assessment = self._last()
+        if assessment is None:
+            return None
+        if self._digest is None or self._digest[0] is not assessment:
+            self._digest = (assessment, digest_of(assessment))
+        return self._digest[1]
+
+
+def sender_for(
+    config: AgentConfig,
+    boot_id: str,
+    token: str,
+    shipper: Shipper,
+    clock: Clock,
+    last: Callable[[], Assessment | None],
+) -> Sender | None:
+    """The heartbeat sender over the shipper's paths, or None when beats are off or nowhere to go.
+
+    ``last`` is the health model's latest assessment; the shipper's path hints say when the home
+    side or the tunnel is down, and the fallback paths then beat at the full rate."""
+    if not config.heartbeat.enabled or not shipper.paths.bases:
+        return None
+    public = {ep.url for ep in config.collector.endpoints if ep.public}
+    via_backup = {ep.url: ep.via_backup for ep in config.collector.endpoints}
+    paths = shipper.paths
+    return Sender(
+        config.heartbeat,
+        config.agent.id,
+        boot_id,
+        token,
+        [(base, base in public, via_backup.get(base, True)) for base in paths.bases],
+        shipper.transport,
+        clock,
+        LatestDigest(last),
+        backup_interface=paths.backup_interface,
+        escalated=lambda: paths.primary_down or paths.tunnel_down,
+    )

@@ -37,7 +37,7 @@ from lifeline_agent.forensics import Forensics, Trace
 from lifeline_agent.health import Assessment, HealthModel
 from lifeline_agent.health.facts import SOURCES as HEALTH_SOURCES
 from lifeline_agent.health.layers import target_layer
-from lifeline_agent.heartbeat import Sender, digest_of
+from lifeline_agent.heartbeat import Sender, sender_for
 from lifeline_agent.metrics import MetricsServer, registry_for
 from lifeline_agent.probes import REGISTRY, ProbeResult
 from lifeline_agent.probes.runner import ProbeRunner, ResultHook, TargetState
@@ -49,7 +49,7 @@ from lifeline_agent.sources import Reading, Source, build_sources
 from lifeline_agent.status import status_document, write_status, write_status_every_second
 from lifeline_agent.warn import Warner
 from lifeline_agent.watchers.netlink import NetlinkEvent, NetlinkWatcher
-from lifeline_wire import Batch, BeatDigest
+from lifeline_wire import Batch
 from lifeline_wire.layers import AGENCY_SIDE
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,6 @@ class AgentService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.shipper: Shipper | None = None
         self.heartbeat: Sender | None = None
-        self._digest: tuple[Assessment, BeatDigest] | None = None
         self.scheduler: Scheduler | None = None
         self.watcher: NetlinkWatcher | None = None
         self.providers: dict[str, tuple[bool, str]] = {}
@@ -557,7 +556,9 @@ class AgentService:
                 await self._read(source)
         self.watcher = await self._start_watcher()
         self._log_providers()
-        self.heartbeat = self._heartbeat_sender(self.shipper, token)
+        self.heartbeat = sender_for(
+            config, self.boot_id, token, self.shipper, self.clock, lambda: self.health.last
+        )
         background = [
             asyncio.create_task(scheduler.run(), name="scheduler"),
             asyncio.create_task(self._evaluate_loop(stop), name="evaluate"),
@@ -606,35 +607,6 @@ class AgentService:
             waiting = spool.depth()
             spool.close()
             log.info("agent stopped; %d batches wait in the spool", waiting)
-
-    def _heartbeat_sender(self, shipper: Shipper, token: str) -> Sender | None:
-        config = self.config
-        if not config.heartbeat.enabled or not shipper.paths.bases:
-            return None
-        public = {ep.url for ep in config.collector.endpoints if ep.public}
-        via_backup = {ep.url: ep.via_backup for ep in config.collector.endpoints}
-        paths = shipper.paths
-        return Sender(
-            config.heartbeat,
-            config.agent.id,
-            self.boot_id,
-            token,
-            [(base, base in public, via_backup.get(base, True)) for base in paths.bases],
-            shipper.transport,
-            self.clock,
-            self._beat_digest,
-            backup_interface=paths.backup_interface,
-            escalated=lambda: paths.primary_down or paths.tunnel_down,
-        )
-
-    def _beat_digest(self) -> BeatDigest | None:
-        """The latest assessment as a beat carries it (None before the first: nothing to say yet)."""
-        assessment = self.health.last
-        if assessment is None:
-            return None
-        if self._digest is None or self._digest[0] is not assessment:
-            self._digest = (assessment, digest_of(assessment))
-        return self._digest[1]
 
     def _start_metrics(self) -> MetricsServer | None:
         listen = self.config.metrics.listen

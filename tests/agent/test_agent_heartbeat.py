@@ -19,7 +19,7 @@ from lifeline_agent.config import HeartbeatSection, parse
 from lifeline_agent.delivery.transport import Response
 from lifeline_agent.errors import RetryableDelivery
 from lifeline_agent.health import Assessment
-from lifeline_agent.heartbeat import OFFER_PATH, Sender, digest_of, parse_offer
+from lifeline_agent.heartbeat import OFFER_PATH, LatestDigest, Sender, digest_of, parse_offer
 from lifeline_collector.app import create_app
 from lifeline_collector.config import parse as parse_collector
 from lifeline_collector.service import Collector
@@ -106,6 +106,18 @@ def test_digest_of_an_assessment() -> None:
     assert failing == BeatDigest("internet", "failed", 0.9, 4.0, False, True)
     # Before any data the model says "unknown": the beat must not claim "ok".
     assert digest_of(assessment(verdict_state="unknown")).state == "degraded"
+
+
+def test_the_beat_carries_the_latest_assessment_converted_once() -> None:
+    latest: list[Assessment] = []
+    digest = LatestDigest(lambda: latest[-1] if latest else None)
+    assert digest() is None  # before the first assessment there is nothing to say
+    latest.append(assessment(verdict_layer="vpn", verdict_state="degraded"))
+    first = digest()
+    assert first == digest_of(latest[-1])
+    assert digest() is first
+    latest.append(assessment())
+    assert digest() == BeatDigest("none", "ok", 0.0, None, None, False)
 
 
 @pytest.mark.parametrize(
