@@ -44,7 +44,7 @@ from lifeline_collector.notify import REGISTRY, Notifier, NotifyContext
 from lifeline_collector.notify.dispatch import Dispatcher
 from lifeline_collector.remote_write.durable import DurableRemoteWriter
 from lifeline_collector.replica import Reported, SharedFleet
-from lifeline_collector.stats import Stats
+from lifeline_collector.self_metrics import Stats
 from lifeline_collector.store import AgentRow, Store
 from lifeline_collector.store.codec import decode_states
 from lifeline_wire import Envelope, IngestResponse

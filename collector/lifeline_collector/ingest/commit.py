@@ -22,7 +22,7 @@ from lifeline_collector.ingest.pending import Pending
 from lifeline_collector.ingest.plan import plan, plan_columns
 from lifeline_collector.ingest.strict import prepare
 from lifeline_collector.limits import LimitsSection
-from lifeline_collector.stats import Stats
+from lifeline_collector.self_metrics import Stats
 from lifeline_collector.store import AgentRow, SeqTotals, Store
 from lifeline_wire.schema import Envelope, IngestResponse, ItemResult
 

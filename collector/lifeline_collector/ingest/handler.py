@@ -32,7 +32,7 @@ from lifeline_collector.ingest.fast import prepare_fast
 from lifeline_collector.ingest.pending import Pending
 from lifeline_collector.ingest.strict import prepare
 from lifeline_collector.limits import LimitsSection
-from lifeline_collector.stats import Stats
+from lifeline_collector.self_metrics import Stats
 from lifeline_collector.store import Store
 from lifeline_wire.schema import IngestResponse, WireError, decode_envelope, encode
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from lifeline_collector.alerting.model import AlertGroup
 from lifeline_collector.errors import NotifyError
 from lifeline_collector.notify.base import Notifier, redact
-from lifeline_collector.stats import Stats
+from lifeline_collector.self_metrics import Stats
 from lifeline_wire.retry import RetryPolicy
 
 log = logging.getLogger("lifeline_collector.notify")

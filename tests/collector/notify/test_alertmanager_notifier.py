@@ -14,7 +14,7 @@ from lifeline_collector.clock import SystemClock
 from lifeline_collector.config import parse
 from lifeline_collector.notify import REGISTRY, NotifyContext
 from lifeline_collector.notify.dispatch import Dispatcher
-from lifeline_collector.stats import Stats
+from lifeline_collector.self_metrics import Stats
 
 pytestmark = [
     pytest.mark.anyio,
