@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lifeline_collector.alerting.silences import Silence
-from lifeline_collector.board.model import Row, counts, row_of
+from lifeline_collector.board.rows import Row, counts, row_of
 from lifeline_collector.errors import StoreError
 
 if TYPE_CHECKING:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from markupsafe import Markup, escape
 
 from lifeline_collector.alerting import health
+from lifeline_collector.board.rows import STATE_WORDS
 from lifeline_collector.store import unpack_samples
 
 if TYPE_CHECKING:
@@ -158,8 +159,6 @@ def timeline(service: Collector, people: PeopleStore, agent: str, site: str, now
                 Moment(int(str(at_ms)) / 1000, "alert", f"{name} {state}: {notes.get('summary', '')}")
             )
     for at_ms, state, verdict in people.state_changes(agent, since_ms):
-        from lifeline_collector.board.model import STATE_WORDS
-
         moments.append(Moment(at_ms / 1000, "state", f"{STATE_WORDS.get(state, state)} — {verdict}"))
     events = service.store._query(
         "SELECT ts_ms, type, attributes FROM events WHERE agent = ? AND ts_ms >= ? ORDER BY ts_ms LIMIT 500",

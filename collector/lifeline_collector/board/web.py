@@ -4,7 +4,7 @@ Server-rendered (Jinja2), one small plain script per page, every asset served fr
 nothing is fetched from elsewhere, so the board works in an air-gapped agency.
 
 Over 500 lines on purpose: every handler here goes through the same login, CSRF and audit steps of
-one ``Board``; what needs none of them lives beside it (model, live, story, install).
+one ``Board``; what needs none of them lives beside it (rows, live, story, install).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from lifeline_collector.alerting.errors import (
 )
 from lifeline_collector.alerting.model import rfc3339
 from lifeline_collector.alerting.silences import Matcher
-from lifeline_collector.board import model, story
+from lifeline_collector.board import rows, story
 from lifeline_collector.board.announce import announce_ack
 from lifeline_collector.board.live import BoardHub
 from lifeline_collector.errors import StoreError
@@ -82,8 +82,8 @@ def _environment() -> Environment:
     env.filters["iso"] = lambda ts: rfc3339(float(ts))
     env.filters["clock"] = lambda ts: datetime.fromtimestamp(float(ts), UTC).strftime("%H:%M:%S UTC")
     env.filters["utc"] = lambda ts: datetime.fromtimestamp(float(ts), UTC).strftime("%Y-%m-%d %H:%M:%S")
-    env.filters["ttl"] = lambda row: model.ttl_text(row.time_to_loss)
-    env.filters["backup"] = model.backup_text
+    env.filters["ttl"] = lambda row: rows.ttl_text(row.time_to_loss)
+    env.filters["backup"] = rows.backup_text
     env.filters["zfill"] = lambda text: str(text).zfill(8)
     return env
 
@@ -117,10 +117,10 @@ class Board:
         if removed:
             log.info("pruned %d audit records older than the audit retention", removed)
 
-    def render_row(self, row: model.Row, since: float | None) -> str:
+    def render_row(self, row: rows.Row, since: float | None) -> str:
         return self._row.render(row=row, since=since)
 
-    def _record_states(self, moved: list[tuple[model.Row, model.Row | None]]) -> None:
+    def _record_states(self, moved: list[tuple[rows.Row, rows.Row | None]]) -> None:
         at_ms = round(self.service.clock.now() * 1000)
         # A healthy position seen at start is no news for its timeline.
         news = [
@@ -258,23 +258,23 @@ class Board:
     async def board(self, request: Request) -> Response:
         site = request.query_params.get("site", "")
         state = request.query_params.get("state", "")
-        if state and state not in model.STATES:
-            return error_response(400, f"state must be one of {', '.join(model.STATES)}", "state")
+        if state and state not in rows.STATES:
+            return error_response(400, f"state must be one of {', '.join(rows.STATES)}", "state")
         if self.hub.running:
             self.hub.catch_up()
         else:  # served without the app's lifespan (tests): compute everything here
             self.hub.publish(self.hub.refresh_all())
-        rows = self.hub.snapshot()
-        shown = [r for r in rows if (not site or r.site == site) and (not state or r.state == state)]
+        every = self.hub.snapshot()
+        shown = [r for r in every if (not site or r.site == site) and (not state or r.state == state)]
         return self.page(
             request,
             "board.html",
-            groups=model.by_site(shown),
-            counts=model.counts(rows if not site else [r for r in rows if r.site == site]),
-            total=len(rows),
-            sites=sorted({r.site for r in rows}),
-            states=model.STATES,
-            words=model.STATE_WORDS,
+            groups=rows.by_site(shown),
+            counts=rows.counts(every if not site else [r for r in every if r.site == site]),
+            total=len(every),
+            sites=sorted({r.site for r in every}),
+            states=rows.STATES,
+            words=rows.STATE_WORDS,
             filters={"site": site, "state": state},
             version=self.hub.version,
             render_row=lambda row: Markup(self.hub.html[row.agent]),  # noqa: S704 - rendered by autoescaping Jinja
@@ -325,7 +325,7 @@ class Board:
             return self.page(request, "position_missing.html", 404, agent=agent_id)
         now = service.clock.now()
         maintenance = self.hub.maintenance()
-        row = model.row_of(service, view, now, maintenance)
+        row = rows.row_of(service, view, now, maintenance)
         judged = health.read_health(view)
         layers = [(layer, judged.state(layer)) for layer in LAYERS if layer in judged.layers]
         alerts = []
@@ -343,7 +343,7 @@ class Board:
                     "muted": bool(service.registry.silenced_by(alert.labels, now)),
                 }
             )
-        labels = model.alert_labels(view)
+        labels = rows.alert_labels(view)
         silences = story.silences_for(service, labels, self.people.maintenance(), now)
         timeline = story.timeline(service, self.people, agent_id, view.site, now)
         for s in silences:
