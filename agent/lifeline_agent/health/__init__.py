@@ -1,7 +1,11 @@
 """The agent's health model: per-layer state, verdict, risk and time to loss.
 
 Pure decision logic over probe results and local facts with an injected clock; the scheduler feeds
-it and ships what it says. See :mod:`lifeline_agent.health.model` for the API.
+it and ships what it says. :mod:`~lifeline_agent.health.model` holds the stateful model and its API;
+:mod:`~lifeline_agent.health.assessment` the records it returns, :mod:`~lifeline_agent.health.attribution`
+the rules that charge a symptom to a layer and name the verdict, :mod:`~lifeline_agent.health.events`
+the events and samples that leave the laptop, :mod:`~lifeline_agent.health.render` the words for the
+dispatcher.
 """
 
 from __future__ import annotations

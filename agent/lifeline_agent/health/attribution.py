@@ -2,9 +2,11 @@
 
 A packet to CAD crosses every layer in turn, so one break is seen by every probe behind it, and
 loss or delay that starts at home shows on every layer beyond. These rules charge each symptom to
-the layer where it starts and pick the first broken layer of the chain for the verdict. They are
-functions of the probe series, the findings and the thresholds; the state they need (the layers'
-tracked states, the VPN's byte counters) is handed in by :class:`~lifeline_agent.health.model.HealthModel`.
+the layer where it starts (each layer's judgement on its own evidence is in
+:mod:`~lifeline_agent.health.layers`) and pick the first broken layer of the chain for the verdict.
+They are functions of the probe series, the findings and the thresholds; the state they need
+(the layers' tracked states, the VPN's byte counters) is handed in by
+:class:`~lifeline_agent.health.model.HealthModel`.
 """
 
 from __future__ import annotations
