@@ -45,7 +45,8 @@ from lifeline_agent.probes.scheduler import Scheduler
 from lifeline_agent.recorder import Recorder
 from lifeline_agent.runtime import tune_malloc
 from lifeline_agent.self_metrics import SelfMetrics
-from lifeline_agent.sources import Reading, Source, build_sources
+from lifeline_agent.sources import Source, build_sources
+from lifeline_agent.sources.poller import SourcePoller, close_sources
 from lifeline_agent.status import status_document, write_status, write_status_every_second
 from lifeline_agent.warn import Warner
 from lifeline_agent.watchers.netlink import NetlinkEvent, NetlinkWatcher
@@ -54,29 +55,11 @@ from lifeline_wire.layers import AGENCY_SIDE
 
 log = logging.getLogger(__name__)
 
-# How often each source is read (seconds); everything else every second. While the netlink watcher
-# runs, a link, address or route change re-reads vpn, interfaces, routes (and power) at once, so their polls
-# only catch what netlink does not announce (counters, handshakes) and can be slower. Should the
-# watcher stop, they go back to every second at their next read: never blind to a cut.
-SOURCE_INTERVALS = {"cellular": 5.0, "cad_sessions": 2.0}
-SOURCE_INTERVALS_WITH_NETLINK = {**SOURCE_INTERVALS, "interfaces": 5.0, "routes": 5.0, "vpn": 2.0}
-DEFAULT_SOURCE_INTERVAL = 1.0
-PROVIDER_RECHECK = 60.0  # a hotspot plugged in later makes its provider available
-# Hardware that is absent (no radio, no modem, no battery) is not polled: its provider check, every
-# PROVIDER_RECHECK seconds, notices it arriving, and reads start then. The network sources are
-# always read — their "unavailable" can end with the next netlink event.
-POLLED_ONLY_WHEN_AVAILABLE = frozenset({"wifi", "cellular", "power"})
 NETLINK_SETTLE = 0.02  # a link change comes as a burst (link, addresses, routes): take it as one
 NETLINK_MIN_GAP = 0.5  # re-probe bursts at most this often
 EVENT_TYPES = {"link": "link.changed", "address": "address.changed", "route": "route.changed"}
 
 WatcherFactory = Callable[[Callable[[NetlinkEvent], None]], NetlinkWatcher]
-
-
-def source_interval(name: str, watched: bool) -> float:
-    """Seconds between two reads of source ``name``, with or without a live netlink watcher."""
-    table = SOURCE_INTERVALS_WITH_NETLINK if watched else SOURCE_INTERVALS
-    return table.get(name, DEFAULT_SOURCE_INTERVAL)
 
 
 class AgentService:
@@ -106,20 +89,22 @@ class AgentService:
         self._spool = spool
         self._transport = transport
         self._token = token
-        self._sources: list[Source] | None = list(sources) if sources is not None else None
+        given = list(sources) if sources is not None else None
+        self.poller = SourcePoller(
+            self.recorder,
+            self.clock,
+            (lambda: given) if given is not None else (lambda: build_sources(config)),
+            self._on_facts,
+        )
         self._watcher_factory = watcher_factory or (lambda callback: NetlinkWatcher(callback))
         self._tasks: set[asyncio.Task[Any]] = set()
         self.shipper: Shipper | None = None
         self.heartbeat: Sender | None = None
         self.scheduler: Scheduler | None = None
         self.watcher: NetlinkWatcher | None = None
-        self.providers: dict[str, tuple[bool, str]] = {}
         self.self_metrics = SelfMetrics(
-            self.recorder, self.clock, config.agent.position, self.runner, self.providers, spool
+            self.recorder, self.clock, config.agent.position, self.runner, self.poller.providers, spool
         )
-        self.facts: dict[str, Any] = {}  # the latest facts of each source
-        self._source_errors: dict[str, str] = {}
-        self._source_locks: dict[str, asyncio.Lock] = {}
         self._endpoints: tuple[str, ...] = ()
         self._cad_routes: tuple[tuple[str, str, str, str, bool], ...] = ()
         self._evaluation_due = False
@@ -228,7 +213,7 @@ class AgentService:
 
     def _record_vpn_up(self, ts: int) -> None:
         """``lifeline_vpn_up``: the tunnel carries traffic when a probe through it answers."""
-        state = self.facts.get("vpn")
+        state = self.poller.facts.get("vpn")
         tunnels = getattr(state, "tunnels", ()) or ()
         if not tunnels or self.scheduler is None:
             return
@@ -273,74 +258,14 @@ class AgentService:
 
     # -- sources ------------------------------------------------------------------------------
 
-    def _build_sources(self) -> list[Source]:
-        if self._sources is None:
-            self._sources = build_sources(self.config)
-        return self._sources
-
-    def _check_providers(self, sources: Sequence[Source]) -> None:
-        """Who can produce data here; exported as lifeline_provider_available."""
-        for source in sources:
-            ok, reason = source.available()
-            self._set_provider(source.name, ok, reason)
-
-    def _log_providers(self) -> None:
-        """One line at start: "no data" from a provider must never read as "healthy"."""
-        ok = [name for name, (available, _) in self.providers.items() if available]
-        missing = [
-            f"{name} ({reason})" for name, (available, reason) in self.providers.items() if not available
-        ]
-        log.info("providers available: %s", ", ".join(ok) or "none")
-        if missing:
-            log.warning("providers unavailable: %s", "; ".join(missing))
-
-    def _set_provider(self, name: str, ok: bool, reason: str) -> None:
-        """Record a provider's availability; a change after start is logged."""
-        before = self.providers.get(name)
-        self.providers[name] = (ok, reason)
-        if before is None or before[0] == ok:
-            return
-        if ok:
-            log.info(
-                "provider %s available%s", name, f" ({reason})" if reason else "", extra={"provider": name}
-            )
-        else:
-            log.warning("provider %s unavailable: %s", name, reason, extra={"provider": name})
-
-    async def _read(self, source: Source) -> Reading[Any]:
-        lock = self._source_locks.setdefault(source.name, asyncio.Lock())
-        async with lock:  # a source is read from one thread at a time
-            reading = await asyncio.to_thread(source.read)
-        self._apply(source.name, reading)
-        return reading
-
-    def _apply(self, name: str, reading: Reading[Any]) -> None:
-        ts = now_ms(self.clock)
-        self.recorder.sample_group(
-            f"source:{name}", [(s.name, s.value, s.labels) for s in reading.samples], ts
-        )
-        for event in reading.events:
-            self.recorder.event(event.type, event.attributes, ts)
-        previous = self._source_errors.get(name, "")
-        if reading.error != previous:
-            if reading.error:
-                # An unavailable provider was announced at start; a working one failing is news.
-                known = not self.providers.get(name, (True, ""))[0]
-                level = logging.DEBUG if known else logging.WARNING
-                log.log(level, "source %s: %s", name, reading.error, extra={"integration": name})
-            else:
-                log.info("source %s reads again", name, extra={"integration": name})
-            self._source_errors[name] = reading.error
-        if reading.facts is None:
-            return
-        self.facts[name] = reading.facts
+    def _on_facts(self, name: str, facts: Any) -> None:
         if name in HEALTH_SOURCES:
-            for problem in self.health.observe_facts(name, reading.facts):
+            for problem in self.health.observe_facts(name, facts):
                 log.debug("facts of %s: %s", name, problem, extra={"integration": name})
         if name == "routes":
-            self._log_cad_routes(reading.facts)
+            self._log_cad_routes(facts)
         if name == "vpn":
-            endpoints = tuple(getattr(reading.facts, "endpoints", lambda: ())())
+            endpoints = tuple(getattr(facts, "endpoints", lambda: ())())
             if endpoints != self._endpoints:
                 self._endpoints = endpoints
                 log.info("VPN concentrator endpoints: %s", ", ".join(endpoints) or "none")
@@ -376,29 +301,6 @@ class AgentService:
         """The netlink watcher is alive, so a link, address or route change wakes the reads."""
         return self.watcher is not None and self.watcher.running
 
-    def polled(self, name: str) -> bool:
-        """Whether source ``name`` is read on its interval now (absent hardware waits for its recheck)."""
-        return name not in POLLED_ONLY_WHEN_AVAILABLE or self.providers.get(name, (True, ""))[0]
-
-    async def _source_loop(self, sources: Sequence[Source], stop: asyncio.Event) -> None:
-        """Read ``sources`` in order, again and again (they share both their intervals)."""
-        while not stop.is_set():
-            for source in sources:
-                if stop.is_set():
-                    return
-                if self.polled(source.name):
-                    await self._read(source)
-            interval = source_interval(sources[0].name, self.watching())
-            await pause(stop, interval)
-
-    async def _provider_loop(self, sources: Sequence[Source], stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await pause(stop, PROVIDER_RECHECK)
-            if not stop.is_set():
-                results = await asyncio.to_thread(lambda: [(s.name, *s.available()) for s in sources])
-                for name, ok, reason in results:
-                    self._set_provider(name, ok, reason)
-
     # -- discovery ----------------------------------------------------------------------------
 
     def rediscover(self) -> None:
@@ -427,7 +329,7 @@ class AgentService:
 
     async def _start_watcher(self) -> NetlinkWatcher | None:
         if not self.config.providers.netlink:
-            self._set_provider("netlink", False, "off in [providers]")
+            self.poller.set_provider("netlink", False, "off in [providers]")
             return None
         loop = asyncio.get_running_loop()
 
@@ -438,9 +340,9 @@ class AgentService:
         try:
             await asyncio.to_thread(watcher.start)
         except SourceUnavailable as exc:
-            self._set_provider("netlink", False, exc.reason)
+            self.poller.set_provider("netlink", False, exc.reason)
             return None
-        self._set_provider("netlink", True, "")
+        self.poller.set_provider("netlink", True, "")
         return watcher
 
     def _on_netlink(self, event: NetlinkEvent) -> None:
@@ -462,7 +364,7 @@ class AgentService:
         changed = self._net_changed = asyncio.Event()
         # Power too: the mains going out takes the home router's switch (and the laptop's carrier)
         # down in the same instant, and the verdict should say "power" from the first evaluation.
-        routes = [s for s in self._build_sources() if s.name in ("vpn", "interfaces", "routes", "power")]
+        routes = [s for s in self.poller.sources() if s.name in ("vpn", "interfaces", "routes", "power")]
         while not stop.is_set():
             waiter = asyncio.ensure_future(changed.wait())
             stopper = asyncio.ensure_future(stop.wait())
@@ -476,8 +378,8 @@ class AgentService:
             interfaces, self._net_interfaces = sorted(self._net_interfaces), set()
             # The kernel does not announce every route it drops: look again before judging.
             for source in routes:
-                if source.name != "power" or self.polled("power"):
-                    await self._read(source)
+                if source.name != "power" or self.poller.polled("power"):
+                    await self.poller.read(source)
             self.rediscover()
             poked = self.scheduler.poke() if self.scheduler is not None else []
             log.info(
@@ -544,33 +446,28 @@ class AgentService:
             config.spool_path,
             extra={"agent": config.agent.id, "boot_id": self.boot_id},
         )
-        sources = await asyncio.to_thread(self._build_sources)
-        await asyncio.to_thread(self._check_providers, sources)
+        sources = await asyncio.to_thread(self.poller.sources)
+        await asyncio.to_thread(self.poller.check_providers, sources)
         ok, reason = await asyncio.to_thread(self.forensics.check)
-        self._set_provider("traceroute", ok, reason)
-        self._set_provider("desktop_notify", self.warner.check(), self.warner.desktop_reason)
+        self.poller.set_provider("traceroute", ok, reason)
+        self.poller.set_provider("desktop_notify", self.warner.check(), self.warner.desktop_reason)
         self.scheduler = scheduler = Scheduler(self.targets, self.runner, self.clock)
         # The VPN endpoints decide discovered targets: read the VPN once before probing starts.
         for source in sources:
             if source.name == "vpn":
-                await self._read(source)
+                await self.poller.read(source)
         self.watcher = await self._start_watcher()
-        self._log_providers()
+        self.poller.log_providers()
         self.heartbeat = sender_for(
             config, self.boot_id, token, self.shipper, self.clock, lambda: self.health.last
         )
         background = [
             asyncio.create_task(scheduler.run(), name="scheduler"),
             asyncio.create_task(self._evaluate_loop(stop), name="evaluate"),
-            asyncio.create_task(self._provider_loop(sources, stop), name="providers"),
+            asyncio.create_task(self.poller.provider_loop(sources, stop), name="providers"),
         ]
-        # One loop per pair of intervals (watched, blind), sources in registry order within it.
-        groups: dict[tuple[float, float], list[Source]] = {}
-        for source in sources:
-            key = (source_interval(source.name, True), source_interval(source.name, False))
-            groups.setdefault(key, []).append(source)
-        for _intervals, group in sorted(groups.items()):
-            background.append(asyncio.create_task(self._source_loop(group, stop), name="sources"))
+        for loop in self.poller.loops(sources, stop, self.watching):
+            background.append(asyncio.create_task(loop, name="sources"))
         if self.watcher is not None:
             background.append(asyncio.create_task(self._netlink_loop(stop), name="netlink"))
         if self.heartbeat is not None:
@@ -641,21 +538,13 @@ class AgentService:
             updated_ms=now_ms(self.clock),
             assessment=self.health.last,
             warning=self.warner.status(),
-            providers=self.providers,
-            routes=self.facts.get("routes"),
+            providers=self.poller.providers,
+            routes=self.poller.facts.get("routes"),
             targets=[self.runner.state(t).snapshot() for t in self.targets],
             spool=self._spool,
             shipper=self.shipper,
             heartbeat=self.heartbeat.status() if self.heartbeat is not None else None,
         )
-
-
-def close_sources(sources: Sequence[Source]) -> None:
-    """Release what sources keep open between reads (netlink sockets); a source may have nothing."""
-    for source in sources:
-        close = getattr(source, "close", None)
-        if callable(close):
-            close()
 
 
 def _log_crash(task: asyncio.Task[Any]) -> None:

@@ -40,7 +40,7 @@ async def main() -> None:
 
 asyncio.run(main())
 print(json.dumps({
-    "providers": {name: ok for name, (ok, _reason) in service.providers.items()},
+    "providers": {name: ok for name, (ok, _reason) in service.poller.providers.items()},
     "pyroute2": sorted(m for m in sys.modules if m == "pyroute2" or m.startswith("pyroute2.")),
 }))
 """
