@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from lifeline_collector import exposition, openapi
 from lifeline_collector.alerting import api as alerts_api
-from lifeline_collector.alerting.model import rfc3339
+from lifeline_collector.alerting.alert import rfc3339
 from lifeline_collector.board.install import install as install_board
 from lifeline_collector.clock import Clock
 from lifeline_collector.config import CollectorConfig

@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from lifeline_collector.alerting.model import AlertGroup
+from lifeline_collector.alerting.alert import AlertGroup
 from lifeline_collector.errors import NotifyError
 from lifeline_collector.notify import Notifier
 from lifeline_collector.store.backends import safe_dsn

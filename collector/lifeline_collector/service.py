@@ -18,11 +18,11 @@ from collections.abc import Coroutine
 from typing import Any
 
 from lifeline_collector.alerting import actions
+from lifeline_collector.alerting.alert import Alert
 from lifeline_collector.alerting.engine import AlertEngine
 from lifeline_collector.alerting.errors import UnknownAlertError
 from lifeline_collector.alerting.heard import SilenceWatch
 from lifeline_collector.alerting.incidents import FleetCorrelator, FleetPolicy
-from lifeline_collector.alerting.model import Alert
 from lifeline_collector.alerting.notifications import AlertStatus
 from lifeline_collector.alerting.routing import Router
 from lifeline_collector.alerting.rules.cad_at_risk import CadAtRisk, RiskBands

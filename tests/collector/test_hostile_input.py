@@ -14,7 +14,7 @@ import httpx
 import pytest
 from collector_kit import T0, cad_round, envelope, make_config, serving
 
-from lifeline_collector.alerting.model import Finding
+from lifeline_collector.alerting.alert import Finding
 from lifeline_collector.app import create_app
 from lifeline_collector.clock import ManualClock
 from lifeline_collector.fleet import AgentView, SeriesState

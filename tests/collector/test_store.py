@@ -15,8 +15,8 @@ import pytest
 from collector_kit import T0, cad_round
 
 from lifeline_collector import store as store_module
+from lifeline_collector.alerting.alert import Alert, AlertState, fingerprint
 from lifeline_collector.alerting.errors import UnknownSilenceError
-from lifeline_collector.alerting.model import Alert, AlertState, fingerprint
 from lifeline_collector.alerting.silences import Ack, Matcher, Silence
 from lifeline_collector.alerting.store import AlertStore
 from lifeline_collector.errors import DuplicateAgentError, UnknownAgentError

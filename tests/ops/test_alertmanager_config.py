@@ -214,7 +214,7 @@ def collector_alerts(tmp_path: Path) -> list[dict[str, Any]]:
     fourth is on battery; south: one position loses the VPN alone; east: two of three positions
     go silent together (FleetIncident, cause silent) while the third loses its home router.
     """
-    from lifeline_collector.alerting.model import group_of
+    from lifeline_collector.alerting.alert import group_of
     from lifeline_collector.clock import ManualClock, SystemClock
     from lifeline_collector.config import parse
     from lifeline_collector.notify.alertmanager import payload

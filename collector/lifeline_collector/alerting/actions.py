@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from lifeline_collector.alerting.alert import Alert
 from lifeline_collector.alerting.errors import SilenceError
-from lifeline_collector.alerting.model import Alert
 from lifeline_collector.alerting.silences import Ack, Matcher, Silence, new_silence, parse_matcher
 from lifeline_collector.alerting.store import AlertStore
 

@@ -24,13 +24,13 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from lifeline_collector.alerting.alert import Alert
 from lifeline_collector.alerting.errors import (
     AlertingError,
     SilenceError,
     UnknownAlertError,
     UnknownSilenceError,
 )
-from lifeline_collector.alerting.model import Alert
 from lifeline_collector.alerting.silences import Matcher, matcher_from_json, parse_matcher
 from lifeline_collector.errors import StoreError
 from lifeline_collector.http import bearer_token, error_response, json_response, read_body

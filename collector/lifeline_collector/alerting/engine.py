@@ -13,8 +13,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from lifeline_collector.alerting import health, incidents, model, outage
-from lifeline_collector.alerting.model import Alert, AlertGroup, AlertState
+from lifeline_collector.alerting import health, incidents, outage
+from lifeline_collector.alerting.alert import Alert, AlertGroup, AlertState, Finding
 from lifeline_collector.alerting.notifications import AlertStatus, Notifications
 from lifeline_collector.alerting.routing import Router
 from lifeline_collector.alerting.rules.rule import Rule, Waiting
@@ -153,9 +153,9 @@ class AlertEngine:
                 out.append(alert)
         return out
 
-    def _findings(self, agent: AgentView, now: float) -> list[model.Finding]:
+    def _findings(self, agent: AgentView, now: float) -> list[Finding]:
         """Every rule's findings for one position; a rule that raises keeps what it had found there."""
-        findings: list[model.Finding] = []
+        findings: list[Finding] = []
         for rule in self.rules:
             key = (rule.name, agent.id)
             try:
@@ -171,10 +171,10 @@ class AlertEngine:
                 self._failing.discard(key)
         return findings
 
-    def _kept(self, rule: str, scope: str) -> list[model.Finding]:
+    def _kept(self, rule: str, scope: str) -> list[Finding]:
         """The alerts ``rule`` holds for ``scope`` now, as findings: neither resolved nor changed."""
         return [
-            model.Finding(scope, alert.labels, alert.annotations, alert.state is model.AlertState.FIRING)
+            Finding(scope, alert.labels, alert.annotations, alert.state is AlertState.FIRING)
             for alert in self.states.of_scope(scope)
             if alert.name == rule
         ]

@@ -23,9 +23,9 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from lifeline_collector.alerting.alert import Finding, fingerprint
 from lifeline_collector.alerting.health import failing_dependencies, read_health
 from lifeline_collector.alerting.heard import SilencePolicy, last_heard
-from lifeline_collector.alerting.model import Finding, fingerprint
 from lifeline_collector.fleet import AgentView
 from lifeline_wire.layers import AGENCY_SIDE
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from lifeline_collector.alerting import incidents
-from lifeline_collector.alerting.model import Alert, AlertGroup, AlertState, group_of
+from lifeline_collector.alerting.alert import Alert, AlertGroup, AlertState, group_of
 from lifeline_collector.alerting.routing import Router, union
 from lifeline_collector.alerting.silences import Ack, Registry
 from lifeline_collector.alerting.state import AlertStates, Change

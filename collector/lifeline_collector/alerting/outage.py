@@ -32,9 +32,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from lifeline_collector.alerting.alert import Alert, AlertState, Finding, fingerprint
 from lifeline_collector.alerting.health import read_health
 from lifeline_collector.alerting.heard import last_heard
-from lifeline_collector.alerting.model import Alert, AlertState, Finding, fingerprint
 from lifeline_collector.alerting.state import AlertStates
 from lifeline_collector.fleet import AgentView
 from lifeline_wire.layers import FAILED_TEXT, series_layer

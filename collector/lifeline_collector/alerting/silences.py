@@ -16,8 +16,8 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from lifeline_collector.alerting.alert import rfc3339
 from lifeline_collector.alerting.errors import MatcherError, SilenceError
-from lifeline_collector.alerting.model import rfc3339
 
 OPS = ("=", "!=", "=~", "!~")
 _MATCHER_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)(.*)$")

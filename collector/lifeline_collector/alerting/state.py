@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from lifeline_collector.alerting.model import Alert, AlertState, Finding, fingerprint
+from lifeline_collector.alerting.alert import Alert, AlertState, Finding, fingerprint
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from lifeline_collector.alerting.alert import Alert, AlertState
 from lifeline_collector.alerting.errors import UnknownAlertError, UnknownSilenceError
-from lifeline_collector.alerting.model import Alert, AlertState
 from lifeline_collector.alerting.silences import Ack, Matcher, Silence
 from lifeline_collector.store import Store
 from lifeline_collector.store.codec import as_int

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from lifeline_collector.alerting.model import Alert, AlertState, group_of
+from lifeline_collector.alerting.alert import Alert, AlertState, group_of
 from lifeline_collector.alerting.silences import Ack
 
 if TYPE_CHECKING:

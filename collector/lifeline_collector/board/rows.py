@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lifeline_collector.alerting import health
-from lifeline_collector.alerting.model import Alert, AlertState
+from lifeline_collector.alerting.alert import Alert, AlertState
 from lifeline_collector.alerting.silences import Silence
 from lifeline_collector.fleet import AgentView
 

@@ -30,13 +30,13 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from lifeline_collector.alerting import health
+from lifeline_collector.alerting.alert import rfc3339
 from lifeline_collector.alerting.errors import (
     AlertingError,
     SilenceError,
     UnknownAlertError,
     UnknownSilenceError,
 )
-from lifeline_collector.alerting.model import rfc3339
 from lifeline_collector.alerting.silences import Matcher
 from lifeline_collector.board import rows, story
 from lifeline_collector.board.announce import announce_ack

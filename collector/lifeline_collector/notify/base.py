@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from lifeline_collector.alerting.model import AlertGroup
+from lifeline_collector.alerting.alert import AlertGroup
 from lifeline_collector.clock import Clock
 from lifeline_wire.tomlcfg import Section
 

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from lifeline_collector.alerting.model import AlertGroup
+from lifeline_collector.alerting.alert import AlertGroup
 from lifeline_collector.errors import NotifyError
 from lifeline_collector.notify.base import Notifier, redact
 from lifeline_collector.self_metrics import Stats

@@ -17,7 +17,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 
-from lifeline_collector.alerting.model import AlertGroup, AlertState
+from lifeline_collector.alerting.alert import AlertGroup, AlertState
 from lifeline_collector.errors import NotifyError
 from lifeline_collector.notify.base import (
     DEFAULT_MAX_ATTEMPTS,

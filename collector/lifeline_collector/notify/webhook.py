@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from lifeline_collector.alerting.model import AlertGroup, AlertState, rfc3339
+from lifeline_collector.alerting.alert import AlertGroup, AlertState, rfc3339
 from lifeline_collector.notify.base import (
     NotifierConfig,
     NotifierKind,

@@ -127,7 +127,7 @@ class AuditRecord:
     detail: dict[str, object]
 
     def to_json(self) -> dict[str, object]:
-        from lifeline_collector.alerting.model import rfc3339
+        from lifeline_collector.alerting.alert import rfc3339
 
         return {
             "id": self.id,

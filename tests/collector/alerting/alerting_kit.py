@@ -10,7 +10,7 @@ from typing import Any
 
 from collector_kit import T0
 
-from lifeline_collector.alerting.model import AlertGroup
+from lifeline_collector.alerting.alert import AlertGroup
 from lifeline_collector.alerting.state import Change
 from lifeline_collector.clock import ManualClock
 from lifeline_collector.config import CollectorConfig, parse

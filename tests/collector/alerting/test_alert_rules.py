@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from collector_kit import T0, cad_round, make_config
 
-from lifeline_collector.alerting.model import AlertGroup, AlertState, fingerprint
+from lifeline_collector.alerting.alert import AlertGroup, AlertState, fingerprint
 from lifeline_collector.alerting.state import Change
 from lifeline_collector.clock import ManualClock
 from lifeline_collector.service import Collector

@@ -10,7 +10,7 @@ from typing import NamedTuple
 import pytest
 from alerting_kit import INF, Position, Recorder, collector, judgement, probe_round, states
 
-from lifeline_collector.alerting.model import Alert, AlertState
+from lifeline_collector.alerting.alert import Alert, AlertState
 from lifeline_collector.alerting.rules.cad_at_risk import CadAtRisk
 from lifeline_collector.clock import ManualClock
 from lifeline_collector.service import Collector

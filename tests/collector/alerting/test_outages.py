@@ -13,7 +13,7 @@ import pytest
 from alerting_kit import Position, Recorder, collector, judgement, make_config, probe_round, states
 from collector_kit import serving
 
-from lifeline_collector.alerting.model import AlertGroup, AlertState
+from lifeline_collector.alerting.alert import AlertGroup, AlertState
 from lifeline_collector.app import create_app
 from lifeline_collector.clock import ManualClock
 from lifeline_collector.service import Collector

@@ -13,7 +13,7 @@ from pathlib import Path
 from alerting_kit import T0, Position, make_config
 
 from lifeline_collector.alerting import health
-from lifeline_collector.alerting.model import Finding
+from lifeline_collector.alerting.alert import Finding
 from lifeline_collector.clock import ManualClock
 from lifeline_collector.fleet import AgentView, SeriesState
 from lifeline_collector.service import Collector

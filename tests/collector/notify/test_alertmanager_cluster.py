@@ -12,7 +12,7 @@ import pytest
 from collector_kit import T0, free_port, running_receiver
 from notify_kit import ALERTMANAGER, running_alertmanager
 
-from lifeline_collector.alerting.model import Alert, AlertState, fingerprint, group_of
+from lifeline_collector.alerting.alert import Alert, AlertState, fingerprint, group_of
 from lifeline_collector.clock import ManualClock, SystemClock
 from lifeline_collector.config import ConfigError, parse
 from lifeline_collector.errors import NotifyError

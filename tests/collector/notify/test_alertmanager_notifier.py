@@ -9,7 +9,7 @@ import httpx
 import pytest
 from notify_kit import ALERTMANAGER
 
-from lifeline_collector.alerting.model import Alert, AlertState, fingerprint, group_of
+from lifeline_collector.alerting.alert import Alert, AlertState, fingerprint, group_of
 from lifeline_collector.clock import SystemClock
 from lifeline_collector.config import parse
 from lifeline_collector.notify import REGISTRY, NotifyContext

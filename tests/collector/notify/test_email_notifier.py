@@ -11,7 +11,7 @@ import pytest
 from collector_kit import T0
 from notify_kit import Cert, Mailbox, smtp_server
 
-from lifeline_collector.alerting.model import Alert, AlertState, fingerprint, group_of
+from lifeline_collector.alerting.alert import Alert, AlertState, fingerprint, group_of
 from lifeline_collector.clock import ManualClock
 from lifeline_collector.config import parse
 from lifeline_collector.errors import NotifyError

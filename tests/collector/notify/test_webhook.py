@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from collector_kit import T0, Receiver, free_port
 
-from lifeline_collector.alerting.model import Alert, AlertState, fingerprint, group_of
+from lifeline_collector.alerting.alert import Alert, AlertState, fingerprint, group_of
 from lifeline_collector.clock import ManualClock
 from lifeline_collector.config import parse
 from lifeline_collector.notify import REGISTRY, NotifyContext

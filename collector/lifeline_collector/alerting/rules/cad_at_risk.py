@@ -6,8 +6,8 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from lifeline_collector.alerting.alert import Finding
 from lifeline_collector.alerting.health import cause_text, read_health, seconds_text
-from lifeline_collector.alerting.model import Finding
 from lifeline_collector.alerting.rules.rule import agent_labels, make_finding, position_link
 from lifeline_collector.fleet import AgentView
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from lifeline_collector.alerting.alert import Finding
 from lifeline_collector.alerting.health import read_health
-from lifeline_collector.alerting.model import Finding
 from lifeline_collector.alerting.rules.rule import agent_labels, position_link
 from lifeline_collector.fleet import AgentView
 

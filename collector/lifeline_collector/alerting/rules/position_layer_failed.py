@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from lifeline_collector.alerting.alert import Finding
 from lifeline_collector.alerting.health import battery_text, cause_text, read_health
-from lifeline_collector.alerting.model import Finding
 from lifeline_collector.alerting.rules.rule import agent_labels, make_finding, position_link
 from lifeline_collector.fleet import AgentView
 from lifeline_wire.layers import AGENCY_SIDE, CAD_PATH, FAILED_TEXT, HOME_SIDE

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 
+from lifeline_collector.alerting.alert import Finding
 from lifeline_collector.alerting.heard import SilencePolicy, last_heard
-from lifeline_collector.alerting.model import Finding
 from lifeline_collector.alerting.rules.cad_target_unreachable import cad_failures, rounds
 from lifeline_collector.alerting.rules.rule import agent_labels, position_link
 from lifeline_collector.fleet import AgentView

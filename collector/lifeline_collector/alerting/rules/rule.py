@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
-from lifeline_collector.alerting.model import Finding
+from lifeline_collector.alerting.alert import Finding
 from lifeline_collector.fleet import AgentView
 
 
