@@ -82,7 +82,7 @@ class Endpoint:
 
 
 @dataclass(slots=True)
-class Target:
+class BeatPath:
     """One way a beat leaves: an endpoint over the normal route or bound to the backup interface."""
 
     endpoint: Endpoint
@@ -150,15 +150,15 @@ class Sender:
             "send_errors": self.send_errors,
         }
 
-    def targets(self) -> list[Target]:
+    def targets(self) -> list[BeatPath]:
         backup = self.backup_interface() if SO_BINDTODEVICE is not None else ""
-        out: list[Target] = []
+        out: list[BeatPath] = []
         for endpoint in self.endpoints:
             if not endpoint.key or endpoint.address is None:
                 continue
-            out.append(Target(endpoint, "public" if endpoint.public else "tunnel", "", primary=not out))
+            out.append(BeatPath(endpoint, "public" if endpoint.public else "tunnel", "", primary=not out))
             if backup and endpoint.via_backup:
-                out.append(Target(endpoint, "backup", backup, primary=False))
+                out.append(BeatPath(endpoint, "backup", backup, primary=False))
         return out
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -188,7 +188,7 @@ class Sender:
                 self.close()
 
     def _beat_loop(self, halt: threading.Event) -> None:
-        targets: dict[tuple[str, str, bool], Target] = {}
+        targets: dict[tuple[str, str, bool], BeatPath] = {}
         next_beat = self.clock.monotonic()
         while not halt.is_set():
             now = self.clock.monotonic()
@@ -208,7 +208,7 @@ class Sender:
                 next_beat = now + interval
             halt.wait(max(0.0, next_beat - self.clock.monotonic()))
 
-    def beat(self, targets: list[Target], now: float) -> int:
+    def beat(self, targets: list[BeatPath], now: float) -> int:
         """Send one beat on every target that is due; return the datagrams sent."""
         digest = self.digest()
         if digest is None or not targets:
@@ -259,7 +259,7 @@ class Sender:
         self.sent += sent
         return sent
 
-    def sign_off(self, targets: list[Target]) -> int:
+    def sign_off(self, targets: list[BeatPath]) -> int:
         """The last beats of a stop on purpose, over every path (twice: one may be lost), so the
         collector knows the position stops rather than goes dark; return the datagrams sent."""
         digest = self.digest()
@@ -284,7 +284,7 @@ class Sender:
         self.sent += sent
         return sent
 
-    def _socket(self, target: Target) -> socket.socket | None:
+    def _socket(self, target: BeatPath) -> socket.socket | None:
         """A non-blocking socket for ``target``'s family and interface, kept for the next beats.
 
         None when it cannot be bound to the interface: for good when the agent lacks the privilege
