@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from lifeline_agent.config import Target
-from lifeline_agent.health.layers import Tuning
+from lifeline_agent.health.attribution import RX_CHATTER, infer_vpn, tunnel_receiving
+from lifeline_agent.health.layers import VPN_INFERRED, Finding, Tuning
 
 from .conftest import laptop_vpn_targets
 
@@ -190,3 +191,51 @@ def test_refused_connects_are_answers_not_lost_packets(position: Callable[..., P
         a.layer("cad").reason for a in after
     }
     assert after[-1].verdict == "healthy"
+
+
+def _around(internet: str, router: str = "ok", **beyond: str) -> dict[str, str]:
+    states = dict.fromkeys(("power", "link", "router", "internet", "vpn", "agency", "dns", "cad"), "unknown")
+    return {**states, "router": router, "internet": internet, **beyond}
+
+
+@pytest.mark.parametrize(
+    ("states", "expected"),
+    [
+        (_around("ok"), Finding("unknown", "not measured (no probe through the tunnel)")),
+        (_around("ok", agency="failed", cad="failed"), Finding("failed", VPN_INFERRED, "down")),
+        (
+            _around("unknown", cad="failed"),
+            Finding("failed", "VPN tunnel or home internet down (home VPN router)", "down"),
+        ),
+        (_around("failed", cad="failed"), Finding("unknown", "cannot tell: the way to the tunnel is down")),
+        (
+            _around("ok", agency="ok", cad="failed"),
+            Finding("ok", "carries traffic (judged from the agency side)"),
+        ),
+    ],
+)
+def test_a_tunnel_without_evidence_of_its_own_is_judged_from_around_it(
+    states: dict[str, str], expected: Finding
+) -> None:
+    """Behind a home VPN router the tunnel is not seen: every target beyond it silent while the
+    internet answers is the tunnel; anything answering beyond it proves it carries traffic."""
+    assert infer_vpn(states) == expected
+
+
+@pytest.mark.parametrize(
+    ("counters", "now", "expected"),
+    [
+        ([(0.0, 1000.0, 1000.0), (5.0, 1000.0 + RX_CHATTER + 1, 2000.0)], 5.0, True),
+        ([(0.0, 1000.0, 1000.0), (5.0, 1000.0 + RX_CHATTER, 2000.0)], 5.0, False),  # chatter only
+        ([(0.0, 1000.0, 1000.0), (2.5, 1000.0, 2000.0)], 2.5, None),  # sending for under 2 s
+        ([(0.0, 1000.0, 1000.0), (5.0, 10.0, 2000.0)], 5.0, None),  # counters reset
+        ([(0.0, 1000.0, 1000.0), (5.0, 9000.0, 2000.0)], 40.0, None),  # no longer read
+        ([(2.0, 1000.0, 1000.0), (5.0, 9000.0, 2000.0)], 5.0, None),  # nothing read before the silence
+    ],
+)
+def test_the_tunnels_byte_counters_say_whether_data_came_back(
+    counters: list[tuple[float, float, float]], now: float, expected: bool | None
+) -> None:
+    """Received bytes beyond handshakes and keepalives since a silence began (at t=1) mean the
+    tunnel carries data back; sent bytes with nothing back mean it does not."""
+    assert tunnel_receiving(counters, 1.0, now, Tuning()) is expected

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from lifeline_agent.config import Target
-from lifeline_agent.health import PowerFacts, RouteFacts, WifiFacts
+from lifeline_agent.health import LayerStatus, PowerFacts, RouteFacts, WifiFacts
+from lifeline_agent.health.attribution import pick_verdict
 from lifeline_agent.health.layers import Tuning
 from lifeline_wire.layers import CHAIN, LAYERS
 
@@ -372,3 +373,20 @@ def test_a_home_outage_without_the_hotspot_still_serves_its_recovery_hold(
     failed = [a for a in back if a.layer("link").state == "failed" or a.layer("router").state == "failed"]
     assert len(failed) >= hold - 1  # held for (about) the recovery hold: not released at once
     assert back[-1].verdict_state == "ok"
+
+
+@pytest.mark.parametrize(
+    ("cause", "expected"),
+    [
+        ("loss", ("link", "home network losing packets (4.2 %)", "loss")),
+        ("latency", ("cad", "CAD server not answering", "down")),
+    ],
+)
+def test_only_a_cause_that_explains_it_is_named_over_a_failure_further_along(
+    cause: str, expected: tuple[str, str, str]
+) -> None:
+    """Loss on the home network explains CAD going silent behind it; a slow home network does not."""
+    states = {layer: LayerStatus(layer, "ok", "fine", 0.0) for layer in LAYERS}
+    states["link"] = LayerStatus("link", "degraded", "home network losing packets (4.2 %)", 0.0, cause)
+    states["cad"] = LayerStatus("cad", "failed", "CAD server not answering", 0.0, "down")
+    assert pick_verdict(states, on_backup=False, power_out=False, power_cut=False) == expected
