@@ -169,7 +169,7 @@ def agent_batches(series_form: bool = True) -> tuple[object, object]:
         for index in range(ROUNDS):
             rounds["n"] = index
             clock.now = BASE_MS / 1000 + index
-            await asyncio.gather(*(service.runner.run_once(t) for t in service.targets))
+            await asyncio.gather(*(service.runner.run_once(t) for t in service.discovery.targets))
         clock.now = BASE_MS / 1000 + ROUNDS
         batcher = Batcher(
             TEMPLATE_AGENT,

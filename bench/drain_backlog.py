@@ -96,7 +96,7 @@ def build_backlog(spool_path: Path, minutes: float, seed: int = 5) -> tuple[str,
     async def run() -> None:
         for second in range(1, seconds + 1):
             clock.now = START + second
-            await asyncio.gather(*(service.runner.run_once(t) for t in service.targets))
+            await asyncio.gather(*(service.runner.run_once(t) for t in service.discovery.targets))
             service._evaluate(periodic=True)  # the 1 Hz health evaluation and its samples
             if second % every == 0:
                 await batcher.flush()

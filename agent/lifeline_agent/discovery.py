@@ -9,7 +9,8 @@
 - A configured ``path = "backup"`` target without an interface is bound to the backup interface,
   otherwise it would follow the default route and measure the primary instead.
 
-Parsing is a pure function over ``/proc/net/route`` text; the rest is pure over its inputs.
+Parsing is a pure function over ``/proc/net/route`` text; the rest is pure over its inputs,
+except ``Discovery``: the targets the agent probes now, found again when the network changes.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import logging
 import re
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from lifeline_agent.config import AgentConfig, Target
+from lifeline_agent.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -190,3 +193,66 @@ def all_targets(
     """Configured targets (backup-path ones bound to the backup interface) plus discovered ones."""
     backup = backup_interface(config, read_default_gateways(route_file))
     return bind_backup_targets(config.targets, backup) + discover(config, route_file, vpn_endpoints)
+
+
+class TargetSetter(Protocol):
+    """What rediscovery changes (the probe scheduler): returns the targets added and removed."""
+
+    def set_targets(self, targets: tuple[Target, ...]) -> tuple[Sequence[Target], Sequence[Target]]: ...
+
+
+class Discovery:
+    """The targets the agent probes now (``targets``) and those no probe can run (``skipped``).
+
+    A target whose kind has no probe is left out rather than shown as failing: a CAD target
+    reported "down" because nobody can probe it would page a supervisor for nothing. Targets given
+    by the caller are never re-discovered (``enabled`` is False); discovered ones follow the
+    default gateways and the VPN concentrator endpoints the VPN source reports.
+    """
+
+    def __init__(
+        self, config: AgentConfig, given: Sequence[Target] | None, probe_kinds: Collection[str]
+    ) -> None:
+        self.config = config
+        self.enabled = given is None
+        self.probe_kinds = probe_kinds
+        self.vpn_endpoints: tuple[str, ...] = ()
+        self.targets, self.skipped = self._split(all_targets(config) if given is None else tuple(given))
+        for target in self.skipped:
+            log.warning(
+                "no probe for kind %r yet: target not probed",
+                target.kind,
+                extra={"probe": target.kind, "target": target.name},
+            )
+
+    def _split(self, wanted: tuple[Target, ...]) -> tuple[tuple[Target, ...], tuple[Target, ...]]:
+        kinds = self.probe_kinds
+        return tuple(t for t in wanted if t.kind in kinds), tuple(t for t in wanted if t.kind not in kinds)
+
+    def saw_vpn_endpoints(self, endpoints: tuple[str, ...]) -> bool:
+        """Keep the endpoints the VPN source reports; True when they changed (discovery is due)."""
+        if endpoints == self.vpn_endpoints:
+            return False
+        self.vpn_endpoints = endpoints
+        log.info("VPN concentrator endpoints: %s", ", ".join(endpoints) or "none")
+        return True
+
+    def rediscover(self, scheduler: TargetSetter, recorder: Recorder, forget: Callable[[str], None]) -> None:
+        """Run discovery again and start or stop the targets that changed; ``forget`` drops what the
+        agent kept about a target that is gone."""
+        wanted, skipped = self._split(all_targets(self.config, vpn_endpoints=self.vpn_endpoints))
+        added, removed = scheduler.set_targets(wanted)
+        self.targets, self.skipped = wanted, skipped
+        for target in removed:
+            if target.name not in {t.name for t in wanted}:
+                forget(target.name)
+        if added or removed:
+            log.info(
+                "targets changed: +%s -%s",
+                ",".join(t.name for t in added) or "none",
+                ",".join(t.name for t in removed) or "none",
+            )
+            recorder.event(
+                "discovery.targets_changed",
+                {"added": ",".join(t.name for t in added), "removed": ",".join(t.name for t in removed)},
+            )

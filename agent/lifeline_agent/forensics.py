@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lifeline_agent.clock import Clock, SystemClock
-from lifeline_agent.recorder import EventAttr
+from lifeline_agent.config import Target
+from lifeline_agent.recorder import EventAttr, Recorder
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,26 @@ class Forensics:
         if self._task is not None and not self._task.done():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+def trace_destinations(vpn_endpoints: Sequence[str], targets: Iterable[Target]) -> list[str]:
+    """The VPN concentrators and the CAD hosts: where a traceroute shows the break."""
+    cad = [t.host for t in targets if t.role == "cad" and t.host]
+    return list(dict.fromkeys([*vpn_endpoints, *cad]))
+
+
+def report_trace(recorder: Recorder, trace: Trace, layer: str, vpn_endpoints: Sequence[str]) -> None:
+    """A finished trace as an event (``forensics.traceroute``) and one log line with its path."""
+    kind = "vpn" if trace.destination in vpn_endpoints else "cad"
+    recorder.event("forensics.traceroute", trace.attributes(layer=layer, toward=kind))
+    path = " ".join(h.address or "*" for h in trace.hops)
+    log.info(
+        "traceroute to %s (%s): %s%s",
+        trace.destination,
+        kind,
+        path or "no hop answered",
+        f" — {trace.error}" if trace.error else ("" if trace.reached else " — destination not reached"),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,12 +31,11 @@ from lifeline_agent.delivery.batcher import Batcher, new_boot_id
 from lifeline_agent.delivery.shipper import Shipper
 from lifeline_agent.delivery.spool import MemorySpool, Spool, open_spool
 from lifeline_agent.delivery.transport import Transport
-from lifeline_agent.discovery import all_targets
+from lifeline_agent.discovery import Discovery
 from lifeline_agent.errors import SourceUnavailable
-from lifeline_agent.forensics import Forensics, Trace
+from lifeline_agent.forensics import Forensics, report_trace, trace_destinations
 from lifeline_agent.health import Assessment, HealthModel
 from lifeline_agent.health.facts import SOURCES as HEALTH_SOURCES
-from lifeline_agent.health.layers import target_layer
 from lifeline_agent.heartbeat import Sender, sender_for
 from lifeline_agent.metrics import MetricsServer, registry_for
 from lifeline_agent.probes import REGISTRY, ProbeResult
@@ -47,11 +46,12 @@ from lifeline_agent.runtime import tune_malloc
 from lifeline_agent.self_metrics import SelfMetrics
 from lifeline_agent.sources import Source, build_sources
 from lifeline_agent.sources.poller import SourcePoller, close_sources
+from lifeline_agent.sources.routes import CadRouteLog
 from lifeline_agent.status import status_document, write_status, write_status_every_second
+from lifeline_agent.vpn_up import record_vpn_up
 from lifeline_agent.warn import Warner
 from lifeline_agent.watchers.netlink import NetlinkEvent, NetlinkWatcher
 from lifeline_wire import Batch
-from lifeline_wire.layers import AGENCY_SIDE
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +77,16 @@ class AgentService:
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self._discover = targets is None  # targets given by the caller are never re-discovered
-        wanted = all_targets(config) if targets is None else targets
-        self.targets, self.skipped = self._split(wanted)
+        self.discovery = Discovery(config, targets, REGISTRY)
         self.boot_id = new_boot_id()
         self.recorder = Recorder(self.clock)
         self.runner = ProbeRunner(self.recorder, self.clock)
         self.health = HealthModel(config.thresholds, self.clock, position=config.agent.position)
-        self.forensics = Forensics(self._on_trace, enabled=config.providers.traceroute, clock=self.clock)
+        self.forensics = Forensics(
+            lambda trace, layer: report_trace(self.recorder, trace, layer, self.discovery.vpn_endpoints),
+            enabled=config.providers.traceroute,
+            clock=self.clock,
+        )
         self.warner = Warner(desktop=config.providers.desktop_notify, clock=self.clock)
         self._spool = spool
         self._transport = transport
@@ -105,27 +107,12 @@ class AgentService:
         self.self_metrics = SelfMetrics(
             self.recorder, self.clock, config.agent.position, self.runner, self.poller.providers, spool
         )
-        self._endpoints: tuple[str, ...] = ()
-        self._cad_routes: tuple[tuple[str, str, str, str, bool], ...] = ()
+        self.cad_routes = CadRouteLog()
         self._evaluation_due = False
         self._overdue_check: asyncio.TimerHandle | None = None
         self._net_changed: asyncio.Event | None = None
         self._net_interfaces: set[str] = set()
         self.runner.subscribe(self._on_result)
-        for target in self.skipped:
-            log.warning(
-                "no probe for kind %r yet: target not probed",
-                target.kind,
-                extra={"probe": target.kind, "target": target.name},
-            )
-
-    @staticmethod
-    def _split(wanted: tuple[Target, ...]) -> tuple[tuple[Target, ...], tuple[Target, ...]]:
-        # A target whose kind has no probe is left out rather than shown as failing: a CAD target
-        # reported "down" because nobody can probe it would page a supervisor for nothing.
-        return tuple(t for t in wanted if t.kind in REGISTRY), tuple(
-            t for t in wanted if t.kind not in REGISTRY
-        )
 
     # -- seams for other modules --------------------------------------------------------------
 
@@ -174,14 +161,16 @@ class AgentService:
                 self.recorder.sample(sample.name, sample.number, sample.labels, sample.ts_ms)
             if assessment.backup_ready is not None:
                 self.recorder.sample("lifeline_failover_ready", float(assessment.backup_ready), {}, ts)
-            self._record_vpn_up(ts)
+            if self.scheduler is not None:
+                vpn = self.poller.facts.get("vpn")
+                record_vpn_up(self.recorder, vpn, self.scheduler.targets, self.runner.states, ts)
         for event in events:
             self.recorder.event(event.type, event.attributes, event.ts_ms)
             if event.type == "health.layer":
                 self.forensics.on_layer(
                     str(event.attributes.get("layer")),
                     str(event.attributes.get("state")),
-                    self._trace_targets(),
+                    trace_destinations(self.discovery.vpn_endpoints, self.discovery.targets),
                 )
         self.warner.update(assessment.warning)
         if self.shipper is not None:
@@ -211,50 +200,11 @@ class AgentService:
             handle.cancel()
         self._overdue_check = loop.call_at(at, self.request_evaluation)
 
-    def _record_vpn_up(self, ts: int) -> None:
-        """``lifeline_vpn_up``: the tunnel carries traffic when a probe through it answers."""
-        state = self.poller.facts.get("vpn")
-        tunnels = getattr(state, "tunnels", ()) or ()
-        if not tunnels or self.scheduler is None:
-            return
-        inside = [
-            t
-            for t in self.scheduler.targets
-            if (target_layer(t) in AGENCY_SIDE and t.role != "vpn") or t.path == "tunnel"
-        ]
-        answered = [self.runner.states[t.name].up for t in inside if t.name in self.runner.states]
-        if not any(up is not None for up in answered):
-            return  # nothing probes through the tunnel: no claim either way
-        carries = any(answered)
-        for tunnel in tunnels:
-            if tunnel.up is not False:
-                labels = {"interface": tunnel.interface, "vpn_type": tunnel.vpn_type}
-                self.recorder.sample("lifeline_vpn_up", 1.0 if carries else 0.0, labels, ts)
-
     async def _evaluate_loop(self, stop: asyncio.Event) -> None:
         interval = self.config.schedule.evaluate_interval
         while not stop.is_set():
             self._evaluate(periodic=True)
             await pause(stop, interval)
-
-    # -- forensics ----------------------------------------------------------------------------
-
-    def _trace_targets(self) -> list[str]:
-        """The VPN concentrators and the CAD hosts: where a traceroute shows the break."""
-        cad = [t.host for t in self.targets if t.role == "cad" and t.host]
-        return list(dict.fromkeys([*self._endpoints, *cad]))
-
-    def _on_trace(self, trace: Trace, layer: str) -> None:
-        kind = "vpn" if trace.destination in self._endpoints else "cad"
-        self.recorder.event("forensics.traceroute", trace.attributes(layer=layer, toward=kind))
-        path = " ".join(h.address or "*" for h in trace.hops)
-        log.info(
-            "traceroute to %s (%s): %s%s",
-            trace.destination,
-            kind,
-            path or "no hop answered",
-            f" — {trace.error}" if trace.error else ("" if trace.reached else " — destination not reached"),
-        )
 
     # -- sources ------------------------------------------------------------------------------
 
@@ -263,39 +213,11 @@ class AgentService:
             for problem in self.health.observe_facts(name, facts):
                 log.debug("facts of %s: %s", name, problem, extra={"integration": name})
         if name == "routes":
-            self._log_cad_routes(facts)
-        if name == "vpn":
-            endpoints = tuple(getattr(facts, "endpoints", lambda: ())())
-            if endpoints != self._endpoints:
-                self._endpoints = endpoints
-                log.info("VPN concentrator endpoints: %s", ", ".join(endpoints) or "none")
-                self.rediscover()
-
-    def _log_cad_routes(self, state: Any) -> None:
-        """Say once, and on every change, which interface and source address carry each CAD address."""
-        seen = tuple(
-            (
-                c.target,
-                c.address,
-                c.route.interface if c.route else "",
-                c.route.prefsrc if c.route else "",
-                c.misrouted,
-            )
-            for c in getattr(state, "cad", ())
-        )
-        if seen == self._cad_routes:
-            return
-        self._cad_routes = seen
-        for target, address, interface, source, misrouted in seen:
-            log.log(
-                logging.WARNING if misrouted or not interface else logging.INFO,
-                "CAD %s (%s) is reached %s%s",
-                target,
-                address,
-                f"via {interface} from {source or '?'}" if interface else "by no route",
-                " — MIS-ROUTED outside the VPN tunnel" if misrouted else "",
-                extra={"target": target},
-            )
+            self.cad_routes.update(facts)
+        if name == "vpn" and self.discovery.saw_vpn_endpoints(
+            tuple(getattr(facts, "endpoints", lambda: ())())
+        ):
+            self.rediscover()
 
     def watching(self) -> bool:
         """The netlink watcher is alive, so a link, address or route change wakes the reads."""
@@ -305,25 +227,12 @@ class AgentService:
 
     def rediscover(self) -> None:
         """Re-run discovery (gateways, VPN endpoints) and start or stop the targets that changed."""
-        if not self._discover or self.scheduler is None:
-            return
-        wanted, skipped = self._split(all_targets(self.config, vpn_endpoints=self._endpoints))
-        added, removed = self.scheduler.set_targets(wanted)
-        self.targets, self.skipped = wanted, skipped
-        for target in removed:
-            if target.name not in {t.name for t in wanted}:
-                self.health.forget_target(target.name)
-                self.recorder.forget_target(target.name)
-        if added or removed:
-            log.info(
-                "targets changed: +%s -%s",
-                ",".join(t.name for t in added) or "none",
-                ",".join(t.name for t in removed) or "none",
-            )
-            self.recorder.event(
-                "discovery.targets_changed",
-                {"added": ",".join(t.name for t in added), "removed": ",".join(t.name for t in removed)},
-            )
+        if self.discovery.enabled and self.scheduler is not None:
+            self.discovery.rediscover(self.scheduler, self.recorder, self._forget_target)
+
+    def _forget_target(self, name: str) -> None:
+        self.health.forget_target(name)
+        self.recorder.forget_target(name)
 
     # -- netlink ------------------------------------------------------------------------------
 
@@ -395,7 +304,7 @@ class AgentService:
 
     async def once(self) -> Batch:
         """Probe every target once (concurrently) and return the batch that would be sent."""
-        await asyncio.gather(*(self.runner.run_once(t) for t in self.targets))
+        await asyncio.gather(*(self.runner.run_once(t) for t in self.discovery.targets))
         batcher = Batcher(
             self.config.agent.id,
             self.boot_id,
@@ -433,7 +342,7 @@ class AgentService:
             {
                 "version": __version__,
                 "boot_id": self.boot_id,
-                "targets": len(self.targets),
+                "targets": len(self.discovery.targets),
                 "pid": os.getpid(),
             },
         )
@@ -441,7 +350,7 @@ class AgentService:
         log.info(
             "agent %s started: %d targets, boot %s, spool %s",
             config.agent.id,
-            len(self.targets),
+            len(self.discovery.targets),
             self.boot_id,
             config.spool_path,
             extra={"agent": config.agent.id, "boot_id": self.boot_id},
@@ -451,7 +360,7 @@ class AgentService:
         ok, reason = await asyncio.to_thread(self.forensics.check)
         self.poller.set_provider("traceroute", ok, reason)
         self.poller.set_provider("desktop_notify", self.warner.check(), self.warner.desktop_reason)
-        self.scheduler = scheduler = Scheduler(self.targets, self.runner, self.clock)
+        self.scheduler = scheduler = Scheduler(self.discovery.targets, self.runner, self.clock)
         # The VPN endpoints decide discovered targets: read the VPN once before probing starts.
         for source in sources:
             if source.name == "vpn":
@@ -540,7 +449,7 @@ class AgentService:
             warning=self.warner.status(),
             providers=self.poller.providers,
             routes=self.poller.facts.get("routes"),
-            targets=[self.runner.state(t).snapshot() for t in self.targets],
+            targets=[self.runner.state(t).snapshot() for t in self.discovery.targets],
             spool=self._spool,
             shipper=self.shipper,
             heartbeat=self.heartbeat.status() if self.heartbeat is not None else None,

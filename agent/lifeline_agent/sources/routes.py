@@ -12,6 +12,7 @@ includes what the agency says.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from lifeline_agent.sources.base import (
 from lifeline_agent.sources.dnsquery import DnsAnswer, query, system_nameserver
 from lifeline_agent.sources.registry import SourceSpec, register
 from lifeline_agent.sources.vpn import VpnSource
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +299,39 @@ class RoutesSource:
                     SourceEvent("dns.split_dns_changed", {"target": r.target, "ok": r.ok, "reason": r.reason})
                 )
         return events
+
+
+class CadRouteLog:
+    """Says once, and on every change, which interface and source address carry each CAD address."""
+
+    def __init__(self) -> None:
+        self._seen: tuple[tuple[str, str, str, str, bool], ...] = ()
+
+    def update(self, state: object) -> None:
+        """``state``: the routes source's facts (a ``RoutesState``)."""
+        seen = tuple(
+            (
+                c.target,
+                c.address,
+                c.route.interface if c.route else "",
+                c.route.prefsrc if c.route else "",
+                c.misrouted,
+            )
+            for c in getattr(state, "cad", ())
+        )
+        if seen == self._seen:
+            return
+        self._seen = seen
+        for target, address, interface, source, misrouted in seen:
+            log.log(
+                logging.WARNING if misrouted or not interface else logging.INFO,
+                "CAD %s (%s) is reached %s%s",
+                target,
+                address,
+                f"via {interface} from {source or '?'}" if interface else "by no route",
+                " — MIS-ROUTED outside the VPN tunnel" if misrouted else "",
+                extra={"target": target},
+            )
 
 
 def _addresses_or_none(resolve: Callable[[str], DnsAnswer], name: str) -> tuple[str, ...]:
