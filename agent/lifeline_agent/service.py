@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from lifeline_agent import __version__
@@ -32,7 +32,6 @@ from lifeline_agent.delivery.shipper import Shipper
 from lifeline_agent.delivery.spool import MemorySpool, Spool, open_spool
 from lifeline_agent.delivery.transport import Transport
 from lifeline_agent.discovery import Discovery
-from lifeline_agent.errors import SourceUnavailable
 from lifeline_agent.forensics import Forensics, report_trace, trace_destinations
 from lifeline_agent.health import Assessment, HealthModel
 from lifeline_agent.health.facts import SOURCES as HEALTH_SOURCES
@@ -50,16 +49,10 @@ from lifeline_agent.sources.routes import CadRouteLog
 from lifeline_agent.status import status_document, write_status, write_status_every_second
 from lifeline_agent.vpn_up import record_vpn_up
 from lifeline_agent.warn import Warner
-from lifeline_agent.watchers.netlink import NetlinkEvent, NetlinkWatcher
+from lifeline_agent.watchers.reactions import NetlinkReactions, WatcherFactory
 from lifeline_wire import Batch
 
 log = logging.getLogger(__name__)
-
-NETLINK_SETTLE = 0.02  # a link change comes as a burst (link, addresses, routes): take it as one
-NETLINK_MIN_GAP = 0.5  # re-probe bursts at most this often
-EVENT_TYPES = {"link": "link.changed", "address": "address.changed", "route": "route.changed"}
-
-WatcherFactory = Callable[[Callable[[NetlinkEvent], None]], NetlinkWatcher]
 
 
 class AgentService:
@@ -98,20 +91,24 @@ class AgentService:
             (lambda: given) if given is not None else (lambda: build_sources(config)),
             self._on_facts,
         )
-        self._watcher_factory = watcher_factory or (lambda callback: NetlinkWatcher(callback))
+        self.netlink = NetlinkReactions(
+            self.recorder,
+            self.poller,
+            rediscover=self.rediscover,
+            reprobe=lambda: self.scheduler.poke() if self.scheduler is not None else [],
+            evaluate=self.request_evaluation,
+            factory=watcher_factory,
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
         self.shipper: Shipper | None = None
         self.heartbeat: Sender | None = None
         self.scheduler: Scheduler | None = None
-        self.watcher: NetlinkWatcher | None = None
         self.self_metrics = SelfMetrics(
             self.recorder, self.clock, config.agent.position, self.runner, self.poller.providers, spool
         )
         self.cad_routes = CadRouteLog()
         self._evaluation_due = False
         self._overdue_check: asyncio.TimerHandle | None = None
-        self._net_changed: asyncio.Event | None = None
-        self._net_interfaces: set[str] = set()
         self.runner.subscribe(self._on_result)
 
     # -- seams for other modules --------------------------------------------------------------
@@ -219,10 +216,6 @@ class AgentService:
         ):
             self.rediscover()
 
-    def watching(self) -> bool:
-        """The netlink watcher is alive, so a link, address or route change wakes the reads."""
-        return self.watcher is not None and self.watcher.running
-
     # -- discovery ----------------------------------------------------------------------------
 
     def rediscover(self) -> None:
@@ -233,72 +226,6 @@ class AgentService:
     def _forget_target(self, name: str) -> None:
         self.health.forget_target(name)
         self.recorder.forget_target(name)
-
-    # -- netlink ------------------------------------------------------------------------------
-
-    async def _start_watcher(self) -> NetlinkWatcher | None:
-        if not self.config.providers.netlink:
-            self.poller.set_provider("netlink", False, "off in [providers]")
-            return None
-        loop = asyncio.get_running_loop()
-
-        def deliver(event: NetlinkEvent) -> None:  # on the watcher's thread: hand over, nothing else
-            loop.call_soon_threadsafe(self._on_netlink, event)
-
-        watcher = self._watcher_factory(deliver)
-        try:
-            await asyncio.to_thread(watcher.start)
-        except SourceUnavailable as exc:
-            self.poller.set_provider("netlink", False, exc.reason)
-            return None
-        self.poller.set_provider("netlink", True, "")
-        return watcher
-
-    def _on_netlink(self, event: NetlinkEvent) -> None:
-        attributes: dict[str, str | int | float | bool] = {
-            **event.attributes,
-            "interface": event.interface,
-            "action": event.action,
-        }
-        if event.synthesized:
-            attributes["synthesized"] = True
-        self.recorder.event(
-            EVENT_TYPES.get(event.kind, "netlink.changed"), attributes, int(event.ts * 1000) or None
-        )
-        self._net_interfaces.add(event.interface)
-        if self._net_changed is not None:
-            self._net_changed.set()
-
-    async def _netlink_loop(self, stop: asyncio.Event) -> None:
-        changed = self._net_changed = asyncio.Event()
-        # Power too: the mains going out takes the home router's switch (and the laptop's carrier)
-        # down in the same instant, and the verdict should say "power" from the first evaluation.
-        routes = [s for s in self.poller.sources() if s.name in ("vpn", "interfaces", "routes", "power")]
-        while not stop.is_set():
-            waiter = asyncio.ensure_future(changed.wait())
-            stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (waiter, stopper):
-                task.cancel()
-            if stop.is_set():
-                return
-            await asyncio.sleep(NETLINK_SETTLE)
-            changed.clear()
-            interfaces, self._net_interfaces = sorted(self._net_interfaces), set()
-            # The kernel does not announce every route it drops: look again before judging.
-            for source in routes:
-                if source.name != "power" or self.poller.polled("power"):
-                    await self.poller.read(source)
-            self.rediscover()
-            poked = self.scheduler.poke() if self.scheduler is not None else []
-            log.info(
-                "network changed (%s): re-probing %d targets",
-                ", ".join(i for i in interfaces if i) or "routes",
-                len(poked),
-                extra={"reprobe": ",".join(sorted(poked))},
-            )
-            self.request_evaluation()
-            await pause(stop, NETLINK_MIN_GAP)
 
     # -- one shot -------------------------------------------------------------------------------
 
@@ -365,7 +292,7 @@ class AgentService:
         for source in sources:
             if source.name == "vpn":
                 await self.poller.read(source)
-        self.watcher = await self._start_watcher()
+        await self.netlink.start(config.providers.netlink)
         self.poller.log_providers()
         self.heartbeat = sender_for(
             config, self.boot_id, token, self.shipper, self.clock, lambda: self.health.last
@@ -375,10 +302,10 @@ class AgentService:
             asyncio.create_task(self._evaluate_loop(stop), name="evaluate"),
             asyncio.create_task(self.poller.provider_loop(sources, stop), name="providers"),
         ]
-        for loop in self.poller.loops(sources, stop, self.watching):
+        for loop in self.poller.loops(sources, stop, self.netlink.watching):
             background.append(asyncio.create_task(loop, name="sources"))
-        if self.watcher is not None:
-            background.append(asyncio.create_task(self._netlink_loop(stop), name="netlink"))
+        if self.netlink.watcher is not None:
+            background.append(asyncio.create_task(self.netlink.run(stop), name="netlink"))
         if self.heartbeat is not None:
             background.append(asyncio.create_task(self.heartbeat.run(stop), name="heartbeat"))
         batching = asyncio.create_task(self._batch_loop(batcher, stop), name="batcher")
@@ -395,8 +322,7 @@ class AgentService:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await asyncio.to_thread(close_sources, sources)
-            if self.watcher is not None:
-                await asyncio.to_thread(self.watcher.stop)
+            await self.netlink.stop()
             await self.forensics.aclose()
             await self.warner.aclose()
             await asyncio.gather(batching, status, return_exceptions=True)

@@ -32,7 +32,7 @@ service = AgentService(parse({
 async def main() -> None:
     stop = asyncio.Event()
     running = asyncio.create_task(service.run(stop))
-    while service.watcher is None or service.status()["targets"][0]["rounds"] < 2:
+    while service.netlink.watcher is None or service.status()["targets"][0]["rounds"] < 2:
         assert not running.done(), "the agent stopped early"
         await asyncio.sleep(0.05)
     stop.set()

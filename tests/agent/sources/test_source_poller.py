@@ -27,15 +27,15 @@ async def wait_for(condition: Any, limit: float = 20.0) -> None:
 
 def test_sources_poll_slowly_only_while_the_netlink_watcher_lives(tmp_path: Path) -> None:
     service = AgentService(parse({"agent": {"id": "pos-1", "state_dir": str(tmp_path)}}))
-    assert not service.watching()
+    assert not service.netlink.watching()
     watcher = NetlinkWatcher(lambda event: None)
     watcher.start()
-    service.watcher = watcher
+    service.netlink.watcher = watcher
     try:
-        assert service.watching()
+        assert service.netlink.watching()
     finally:
         watcher.stop()
-    assert not service.watching()  # a watcher that stopped (or died) announces nothing any more
+    assert not service.netlink.watching()  # a watcher that stopped (or died) announces nothing any more
     names = ("interfaces", "routes", "vpn", "wifi", "cellular")
     assert [source_interval(name, watched=True) for name in names] == [5.0, 5.0, 2.0, 1.0, 5.0]
     # Without netlink nothing would announce a cut: links, routes and the VPN are read every second.
