@@ -4,12 +4,16 @@ Every field of the agent's and the collector's config dataclasses, walked recurs
 ``AgentConfig`` and ``CollectorConfig``, must have a row (or a list item) under its section's
 ``## [section]`` heading in docs/configuration.md, and every row there must name a real key.
 Every relative link in README.md and docs/ must point at a file that exists, and a link into a
-Markdown file's ``#anchor`` at one of its headings.
+Markdown file's ``#anchor`` at one of its headings. Every repository path
+(``agent/lifeline_agent/probes/stats.py``), dotted module name (``lifeline_wire.layers``, perhaps
+followed by a name defined there) and module file name (``spool.py``) that docs/ mentions exists,
+so a module that moves takes its mentions with it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import re
 import typing
 from collections.abc import Iterator
@@ -197,3 +201,97 @@ def test_relative_links_resolve(doc: Path) -> None:
         elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
             broken.append(f"{link} (no heading with that anchor)")
     assert not broken, f"{doc.relative_to(ROOT)}: broken links: " + ", ".join(broken)
+
+
+# Repository paths written in the docs: a top-level folder, then more. Two words joined by a slash
+# ("CPU agent/blackbox") count only with a trailing slash or a file extension.
+_REPO_PATH = re.compile(
+    r"(?<![\w/.:~-])((?:agent|collector|wire|lab|tests|bench|deploy|dashboards|docs)/[\w./-]*[\w/])"
+)
+# Paths inside a product package (``lifeline_wire/retry.py``), and dotted names
+# (``lifeline_lab.measure.fping``: a module, then perhaps a name defined in it).
+_PACKAGE_PATH = re.compile(r"(?<![\w/.-])(lifeline_(?:agent|collector|wire|lab)/[\w./-]*[\w/])")
+_DOTTED = re.compile(r"(?<![\w.])(lifeline_(?:agent|collector|wire|lab)(?:\.[A-Za-z_]\w*)+)")
+# A module's file name on its own (``spool.py``): some Python file of the repository is called so.
+# (Other bare names are often files the programs write, such as ``status.json``.)
+_FILE_NAME = re.compile(r"(?<![\w/.-])([A-Za-z_]\w*\.py)\b")
+_PACKAGE_HOME = {"lifeline_agent": "agent", "lifeline_collector": "collector"} | {
+    "lifeline_wire": "wire",
+    "lifeline_lab": "lab",
+}
+
+
+def _doc_text(path: Path) -> str:
+    """A doc's text with placeholders and globs taken out (``<prefix>``, ``{a,b}``, ``*.yml``)."""
+    text = path.read_text(encoding="utf-8")
+    text = re.sub(r"\]\([^)]*\)", "]", text)  # links: test_relative_links_resolve checks those
+    text = re.sub(r"https?://\S+", " ", text)
+    return re.sub(r"\S*[<>{}*…]\S*", " ", text)
+
+
+def _module_file(dotted: list[str]) -> Path | None:
+    base = ROOT / _PACKAGE_HOME[dotted[0]]
+    for candidate in (base.joinpath(*dotted).with_suffix(".py"), base.joinpath(*dotted, "__init__.py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _resolves(name: str) -> bool:
+    """``name`` is a product module, or a module followed by names defined in it."""
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        if _module_file(parts[:cut]) is None:
+            continue
+        found: object = importlib.import_module(".".join(parts[:cut]))
+        for attribute in parts[cut:]:
+            if not hasattr(found, attribute):
+                return False
+            found = getattr(found, attribute)
+        return True
+    return False
+
+
+def _is_path(mention: str) -> bool:
+    return mention.endswith("/") or mention.count("/") >= 2 or "." in mention.rsplit("/", 1)[1]
+
+
+def stale_mentions(path: Path) -> list[str]:
+    """Every repository path, package path, dotted module name or file name in ``path`` that is
+    not there."""
+    text = _doc_text(path)
+    names = {
+        p.name
+        for top in ("agent", "collector", "wire", "lab", "tests", "bench")
+        for p in (ROOT / top).rglob("*.py")
+    }
+    stale = [m for m in _REPO_PATH.findall(text) if _is_path(m) and not (ROOT / m).exists()]
+    stale += [
+        m for m in _PACKAGE_PATH.findall(text) if not (ROOT / _PACKAGE_HOME[m.split("/")[0]] / m).exists()
+    ]
+    stale += [m for m in _DOTTED.findall(text) if not _resolves(m)]
+    stale += [m for m in _FILE_NAME.findall(text) if m not in names]
+    return sorted(set(stale))
+
+
+@pytest.mark.parametrize("doc", sorted((ROOT / "docs").rglob("*.md")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_module_paths_and_file_names_exist(doc: Path) -> None:
+    stale = stale_mentions(doc)
+    assert not stale, f"{doc.relative_to(ROOT)} names what is not in the repository: " + ", ".join(stale)
+
+
+def test_stale_mentions_are_found(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text(
+        "See `agent/lifeline_agent/probes/stats.py` and agent/lifeline_agent/gone.py, "
+        "`lifeline_wire/retry.py`, lifeline_wire.retry.parse_retry_after, lifeline_wire.retry.nothing, "
+        "lifeline_collector.gone, `pyproject.toml`, `nowhere.py`, `lab/<prefix>/x.json`, agent/blackbox "
+        "and [a link](../missing.md).\n",
+        encoding="utf-8",
+    )
+    assert stale_mentions(doc) == [
+        "agent/lifeline_agent/gone.py",
+        "lifeline_collector.gone",
+        "lifeline_wire.retry.nothing",
+        "nowhere.py",
+    ]
