@@ -1,19 +1,23 @@
-"""The running agent: probes, sources, netlink, the health model, warnings, batches, status.json.
+"""The running agent wired together: probes, sources, netlink, the health model, warnings, batches.
 
 ``AgentService.run(stop)`` runs until ``stop`` is set, then stops probing, spools the last batch
 and closes everything. ``once()`` probes every target one time and returns the batch it would
 send, touching neither spool nor network.
 
-What runs, all on one event loop (anything that blocks goes to a thread)::
+What runs, all on one event loop (anything that blocks goes to a thread), and where it lives::
 
-    scheduler ─ probe rounds ─▶ runner ─▶ recorder (lifeline_probe_*)
-                                  └─────▶ health.observe_probe ─┐ success changed: evaluate now
-    sources (1–5 s; absent 60s) ─▶ recorder + health.observe_facts ─┤
-    netlink watcher ─ link/address/route event ─▶ re-read routes, re-discover, re-probe, evaluate
-    evaluate (1 Hz) ─▶ health samples, failover/vpn_up ─▶ recorder
-                   ├─▶ health events ─▶ recorder + a priority batch at once + forensics
-                   └─▶ the dispatcher's warning (log, status.json, desktop)
-    status.json (1 s, atomic) · batches (batch_interval) ─▶ spool ─▶ shipper
+    scheduler ─ probe rounds ─▶ runner ─▶ recorder (lifeline_probe_*)             probes/
+                                  └─────▶ health.observe_probe ─┐ flips: evaluate now
+    sources (1–5 s; absent 60s) ─▶ recorder + health.observe_facts ─┤             sources/poller.py
+    netlink event ─▶ re-read sources, re-discover, re-probe, evaluate             watchers/reactions.py,
+                                                                                  discovery.py
+    evaluate (1 Hz) ─▶ health samples, failover, lifeline_vpn_up ─▶ recorder      vpn_up.py
+                   ├─▶ health events ─▶ recorder + a priority batch at once
+                   │                 └─▶ traceroute toward the VPN and CAD        forensics.py
+                   └─▶ the dispatcher's warning (log, status.json, desktop)       warn.py
+    status.json (1 s, atomic)                                                     status.py
+    batches (batch_interval) + own metrics ─▶ spool ─▶ shipper                    self_metrics.py, delivery/
+    heartbeat beats over every path                                               heartbeat.py
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ log = logging.getLogger(__name__)
 
 
 class AgentService:
+    """Builds the agent's parts, passes each what it needs, and runs their loops."""
+
     def __init__(
         self,
         config: AgentConfig,

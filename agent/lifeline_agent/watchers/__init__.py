@@ -1,1 +1,1 @@
-"""Long-lived watchers: kernel notifications that trigger immediate re-probes (see ``netlink``)."""
+"""Long-lived watchers: kernel notifications (``netlink``) and what the agent does on each (``reactions``)."""
