@@ -434,7 +434,7 @@ def import_times(
 # --- output -----------------------------------------------------------------------------------
 
 
-def pct(value: float) -> str:
+def cpu_text(value: float) -> str:
     return f"{value:.2f}"
 
 
@@ -472,9 +472,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{r.agent_rate:.1f}",
                 f"{r.bb_rate:.1f}",
                 f"{100 * r.agent_success:.0f}/{100 * r.bb_success:.0f}",
-                pct(r.agent.cpu_percent),
-                pct(r.blackbox.cpu_percent),
-                pct(r.prometheus.cpu_percent),
+                cpu_text(r.agent.cpu_percent),
+                cpu_text(r.blackbox.cpu_percent),
+                cpu_text(r.prometheus.cpu_percent),
                 f"{ratio:.2f}",
                 mb(r.agent.rss),
                 mb(r.agent.peak),

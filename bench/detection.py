@@ -254,7 +254,7 @@ def run_one(
 # -- the tables -----------------------------------------------------------------------------------
 
 
-def pct(values: Sequence[float], q: float) -> float:
+def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (no interpolation: with few runs every figure is a real run)."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
@@ -267,7 +267,7 @@ def seconds(value: float | None) -> str:
 def spread(values: Sequence[float], missed: int) -> str:
     if not values:
         return f"no page ({missed} missed)" if missed else "—"
-    text = f"p50 {pct(values, 50):.1f} s, p95 {pct(values, 95):.1f} s (n={len(values)})"
+    text = f"p50 {percentile(values, 50):.1f} s, p95 {percentile(values, 95):.1f} s (n={len(values)})"
     return text + (f", {missed} missed" if missed else "")
 
 
@@ -288,7 +288,7 @@ def report(runs: Sequence[Run], settings: ConventionalSettings, interval: float,
     ]
     ll, ll_missed = latencies("lifeline")
     cv, cv_missed = latencies("conventional")
-    met = "yes" if ll and not ll_missed and pct(ll, 95) < 3.0 else "no"
+    met = "yes" if ll and not ll_missed and percentile(ll, 95) < 3.0 else "no"
     rows.append(
         (
             "detection latency, hard cut → page",
@@ -338,7 +338,7 @@ def report(runs: Sequence[Run], settings: ConventionalSettings, interval: float,
                 "p95 ≤ 3 s, before CAD lost",
                 spread(tl, tl_missed) + f"; before CAD lost in {ahead} of {len(total)}",
                 spread(tc, tc_missed),
-                "yes" if tl and not tl_missed and pct(tl, 95) <= 3.0 and ahead == len(total) else "no",
+                "yes" if tl and not tl_missed and percentile(tl, 95) <= 3.0 and ahead == len(total) else "no",
             )
         )
 
@@ -415,7 +415,7 @@ def report(runs: Sequence[Run], settings: ConventionalSettings, interval: float,
     if not pulls:
         nl_text, nl_met = "—", "not run"
     elif nl:
-        nl_text = f"p50 {pct(nl, 50):.2f} s, max {max(nl):.2f} s (n={len(nl)})"
+        nl_text = f"p50 {percentile(nl, 50):.2f} s, max {max(nl):.2f} s (n={len(nl)})"
         nl_text += f", {len(pulls) - len(nl)} without an event" if len(nl) < len(pulls) else ""
         nl_met = "yes" if len(nl) == len(pulls) and max(nl) <= 1.0 else "no"
     else:
