@@ -18,8 +18,10 @@ imports) takes a name from ``pkg`` itself — which does depend on how far ``__i
 **Long modules.** A product module over ``MAX_LINES`` lines says why in its top docstring, on a
 line of its own starting ``Over 500 lines on purpose:`` followed by the reason.
 
-**One vocabulary.** The layer chain is spelt out only in ``lifeline_wire.layers``, and the
-helpers named in ``DEFINED_ONCE`` are each defined by exactly one product module.
+**One vocabulary.** The layer chain is spelt out only in ``lifeline_wire.layers``, the
+helpers named in ``DEFINED_ONCE`` are each defined by exactly one product module, and so is each
+fact record (a class named ``…Facts``): the source that reads a fact builds the one record of it,
+so no table has to bridge two copies, where a renamed field would silently become None.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ MAX_LINES = 500
 REASON_MARKER = "Over 500 lines on purpose:"
 LAYER_CHAIN = ("power", "link", "router", "internet", "vpn", "agency", "dns", "cad")
 LAYERS_HOME = "lifeline_wire.layers"
-DEFINED_ONCE = ("parse_retry_after", "layer_of", "pct")
+# One place each: the retry rule every retry loop uses, and the layer vocabulary's helpers.
+DEFINED_ONCE = ("parse_retry_after", "decide", "Backoff", "RetryPolicy", "layer_of", "pct")
 
 
 def _module_name(path: Path) -> str:
@@ -261,6 +264,18 @@ def test_shared_helpers_are_defined_once(helper: str) -> None:
     ]
     assert len(places) == 1, f"{helper} must be defined by exactly one product module; found in: " + (
         ", ".join(places) or "none"
+    )
+
+
+def test_each_fact_record_is_defined_once() -> None:
+    places: dict[str, list[str]] = {}
+    for path in product_modules().values():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and node.name.endswith("Facts"):
+                places.setdefault(node.name, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    twice = {name: where for name, where in sorted(places.items()) if len(where) > 1}
+    assert not twice, "fact records defined more than once (keep the source's own record):\n" + (
+        "\n".join(f"{name}: {', '.join(where)}" for name, where in twice.items())
     )
 
 
