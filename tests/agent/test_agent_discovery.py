@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lifeline_agent.config import parse
-from lifeline_agent.discovery import discover, parse_proc_route, read_default_gateways, target_name
+from lifeline_agent.clock import SystemClock
+from lifeline_agent.config import AgentConfig, parse
+from lifeline_agent.discovery import (
+    Discovery,
+    discover,
+    parse_proc_route,
+    read_default_gateways,
+    target_name,
+)
+from lifeline_agent.probes.runner import ProbeRunner
+from lifeline_agent.probes.scheduler import Scheduler
+from lifeline_agent.recorder import Recorder
 
 # A laptop with home broadband on eth0 (metric 100) and a phone tether on usb0 (metric 600).
 PROC_NET_ROUTE = """\
@@ -58,3 +68,44 @@ def test_names_are_valid_ids_and_missing_file_is_empty(tmp_path: Path) -> None:
 def test_reads_this_machines_table() -> None:
     text = Path("/proc/net/route").read_text()
     assert read_default_gateways() == parse_proc_route(text)
+
+
+def _cad_config() -> AgentConfig:
+    return parse(
+        {
+            "agent": {"id": "ws-1"},
+            "discovery": {"default_gateways": False},
+            "targets": [{"name": "cad", "role": "cad", "kind": "tcp", "host": "127.0.0.1", "port": 443}],
+        }
+    )
+
+
+def test_a_target_no_probe_can_run_is_set_aside_not_probed() -> None:
+    discovery = Discovery(_cad_config(), None, probe_kinds={"icmp"})
+    assert discovery.targets == ()
+    assert [t.name for t in discovery.skipped] == ["cad"]
+
+
+def test_rediscovery_follows_the_vpn_endpoints_into_the_scheduler() -> None:
+    discovery = Discovery(_cad_config(), None, probe_kinds={"icmp", "tcp"})
+    recorder = Recorder(SystemClock())
+    scheduler = Scheduler(discovery.targets, ProbeRunner(recorder))
+    forgotten: list[str] = []
+    assert discovery.saw_vpn_endpoints(("203.0.113.10",))
+    assert not discovery.saw_vpn_endpoints(("203.0.113.10",))  # no change: nothing to rediscover
+    discovery.rediscover(scheduler, recorder, forgotten.append)
+    primary = [(t.role, t.host) for t in discovery.targets if t.path != "backup"]
+    assert primary == [("cad", "127.0.0.1"), ("vpn", "203.0.113.10")]
+    assert scheduler.targets == discovery.targets
+    _samples, events = recorder.drain()
+    assert [e.type for e in events] == ["discovery.targets_changed"]
+    assert discovery.saw_vpn_endpoints(())
+    discovery.rediscover(scheduler, recorder, forgotten.append)
+    assert [t.name for t in scheduler.targets] == ["cad"]
+    assert forgotten
+    assert all(name.startswith("vpn-") for name in forgotten)
+
+
+def test_targets_given_by_the_caller_are_never_rediscovered() -> None:
+    config = _cad_config()
+    assert not Discovery(config, config.targets, probe_kinds={"tcp"}).enabled

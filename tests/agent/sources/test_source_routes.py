@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,15 @@ import pytest
 from lifeline_agent.errors import SourceReadError
 from lifeline_agent.netlink.rtnetlink import Netlink, RouteInfo, route_from_dump
 from lifeline_agent.sources.dnsquery import DnsAnswer
-from lifeline_agent.sources.routes import RoutesSource, assess, server_address, split_dns_check
+from lifeline_agent.sources.routes import (
+    CadRoute,
+    CadRouteLog,
+    RoutesSource,
+    RoutesState,
+    assess,
+    server_address,
+    split_dns_check,
+)
 
 PRIMARY = RouteInfo("default", "eth0", "192.168.1.1", metric=100)
 BACKUP = RouteInfo("default", "usb0", "172.20.10.1", metric=600)
@@ -197,3 +206,23 @@ def test_without_an_agency_resolver_names_are_routed_but_not_judged(
     assert cad.route is not None
     assert cad.route.interface == "lo"
     assert "lifeline_vpn_split_dns_ok" not in {s.name for s in reading.samples}
+
+
+def test_the_way_to_cad_is_said_once_and_again_when_it_changes(caplog: pytest.LogCaptureFixture) -> None:
+    def state(interface: str, source: str, misrouted: bool) -> RoutesState:
+        route = RouteInfo("10.20.0.5", interface, prefsrc=source)
+        cad = CadRoute("cad", "10.20.0.5", route, via_tunnel=not misrouted, misrouted=misrouted)
+        return RoutesState((), (cad,), ("wg0",), "eth0", "", on_backup=False)
+
+    routes = CadRouteLog()
+    with caplog.at_level(logging.INFO, logger="lifeline_agent.sources.routes"):
+        routes.update(state("wg0", "10.8.0.2", False))
+        routes.update(state("wg0", "10.8.0.2", False))
+        routes.update(state("eth0", "192.168.1.20", True))
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, "CAD cad (10.20.0.5) is reached via wg0 from 10.8.0.2"),
+        (
+            logging.WARNING,
+            "CAD cad (10.20.0.5) is reached via eth0 from 192.168.1.20 — MIS-ROUTED outside the VPN tunnel",
+        ),
+    ]
