@@ -23,7 +23,7 @@ from lifeline_agent.health.layers import (
     HOTSPOT_ROLES,
     HOTSPOT_UNREACHABLE,
     VPN_INFERRED,
-    Finding,
+    LayerFinding,
     Tuning,
     all_failing,
     degraded,
@@ -61,8 +61,8 @@ def probes_crossing(layer: str, by_layer: ByLayer, on_backup: bool) -> list[Targ
 
 
 def unless_traffic_passes(
-    layer: str, finding: Finding, by_layer: ByLayer, now: float, th: Thresholds
-) -> Finding:
+    layer: str, finding: LayerFinding, by_layer: ByLayer, now: float, th: Thresholds
+) -> LayerFinding:
     """A layer is not down while probes that cross it get answers: its own probes missed a run
     of rounds to loss (bursts on the home Wi-Fi), which is "losing packets", not "failed"."""
     if finding.reason == CAD_REFUSED:
@@ -80,8 +80,8 @@ def unless_traffic_passes(
 
 
 def unless_lossy_ahead(
-    layer: str, finding: Finding, by_layer: ByLayer, now: float, th: Thresholds, tu: Tuning
-) -> Finding:
+    layer: str, finding: LayerFinding, by_layer: ByLayer, now: float, th: Thresholds, tu: Tuning
+) -> LayerFinding:
     """Silence behind layers that keep answering but lose a good share of their packets is a
     loss burst eating every probe of a round or two, not an outage — until it has lasted as
     long as a CAD session survives silence (``Tuning.cad_outage_dead``): a 4 s burst of 40 %
@@ -119,7 +119,7 @@ def recently_failing(series: list[TargetSeries], now: float, tu: Tuning) -> bool
 
 
 def dns_lost_with_the_path(
-    found: dict[str, Finding | None], by_layer: ByLayer, now: float, th: Thresholds, tu: Tuning
+    found: dict[str, LayerFinding | None], by_layer: ByLayer, now: float, th: Thresholds, tu: Tuning
 ) -> None:
     """A resolver that misses a few queries in a row while the path to it loses packets is
     losing packets, not down.
@@ -159,7 +159,7 @@ def dns_lost_with_the_path(
 
 
 def home_side_attribution(
-    found: dict[str, Finding | None], by_layer: ByLayer, now: float, th: Thresholds, tu: Tuning
+    found: dict[str, LayerFinding | None], by_layer: ByLayer, now: float, th: Thresholds, tu: Tuning
 ) -> None:
     """Charge trouble to the layer where it starts, not to every layer that sees it.
 
@@ -173,7 +173,7 @@ def home_side_attribution(
     router = found["router"]
     if router is not None and router.state == "degraded" and router.cause == "loss":
         found["link"] = worst(found["link"], degraded("link", "loss", router.figure))
-        found["router"] = Finding("ok", "answering (the loss is on the way to it)")
+        found["router"] = LayerFinding("ok", "answering (the loss is on the way to it)")
     elif router is not None and router.state == "failed":
         # Under heavy loss the router misses every echo for a while and is judged failed; the
         # loss that led there (it answered in between) still belongs to the home network.
@@ -238,13 +238,13 @@ def tunnel_receiving(counters: Counters, since: float, now: float, tu: Tuning) -
 
 
 def tunnel_silent(
-    found: dict[str, Finding | None],
+    found: dict[str, LayerFinding | None],
     by_layer: ByLayer,
     now: float,
     vpn: VpnFacts | None,
     counters: Counters,
     tu: Tuning,
-) -> Finding | None:
+) -> LayerFinding | None:
     """The tunnel's own finding when a layer behind it is judged failed for silence.
 
     Silence of the agency network, DNS or CAD is theirs only when the tunnel demonstrably
@@ -257,7 +257,7 @@ def tunnel_silent(
     """
     behind = ("agency", "dns", "cad")
     first = next((b for b in behind if (f := found[b]) is not None and f.state == "failed"), None)
-    if first is None or (found[first] or Finding("ok", "")).reason == CAD_REFUSED:
+    if first is None or (found[first] or LayerFinding("ok", "")).reason == CAD_REFUSED:
         return None
     if any((f := found[b]) is not None and f.state == "failed" for b in HOME_SIDE):
         return None  # cut on the home side: the chain names it
@@ -275,7 +275,7 @@ def tunnel_silent(
         return None
     endpoint = [s for s in by_layer["endpoint"] if not s.stale(now) and s.last_answered() is not None]
     if endpoint and not any(s.answered_since(since) for s in endpoint):
-        return Finding(
+        return LayerFinding(
             "failed",
             f"{FAILED_TEXT['vpn']} (the concentrator does not answer at its public address)",
             "down",
@@ -292,17 +292,19 @@ def tunnel_silent(
         and vpn.handshake_age >= silent_for
     )
     if no_handshake or any(not s.stale(now) for s in by_layer["vpn"]):
-        return Finding("failed", f"{FAILED_TEXT['vpn']} — nothing comes back through it{answers}", "down")
+        return LayerFinding(
+            "failed", f"{FAILED_TEXT['vpn']} — nothing comes back through it{answers}", "down"
+        )
     probed = [b for b in behind if any(not s.stale(now) for s in by_layer[b])]
     other = "CAD server" if probed == ["cad"] else "agency network"
-    return Finding(
+    return LayerFinding(
         "failed", f"VPN tunnel or {other} down — nothing comes back through the tunnel{answers}", "down"
     )
 
 
 def judge_backup(
     series: list[TargetSeries], now: float, routes: RouteFacts | None, th: Thresholds, tu: Tuning, held: Held
-) -> Finding | None:
+) -> LayerFinding | None:
     """The backup path, judged as the primary is (the same holds) by what matters: whether it
     reaches beyond the hotspot. A hotspot that answers while nothing answers through it has no
     internet; one that answers nothing is off or out of reach."""
@@ -316,25 +318,25 @@ def judge_backup(
     near_answers = any(s.last is not None and s.last.success for s in near)
     link_up = routes is not None and routes.backup_interface != "" and routes.backup_up is True
     if far and (near_answers or (not near and link_up)):
-        return Finding("failed", HOTSPOT_NO_INTERNET, "down")
+        return LayerFinding("failed", HOTSPOT_NO_INTERNET, "down")
     if near or far:
-        return Finding("failed", HOTSPOT_UNREACHABLE if near else FAILED_TEXT["backup"], "down")
+        return LayerFinding("failed", HOTSPOT_UNREACHABLE if near else FAILED_TEXT["backup"], "down")
     return finding
 
 
-def infer_vpn(state: Mapping[str, str]) -> Finding:
+def infer_vpn(state: Mapping[str, str]) -> LayerFinding:
     """Home-VPN-router variant: judge the tunnel from what is reachable around it."""
     beyond = [state[layer] for layer in ("agency", "dns", "cad") if state[layer] != "unknown"]
     if not beyond:
-        return Finding("unknown", "not measured (no probe through the tunnel)")
+        return LayerFinding("unknown", "not measured (no probe through the tunnel)")
     if all(s == "failed" for s in beyond):
         if state["internet"] == "ok":
-            return Finding("failed", VPN_INFERRED, "down")
+            return LayerFinding("failed", VPN_INFERRED, "down")
         if state["internet"] == "unknown" and state["router"] == "ok":
-            return Finding("failed", "VPN tunnel or home internet down (home VPN router)", "down")
-        return Finding("unknown", "cannot tell: the way to the tunnel is down")
+            return LayerFinding("failed", "VPN tunnel or home internet down (home VPN router)", "down")
+        return LayerFinding("unknown", "cannot tell: the way to the tunnel is down")
     # Anything answering beyond the tunnel proves the tunnel carries traffic.
-    return Finding("ok", "carries traffic (judged from the agency side)")
+    return LayerFinding("ok", "carries traffic (judged from the agency side)")
 
 
 def pick_verdict(

@@ -1,7 +1,7 @@
 """The rules that judge each layer from its own evidence (probes of its targets, local facts).
 
 The layers and their words are the wire's vocabulary (:mod:`lifeline_wire.layers`). Every rule
-returns a :class:`Finding` — a raw state, a cause from the wire's closed set and a reason in words
+returns a :class:`LayerFinding` — a raw state, a cause from the wire's closed set and a reason in words
 a supervisor reads, rendered from those fields — or None when it has no evidence. Minimum
 durations live here (through :class:`~lifeline_agent.health.hysteresis.Held`); recovery holds live
 in the model.
@@ -84,7 +84,7 @@ class Tuning:
 
 
 @dataclass(frozen=True, slots=True)
-class Finding:
+class LayerFinding:
     state: str  # ok | degraded | failed | unknown
     reason: str
     # What kind of trouble, one of lifeline_wire.layers.CAUSES: "loss" (some packets lost),
@@ -95,9 +95,9 @@ class Finding:
     figure: str = ""  # the measured number behind the cause, in words ("4.2 %", "RTT 320 ms")
 
 
-def degraded(layer: str, cause: str, figure: str) -> Finding:
+def degraded(layer: str, cause: str, figure: str) -> LayerFinding:
     """A degraded layer, its sentence rendered from its fields: "home network losing packets (4.2 %)"."""
-    return Finding("degraded", degraded_text(layer, cause, figure), cause, figure)
+    return LayerFinding("degraded", degraded_text(layer, cause, figure), cause, figure)
 
 
 def target_layer(target: Target) -> str:
@@ -105,9 +105,9 @@ def target_layer(target: Target) -> str:
     return layer_of(target.role, target.path)
 
 
-def worst(*findings: Finding | None) -> Finding | None:
+def worst(*findings: LayerFinding | None) -> LayerFinding | None:
     """The most severe finding; on a tie the first (facts are named before probes)."""
-    best: Finding | None = None
+    best: LayerFinding | None = None
     for f in findings:
         if f is not None and (best is None or SEVERITY[f.state] > SEVERITY[best.state]):
             best = f
@@ -185,7 +185,7 @@ def judge_probes(
     not_before: float | None = None,
     crossing: Sequence[TargetSeries] = (),
     loss_since: float | None = None,
-) -> Finding | None:
+) -> LayerFinding | None:
     """Judge a layer from its targets' recent rounds (None when no target reports).
 
     ``not_before``: failures before this moment are explained by a layer further up the chain
@@ -256,14 +256,14 @@ def judge_probes(
     if not live:
         return None
     if failed:
-        return Finding("failed", CAD_REFUSED if refused else FAILED_TEXT[layer], "down")
+        return LayerFinding("failed", CAD_REFUSED if refused else FAILED_TEXT[layer], "down")
     if loss_held:
         # Before "not answering": under heavy loss a target misses several rounds in a row, and
         # that is still loss (it answers in between), not a target that went quiet.
         return degraded(layer, "loss", pct(loss.ratio))
     if silent:
         names = ", ".join(s.target.name for s in silent)
-        return Finding("degraded", f"{SUBJECTS[layer]}: {names} not answering", "silent")
+        return LayerFinding("degraded", f"{SUBJECTS[layer]}: {names} not answering", "silent")
     if (rtt_high or rtt_crit) and rtt is not None:
         return degraded(layer, "latency", f"RTT {ms(rtt)}")
     if rtt_jump and rtt is not None and usual is not None:
@@ -275,30 +275,30 @@ def judge_probes(
     if slow and wait is not None:
         return degraded(layer, "slow_answer", f"{wait:.1f} s")
     if rtt is not None:
-        return Finding("ok", f"answering (RTT {ms(rtt)})")
+        return LayerFinding("ok", f"answering (RTT {ms(rtt)})")
     if wait is not None:
-        return Finding("ok", f"answering ({ms(wait)})")
-    return Finding("ok", "answering")
+        return LayerFinding("ok", f"answering ({ms(wait)})")
+    return LayerFinding("ok", "answering")
 
 
 def judge_power(
     facts: PowerFacts | None, now: float, th: Thresholds, tu: Tuning, held: Held
-) -> Finding | None:
+) -> LayerFinding | None:
     on_battery = facts is not None and facts.on_ac is False
     unplugged = held.update("power:battery", on_battery, now) >= tu.degrade_hold
     if facts is None or facts.on_ac is None:
         return None
     if facts.on_ac:
-        return Finding("ok", "on mains power")
+        return LayerFinding("ok", "on mains power")
     left = battery_words(facts)
     low = (facts.percent is not None and facts.percent < th.battery_critical_percent) or (
         facts.secs_left is not None and facts.secs_left < th.battery_critical_seconds
     )
     if low:
-        return Finding("failed", f"battery almost empty ({left}) — home power out", "power")
+        return LayerFinding("failed", f"battery almost empty ({left}) — home power out", "power")
     if unplugged:
-        return Finding("degraded", "on battery — home power out", "power")
-    return Finding("ok", "just unplugged")
+        return LayerFinding("degraded", "on battery — home power out", "power")
+    return LayerFinding("ok", "just unplugged")
 
 
 def battery_words(facts: PowerFacts) -> str:
@@ -312,54 +312,56 @@ def battery_words(facts: PowerFacts) -> str:
 
 def judge_link(
     wifi: WifiFacts | None, routes: RouteFacts | None, now: float, th: Thresholds, tu: Tuning, held: Held
-) -> Finding | None:
+) -> LayerFinding | None:
     primary_wifi = wifi if wifi is not None and wifi.path != "backup" else None
     signal = primary_wifi.signal_dbm if primary_wifi is not None and primary_wifi.connected else None
     weak = held.update("link:wifi", signal is not None and signal < th.wifi_rssi_degraded, now)
     if routes is not None and routes.primary_up is False:
         iface = f" ({routes.primary_interface})" if routes.primary_interface else ""
-        return Finding("failed", f"{FAILED_TEXT['link']}{iface}", "down")
+        return LayerFinding("failed", f"{FAILED_TEXT['link']}{iface}", "down")
     if primary_wifi is not None and not primary_wifi.connected:
-        return Finding("failed", "Wi-Fi disconnected", "down")
+        return LayerFinding("failed", "Wi-Fi disconnected", "down")
     if signal is not None:
         if weak >= tu.quality_hold:
-            return Finding("degraded", f"Wi-Fi signal weak ({dbm(signal)})", "signal")
-        return Finding("ok", f"Wi-Fi signal {dbm(signal)}")
+            return LayerFinding("degraded", f"Wi-Fi signal weak ({dbm(signal)})", "signal")
+        return LayerFinding("ok", f"Wi-Fi signal {dbm(signal)}")
     if routes is not None and routes.primary_up:
-        return Finding("ok", "connected")
+        return LayerFinding("ok", "connected")
     return None
 
 
-def judge_vpn(facts: VpnFacts | None, tunnel_ok: bool, th: Thresholds) -> Finding | None:
+def judge_vpn(facts: VpnFacts | None, tunnel_ok: bool, th: Thresholds) -> LayerFinding | None:
     """The tunnel from the laptop's own VPN client; None when the laptop has no tunnel interface."""
     if facts is None or not facts.present:
         return None
     if facts.up is False:
-        return Finding("failed", FAILED_TEXT["vpn"], "down")
+        return LayerFinding("failed", FAILED_TEXT["vpn"], "down")
     age = facts.handshake_age
     if age is not None:
         never = age == float("inf")
         if age >= th.handshake_critical:
             since = "no handshake yet" if never else f"no handshake for {age:.0f} s"
             if tunnel_ok:
-                return Finding(
+                return LayerFinding(
                     "degraded", f"VPN handshake stale ({since}) though traffic still passes", "handshake"
                 )
-            return Finding("failed", f"{FAILED_TEXT['vpn']} ({since})", "down")
+            return LayerFinding("failed", f"{FAILED_TEXT['vpn']} ({since})", "down")
         if age >= th.handshake_degraded:
-            return Finding("degraded", f"VPN handshake overdue ({age:.0f} s)", "handshake")
-    return Finding("ok", "tunnel up")
+            return LayerFinding("degraded", f"VPN handshake overdue ({age:.0f} s)", "handshake")
+    return LayerFinding("ok", "tunnel up")
 
 
 def judge_backup_facts(
     cellular: CellularFacts | None, wifi: WifiFacts | None, routes: RouteFacts | None, th: Thresholds
-) -> Finding | None:
-    findings: list[Finding | None] = []
+) -> LayerFinding | None:
+    findings: list[LayerFinding | None] = []
     if routes is not None and routes.backup_interface and routes.backup_up is False:
-        findings.append(Finding("failed", f"{HOTSPOT_OFF}: {routes.backup_interface} down", "down"))
+        findings.append(LayerFinding("failed", f"{HOTSPOT_OFF}: {routes.backup_interface} down", "down"))
     if cellular is not None:
         if cellular.connected is False:
-            findings.append(Finding("failed", "hotspot not ready: hotspot has no mobile connection", "down"))
+            findings.append(
+                LayerFinding("failed", "hotspot not ready: hotspot has no mobile connection", "down")
+            )
         weak = [
             f"{label} {dbm(value, unit)}"
             for label, value, limit, unit in (
@@ -370,12 +372,14 @@ def judge_backup_facts(
             if value is not None and value < limit
         ]
         if weak:
-            findings.append(Finding("degraded", f"hotspot signal weak ({', '.join(weak)})", "signal"))
+            findings.append(LayerFinding("degraded", f"hotspot signal weak ({', '.join(weak)})", "signal"))
     if wifi is not None and wifi.path == "backup":
         if not wifi.connected:
             findings.append(
-                Finding("failed", "hotspot not ready: hotspot Wi-Fi disconnected (hotspot off?)", "down")
+                LayerFinding("failed", "hotspot not ready: hotspot Wi-Fi disconnected (hotspot off?)", "down")
             )
         elif wifi.signal_dbm is not None and wifi.signal_dbm < th.wifi_rssi_critical:
-            findings.append(Finding("degraded", f"hotspot Wi-Fi weak ({dbm(wifi.signal_dbm)})", "signal"))
+            findings.append(
+                LayerFinding("degraded", f"hotspot Wi-Fi weak ({dbm(wifi.signal_dbm)})", "signal")
+            )
     return worst(*findings)

@@ -45,7 +45,7 @@ from lifeline_agent.health.events import LayerChange, change_events, state_sampl
 from lifeline_agent.health.facts import Facts, RouteFacts, SessionFacts, VpnFacts, coerce
 from lifeline_agent.health.hysteresis import BandTracker, Held, Hysteresis
 from lifeline_agent.health.layers import (
-    Finding,
+    LayerFinding,
     Tuning,
     all_failing,
     judge_backup_facts,
@@ -210,7 +210,7 @@ class HealthModel:
         # one good round in the middle of an outage; here the outage was not carrying CAD).
         failed_back = self._failed_back_at is not None and now - self._failed_back_at <= 2 * tu.recover_hold
         probes = self._judge_layers(by_layer, now, on_backup, routes)
-        raw: dict[str, Finding | None] = {
+        raw: dict[str, LayerFinding | None] = {
             "power": worst(judge_power(power, now, th, tu, held), probes["power"]),
             "link": worst(judge_link(wifi, routes, now, th, tu, held), probes["link"]),
             "vpn": worst(judge_vpn(vpn, tunnel_ok, th), probes["vpn"]),
@@ -223,19 +223,21 @@ class HealthModel:
             home_down = home_down or any(all_failing(by_layer[layer], now) for layer in HOME_SIDE)
             if raw["power"].state == "ok" and home_down:
                 # Unplugged at the moment the home network went: the mains are out, not the cable.
-                raw["power"] = Finding("degraded", "on battery — home power out", "power")
+                raw["power"] = LayerFinding("degraded", "on battery — home power out", "power")
         if power is not None and power.on_ac is False:
             self._power_out_at = now
         elif raw["power"] is not None and raw["power"].state == "ok" and self._cut_by_power():
             # The mains are back but the router is still booting: what it took down is still the
             # power cut's doing, not a new failure of its own (and not worth a second page).
-            raw["power"] = Finding("degraded", "home power back, the home network still coming up", "power")
+            raw["power"] = LayerFinding(
+                "degraded", "home power back, the home network still coming up", "power"
+            )
         changes: list[LayerChange] = []
         released = False  # a failed layer on the way has served its recovery hold just now
         for layer in LAYERS:
             if layer == "vpn" and raw["vpn"] is None:
                 continue  # no evidence of its own: inferred below from the layers around it
-            finding = raw.get(layer, probes[layer]) or Finding("unknown", "not measured")
+            finding = raw.get(layer, probes[layer]) or LayerFinding("unknown", "not measured")
             tracker = self._trackers[layer]
             previous = tracker.state
             # A failed layer that answers again recovers without the hold when it went down with
@@ -354,7 +356,7 @@ class HealthModel:
         now: float,
         on_backup: bool,
         routes: RouteFacts | None = None,
-    ) -> dict[str, Finding | None]:
+    ) -> dict[str, LayerFinding | None]:
         """Each layer's finding from its probes, walking the chain from the laptop outwards.
 
         A packet to CAD crosses every layer in turn, so when a layer's probes start failing, every
@@ -364,7 +366,7 @@ class HealthModel:
         broke, never one a round further along that merely timed out first.
         """
         th, tu, held = self.thresholds, self.tuning, self._held
-        found: dict[str, Finding | None] = {}
+        found: dict[str, LayerFinding | None] = {}
         waiting = False  # a layer further up is failing and not (yet) judged failed
         explained = False  # a layer further up is failed: failures behind it are its echo
         recovered: float | None = None  # a failed layer further up answers again since then

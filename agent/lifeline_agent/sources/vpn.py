@@ -70,7 +70,10 @@ class OpenVpnInstance:
 
 
 @dataclass(frozen=True, slots=True)
-class VpnFacts:
+class Tunnel:
+    """One VPN tunnel interface as the kernel and its VPN stack report it (the health model draws
+    its one VPN fact, ``health.facts.VpnFacts``, from all of them)."""
+
     interface: str
     vpn_type: str
     link_up: bool
@@ -91,7 +94,7 @@ class VpnFacts:
 
 @dataclass(frozen=True, slots=True)
 class VpnState:
-    tunnels: tuple[VpnFacts, ...] = ()
+    tunnels: tuple[Tunnel, ...] = ()
 
     @property
     def any_up(self) -> bool:
@@ -121,12 +124,12 @@ def classify(link: LinkInfo, has_uapi_socket: bool, openvpn_claim: bool) -> str:
 
 def wireguard_facts(
     link: LinkInfo, vpn_type: str, device: WgDevice, now: float, critical_age: float
-) -> VpnFacts:
+) -> Tunnel:
     latest = device.latest
     age = math.inf
     if latest is not None and latest.last_handshake is not None:
         age = max(0.0, now - latest.last_handshake)
-    return VpnFacts(
+    return Tunnel(
         interface=link.name,
         vpn_type=vpn_type,
         link_up=link.up,
@@ -140,9 +143,9 @@ def wireguard_facts(
     )
 
 
-def openvpn_facts(link: LinkInfo, report: OpenVpnReport) -> VpnFacts:
+def openvpn_facts(link: LinkInfo, report: OpenVpnReport) -> Tunnel:
     state = report.state
-    return VpnFacts(
+    return Tunnel(
         interface=link.name,
         vpn_type="openvpn",
         link_up=link.up,
@@ -177,7 +180,7 @@ class VpnSource:
         self.handshake_critical = handshake_critical
         self.wg_timeout = wg_timeout
         self.clock = clock
-        self._last: dict[str, VpnFacts] | None = None
+        self._last: dict[str, Tunnel] | None = None
         self.last_state: VpnState | None = None
 
     def available(self) -> Availability:
@@ -200,7 +203,7 @@ class VpnSource:
             claims[name] = inst
         return claims
 
-    def _tunnel(self, link: LinkInfo, userspace: set[str], claims: Mapping[str, OpenVpnInstance]) -> VpnFacts:
+    def _tunnel(self, link: LinkInfo, userspace: set[str], claims: Mapping[str, OpenVpnInstance]) -> Tunnel:
         vpn_type = classify(link, link.name in userspace, link.name in claims)
         try:
             if vpn_type == "wireguard":
@@ -212,8 +215,8 @@ class VpnSource:
             if vpn_type == "openvpn":
                 return openvpn_facts(link, _read_openvpn(claims[link.name]))
         except SourceError as exc:
-            return VpnFacts(link.name, vpn_type, link.up, None, detail=exc.reason)
-        return VpnFacts(link.name, vpn_type, link.up, link.up, rx_bytes=link.rx_bytes, tx_bytes=link.tx_bytes)
+            return Tunnel(link.name, vpn_type, link.up, None, detail=exc.reason)
+        return Tunnel(link.name, vpn_type, link.up, link.up, rx_bytes=link.rx_bytes, tx_bytes=link.tx_bytes)
 
     def read(self) -> Reading[VpnState]:
         try:

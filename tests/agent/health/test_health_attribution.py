@@ -18,7 +18,7 @@ import pytest
 
 from lifeline_agent.config import Target
 from lifeline_agent.health.attribution import RX_CHATTER, infer_vpn, tunnel_receiving
-from lifeline_agent.health.layers import VPN_INFERRED, Finding, Tuning
+from lifeline_agent.health.layers import VPN_INFERRED, LayerFinding, Tuning
 
 from .conftest import laptop_vpn_targets
 
@@ -201,21 +201,24 @@ def _around(internet: str, router: str = "ok", **beyond: str) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("states", "expected"),
     [
-        (_around("ok"), Finding("unknown", "not measured (no probe through the tunnel)")),
-        (_around("ok", agency="failed", cad="failed"), Finding("failed", VPN_INFERRED, "down")),
+        (_around("ok"), LayerFinding("unknown", "not measured (no probe through the tunnel)")),
+        (_around("ok", agency="failed", cad="failed"), LayerFinding("failed", VPN_INFERRED, "down")),
         (
             _around("unknown", cad="failed"),
-            Finding("failed", "VPN tunnel or home internet down (home VPN router)", "down"),
+            LayerFinding("failed", "VPN tunnel or home internet down (home VPN router)", "down"),
         ),
-        (_around("failed", cad="failed"), Finding("unknown", "cannot tell: the way to the tunnel is down")),
+        (
+            _around("failed", cad="failed"),
+            LayerFinding("unknown", "cannot tell: the way to the tunnel is down"),
+        ),
         (
             _around("ok", agency="ok", cad="failed"),
-            Finding("ok", "carries traffic (judged from the agency side)"),
+            LayerFinding("ok", "carries traffic (judged from the agency side)"),
         ),
     ],
 )
 def test_a_tunnel_without_evidence_of_its_own_is_judged_from_around_it(
-    states: dict[str, str], expected: Finding
+    states: dict[str, str], expected: LayerFinding
 ) -> None:
     """Behind a home VPN router the tunnel is not seen: every target beyond it silent while the
     internet answers is the tunnel; anything answering beyond it proves it carries traffic."""

@@ -116,16 +116,16 @@ def test_the_sources_own_fact_records_are_understood() -> None:
     assert none == VpnFacts(present=False)
     tunnels = vpn.VpnState(
         (
-            vpn.VpnFacts("tun0", "openvpn", link_up=True, up=False, state="RECONNECTING"),
-            vpn.VpnFacts("wg0", "wireguard", link_up=True, up=True, handshake_age=42.0),
+            vpn.Tunnel("tun0", "openvpn", link_up=True, up=False, state="RECONNECTING"),
+            vpn.Tunnel("wg0", "wireguard", link_up=True, up=True, handshake_age=42.0),
         )
     )
     assert coerce("vpn", tunnels) == (VpnFacts(True, "wg0", "wireguard", True, 42.0), ())
-    unreadable = vpn.VpnState((vpn.VpnFacts("wg0", "wireguard", link_up=False, up=None),))
+    unreadable = vpn.VpnState((vpn.Tunnel("wg0", "wireguard", link_up=False, up=None),))
     assert coerce("vpn", unreadable)[0] == VpnFacts(True, "wg0", "wireguard", False, None)
     # The tunnel's byte counters (WireGuard's rx_bytes/tx_bytes; OpenVPN's) reach the model.
     counted = vpn.VpnState(
-        (vpn.VpnFacts("wg0", "wireguard", True, True, 5.0, rx_bytes=9100, tx_bytes=20480),)
+        (vpn.Tunnel("wg0", "wireguard", True, True, 5.0, rx_bytes=9100, tx_bytes=20480),)
     )
     assert coerce("vpn", counted)[0] == VpnFacts(True, "wg0", "wireguard", True, 5.0, 9100.0, 20480.0)
 

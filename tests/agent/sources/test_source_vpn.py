@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from lifeline_agent.netlink.rtnetlink import LinkInfo
-from lifeline_agent.sources.vpn import OpenVpnInstance, VpnFacts, VpnSource, classify
+from lifeline_agent.sources.vpn import OpenVpnInstance, Tunnel, VpnSource, classify
 
 IFF = {"up": True, "lower": True}
 SECRETS = (
@@ -69,7 +69,7 @@ def test_every_tunnel_read_by_its_kind(vpn: VpnSource, caplog: pytest.LogCapture
     assert reading.facts is not None
     by_name = {t.interface: t for t in reading.facts.tunnels}
     assert set(by_name) == {"wgdisp", "tun1", "ppp0", "tun7"}
-    assert by_name["wgdisp"] == VpnFacts(
+    assert by_name["wgdisp"] == Tunnel(
         interface="wgdisp",
         vpn_type="wireguard_userspace",
         link_up=True,

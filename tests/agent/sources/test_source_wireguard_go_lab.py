@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lifeline_agent.netlink.rtnetlink import Netlink
-from lifeline_agent.sources.vpn import VpnFacts, VpnSource
+from lifeline_agent.sources.vpn import Tunnel, VpnSource
 from lifeline_agent.sources.wireguard import UAPI_DIR
 
 pytestmark = [pytest.mark.lab, pytest.mark.system]  # namespaces, and wireguard-go processes
@@ -78,7 +78,7 @@ def test_wireguard_go_handshake_read_through_the_socket(
 
     assert after.facts is not None
     tunnel = after.facts.tunnels[0]
-    assert tunnel == VpnFacts(
+    assert tunnel == Tunnel(
         interface=wg_laptop,
         vpn_type="wireguard_userspace",
         link_up=True,
