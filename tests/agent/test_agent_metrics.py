@@ -68,4 +68,6 @@ def test_only_the_current_verdict_is_on_the_page() -> None:
         rec.sample("lifeline_verdict_info", 1, {"layer": "none", "cause": "none", "verdict": words})
     text = generate_latest(registry_for(rec)).decode()
     lines = [line for line in text.splitlines() if line.startswith("lifeline_verdict_info{")]
-    assert lines == ['lifeline_verdict_info{cause="none",layer="none",verdict="home internet losing packets"} 1.0']
+    assert lines == [
+        'lifeline_verdict_info{cause="none",layer="none",verdict="home internet losing packets"} 1.0'
+    ]

@@ -124,9 +124,7 @@ def test_the_sources_own_fact_records_are_understood() -> None:
     unreadable = vpn.VpnState((vpn.Tunnel("wg0", "wireguard", link_up=False, up=None),))
     assert coerce("vpn", unreadable)[0] == VpnFacts(True, "wg0", "wireguard", False, None)
     # The tunnel's byte counters (WireGuard's rx_bytes/tx_bytes; OpenVPN's) reach the model.
-    counted = vpn.VpnState(
-        (vpn.Tunnel("wg0", "wireguard", True, True, 5.0, rx_bytes=9100, tx_bytes=20480),)
-    )
+    counted = vpn.VpnState((vpn.Tunnel("wg0", "wireguard", True, True, 5.0, rx_bytes=9100, tx_bytes=20480),))
     assert coerce("vpn", counted)[0] == VpnFacts(True, "wg0", "wireguard", True, 5.0, 9100.0, 20480.0)
 
     links = interfaces.InterfacesState(
