@@ -50,7 +50,7 @@ def test_retry_after_reads_seconds_and_http_dates_and_is_capped() -> None:
     # a zone-less date ("-0000") is UTC, whatever the machine's local zone
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 -0000", 1445412470.0) == 10.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412490.0) == 0.0  # in the past
-    for bad in ("soon", "-5", "1.5", "", None, "Wed, 99 Foo"):
+    for bad in ("soon", "-5", "1.5", "", None, "Wed, 99 Foo", "²", "1²", "٣"):
         assert parse_retry_after(bad, 0.0) is None
 
 

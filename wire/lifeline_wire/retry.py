@@ -60,15 +60,16 @@ def parse_retry_after(value: str | None, now: float, cap: float = MAX_RETRY_AFTE
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    # delta-seconds are ASCII digits: str.isdigit alone also takes "²" and other Unicode digits
+    if value.isascii() and value.isdigit():
         return min(float(value), cap)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)  # "-0000": a date in UTC with no zone of its own
+        return min(max(0.0, when.timestamp() - now), cap)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)  # "-0000": a date in UTC with no zone of its own
-    return min(max(0.0, when.timestamp() - now), cap)
 
 
 @dataclass(frozen=True, slots=True)
