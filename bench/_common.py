@@ -235,8 +235,8 @@ def wait_http(url: str, proc: Proc, timeout: float = 30.0, *, contains: bytes = 
 # --- a collector ----------------------------------------------------------------------------------
 
 
-def register_agents(db_path: Path, ids: Sequence[str]) -> dict[str, str]:
-    """Register agents straight in a collector store; returns id → token."""
+def register_agents(db_path: Path | str, ids: Sequence[str]) -> dict[str, str]:
+    """Register agents straight in a store (a SQLite file or a PostgreSQL DSN); returns id → token."""
     from lifeline_collector.store import Store
 
     store = Store(str(db_path))
