@@ -1,6 +1,6 @@
 """Run every benchmark in bench/ one after the other and print their tables (what `make bench` does).
 
-    .venv/bin/python bench/run_all.py            # full sizes (about 15 minutes on 2 cores)
+    .venv/bin/python bench/run_all.py            # full sizes (about 25 minutes on 2 cores)
     .venv/bin/python bench/run_all.py --quick    # every script at its smoke-test size
     .venv/bin/python bench/run_all.py --only agent_cost
 
