@@ -50,7 +50,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -644,8 +644,7 @@ def _kill_round(group: list[Collector], pager: Pager, tokens: dict[str, str], k:
     return Kill(took, paged)
 
 
-def _wait(condition: object, what: str, timeout: float) -> None:
-    assert callable(condition)
+def _wait(condition: Callable[[], bool], what: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -876,7 +875,7 @@ def failover_tables(pg: Postgres, tpl: Templates, kills: int) -> None:
             "Pages during the kills (a webhook receiver counting firing PositionSilent pages)",
             [
                 "position",
-                "kills it lived through",
+                "kills lived through",
                 "pages expected",
                 "pages received",
                 "duplicates",
