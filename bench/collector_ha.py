@@ -16,8 +16,9 @@ what separate machines give; every table says what shared what.
    and of 100 agents, the same body replayed unchanged (every answer after the first is
    "duplicate"), and the requests slower than 100 ms set beside the collector's garbage-collector
    pauses (each collector runs with a ``gc.callbacks`` hook that logs every pause of 5 ms or more;
-   the product code is unchanged). A last row runs the same collector with other ``gc``
-   thresholds set by that hook: an experiment, not the product's setting.
+   the product code is unchanged). The collector tunes its garbage collector once it is built
+   (``lifeline_collector.runtime``); the rows marked "CPython's default gc" run it without that
+   (the hook disables the tuning), to show what it buys.
 3. **Failover.** Two collectors over PostgreSQL paging a webhook receiver; ``kill -9`` of the one
    that leads, ``--kills`` times, the killed one restarted each time. Measured: kill → the other
    logs ``evaluating alerts and notifying (epoch N)`` (from its log's timestamps), and kill → a
@@ -77,16 +78,14 @@ from lifeline_lab.postgres import running_postgres
 HERE = Path(__file__).resolve().parent
 LEADS = re.compile(r"^(\S+ \S+) INFO \S+: evaluating alerts and notifying \(epoch (\d+)\)", re.MULTILINE)
 STALL = 0.1  # a request slower than this is a stall (the issue's p99 goal)
-# The experiment's thresholds (CPython's are 700, 10, 10): far fewer young collections, so far
-# fewer full ones over a heap that grows with the fleet.
-TUNED_GC = "50000,20,100"
 GC_LOGGED = 0.005  # pauses this long or longer are logged by the hook
 # Runs the real CLI with a hook that logs the garbage collector's pauses (start, seconds, generation).
 GC_HOOK = """
 import gc, os, sys, time
 out = open(os.environ["LIFELINE_BENCH_GC_LOG"], "a", buffering=1)
-if os.environ.get("LIFELINE_BENCH_GC_THRESHOLD"):
-    gc.set_threshold(*map(int, os.environ["LIFELINE_BENCH_GC_THRESHOLD"].split(",")))
+if os.environ.get("LIFELINE_BENCH_GC_DEFAULT"):
+    import lifeline_collector.runtime
+    lifeline_collector.runtime.tune_gc = lambda: None  # CPython's own thresholds, nothing frozen
 began = [0.0]
 def hook(phase, info):
     if phase == "start":
@@ -114,7 +113,7 @@ class Collector:
     log_level: str
     cpus: set[int] | None = None
     proc: Proc | None = None
-    gc_threshold: str = ""  # "g0,g1,g2" for gc.set_threshold in the collector, for the experiment
+    default_gc: bool = False  # run without lifeline_collector.runtime.tune_gc (the comparison)
     starts: int = 0
     gc_log: Path = field(init=False)
 
@@ -135,7 +134,10 @@ class Collector:
             [*argv, "--log-level", self.log_level],
             self.workdir,
             cpus=self.cpus,
-            env={"LIFELINE_BENCH_GC_LOG": str(self.gc_log), "LIFELINE_BENCH_GC_THRESHOLD": self.gc_threshold},
+            env={
+                "LIFELINE_BENCH_GC_LOG": str(self.gc_log),
+                "LIFELINE_BENCH_GC_DEFAULT": "1" if self.default_gc else "",
+            },
         )
         wait_http(f"{self.url}/healthz", self.proc, timeout=60)
 
@@ -210,14 +212,14 @@ def collectors(
     silent: str = "60s",
     log_level: str = "warning",
     cpus: set[int] | None = None,
-    gc_threshold: str = "",
+    default_gc: bool = False,
 ) -> Iterator[list[Collector]]:
     group = []
     for index in range(count):
         port = free_port()
         name = f"collector-{index}"
         config = write_config(workdir, name, port, store, hook=hook, silent=silent)
-        group.append(Collector(name, workdir, config, port, log_level, cpus, gc_threshold=gc_threshold))
+        group.append(Collector(name, workdir, config, port, log_level, cpus, default_gc=default_gc))
     try:
         for member in group:  # one after the other: the first one started leads
             member.start()
@@ -450,22 +452,22 @@ def investigation(tpl: Templates, args: argparse.Namespace) -> list[list[object]
     rows: list[list[object]] = []
     levels = [2, 4] if args.quick else [2, 4, 16]
     large, small = (100, 10) if args.quick else (2000, 100)
-    variants = [  # (replayed, agents, in flight, gc thresholds)
-        (False, large, levels, ""),
-        (False, small, levels[1:2], ""),
-        (True, large, levels, ""),
-        (False, large, levels[1:], TUNED_GC),
+    variants = [  # (replayed, agents, in flight, CPython's default gc)
+        (False, large, levels, False),
+        (False, small, levels[1:2], False),
+        (True, large, levels, False),
+        (False, large, levels[1:], True),
     ]
     before = os.sched_getaffinity(0)
     if pinned:
         os.sched_setaffinity(0, {0})
     try:
-        for replay, fleet, steps, tuned in variants:
+        for replay, fleet, steps, default_gc in variants:
             with tempfile.TemporaryDirectory(prefix="lifeline-bench-ha-why-") as tmp:
                 workdir = Path(tmp)
                 agents = Agents(tpl, register_agents(str(workdir / "lifeline.db"), agent_ids(fleet)))
                 pin = {1} if pinned else None
-                with collectors(workdir, 1, sqlite_store(workdir), cpus=pin, gc_threshold=tuned) as group:
+                with collectors(workdir, 1, sqlite_store(workdir), cpus=pin, default_gc=default_gc) as group:
                     meters = ([Meter(m.proc.pid, tree=False) for m in group if m.proc is not None], None)
                     # a first pass stores every agent's first batch (replayed: its only one)
                     warmup = args.warmup + fleet / 300
@@ -485,7 +487,7 @@ def investigation(tpl: Templates, args: argparse.Namespace) -> list[list[object]
                         rows.append(
                             [
                                 ("same body replayed" if replay else "new batches")
-                                + (f", gc.set_threshold({tuned})" if tuned else ""),
+                                + (", CPython's default gc" if default_gc else ""),
                                 fleet,
                                 in_flight,
                                 f"{load.per_s:.0f}",

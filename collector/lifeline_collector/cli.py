@@ -14,6 +14,7 @@ from types import FrameType
 
 import click
 
+from lifeline_collector import runtime
 from lifeline_collector.config import CollectorConfig, load
 from lifeline_collector.errors import CollectorError, StoreError
 from lifeline_collector.people.cli import cli_audit
@@ -81,6 +82,7 @@ def serve(config_path: str, log_level: str) -> None:
     except CollectorError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    runtime.tune_gc()  # after the fleet is loaded: full collections no longer stall ingest
     # Forwarding headers believed only from server.trusted_proxies; slow request headers cut off.
     server = uvicorn.Server(uvicorn_config(app, config.server, log_level=log_level))
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal under the handlers
