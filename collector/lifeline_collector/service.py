@@ -360,6 +360,7 @@ class Collector:
         changed = version != self._data_version
         if changed:  # another process (agents add/revoke/rename, another collector) committed
             self._data_version = version
+            self.store.forget_tokens()
             self.fleet.sync_agents(self.store.agents())
             self.heartbeats.refresh(self.store.token_hashes())
             self.registry.load(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lifeline_collector.errors import StoreError
 from lifeline_collector.store import agents
-from lifeline_collector.store.agents import AgentRow
+from lifeline_collector.store.agents import AgentRow, hash_token
 from lifeline_collector.store.backends import (
     DEFAULT_POOL_SIZE,
     Backend,
@@ -81,6 +81,10 @@ class Store:
         self.failing: str | None = None
         # SQLite: one connection, used by the event loop; the lock guards tests and CLI use from threads.
         self._lock = threading.RLock()
+        # token hash → its active agent (``agent_for_token``), and a number that every change of
+        # the registry raises, so a lookup that raced with a revocation does not keep its answer.
+        self._tokens: dict[str, AgentRow] = {}
+        self._tokens_generation = 0
         self._backend: Backend
         if is_postgres_dsn(path):
             self._backend = _open_postgres(path, pool_size)
@@ -153,6 +157,8 @@ class Store:
                     raise StoreError(self.failing) from None
                 finally:
                     backend.release(db)
+                if not ingest:  # agents added, revoked or re-issued here: tokens are looked up anew
+                    self.forget_tokens()
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -193,11 +199,30 @@ class Store:
             return agents.token_hashes(db)
 
     def agent_for_token(self, token: str) -> AgentRow | None:
-        """The active agent holding ``token``, or None (an empty token is no one's)."""
+        """The active agent holding ``token``, or None (an empty token is no one's).
+
+        Every request asks this, so a valid token's agent is kept — under the token's hash, never
+        the token — until the registry changes: a change made through this store forgets them at
+        once, one made by another process or collector when the collector's tick notices it
+        (:meth:`forget_tokens`). Over PostgreSQL that spares the event loop a round trip per
+        request. Unknown tokens are not kept: each is asked of the database again."""
         if not token:
             return None
+        presented = hash_token(token)
+        known = self._tokens.get(presented)
+        if known is not None:
+            return known
+        generation = self._tokens_generation
         with self._read() as db:
-            return agents.agent_for_token(db, token)
+            agent = agents.agent_for_token(db, token)
+        if agent is not None and generation == self._tokens_generation:
+            self._tokens[presented] = agent
+        return agent
+
+    def forget_tokens(self) -> None:
+        """Look every token up in the database again (the registry changed)."""
+        self._tokens_generation += 1
+        self._tokens = {}
 
     # --- ingest (``writer``) ---------------------------------------------------------------------
 

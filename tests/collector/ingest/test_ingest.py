@@ -13,6 +13,7 @@ from collector_kit import T0, cad_round, envelope, make_config, serving
 from lifeline_collector.app import create_app
 from lifeline_collector.clock import ManualClock
 from lifeline_collector.service import Collector
+from lifeline_collector.store import Store
 from lifeline_wire import IngestResponse, Sample, decode_response
 
 MS = int(T0 * 1000)
@@ -94,9 +95,27 @@ async def test_missing_and_wrong_token_get_identical_401(
 
 async def test_revoked_token_is_refused(app_client: tuple[httpx.AsyncClient, Collector, str]) -> None:
     client, service, token = app_client
+    await ingest(client, token, envelope("pos-12", (0, [])))  # the token is known (and kept) now
     service.store.revoke_agent("pos-12", now_ms=MS)
     response = await client.post(
         "/api/v1/ingest", content=envelope("pos-12", (0, [])), headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 401
+
+
+async def test_a_token_revoked_by_another_process_is_refused_from_the_next_tick(
+    app_client: tuple[httpx.AsyncClient, Collector, str],
+) -> None:
+    client, service, token = app_client
+    await ingest(client, token, envelope("pos-12", (0, [])))
+    other = Store(service.store.path)  # `lifeline-collector agents revoke`: another connection
+    try:
+        other.revoke_agent("pos-12", now_ms=MS)
+    finally:
+        other.close()
+    service.tick()  # notices that the registry changed
+    response = await client.post(
+        "/api/v1/ingest", content=envelope("pos-12", (1, [])), headers={"Authorization": f"Bearer {token}"}
     )
     assert response.status_code == 401
 
