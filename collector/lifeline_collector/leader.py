@@ -45,7 +45,7 @@ from typing import Any
 from lifeline_collector.alerting.alert import AlertGroup
 from lifeline_collector.errors import NotifyError
 from lifeline_collector.notify import Notifier
-from lifeline_collector.store.backends import safe_dsn
+from lifeline_collector.store.backends import safe_dsn, side_connection
 
 log = logging.getLogger("lifeline_collector.leader")
 
@@ -65,21 +65,9 @@ class Leadership:
         self._lock = threading.Lock()  # the lease connection is shared by the watch and ``confirm``
 
     def _connect(self) -> Any:
-        import psycopg
-
-        return psycopg.connect(
-            self.dsn,
-            autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT,
-            application_name="lifeline-collector leader lease",
-            # A leader whose host vanished (no FIN) is noticed by keepalives, not only by kill;
-            # a check that gets no answer gives up after tcp_user_timeout.
-            keepalives=1,
-            keepalives_idle=5,
-            keepalives_interval=2,
-            keepalives_count=3,
-            tcp_user_timeout=5000,
-        )
+        # A leader whose host vanished is noticed by the keepalives of this connection, not
+        # only by a kill that closes its socket.
+        return side_connection(self.dsn, "leader lease", connect_timeout=CONNECT_TIMEOUT)
 
     def try_acquire(self) -> bool:
         """One attempt at the lock; True (and a new epoch) if this process holds it now."""

@@ -43,6 +43,7 @@ from typing import Any, Final
 from lifeline_collector.clock import Clock
 from lifeline_collector.fleet import Fleet, SharedBeat
 from lifeline_collector.heartbeat import BeatReceiver
+from lifeline_collector.store.backends import side_connection
 from lifeline_wire import BeatDigest
 
 log = logging.getLogger("lifeline_collector.replica")
@@ -249,19 +250,7 @@ class SharedFleet:
         ]
 
     def _connect(self) -> Any:
-        import psycopg
-
-        return psycopg.connect(
-            self.dsn,
-            autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT,
-            application_name="lifeline-collector fleet sharing",
-            keepalives=1,
-            keepalives_idle=5,
-            keepalives_interval=2,
-            keepalives_count=3,
-            tcp_user_timeout=5000,
-        )
+        return side_connection(self.dsn, "fleet sharing", connect_timeout=CONNECT_TIMEOUT)
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None

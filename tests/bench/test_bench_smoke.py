@@ -9,11 +9,10 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from bench_kit import BENCH, run_bench
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 PEERS = (
     "/usr/bin/prometheus",
     "/usr/bin/prometheus-blackbox-exporter",
@@ -30,21 +29,9 @@ pytestmark = [
 ]
 
 
-def run(script: str, *args: str, timeout: float = 240) -> str:
-    result = subprocess.run(
-        [sys.executable, str(BENCH / script), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert result.returncode == 0, f"{script} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="the agent's ICMP probes on loopback need root here")
 def test_agent_cost_prints_the_side_by_side_table() -> None:
-    out = run("agent_cost.py", "--quick")
+    out = run_bench("agent_cost.py", "--quick")
     assert "### Agent vs blackbox_exporter, same probes per second" in out
     assert "| positions | targets | agent echoes/s" in out
     assert "### Agent start-up" in out
@@ -53,7 +40,7 @@ def test_agent_cost_prints_the_side_by_side_table() -> None:
 
 
 def test_collector_ingest_prints_every_server() -> None:
-    out = run("collector_ingest.py", "--quick")
+    out = run_bench("collector_ingest.py", "--quick")
     assert "### Ingest at rising fleet sizes" in out
     assert "| server " in out
     assert "achieved batches/s" in out
@@ -62,7 +49,7 @@ def test_collector_ingest_prints_every_server() -> None:
 
 
 def test_run_all_runs_a_chosen_script() -> None:
-    out = run("run_all.py", "--quick", "--only", "collector_ingest")
+    out = run_bench("run_all.py", "--quick", "--only", "collector_ingest")
     assert "## bench/collector_ingest.py --quick" in out
     assert "### Ingest at rising fleet sizes" in out
     assert "(bench/collector_ingest.py: exit 0" in out

@@ -6,13 +6,10 @@ No figure is asserted: detection latency, lead time and false pages belong in do
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from bench_kit import run_bench
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 PEERS = ("/usr/bin/prometheus", "/usr/bin/prometheus-alertmanager", "/usr/bin/prometheus-blackbox-exporter")
 
 pytestmark = [
@@ -27,15 +24,7 @@ pytestmark = [
 
 
 def test_detection_quick_prints_its_table() -> None:
-    result = subprocess.run(
-        [sys.executable, str(BENCH / "detection.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    out = result.stdout
+    out = run_bench("detection.py", "--quick", timeout=600)
     assert "### Detection and lead time: Lifeline vs blackbox_exporter + Prometheus + Alertmanager" in out
     assert "| metric | goal | Lifeline | conventional stack | goal met (Lifeline) |" in out
     assert "| cad-server-down |" in out

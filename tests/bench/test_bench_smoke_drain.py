@@ -6,27 +6,15 @@ No timing is asserted: the figures belong in docs/benchmarks.md, not in a test.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from bench_kit import run_bench
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 
 def test_drain_backlog_prints_its_table_and_delivers_every_batch() -> None:
-    result = subprocess.run(
-        [sys.executable, str(BENCH / "drain_backlog.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    out = result.stdout
+    out = run_bench("drain_backlog.py", "--quick", timeout=240)
     assert "### Draining an outage backlog (deploy/agent.example.toml schedule)" in out
     assert "| outage | batches | samples | spool MB | drain s | batches/s | samples/s |" in out
     row = re.search(r"^\| 1 min +\| (\d+) +\| (\d+) ", out, re.MULTILINE)

@@ -8,15 +8,11 @@ and the kills cost no page and sent none twice.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from bench_kit import run_bench
 
 from lifeline_lab.postgres import postgres_bin
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 pytestmark = [
     pytest.mark.system,
@@ -34,15 +30,7 @@ def _row(out: str, *cells: str) -> list[str]:
 
 
 def test_collector_ha_bench_prints_its_tables() -> None:
-    result = subprocess.run(
-        [sys.executable, str(BENCH / "collector_ha.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    out = result.stdout
+    out = run_bench("collector_ha.py", "--quick", timeout=600)
     assert "shared by the collectors, PostgreSQL (fsync on) and the load generator" in out
 
     assert "### Ingest, closed loop" in out

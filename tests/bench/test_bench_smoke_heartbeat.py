@@ -6,27 +6,15 @@ No timing is asserted: the figures belong in docs/heartbeat.md, not in a test.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from bench_kit import run_bench
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 
 def test_heartbeat_bench_prints_its_tables() -> None:
-    result = subprocess.run(
-        [sys.executable, str(BENCH / "heartbeat.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    out = result.stdout
+    out = run_bench("heartbeat.py", "--quick", timeout=300)
     assert "### Collector receiving heartbeats" in out
     assert "| agents | beats/s sent | collector CPU % | CPU % per 1,000 agents | dropped % |" in out
     assert re.search(r"^\| 200 +\| 800 +\|", out, re.MULTILINE), out

@@ -39,6 +39,26 @@ def safe_dsn(dsn: str) -> str:
     return re.sub(r"(password=)[^&\s]*", r"\1<redacted>", dsn)
 
 
+def side_connection(dsn: str, purpose: str, *, connect_timeout: int) -> Any:
+    """A PostgreSQL connection of its own, outside the pool, for one duty of a collector (the
+    leader lease, fleet sharing), named ``purpose`` in ``pg_stat_activity``. Autocommit; a peer
+    whose host vanished (no FIN) is noticed by keepalives, and a query that gets no answer gives
+    up after 5 s (``tcp_user_timeout``), so a duty never hangs on a dead server."""
+    import psycopg
+
+    return psycopg.connect(
+        dsn,
+        autocommit=True,
+        connect_timeout=connect_timeout,
+        application_name=f"lifeline-collector {purpose}",
+        keepalives=1,
+        keepalives_idle=5,
+        keepalives_interval=2,
+        keepalives_count=3,
+        tcp_user_timeout=5000,
+    )
+
+
 def is_store_trouble(exc: BaseException) -> bool:
     """Whether ``exc`` says the store cannot write (full, read-only, an I/O error, corrupt) rather
     than that one statement was refused (a constraint, a duplicate agent): only trouble makes
