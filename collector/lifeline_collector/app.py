@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import math
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -24,14 +25,23 @@ from lifeline_collector.alerting.alert import rfc3339
 from lifeline_collector.board.install import install as install_board
 from lifeline_collector.clock import Clock
 from lifeline_collector.config import CollectorConfig
-from lifeline_collector.errors import DuplicateAgentError, StoreError, UnknownAgentError
+from lifeline_collector.errors import StoreError
 from lifeline_collector.fleet import AgentView
-from lifeline_collector.http import bearer_token, error_response, header, json_response, unauthorized
+from lifeline_collector.http import (
+    bearer_token,
+    error_response,
+    header,
+    json_response,
+    store_unavailable,
+    unauthorized,
+)
 from lifeline_collector.ingest import handler
 from lifeline_collector.ingest.commit import Stored
 from lifeline_collector.ingest.group_commit import GroupCommit
 from lifeline_collector.service import Collector
 from lifeline_collector.store import hash_token
+
+log = logging.getLogger("lifeline_collector.app")
 
 
 def _version() -> str:
@@ -172,20 +182,10 @@ async def openapi_endpoint(request: Request) -> Response:
     return json_response(request.app.state.openapi)
 
 
-def store_error_response(exc: StoreError) -> Response:
-    """What any endpoint answers when the store fails under it: 503 with ``Retry-After`` when the
-    store cannot be reached or cannot write (PostgreSQL restarting, a disk full), so an agent keeps
-    its spool and retries and a load balancer can try another collector; never a 500."""
-    if isinstance(exc, UnknownAgentError):
-        return error_response(404, str(exc))
-    if isinstance(exc, DuplicateAgentError):
-        return error_response(409, str(exc))
-    return error_response(503, "store unavailable, retry later", headers={"Retry-After": "1"})
-
-
 async def _store_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StoreError)
-    return store_error_response(exc)
+    """Any endpoint whose store fails under it answers 503 with ``Retry-After``, never a 500."""
+    log.error("%s %s: %s", request.method, request.url.path, exc)
+    return store_unavailable()
 
 
 INGEST_PATH = "/api/v1/ingest"
@@ -199,10 +199,7 @@ class CollectorApp(Starlette):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == INGEST_PATH and scope["method"] == "POST":
             scope["app"] = self
-            try:
-                response = await ingest_endpoint(Request(scope, receive, send))
-            except StoreError as exc:  # the token lookup; the commit answers its own failures
-                response = store_error_response(exc)
+            response = await ingest_endpoint(Request(scope, receive, send))
             await response(scope, receive, send)
             return
         await super().__call__(scope, receive, send)

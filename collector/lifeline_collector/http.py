@@ -41,6 +41,13 @@ def unauthorized() -> Response:
     )
 
 
+def store_unavailable() -> Response:
+    """503 with ``Retry-After``: the store cannot be reached or cannot write (PostgreSQL
+    restarting, a disk full). An agent keeps its spool and retries, a load balancer may try
+    another collector; what failed inside is in the log, not in the answer."""
+    return error_response(503, "store unavailable, retry later", headers={"Retry-After": "1"})
+
+
 def bearer_token(header: str | None) -> str:
     if not header:
         return ""

@@ -32,7 +32,6 @@ from lifeline_collector.alerting.errors import (
     UnknownSilenceError,
 )
 from lifeline_collector.alerting.silences import Matcher, matcher_from_json, parse_matcher
-from lifeline_collector.errors import StoreError
 from lifeline_collector.http import bearer_token, error_response, json_response, read_body
 from lifeline_wire.tomlcfg import parse_duration
 
@@ -229,8 +228,6 @@ async def create_silence(request: Request) -> Response:
         )
     except SilenceError as exc:
         return error_response(422, exc.reason, f"$.{exc.field}")
-    except StoreError as exc:
-        return error_response(503, f"store unavailable: {exc}", headers={"Retry-After": "1"})
     return json_response(silence.to_json(service.clock.now()), 201)
 
 
@@ -251,8 +248,6 @@ async def expire_silence(request: Request) -> Response:
         service.expire_silence(silence_id)
     except UnknownSilenceError:
         return error_response(404, f"no active or pending silence {silence_id!r}")
-    except StoreError as exc:
-        return error_response(503, f"store unavailable: {exc}", headers={"Retry-After": "1"})
     return json_response({"id": silence_id, "status": {"state": "expired"}})
 
 
@@ -272,6 +267,4 @@ async def acknowledge(request: Request) -> Response:
         return error_response(422, exc.reason, f"$.{exc.field}")
     except UnknownAlertError:
         return error_response(404, f"no active alert with fingerprint {fingerprint!r}")
-    except StoreError as exc:
-        return error_response(503, f"store unavailable: {exc}", headers={"Retry-After": "1"})
     return json_response(alert_json(service, alert))

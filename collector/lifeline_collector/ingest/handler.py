@@ -26,7 +26,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lifeline_collector.errors import StoreError
-from lifeline_collector.http import bearer_token, error_response, header, read_body, unauthorized
+from lifeline_collector.http import (
+    bearer_token,
+    error_response,
+    header,
+    read_body,
+    store_unavailable,
+    unauthorized,
+)
 from lifeline_collector.ingest.admission import DEFAULT_LIMITS
 from lifeline_collector.ingest.fast import prepare_fast
 from lifeline_collector.ingest.pending import Pending
@@ -52,7 +59,11 @@ async def handle(
     stats: Stats | None = None,
     body_timeout: float | None = None,
 ) -> Response:
-    agent = store.agent_for_token(bearer_token(header(request, b"authorization")))
+    try:
+        agent = store.agent_for_token(bearer_token(header(request, b"authorization")))
+    except StoreError as exc:
+        log.error("ingest: cannot look the token up: %s", exc)
+        return store_unavailable()
     if agent is None:
         return unauthorized()
     refused = stats.reject if stats is not None else _not_counted
@@ -83,7 +94,7 @@ async def handle(
         answer = await commit(pending)
     except StoreError as exc:
         log.error("ingest from %s failed: %s", agent.id, exc)
-        return error_response(503, "store unavailable, retry later", headers={"Retry-After": "1"})
+        return store_unavailable()
     except Exception:  # nothing was stored; the others of its group commit were
         log.exception("ingest from %s could not be stored", agent.id)
         refused(agent.id, "unstorable")

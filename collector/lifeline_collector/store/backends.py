@@ -178,6 +178,7 @@ class PostgresBackend:
 
         self.errors: tuple[type[BaseException], ...] = (psycopg.Error, psycopg_pool.PoolTimeout)
         self._timeout = POOL_TIMEOUT
+        self._pool_timeout = psycopg_pool.PoolTimeout
         self.pool = psycopg_pool.ConnectionPool(
             dsn,
             min_size=1,
@@ -194,11 +195,9 @@ class PostgresBackend:
 
     def _getconn(self) -> Any:
         """A pooled connection; while the server is unreachable, fail fast instead of waiting."""
-        import psycopg_pool
-
         try:
             conn = self.pool.getconn(timeout=self._timeout)
-        except psycopg_pool.PoolTimeout:
+        except self._pool_timeout:
             self._timeout = UNREACHABLE_TIMEOUT
             raise
         self._timeout = POOL_TIMEOUT

@@ -16,6 +16,7 @@ from lifeline_collector.app import create_app
 from lifeline_collector.cli import main
 from lifeline_collector.clock import ManualClock
 from lifeline_collector.config import parse
+from lifeline_collector.errors import StoreError
 from lifeline_collector.service import Collector
 
 ADMIN = "admin-token-0123456789abcdef"
@@ -226,3 +227,27 @@ def test_cli_silences_and_alerts(tmp_path: Path, clock: ManualClock) -> None:
     assert unknown.exit_code == 1
     assert "no active alert" in unknown.output
     service.store.close()
+
+
+@pytest.mark.anyio
+async def test_a_store_failing_under_an_operator_answers_503_and_keeps_its_reason_in_the_log(
+    tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(app_config(tmp_path), clock=clock, ticker=False)
+    service: Collector = app.state.collector
+
+    def unreachable(*_args: object, **_kwargs: object) -> None:
+        raise StoreError("query failed: connection to db1.agency.internal refused")
+
+    monkeypatch.setattr(service, "add_silence", unreachable)
+    monkeypatch.setattr(service, "acknowledge", unreachable)
+    body = {"matchers": ["site=north"], "duration": "1h", "createdBy": "sup-ana"}
+    async with serving(app) as client:
+        for answer in (
+            await client.post("/api/v1/silences", json=body, headers=auth()),
+            await client.post("/api/v1/alerts/ffffffffffffffff/ack", json={"by": "sup-ana"}, headers=auth()),
+        ):
+            assert answer.status_code == 503
+            assert answer.headers["Retry-After"] == "1"
+            assert "db1.agency.internal" not in answer.text
+    assert "db1.agency.internal" in caplog.text

@@ -12,6 +12,7 @@ from collector_kit import T0, cad_round, envelope, make_config, serving
 
 from lifeline_collector.app import create_app
 from lifeline_collector.clock import ManualClock
+from lifeline_collector.errors import StoreError
 from lifeline_collector.service import Collector
 from lifeline_collector.store import Store
 from lifeline_wire import IngestResponse, Sample, decode_response
@@ -118,6 +119,23 @@ async def test_a_token_revoked_by_another_process_is_refused_from_the_next_tick(
         "/api/v1/ingest", content=envelope("pos-12", (1, [])), headers={"Authorization": f"Bearer {token}"}
     )
     assert response.status_code == 401
+
+
+async def test_a_token_lookup_that_fails_answers_503_so_the_agent_keeps_its_batch(
+    app_client: tuple[httpx.AsyncClient, Collector, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, service, token = app_client
+
+    def unreachable(_token: str) -> None:
+        raise StoreError("query failed: couldn't get a connection after 0.25 sec")
+
+    monkeypatch.setattr(service.store, "agent_for_token", unreachable)
+    response = await client.post(
+        "/api/v1/ingest", content=envelope("pos-12", (0, [])), headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert service.store.count("batches") == 0
 
 
 async def test_batch_of_another_agent_is_403(app_client: tuple[httpx.AsyncClient, Collector, str]) -> None:
